@@ -1,0 +1,44 @@
+//! The HTTP API: a thin layer that turns requests into commands and queries. Each area has its own
+//! module with a `router()`; [`router`] merges them and adds the cross-cutting layers (request id,
+//! tracing, metrics, body limit).
+
+pub mod error;
+pub mod health;
+mod middleware;
+pub mod state;
+
+pub use error::ApiError;
+pub use state::AppState;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub fn router(state: AppState) -> Router {
+    let routes = Router::new().merge(health::router());
+    middleware::layer(routes.fallback(error::not_found)).with_state(state)
+}
+
+/// Health and metrics only, for worker processes that have no API.
+pub async fn serve_health(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = middleware::layer(health::router().fallback(error::not_found)).with_state(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// Serves until `shutdown`, then stops accepting and lets in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}

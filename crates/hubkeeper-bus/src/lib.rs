@@ -1,0 +1,42 @@
+//! NATS JetStream side of Hubkeeper: connection, the stream definitions (created idempotently at
+//! start-up, from code), and the relay that copies the event store into JetStream.
+
+pub mod envelope;
+pub mod relay;
+pub mod streams;
+
+pub use envelope::{event_subject, RelayedEvent, ENVELOPE_VERSION};
+pub use relay::{EventRelay, RelayConfig, RelayOutcome};
+pub use streams::{ensure_streams, StreamsConfig, EVENTS_STREAM};
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("cannot connect to NATS: {0}")]
+    Connect(String),
+    #[error("JetStream error: {0}")]
+    JetStream(String),
+}
+
+/// Connects with unlimited reconnects: every role must ride out a NATS restart on its own.
+pub async fn connect(url: &SecretString, name: &str) -> Result<async_nats::Client, BusError> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5))
+        .connect(url.expose_secret())
+        .await
+        .map_err(|e| BusError::Connect(e.kind().to_string()))
+}
+
+/// A JetStream context whose publish acks time out quickly enough for the relay to notice an
+/// outage and retry from its saved cursor.
+pub fn jetstream(client: async_nats::Client) -> async_nats::jetstream::Context {
+    async_nats::jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .build(client)
+}

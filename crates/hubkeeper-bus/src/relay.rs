@@ -1,0 +1,233 @@
+//! The relay (transactional outbox): tails the event store in global order and publishes every
+//! event to JetStream.
+//!
+//! Guarantees, and how:
+//! - Nothing is skipped: the store is read with the xmin-bounded cursor (see
+//!   `hubkeeper_store::log`), and the cursor is saved only after JetStream acknowledged every
+//!   event up to it.
+//! - Nothing is duplicated inside JetStream's duplicate window: each message carries
+//!   `Nats-Msg-Id = <type>:<id>:<sequence>`, so what a crashed relay published but did not record
+//!   is dropped when its successor republishes it.
+//! - Per-aggregate order holds in the stream: publishes are pipelined, but never two of the same
+//!   aggregate at once (the second waits for the first's ack), so a NATS failure in the middle of
+//!   a batch cannot persist event n+1 without event n.
+//! - One active relay: leadership is a Postgres advisory lock held by the relay's own session,
+//!   which Postgres releases the moment that session or process dies; standbys retry every second.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage};
+use bytes::Bytes;
+use hubkeeper_store::{
+    load_cursor, read_after, reader_lag, save_cursor, GlobalCursor, StoredEvent, EVENTS_CHANNEL,
+};
+use sqlx::postgres::PgListener;
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use crate::envelope::{event_subject, message_id, RelayedEvent};
+
+/// Advisory lock key of the relay leader ("hkrelay").
+pub const RELAY_LOCK_KEY: i64 = 0x68_6b_72_65_6c_61_79;
+
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Cursor row in `stream_cursors`.
+    pub cursor_name: String,
+    /// Events read and published per round trip.
+    pub batch_size: i64,
+    /// Longest sleep between reads when no NOTIFY arrives (covers transactions that end without
+    /// writing events, which release the xmin horizon silently).
+    pub idle_wait: Duration,
+    /// How often a standby tries to take over.
+    pub standby_poll: Duration,
+    /// Pause after an error (Postgres or NATS down) before trying again.
+    pub error_backoff: Duration,
+    /// How often the lag gauges are refreshed.
+    pub lag_interval: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            cursor_name: "relay".into(),
+            batch_size: 1000,
+            idle_wait: Duration::from_millis(200),
+            standby_poll: Duration::from_secs(1),
+            error_backoff: Duration::from_millis(500),
+            lag_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("event store: {0}")]
+    Store(#[from] sqlx::Error),
+    #[error("publish to JetStream failed: {0}")]
+    Publish(String),
+    #[error("cannot encode event {0}")]
+    Encode(String),
+}
+
+/// What one relay step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayOutcome {
+    /// Events were published and the cursor advanced past them.
+    Published { events: usize, duplicates: usize },
+    /// Nothing committed after the cursor (or held back by an open transaction).
+    Idle,
+}
+
+pub struct EventRelay {
+    pool: PgPool,
+    js: jetstream::Context,
+    config: RelayConfig,
+}
+
+impl EventRelay {
+    pub fn new(pool: PgPool, js: jetstream::Context, config: RelayConfig) -> Self {
+        Self { pool, js, config }
+    }
+
+    /// Runs until `shutdown`: waits for leadership, relays, and starts over after any error.
+    pub async fn run(self, shutdown: CancellationToken) {
+        while !shutdown.is_cancelled() {
+            match self.lead(&shutdown).await {
+                Ok(()) => break,
+                Err(error) => {
+                    metrics::counter!("hk_relay_errors_total").increment(1);
+                    metrics::gauge!("hk_relay_leader").set(0.0);
+                    tracing::warn!(%error, "relay interrupted; retrying from the saved cursor");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(self.config.error_backoff) => {}
+                    }
+                }
+            }
+        }
+        metrics::gauge!("hk_relay_leader").set(0.0);
+        tracing::info!("relay stopped");
+    }
+
+    async fn lead(&self, shutdown: &CancellationToken) -> Result<(), RelayError> {
+        // A session of its own, closed (not pooled) when dropped: the lock must die with it.
+        let mut conn = self.pool.acquire().await?.detach();
+        loop {
+            let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(RELAY_LOCK_KEY)
+                .fetch_one(&mut conn)
+                .await?;
+            if leader {
+                break;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(self.config.standby_poll) => {}
+            }
+        }
+        metrics::gauge!("hk_relay_leader").set(1.0);
+        tracing::info!("relay took the lead");
+
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(EVENTS_CHANNEL).await?;
+        let mut cursor = load_cursor(&mut conn, &self.config.cursor_name).await?;
+        let mut lag_due = Instant::now();
+        loop {
+            if shutdown.is_cancelled() {
+                let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+                    .bind(RELAY_LOCK_KEY)
+                    .execute(&mut conn)
+                    .await;
+                return Ok(());
+            }
+            let outcome = self.step(&mut conn, &mut cursor).await?;
+            if Instant::now() >= lag_due {
+                let lag = reader_lag(&mut conn, cursor).await?;
+                metrics::gauge!("hk_relay_lag_events").set(lag.events as f64);
+                metrics::gauge!("hk_relay_lag_seconds").set(lag.seconds);
+                lag_due = Instant::now() + self.config.lag_interval;
+            }
+            if outcome == RelayOutcome::Idle {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    notified = listener.recv() => { notified?; }
+                    _ = tokio::time::sleep(self.config.idle_wait) => {}
+                }
+            }
+        }
+    }
+
+    /// Publishes the next batch after `cursor` and advances it. Public so tests and the bench can
+    /// drive the relay one step at a time.
+    #[tracing::instrument(skip_all, fields(after_tx = cursor.tx, after_position = cursor.position))]
+    pub async fn step(
+        &self,
+        conn: &mut PgConnection,
+        cursor: &mut GlobalCursor,
+    ) -> Result<RelayOutcome, RelayError> {
+        let started = Instant::now();
+        let batch = read_after(&mut *conn, *cursor, self.config.batch_size).await?;
+        let Some(last) = batch.last().map(StoredEvent::cursor) else {
+            return Ok(RelayOutcome::Idle);
+        };
+        let duplicates = self.publish_in_order(&batch).await?;
+        save_cursor(&mut *conn, &self.config.cursor_name, last).await?;
+        *cursor = last;
+        metrics::counter!("hk_relay_published_total").increment(batch.len() as u64);
+        metrics::counter!("hk_relay_duplicates_total").increment(duplicates as u64);
+        metrics::histogram!("hk_relay_batch_seconds").record(started.elapsed().as_secs_f64());
+        tracing::debug!(events = batch.len(), duplicates, "relayed a batch");
+        Ok(RelayOutcome::Published {
+            events: batch.len(),
+            duplicates,
+        })
+    }
+
+    /// Pipelines the publishes, flushing whenever an aggregate already has one in flight.
+    async fn publish_in_order(&self, batch: &[StoredEvent]) -> Result<usize, RelayError> {
+        let mut in_flight: Vec<PublishAckFuture> = Vec::with_capacity(batch.len());
+        let mut aggregates_in_flight: HashSet<(&str, &str)> = HashSet::new();
+        let mut duplicates = 0;
+        for event in batch {
+            let key = (event.aggregate_type.as_str(), event.aggregate_id.as_str());
+            if aggregates_in_flight.contains(&key) {
+                duplicates += await_acks(&mut in_flight).await?;
+                aggregates_in_flight.clear();
+            }
+            let subject = event_subject(&event.aggregate_type, &event.aggregate_id);
+            let id = message_id(&event.aggregate_type, &event.aggregate_id, event.sequence);
+            let body = serde_json::to_vec(&RelayedEvent::from(event.clone()))
+                .map_err(|_| RelayError::Encode(id.clone()))?;
+            let message = PublishMessage::build()
+                .payload(Bytes::from(body))
+                .message_id(&id)
+                .header("Hk-Event-Type", event.event_type.as_str())
+                .header(
+                    "Hk-Global-Position",
+                    event.global_position.to_string().as_str(),
+                );
+            let ack = self
+                .js
+                .send_publish(subject, message)
+                .await
+                .map_err(|e| RelayError::Publish(e.to_string()))?;
+            in_flight.push(ack);
+            aggregates_in_flight.insert(key);
+        }
+        duplicates += await_acks(&mut in_flight).await?;
+        Ok(duplicates)
+    }
+}
+
+async fn await_acks(in_flight: &mut Vec<PublishAckFuture>) -> Result<usize, RelayError> {
+    let mut duplicates = 0;
+    for ack in in_flight.drain(..) {
+        let ack = ack.await.map_err(|e| RelayError::Publish(e.to_string()))?;
+        if ack.duplicate {
+            duplicates += 1;
+        }
+    }
+    Ok(duplicates)
+}

@@ -1,0 +1,411 @@
+//! App configuration values, their validation and the warnings a change deserves.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use hubkeeper_crypto::Sealed;
+use serde::{Deserialize, Serialize};
+use url::{Host, Url};
+
+use super::{AppError, UpdateApp};
+use crate::validate::{parse_scope_list, single_line, BadScope};
+use crate::ParseError;
+
+/// Longest label accepted (it is a short internal name).
+pub const MAX_LABEL_CHARS: usize = 100;
+/// Longest description accepted.
+pub const MAX_DESCRIPTION_CHARS: usize = 2000;
+
+/// Deployment tag of an app; purely informational, so changing it is always safe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    /// Local or shared development.
+    Development,
+    /// Pre-production.
+    Staging,
+    /// Live customers.
+    Production,
+}
+
+impl Environment {
+    /// Stable lowercase name (also the serde form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Development => "development",
+            Self::Staging => "staging",
+            Self::Production => "production",
+        }
+    }
+}
+
+impl fmt::Display for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Environment {
+    type Err = ParseError;
+
+    /// Accepts the dashboard's short tags (`dev`, `prod`) as well as the full names.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "dev" | "development" => Ok(Self::Development),
+            "staging" | "stage" => Ok(Self::Staging),
+            "prod" | "production" => Ok(Self::Production),
+            _ => Err(ParseError::new(
+                "environment",
+                s,
+                "expected development, staging or production",
+            )),
+        }
+    }
+}
+
+/// Which generation of HubSpot's OAuth endpoints the app talks to.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+pub enum OAuthGeneration {
+    /// The legacy `/oauth/v1/...` endpoints.
+    #[serde(rename = "v1")]
+    V1,
+    /// The dated `2026-03` endpoints; the default for new apps.
+    #[default]
+    #[serde(rename = "2026-03")]
+    V2026_03,
+}
+
+impl OAuthGeneration {
+    /// Stable name (also the serde form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::V1 => "v1",
+            Self::V2026_03 => "2026-03",
+        }
+    }
+}
+
+impl fmt::Display for OAuthGeneration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for OAuthGeneration {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "v1" => Ok(Self::V1),
+            "2026-03" => Ok(Self::V2026_03),
+            _ => Err(ParseError::new(
+                "OAuth endpoint generation",
+                s,
+                "expected v1 or 2026-03",
+            )),
+        }
+    }
+}
+
+/// A HubSpot webhook signature scheme the app accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureVersion {
+    /// SHA-256 of secret + body.
+    V1,
+    /// SHA-256 of secret + method + URI + body.
+    V2,
+    /// HMAC-SHA-256 with timestamp.
+    V3,
+}
+
+impl SignatureVersion {
+    /// Every version; the default so nothing HubSpot sends is rejected until narrowed on purpose.
+    pub const ALL: [Self; 3] = [Self::V1, Self::V2, Self::V3];
+
+    /// Stable name (also the serde form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::V1 => "v1",
+            Self::V2 => "v2",
+            Self::V3 => "v3",
+        }
+    }
+}
+
+impl fmt::Display for SignatureVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SignatureVersion {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "v1" => Ok(Self::V1),
+            "v2" => Ok(Self::V2),
+            "v3" => Ok(Self::V3),
+            _ => Err(ParseError::new(
+                "signature version",
+                s,
+                "expected v1, v2 or v3",
+            )),
+        }
+    }
+}
+
+/// The current, validated configuration of an app: aggregate state, not an event payload.
+///
+/// Public so the API can compute [`change_warnings`] from [`AppConfig::updated`] before or
+/// after issuing an update, and so read models can be built from it in tests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppConfig {
+    /// Internal name.
+    pub label: String,
+    /// Free text, possibly empty.
+    pub description: String,
+    /// Deployment tag.
+    pub environment: Environment,
+    /// HubSpot client id (UUID format), immutable.
+    pub client_id: String,
+    /// The client secret, sealed by the edge; immutable.
+    pub client_secret: Sealed,
+    /// Exact redirect URI as registered in HubSpot (kept byte for byte, not normalised).
+    pub redirect_uri: String,
+    /// Required scopes.
+    pub scopes: BTreeSet<String>,
+    /// Optional scopes.
+    pub optional_scopes: BTreeSet<String>,
+    /// OAuth endpoint generation.
+    pub oauth_generation: OAuthGeneration,
+    /// Accepted webhook signature versions (never empty).
+    pub signature_versions: BTreeSet<SignatureVersion>,
+    /// When the app was registered.
+    pub registered_at: DateTime<Utc>,
+}
+
+impl AppConfig {
+    /// The configuration `update` would produce, with every changed field validated.
+    ///
+    /// Fails for invalid values and for attempts to change the client id or secret. Fields
+    /// that are `None`, or equal to the current value, stay as they are.
+    pub fn updated(&self, update: &UpdateApp) -> Result<AppConfig, AppError> {
+        if let Some(client_id) = &update.client_id {
+            if client_id.trim() != self.client_id {
+                return Err(AppError::ClientIdImmutable);
+            }
+        }
+        if update.client_secret.is_some() {
+            // Sealed values of the same secret differ (fresh nonce), so any secret supplied
+            // is treated as an attempted change.
+            return Err(AppError::ClientSecretImmutable);
+        }
+        let mut next = self.clone();
+        if let Some(label) = &update.label {
+            next.label = validate_label(label)?;
+        }
+        if let Some(description) = &update.description {
+            next.description = validate_description(description)?;
+        }
+        if let Some(environment) = update.environment {
+            next.environment = environment;
+        }
+        if let Some(uri) = &update.redirect_uri {
+            next.redirect_uri = validate_redirect_uri(uri)?;
+        }
+        if let Some(scopes) = &update.scopes {
+            next.scopes = validate_scopes(scopes)?;
+        }
+        if let Some(optional) = &update.optional_scopes {
+            next.optional_scopes = validate_optional_scopes(optional)?;
+        }
+        check_scope_overlap(&next.scopes, &next.optional_scopes)?;
+        if let Some(generation) = update.oauth_generation {
+            next.oauth_generation = generation;
+        }
+        if let Some(versions) = &update.signature_versions {
+            next.signature_versions = validate_signature_versions(versions)?;
+        }
+        Ok(next)
+    }
+}
+
+/// Warnings for an operator about to change `old` into `new`; empty when the change is safe.
+///
+/// Pure so the dashboard can show them before saving and the API can return them after.
+/// Label, description and environment never warn.
+pub fn change_warnings(old: &AppConfig, new: &AppConfig) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let removed: Vec<&str> = old
+        .scopes
+        .difference(&new.scopes)
+        .map(String::as_str)
+        .collect();
+    if !removed.is_empty() {
+        warnings.push(format!(
+            "removing scopes may break existing features that rely on them: {}",
+            removed.join(" ")
+        ));
+    }
+    let added: Vec<&str> = new
+        .scopes
+        .difference(&old.scopes)
+        .map(String::as_str)
+        .collect();
+    if !added.is_empty() {
+        warnings.push(format!(
+            "added required scopes ({}) must also be added to the app in HubSpot; existing \
+             installations keep their granted scopes until the user re-authorizes",
+            added.join(" ")
+        ));
+    }
+    let removed_optional: Vec<&str> = old
+        .optional_scopes
+        .difference(&new.optional_scopes)
+        .map(String::as_str)
+        .collect();
+    if !removed_optional.is_empty() {
+        warnings.push(format!(
+            "removing optional scopes may break features for installations that granted them: {}",
+            removed_optional.join(" ")
+        ));
+    }
+    if old.redirect_uri != new.redirect_uri {
+        warnings.push(format!(
+            "the redirect URI must match HubSpot's configuration exactly (protocol, host, port \
+             and path): set it to {} in HubSpot too, or OAuth will fail",
+            new.redirect_uri
+        ));
+    }
+    if old.oauth_generation != new.oauth_generation {
+        warnings.push(format!(
+            "OAuth endpoint generation changes from {} to {}: token exchanges and refreshes use \
+             the new endpoints immediately",
+            old.oauth_generation, new.oauth_generation
+        ));
+    }
+    let dropped: Vec<&str> = old
+        .signature_versions
+        .difference(&new.signature_versions)
+        .map(|v| v.as_str())
+        .collect();
+    if !dropped.is_empty() {
+        warnings.push(format!(
+            "webhook requests signed with {} will be rejected from now on",
+            dropped.join(", ")
+        ));
+    }
+    warnings
+}
+
+pub(crate) fn validate_label(label: &str) -> Result<String, AppError> {
+    single_line(label, MAX_LABEL_CHARS).map_err(|reason| AppError::InvalidLabel { reason })
+}
+
+pub(crate) fn validate_description(description: &str) -> Result<String, AppError> {
+    let trimmed = description.trim();
+    if trimmed.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(AppError::DescriptionTooLong {
+            max: MAX_DESCRIPTION_CHARS,
+        });
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// HubSpot client ids are UUIDs in the hyphenated 8-4-4-4-12 form; other UUID spellings
+/// (braces, URN, no hyphens) would be sent verbatim and rejected by HubSpot, so they are
+/// refused here.
+pub(crate) fn validate_client_id(client_id: &str) -> Result<String, AppError> {
+    let id = client_id.trim();
+    let well_formed = id.len() == 36
+        && id.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        });
+    if well_formed {
+        Ok(id.to_owned())
+    } else {
+        Err(AppError::InvalidClientId)
+    }
+}
+
+/// The redirect URI is compared byte for byte by HubSpot, so it is validated but stored
+/// exactly as typed (the `url` crate would normalise it, e.g. add a trailing `/`).
+pub(crate) fn validate_redirect_uri(uri: &str) -> Result<String, AppError> {
+    let invalid = |reason| AppError::InvalidRedirectUri { reason };
+    if uri.is_empty() {
+        return Err(invalid("must not be empty"));
+    }
+    if uri.chars().any(char::is_whitespace) {
+        return Err(invalid("must not contain whitespace"));
+    }
+    if uri.contains('#') {
+        return Err(invalid("must not contain a fragment (#...)"));
+    }
+    let url = Url::parse(uri).map_err(|_| invalid("must be an absolute http(s) URL"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("must not contain credentials"));
+    }
+    let is_local = match url.host() {
+        Some(Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        Some(Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        None => return Err(invalid("must have a host")),
+    };
+    match url.scheme() {
+        "https" => Ok(uri.to_owned()),
+        "http" if is_local => Ok(uri.to_owned()),
+        "http" => Err(invalid(
+            "must use https (http is only allowed for localhost)",
+        )),
+        _ => Err(invalid("must be an absolute http(s) URL")),
+    }
+}
+
+fn bad_scope(list: &'static str) -> impl Fn(BadScope) -> AppError {
+    move |bad| AppError::InvalidScope {
+        list,
+        scope: bad.scope,
+        hint: bad.hint,
+    }
+}
+
+pub(crate) fn validate_scopes(scopes: &str) -> Result<BTreeSet<String>, AppError> {
+    let set = parse_scope_list(scopes).map_err(bad_scope("scopes"))?;
+    if set.is_empty() {
+        return Err(AppError::NoScopes);
+    }
+    Ok(set)
+}
+
+pub(crate) fn validate_optional_scopes(scopes: &str) -> Result<BTreeSet<String>, AppError> {
+    parse_scope_list(scopes).map_err(bad_scope("optional scopes"))
+}
+
+pub(crate) fn check_scope_overlap(
+    required: &BTreeSet<String>,
+    optional: &BTreeSet<String>,
+) -> Result<(), AppError> {
+    match required.intersection(optional).next() {
+        Some(scope) => Err(AppError::ScopeRequiredAndOptional {
+            scope: scope.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+pub(crate) fn validate_signature_versions(
+    versions: &[SignatureVersion],
+) -> Result<BTreeSet<SignatureVersion>, AppError> {
+    let set: BTreeSet<_> = versions.iter().copied().collect();
+    if set.is_empty() {
+        return Err(AppError::NoSignatureVersions);
+    }
+    Ok(set)
+}

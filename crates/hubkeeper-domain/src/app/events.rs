@@ -1,0 +1,135 @@
+//! App events: persisted forever and relayed to other services, so their JSON shape is a
+//! contract. See the crate docs for the compatibility rules.
+
+use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
+use hubkeeper_crypto::Sealed;
+use serde::{Deserialize, Serialize};
+
+use super::config::{Environment, OAuthGeneration, SignatureVersion};
+use crate::ids::AppId;
+
+/// Stable event type names (also the serde tags of [`AppEvent`]).
+pub mod event_types {
+    /// [`super::AppEvent::Registered`].
+    pub const APP_REGISTERED: &str = "AppRegistered";
+    /// [`super::AppEvent::Updated`].
+    pub const APP_UPDATED: &str = "AppUpdated";
+    /// [`super::AppEvent::Deleted`].
+    pub const APP_DELETED: &str = "AppDeleted";
+}
+
+/// Current payload version of `AppRegistered`. 1.0 is the shape the first prototype wrote
+/// (scopes as one space-separated string; no optional scopes, endpoint generation or
+/// signature versions); [`crate::upcasters`] reads it as 1.1.
+pub const APP_REGISTERED_VERSION: &str = "1.1";
+
+/// Everything that can happen to an app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AppEvent {
+    /// The app was added.
+    #[serde(rename = "AppRegistered")]
+    Registered(AppRegistered),
+    /// Some settings changed.
+    #[serde(rename = "AppUpdated")]
+    Updated(AppUpdated),
+    /// The app was deleted; it accepts no further commands.
+    #[serde(rename = "AppDeleted")]
+    Deleted(AppDeleted),
+}
+
+impl DomainEvent for AppEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::Registered(_) => event_types::APP_REGISTERED,
+            Self::Updated(_) => event_types::APP_UPDATED,
+            Self::Deleted(_) => event_types::APP_DELETED,
+        }
+        .to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        match self {
+            Self::Registered(_) => APP_REGISTERED_VERSION,
+            Self::Updated(_) | Self::Deleted(_) => "1.0",
+        }
+        .to_owned()
+    }
+}
+
+/// Payload of `AppRegistered` (version 1.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppRegistered {
+    /// The app's id.
+    pub app_id: AppId,
+    /// Internal name.
+    pub label: String,
+    /// Free text, possibly empty.
+    #[serde(default)]
+    pub description: String,
+    /// Deployment tag.
+    pub environment: Environment,
+    /// HubSpot client id.
+    pub client_id: String,
+    /// Client secret, sealed by the edge.
+    pub client_secret: Sealed,
+    /// Exact redirect URI.
+    pub redirect_uri: String,
+    /// Required scopes, sorted.
+    pub scopes: Vec<String>,
+    /// Optional scopes, sorted.
+    pub optional_scopes: Vec<String>,
+    /// OAuth endpoint generation.
+    pub oauth_generation: OAuthGeneration,
+    /// Accepted webhook signature versions, sorted.
+    pub signature_versions: Vec<SignatureVersion>,
+    /// When the app was registered.
+    pub registered_at: DateTime<Utc>,
+}
+
+/// Payload of `AppUpdated` (version 1.0): the new value of every field that changed, and
+/// nothing for the fields that did not, so consumers can tell "set" from "unchanged".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppUpdated {
+    /// The app's id.
+    pub app_id: AppId,
+    /// New label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// New description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// New environment tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<Environment>,
+    /// New redirect URI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_uri: Option<String>,
+    /// New required scopes (complete list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    /// New optional scopes (complete list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optional_scopes: Option<Vec<String>>,
+    /// New OAuth endpoint generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth_generation: Option<OAuthGeneration>,
+    /// New accepted signature versions (complete list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature_versions: Option<Vec<SignatureVersion>>,
+    /// When the change was made.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Payload of `AppDeleted` (version 1.0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppDeleted {
+    /// The app's id.
+    pub app_id: AppId,
+    /// Whether the operator overrode the active-installations check.
+    pub forced: bool,
+    /// Active installations the caller counted at deletion time (audit only).
+    pub active_installations: u32,
+    /// When the app was deleted.
+    pub deleted_at: DateTime<Utc>,
+}

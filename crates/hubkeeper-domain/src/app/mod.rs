@@ -1,0 +1,406 @@
+//! The `App` aggregate: one HubSpot OAuth app configuration (client id, sealed secret,
+//! redirect URI, scopes, environment).
+//!
+//! Rules come from the dashboard's App Management page: label, description and environment
+//! change freely; scopes and redirect URI may change but deserve warnings
+//! ([`change_warnings`]); client id and secret never change (a different HubSpot app is a new
+//! app entry); deletion is refused while installations are active unless forced, and a
+//! deleted app accepts nothing further.
+
+mod config;
+mod events;
+#[cfg(test)]
+mod tests;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use hubkeeper_crypto::Sealed;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use config::{
+    change_warnings, AppConfig, Environment, OAuthGeneration, SignatureVersion,
+    MAX_DESCRIPTION_CHARS, MAX_LABEL_CHARS,
+};
+pub use events::{
+    event_types, AppDeleted, AppEvent, AppRegistered, AppUpdated, APP_REGISTERED_VERSION,
+};
+
+use crate::clock::DomainServices;
+use crate::ids::AppId;
+use config::{
+    check_scope_overlap, validate_client_id, validate_description, validate_label,
+    validate_optional_scopes, validate_redirect_uri, validate_scopes, validate_signature_versions,
+};
+
+/// Commands accepted by [`App`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppCommand {
+    /// Add a new app.
+    RegisterApp(RegisterApp),
+    /// Change settings of an existing app.
+    UpdateApp(UpdateApp),
+    /// Delete the app.
+    DeleteApp {
+        /// Delete even though installations are active.
+        force: bool,
+        /// Active installations of this app, counted by the caller from the read model (the
+        /// aggregate cannot see other aggregates).
+        active_installations: u32,
+    },
+}
+
+/// Registration input, as typed in the dashboard (strings are validated by the aggregate).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterApp {
+    /// Id for the new app (use [`AppId::new`]); also the aggregate id.
+    pub app_id: AppId,
+    /// Internal name.
+    pub label: String,
+    /// Free text; `None` means empty.
+    pub description: Option<String>,
+    /// Deployment tag.
+    pub environment: Environment,
+    /// HubSpot client id, `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`.
+    pub client_id: String,
+    /// The client secret, sealed by the edge with `Aad::client_secret(app_id)`.
+    pub client_secret: Sealed,
+    /// Redirect URI exactly as configured in HubSpot.
+    pub redirect_uri: String,
+    /// Required scopes, space-separated.
+    pub scopes: String,
+    /// Optional scopes, space-separated (may be empty).
+    pub optional_scopes: String,
+    /// `None` means [`OAuthGeneration::default`] (2026-03).
+    pub oauth_generation: Option<OAuthGeneration>,
+    /// `None` means all versions.
+    pub signature_versions: Option<Vec<SignatureVersion>>,
+}
+
+/// Partial update: `None` leaves a field unchanged.
+///
+/// `client_id` and `client_secret` exist so a form that posts them gets a clear refusal
+/// instead of a silent no-op; a client id equal to the current one is accepted (forms resend
+/// all fields), any client secret is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpdateApp {
+    /// New label.
+    pub label: Option<String>,
+    /// New description.
+    pub description: Option<String>,
+    /// New environment tag.
+    pub environment: Option<Environment>,
+    /// New redirect URI.
+    pub redirect_uri: Option<String>,
+    /// New required scopes, space-separated (replaces the list).
+    pub scopes: Option<String>,
+    /// New optional scopes, space-separated (replaces the list).
+    pub optional_scopes: Option<String>,
+    /// New OAuth endpoint generation.
+    pub oauth_generation: Option<OAuthGeneration>,
+    /// New accepted signature versions (replaces the list).
+    pub signature_versions: Option<Vec<SignatureVersion>>,
+    /// Refused unless equal to the current client id.
+    pub client_id: Option<String>,
+    /// Always refused.
+    pub client_secret: Option<Sealed>,
+}
+
+/// Why an app command was refused. Messages are meant for operators and contain no secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum AppError {
+    /// Register on an existing app.
+    #[error("app {0} is already registered")]
+    AlreadyRegistered(AppId),
+    /// Update/delete before registration.
+    #[error("app is not registered")]
+    NotRegistered,
+    /// Any command after deletion.
+    #[error("app has been deleted and accepts no further changes; register a new app instead")]
+    Deleted,
+    /// Bad label.
+    #[error("label {reason} (at most {max} characters, one line)", max = MAX_LABEL_CHARS)]
+    InvalidLabel {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// Description too long.
+    #[error("description is longer than {max} characters")]
+    DescriptionTooLong {
+        /// The limit.
+        max: usize,
+    },
+    /// Client id not in HubSpot's format.
+    #[error("client id must have the format xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx (hexadecimal)")]
+    InvalidClientId,
+    /// Bad redirect URI.
+    #[error("redirect URI {reason}")]
+    InvalidRedirectUri {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// Bad scope in a list.
+    #[error("invalid entry {scope:?} in {list}: {hint}")]
+    InvalidScope {
+        /// `"scopes"` or `"optional scopes"`.
+        list: &'static str,
+        /// The offending entry (shortened).
+        scope: String,
+        /// How to fix it.
+        hint: &'static str,
+    },
+    /// No required scopes.
+    #[error("at least one required scope is needed")]
+    NoScopes,
+    /// Same scope in both lists.
+    #[error("scope {scope:?} is listed as both required and optional")]
+    ScopeRequiredAndOptional {
+        /// The scope.
+        scope: String,
+    },
+    /// Empty signature version list.
+    #[error("at least one webhook signature version must be accepted")]
+    NoSignatureVersions,
+    /// Attempt to change the client id.
+    #[error(
+        "the client id cannot be changed: it identifies the HubSpot app; create a new app \
+         entry for a different HubSpot app"
+    )]
+    ClientIdImmutable,
+    /// Attempt to change the client secret.
+    #[error(
+        "the client secret cannot be changed: rotate it in HubSpot and create a new app entry \
+         with the new secret"
+    )]
+    ClientSecretImmutable,
+    /// Delete refused.
+    #[error(
+        "app has {count} active installation(s) that would lose access and stop refreshing; \
+         disconnect them first or delete with force"
+    )]
+    HasActiveInstallations {
+        /// Active installations reported by the caller.
+        count: u32,
+    },
+}
+
+/// State of one app, rebuilt from its events.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct App {
+    app_id: Option<AppId>,
+    config: Option<AppConfig>,
+    updated_at: Option<DateTime<Utc>>,
+    deleted_at: Option<DateTime<Utc>>,
+}
+
+impl App {
+    /// The app's id, once registered.
+    pub fn app_id(&self) -> Option<AppId> {
+        self.app_id
+    }
+
+    /// Current configuration, once registered (still available after deletion, for audit).
+    pub fn config(&self) -> Option<&AppConfig> {
+        self.config.as_ref()
+    }
+
+    /// When the configuration last changed.
+    pub fn updated_at(&self) -> Option<DateTime<Utc>> {
+        self.updated_at
+    }
+
+    /// When the app was deleted, if it was.
+    pub fn deleted_at(&self) -> Option<DateTime<Utc>> {
+        self.deleted_at
+    }
+
+    /// Whether the app was deleted.
+    pub fn is_deleted(&self) -> bool {
+        self.deleted_at.is_some()
+    }
+
+    /// The configuration `update` would produce and the warnings to show for it, without
+    /// changing anything. Fails exactly when the `UpdateApp` command would.
+    pub fn preview_update(&self, update: &UpdateApp) -> Result<(AppConfig, Vec<String>), AppError> {
+        let (_, current) = self.live()?;
+        let next = current.updated(update)?;
+        let warnings = change_warnings(current, &next);
+        Ok((next, warnings))
+    }
+
+    fn live(&self) -> Result<(AppId, &AppConfig), AppError> {
+        if self.is_deleted() {
+            return Err(AppError::Deleted);
+        }
+        match (self.app_id, &self.config) {
+            (Some(id), Some(config)) => Ok((id, config)),
+            _ => Err(AppError::NotRegistered),
+        }
+    }
+
+    fn register(&self, cmd: RegisterApp, now: DateTime<Utc>) -> Result<AppEvent, AppError> {
+        if self.is_deleted() {
+            return Err(AppError::Deleted);
+        }
+        if let Some(existing) = self.app_id {
+            return Err(AppError::AlreadyRegistered(existing));
+        }
+        let scopes = validate_scopes(&cmd.scopes)?;
+        let optional_scopes = validate_optional_scopes(&cmd.optional_scopes)?;
+        check_scope_overlap(&scopes, &optional_scopes)?;
+        let signature_versions = match &cmd.signature_versions {
+            Some(versions) => validate_signature_versions(versions)?,
+            None => SignatureVersion::ALL.into_iter().collect(),
+        };
+        Ok(AppEvent::Registered(AppRegistered {
+            app_id: cmd.app_id,
+            label: validate_label(&cmd.label)?,
+            description: validate_description(cmd.description.as_deref().unwrap_or_default())?,
+            environment: cmd.environment,
+            client_id: validate_client_id(&cmd.client_id)?,
+            client_secret: cmd.client_secret,
+            redirect_uri: validate_redirect_uri(&cmd.redirect_uri)?,
+            scopes: scopes.into_iter().collect(),
+            optional_scopes: optional_scopes.into_iter().collect(),
+            oauth_generation: cmd.oauth_generation.unwrap_or_default(),
+            signature_versions: signature_versions.into_iter().collect(),
+            registered_at: now,
+        }))
+    }
+
+    /// `None` when nothing would change: a resubmitted form records no event.
+    fn update(&self, cmd: &UpdateApp, now: DateTime<Utc>) -> Result<Option<AppEvent>, AppError> {
+        let (app_id, current) = self.live()?;
+        let next = current.updated(cmd)?;
+        if &next == current {
+            return Ok(None);
+        }
+        fn changed<T: PartialEq + Clone>(old: &T, new: &T) -> Option<T> {
+            (old != new).then(|| new.clone())
+        }
+        fn changed_list<T: PartialEq + Clone + Ord>(
+            old: &std::collections::BTreeSet<T>,
+            new: &std::collections::BTreeSet<T>,
+        ) -> Option<Vec<T>> {
+            (old != new).then(|| new.iter().cloned().collect())
+        }
+        Ok(Some(AppEvent::Updated(AppUpdated {
+            app_id,
+            label: changed(&current.label, &next.label),
+            description: changed(&current.description, &next.description),
+            environment: changed(&current.environment, &next.environment),
+            redirect_uri: changed(&current.redirect_uri, &next.redirect_uri),
+            scopes: changed_list(&current.scopes, &next.scopes),
+            optional_scopes: changed_list(&current.optional_scopes, &next.optional_scopes),
+            oauth_generation: changed(&current.oauth_generation, &next.oauth_generation),
+            signature_versions: changed_list(&current.signature_versions, &next.signature_versions),
+            updated_at: now,
+        })))
+    }
+
+    fn delete(
+        &self,
+        force: bool,
+        active_installations: u32,
+        now: DateTime<Utc>,
+    ) -> Result<AppEvent, AppError> {
+        let (app_id, _) = self.live()?;
+        if active_installations > 0 && !force {
+            return Err(AppError::HasActiveInstallations {
+                count: active_installations,
+            });
+        }
+        Ok(AppEvent::Deleted(AppDeleted {
+            app_id,
+            forced: force && active_installations > 0,
+            active_installations,
+            deleted_at: now,
+        }))
+    }
+}
+
+impl Aggregate for App {
+    const TYPE: &'static str = "app";
+    type Command = AppCommand;
+    type Event = AppEvent;
+    type Error = AppError;
+    type Services = DomainServices;
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        let now = services.now();
+        let event = match command {
+            AppCommand::RegisterApp(cmd) => Some(self.register(cmd, now)?),
+            AppCommand::UpdateApp(cmd) => self.update(&cmd, now)?,
+            AppCommand::DeleteApp {
+                force,
+                active_installations,
+            } => Some(self.delete(force, active_installations, now)?),
+        };
+        if let Some(event) = event {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            AppEvent::Registered(e) => {
+                self.app_id = Some(e.app_id);
+                self.config = Some(AppConfig {
+                    label: e.label,
+                    description: e.description,
+                    environment: e.environment,
+                    client_id: e.client_id,
+                    client_secret: e.client_secret,
+                    redirect_uri: e.redirect_uri,
+                    scopes: e.scopes.into_iter().collect(),
+                    optional_scopes: e.optional_scopes.into_iter().collect(),
+                    oauth_generation: e.oauth_generation,
+                    signature_versions: e.signature_versions.into_iter().collect(),
+                    registered_at: e.registered_at,
+                });
+            }
+            AppEvent::Updated(e) => {
+                self.updated_at = Some(e.updated_at);
+                let Some(config) = self.config.as_mut() else {
+                    // An update without registration cannot be produced by `handle`; ignoring
+                    // it keeps replay total instead of panicking on a corrupt stream.
+                    return;
+                };
+                if let Some(label) = e.label {
+                    config.label = label;
+                }
+                if let Some(description) = e.description {
+                    config.description = description;
+                }
+                if let Some(environment) = e.environment {
+                    config.environment = environment;
+                }
+                if let Some(uri) = e.redirect_uri {
+                    config.redirect_uri = uri;
+                }
+                if let Some(scopes) = e.scopes {
+                    config.scopes = scopes.into_iter().collect();
+                }
+                if let Some(optional) = e.optional_scopes {
+                    config.optional_scopes = optional.into_iter().collect();
+                }
+                if let Some(generation) = e.oauth_generation {
+                    config.oauth_generation = generation;
+                }
+                if let Some(versions) = e.signature_versions {
+                    config.signature_versions = versions.into_iter().collect();
+                }
+            }
+            AppEvent::Deleted(e) => {
+                self.deleted_at = Some(e.deleted_at);
+            }
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Installation events: persisted forever and relayed to other services, so their JSON shape
+//! is a contract. See the crate docs for the compatibility rules.
+
+use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+
+use super::{DisconnectCause, InstallationStatus, Installer, RefreshFailureClass, SealedTokens};
+use crate::ids::{AppId, HubId, InstallationId, UserId};
+
+/// Stable event type names (also the serde tags of [`InstallationEvent`]).
+pub mod event_types {
+    /// [`super::InstallationEvent::Connected`].
+    pub const CONNECTED: &str = "InstallationConnected";
+    /// [`super::InstallationEvent::Reconnected`].
+    pub const RECONNECTED: &str = "InstallationReconnected";
+    /// [`super::InstallationEvent::TokensRefreshed`].
+    pub const TOKENS_REFRESHED: &str = "InstallationTokensRefreshed";
+    /// [`super::InstallationEvent::RefreshFailed`].
+    pub const REFRESH_FAILED: &str = "InstallationRefreshFailed";
+    /// [`super::InstallationEvent::ReauthorizationRequired`].
+    pub const REAUTHORIZATION_REQUIRED: &str = "InstallationReauthorizationRequired";
+    /// [`super::InstallationEvent::Revoked`].
+    pub const REVOKED: &str = "InstallationRevoked";
+    /// [`super::InstallationEvent::Disconnected`].
+    pub const DISCONNECTED: &str = "InstallationDisconnected";
+    /// [`super::InstallationEvent::TenantForgotten`].
+    pub const TENANT_FORGOTTEN: &str = "InstallationTenantForgotten";
+}
+
+/// Everything that can happen to an installation.
+///
+/// Token hand-outs are deliberately not events; see the module docs of
+/// [`crate::installation`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InstallationEvent {
+    /// First successful OAuth connect.
+    #[serde(rename = "InstallationConnected")]
+    Connected(InstallationConnected),
+    /// OAuth connect of an installation that was connected before (re-install, scope
+    /// upgrade, recovery after disconnect, revoke or failed refresh).
+    #[serde(rename = "InstallationReconnected")]
+    Reconnected(InstallationReconnected),
+    /// A token refresh succeeded.
+    #[serde(rename = "InstallationTokensRefreshed")]
+    TokensRefreshed(TokensRefreshed),
+    /// A token refresh failed transiently; retrying later may work.
+    #[serde(rename = "InstallationRefreshFailed")]
+    RefreshFailed(RefreshFailed),
+    /// The refresh token is dead; only the user can fix this by re-authorizing.
+    #[serde(rename = "InstallationReauthorizationRequired")]
+    ReauthorizationRequired(ReauthorizationRequired),
+    /// Tokens were revoked at HubSpot and removed.
+    #[serde(rename = "InstallationRevoked")]
+    Revoked(InstallationRevoked),
+    /// Tokens were removed (operator) or the app was uninstalled in HubSpot.
+    #[serde(rename = "InstallationDisconnected")]
+    Disconnected(InstallationDisconnected),
+    /// The tenant's data key is to be destroyed; every sealed value becomes unreadable.
+    #[serde(rename = "InstallationTenantForgotten")]
+    TenantForgotten(TenantForgotten),
+}
+
+impl DomainEvent for InstallationEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::Connected(_) => event_types::CONNECTED,
+            Self::Reconnected(_) => event_types::RECONNECTED,
+            Self::TokensRefreshed(_) => event_types::TOKENS_REFRESHED,
+            Self::RefreshFailed(_) => event_types::REFRESH_FAILED,
+            Self::ReauthorizationRequired(_) => event_types::REAUTHORIZATION_REQUIRED,
+            Self::Revoked(_) => event_types::REVOKED,
+            Self::Disconnected(_) => event_types::DISCONNECTED,
+            Self::TenantForgotten(_) => event_types::TENANT_FORGOTTEN,
+        }
+        .to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        "1.0".to_owned()
+    }
+}
+
+/// Payload of `InstallationConnected` (1.0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallationConnected {
+    /// Derived from app, hub and user; equals the aggregate id.
+    pub installation_id: InstallationId,
+    /// The app installed.
+    pub app_id: AppId,
+    /// The hub it was installed in.
+    pub hub_id: HubId,
+    /// Set for user-level apps only (part of the installation's identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<UserId>,
+    /// The hub's domain, e.g. `acme.hubspot.com`.
+    pub hub_domain: String,
+    /// Who clicked install.
+    pub installer: Installer,
+    /// Granted scopes, sorted.
+    pub scopes: Vec<String>,
+    /// The sealed token pair.
+    pub tokens: SealedTokens,
+    /// Version of our app the user installed, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_version: Option<String>,
+    /// Token generation after this event (always 1 here).
+    pub generation: u64,
+    /// When the connect was recorded.
+    pub connected_at: DateTime<Utc>,
+}
+
+/// Payload of `InstallationReconnected` (1.0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallationReconnected {
+    /// Equals the aggregate id.
+    pub installation_id: InstallationId,
+    /// The hub's domain (may have changed).
+    pub hub_domain: String,
+    /// Who re-authorized.
+    pub installer: Installer,
+    /// Granted scopes now, sorted.
+    pub scopes: Vec<String>,
+    /// The new sealed token pair.
+    pub tokens: SealedTokens,
+    /// Version of our app, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_version: Option<String>,
+    /// Status just before the reconnect, for "recovered from ..." reporting.
+    pub previous_status: InstallationStatus,
+    /// Token generation after this event.
+    pub generation: u64,
+    /// When the reconnect was recorded.
+    pub connected_at: DateTime<Utc>,
+}
+
+/// Payload of `InstallationTokensRefreshed` (1.0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokensRefreshed {
+    /// The new pair; the refresh token is stored whether or not HubSpot rotated it.
+    pub tokens: SealedTokens,
+    /// Token generation after this event.
+    pub generation: u64,
+    /// When HubSpot answered.
+    pub refreshed_at: DateTime<Utc>,
+}
+
+/// Payload of `InstallationRefreshFailed` (1.0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshFailed {
+    /// Failure category.
+    pub class: RefreshFailureClass,
+    /// Diagnostic text from the refresher (bounded; must not contain secrets).
+    pub message: String,
+    /// Generation the failed attempt used.
+    pub generation: u64,
+    /// Failures in a row, this one included; reset by any success or reconnect.
+    pub consecutive_failures: u32,
+    /// When the failure was recorded.
+    pub failed_at: DateTime<Utc>,
+}
+
+/// Payload of `InstallationReauthorizationRequired` (1.0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReauthorizationRequired {
+    /// Failure category (typically `invalid_grant`).
+    pub class: RefreshFailureClass,
+    /// Diagnostic text (bounded; must not contain secrets).
+    pub message: String,
+    /// Generation whose refresh token was found dead.
+    pub generation: u64,
+    /// When it was recorded.
+    pub failed_at: DateTime<Utc>,
+}
+
+/// Payload of `InstallationRevoked` (1.0). Carries no tokens: they are gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallationRevoked {
+    /// Operator's justification.
+    pub reason: String,
+    /// When it was recorded.
+    pub revoked_at: DateTime<Utc>,
+}
+
+/// Payload of `InstallationDisconnected` (1.0). Carries no tokens: they are gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallationDisconnected {
+    /// Operator action or HubSpot uninstall.
+    pub cause: DisconnectCause,
+    /// Operator's justification (none for uninstalls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When it was recorded.
+    pub disconnected_at: DateTime<Utc>,
+}
+
+/// Payload of `InstallationTenantForgotten` (1.0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantForgotten {
+    /// Operator's justification (e.g. a data deletion request reference).
+    pub reason: String,
+    /// When it was recorded.
+    pub forgotten_at: DateTime<Utc>,
+}

@@ -1,0 +1,34 @@
+//! Hubkeeper's domain: event-sourced aggregates for OAuth apps and their installations.
+//!
+//! Everything here is pure: no network, no database, no plaintext secrets. The edge (API,
+//! refresher, webhook handler) talks to HubSpot, encrypts tokens with `hubkeeper-crypto`, and
+//! then issues a command; the aggregates decide what that means and record it as events.
+//!
+//! * [`app`]: the configuration of one HubSpot OAuth app ([`app::App`]).
+//! * [`installation`]: one app installed in one hub, with its sealed tokens and lifecycle
+//!   ([`installation::Installation`]).
+//! * [`ids`], [`metadata`], [`clock`]: shared vocabulary.
+//! * [`upcasters`]: how stored events of older versions are read today.
+//!
+//! Events are a compatibility boundary: they are persisted forever and relayed to other
+//! services. Each variant has a stable `event_type()` (also its serde tag) and an
+//! `event_version()`; payloads are dedicated structs, separate from aggregate state, so the
+//! state can be refactored freely. New optional fields get `#[serde(default)]`; anything else
+//! needs a version bump and an upcaster.
+
+pub mod app;
+pub mod clock;
+pub mod ids;
+pub mod installation;
+pub mod metadata;
+pub mod upcasters;
+
+mod error;
+mod validate;
+
+pub use clock::{Clock, DomainServices, ManualClock, SystemClock};
+pub use error::ParseError;
+pub use ids::{AppId, HubId, InstallationId, UserId};
+
+/// Sealed secrets, re-exported so callers name one crate for domain types.
+pub use hubkeeper_crypto::Sealed;

@@ -1,0 +1,228 @@
+//! Starting roles: the API and the workers, alone or together, against given Postgres and NATS.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use hubkeeper_bus::{EventRelay, RelayConfig, StreamsConfig};
+use hubkeeper_store::PoolConfig;
+use secrecy::SecretString;
+use sqlx::PgPool;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+/// Worker roles that can run as processes of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WorkerRole {
+    /// Copies the event store to JetStream in commit order (one active, others stand by).
+    Relay,
+    /// Every worker role in one process.
+    All,
+}
+
+/// Which roles a process runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RoleSet {
+    pub api: bool,
+    pub relay: bool,
+}
+
+impl RoleSet {
+    pub fn api_only() -> Self {
+        Self {
+            api: true,
+            ..Self::default()
+        }
+    }
+
+    pub fn everything() -> Self {
+        Self {
+            api: true,
+            relay: true,
+        }
+    }
+
+    fn label(&self) -> String {
+        let mut parts = Vec::new();
+        if self.api {
+            parts.push("api");
+        }
+        if self.relay {
+            parts.push("relay");
+        }
+        parts.join("+")
+    }
+}
+
+impl From<WorkerRole> for RoleSet {
+    fn from(role: WorkerRole) -> Self {
+        match role {
+            WorkerRole::Relay => Self {
+                relay: true,
+                ..Self::default()
+            },
+            WorkerRole::All => Self {
+                api: false,
+                ..Self::everything()
+            },
+        }
+    }
+}
+
+pub fn connect_store(config: &Config) -> anyhow::Result<PgPool> {
+    let url = config.database_url.as_ref().ok_or_else(|| {
+        anyhow!("DATABASE_URL is not set (only `hubkeeper up` starts a local Postgres)")
+    })?;
+    pool_for(config, url, "hubkeeper")
+}
+
+fn pool_for(config: &Config, url: &SecretString, name: &str) -> anyhow::Result<PgPool> {
+    Ok(hubkeeper_store::connect(
+        url,
+        &PoolConfig {
+            max_connections: config.db_max_connections,
+            application_name: name.into(),
+            ..PoolConfig::default()
+        },
+    )?)
+}
+
+/// A single role (or several) as its own process, against configured servers.
+pub async fn run_standalone(config: &Config, roles: RoleSet) -> anyhow::Result<()> {
+    let shutdown = crate::shutdown::on_signal()?;
+    let database_url = config.database_url.clone().ok_or_else(|| {
+        anyhow!("DATABASE_URL is not set (only `hubkeeper up` starts a local Postgres)")
+    })?;
+    let nats_url = config
+        .nats_url
+        .clone()
+        .ok_or_else(|| anyhow!("NATS_URL is not set (only `hubkeeper up` starts a local NATS)"))?;
+    run_roles(config, roles, &database_url, &nats_url, shutdown).await
+}
+
+/// Runs `roles` until `shutdown` or until one of them fails (then stops the others).
+pub async fn run_roles(
+    config: &Config,
+    roles: RoleSet,
+    database_url: &SecretString,
+    nats_url: &SecretString,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let label = roles.label();
+    let metrics = hubkeeper_telemetry::metrics_handle()?;
+    let pool = pool_for(config, database_url, &format!("hubkeeper-{label}"))?;
+    wait_for("postgres migrations", &shutdown, || async {
+        hubkeeper_store::migrate(&pool)
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await?;
+    let nats = hubkeeper_bus::connect(nats_url, &format!("hubkeeper-{label}")).await?;
+    let js = hubkeeper_bus::jetstream(nats.clone());
+    let streams = StreamsConfig {
+        duplicate_window: Duration::from_secs(config.nats_duplicate_window_secs),
+        replicas: config.nats_replicas,
+    };
+    wait_for("JetStream streams", &shutdown, || async {
+        hubkeeper_bus::ensure_streams(&js, &streams)
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await?;
+
+    let mut tasks: JoinSet<anyhow::Result<&'static str>> = JoinSet::new();
+    let state = hubkeeper_api::AppState::new(pool.clone(), nats.clone(), metrics);
+    if roles.api {
+        let listener = tokio::net::TcpListener::bind(config.bind)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.bind))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "API listening");
+        let token = shutdown.clone();
+        let state = state.clone();
+        tasks.spawn(async move {
+            hubkeeper_api::serve(listener, state, token).await?;
+            Ok("api")
+        });
+    } else if let Some(bind) = config.metrics_bind {
+        let listener = tokio::net::TcpListener::bind(bind)
+            .await
+            .with_context(|| format!("cannot listen on {bind}"))?;
+        tracing::info!(addr = %bind, "health and metrics listening");
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            hubkeeper_api::serve_health(listener, state, token).await?;
+            Ok("metrics")
+        });
+    }
+    if roles.relay {
+        let relay = EventRelay::new(
+            pool.clone(),
+            js.clone(),
+            RelayConfig {
+                batch_size: config.relay_batch_size,
+                ..RelayConfig::default()
+            },
+        );
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            relay.run(token).await;
+            Ok("relay")
+        });
+    }
+    tracing::info!(roles = %label, "roles started");
+
+    let mut failure = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            joined = tasks.join_next() => match joined {
+                None => break,
+                Some(Ok(Ok(role))) => {
+                    if !shutdown.is_cancelled() {
+                        failure = Some(anyhow!("role {role} stopped unexpectedly"));
+                        break;
+                    }
+                }
+                Some(Ok(Err(e))) => { failure = Some(e); break; }
+                Some(Err(e)) => { failure = Some(anyhow!("a role panicked: {e}")); break; }
+            }
+        }
+    }
+    shutdown.cancel();
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok(Err(e)) = joined {
+            tracing::warn!(error = %e, "role ended with an error during shutdown");
+        }
+    }
+    pool.close().await;
+    tracing::info!(roles = %label, "stopped");
+    failure.map_or(Ok(()), Err)
+}
+
+/// Retries a start-up step (a dependency may still be coming up) until it works or shutdown.
+async fn wait_for<F, Fut>(
+    what: &str,
+    shutdown: &CancellationToken,
+    mut step: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match step().await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "{what} not ready; retrying in {delay:?}");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Err(anyhow!("shut down while waiting for {what}")),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! `hubkeeper up`: everything on one machine in one process.
+
+use std::path::Path;
+
+use hubkeeper_embedded::{LocalNats, LocalPostgres, NatsOptions, PostgresOptions};
+use secrecy::SecretString;
+
+use crate::config::Config;
+use crate::roles::{run_roles, RoleSet};
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let shutdown = crate::shutdown::on_signal()?;
+    let data_dir = std::path::absolute(&config.data_dir)?;
+    std::fs::create_dir_all(&data_dir)?;
+
+    let mut local_pg = None;
+    let database_url = match &config.database_url {
+        Some(url) => url.clone(),
+        None => {
+            let pg = LocalPostgres::start(PostgresOptions {
+                dir: data_dir.join("postgres"),
+                port: preferred_port(config.local_pg_port),
+                database: "hubkeeper".into(),
+                durable: true,
+            })
+            .await?;
+            let url = SecretString::from(pg.database_url());
+            println!(
+                "  postgres  {} (local, data in {})",
+                pg.database_url(),
+                data_dir.join("postgres").display()
+            );
+            local_pg = Some(pg);
+            url
+        }
+    };
+    let mut local_nats = None;
+    let nats_url = match &config.nats_url {
+        Some(url) => url.clone(),
+        None => {
+            let nats = LocalNats::start(NatsOptions {
+                dir: data_dir.join("nats"),
+                port: preferred_port(config.local_nats_port),
+                tools_dir: Some(tools_dir(&data_dir)),
+            })
+            .await?;
+            println!(
+                "  nats      {} (local, JetStream in {})",
+                nats.url(),
+                data_dir.join("nats").display()
+            );
+            let url = SecretString::from(nats.url());
+            local_nats = Some(nats);
+            url
+        }
+    };
+    println!("  api       http://{}", config.bind);
+    println!(
+        "  health    http://{0}/healthz  ready: http://{0}/readyz  metrics: http://{0}/metrics",
+        config.bind
+    );
+    println!("Hubkeeper is starting; Ctrl-C stops everything.");
+
+    let result = run_roles(
+        &config,
+        RoleSet::everything(),
+        &database_url,
+        &nats_url,
+        shutdown,
+    )
+    .await;
+
+    // Stop in reverse order of start: nothing of ours may outlive `up`.
+    if let Some(mut nats) = local_nats.take() {
+        nats.stop();
+    }
+    if let Some(mut pg) = local_pg.take() {
+        pg.stop();
+    }
+    result
+}
+
+fn preferred_port(port: u16) -> Option<u16> {
+    std::net::TcpListener::bind(("127.0.0.1", port))
+        .ok()
+        .map(|_| port)
+}
+
+fn tools_dir(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("tools")
+}
