@@ -15,7 +15,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub fn router(state: AppState) -> Router {
-    let routes = Router::new().merge(health::router());
+    let routes = Router::new()
+        .merge(health::router())
+        // --- routers: one line per area; keep edits to your own line(s) ---
+        ;
     middleware::layer(routes.fallback(error::not_found)).with_state(state)
 }
 

@@ -132,7 +132,11 @@ pub async fn run_roles(
     .await?;
 
     let mut tasks: JoinSet<anyhow::Result<&'static str>> = JoinSet::new();
-    let state = hubkeeper_api::AppState::new(pool.clone(), nats.clone(), metrics);
+    let state = hubkeeper_api::AppState::new(hubkeeper_api::state::Inner {
+        pool: pool.clone(),
+        nats: nats.clone(),
+        metrics,
+    });
     if roles.api {
         let listener = tokio::net::TcpListener::bind(config.bind)
             .await

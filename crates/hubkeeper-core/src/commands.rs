@@ -1,0 +1,127 @@
+//! The command bus: runs a command against an aggregate through cqrs-es with the event metadata
+//! every event must carry, retrying lost optimistic-concurrency races.
+//!
+//! cqrs-es reports a concurrent write to the same aggregate as `AggregateConflict` and does not
+//! retry; re-running the command re-loads the aggregate, so the command is decided against the
+//! state that won. In-process cqrs `Query`s are deliberately not used: they are lost when a
+//! process dies after commit; projections read the relayed stream instead.
+
+use std::time::Duration;
+
+use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::{Aggregate, AggregateError, CqrsFramework, EventStore};
+use hubkeeper_domain::app::App;
+use hubkeeper_domain::installation::Installation;
+use hubkeeper_domain::metadata::EventMetadata;
+use hubkeeper_domain::DomainServices;
+use postgres_es::{PostgresCqrs, PostgresEventRepository};
+use sqlx::PgPool;
+
+/// How often a command is re-run after losing a race on its aggregate.
+const CONFLICT_RETRIES: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError<E: std::error::Error> {
+    /// The aggregate refused the command (a business rule): the caller's fault, a 4xx.
+    #[error(transparent)]
+    Rejected(E),
+    /// Still conflicting after every retry (pathological contention).
+    #[error("the {0} was changed concurrently too many times; try again")]
+    Conflict(&'static str),
+    /// The event store failed.
+    #[error("event store error: {0}")]
+    Store(String),
+}
+
+type Store<A> = PersistedEventStore<PostgresEventRepository, A>;
+
+fn store<A: Aggregate>(pool: &PgPool) -> Store<A> {
+    PersistedEventStore::new_event_store(PostgresEventRepository::new(pool.clone()))
+        .with_upcasters(hubkeeper_domain::upcasters::all())
+}
+
+/// Runs commands for every aggregate type. Cheap to share behind an `Arc`.
+pub struct CommandBus {
+    apps: PostgresCqrs<App>,
+    installations: PostgresCqrs<Installation>,
+    app_store: Store<App>,
+    installation_store: Store<Installation>,
+}
+
+impl CommandBus {
+    pub fn new(pool: &PgPool, services: DomainServices) -> Self {
+        Self {
+            apps: CqrsFramework::new(store(pool), vec![], services.clone()),
+            installations: CqrsFramework::new(store(pool), vec![], services),
+            app_store: store(pool),
+            installation_store: store(pool),
+        }
+    }
+
+    pub async fn execute_app(
+        &self,
+        id: &str,
+        command: <App as Aggregate>::Command,
+        metadata: &EventMetadata,
+    ) -> Result<(), CommandError<<App as Aggregate>::Error>>
+    where
+        <App as Aggregate>::Command: Clone,
+    {
+        execute(&self.apps, "app", id, command, metadata).await
+    }
+
+    pub async fn execute_installation(
+        &self,
+        id: &str,
+        command: <Installation as Aggregate>::Command,
+        metadata: &EventMetadata,
+    ) -> Result<(), CommandError<<Installation as Aggregate>::Error>> {
+        execute(&self.installations, "installation", id, command, metadata).await
+    }
+
+    /// Current state of an app (the default, empty state if it never existed).
+    pub async fn load_app(&self, id: &str) -> Result<(App, usize), String> {
+        load(&self.app_store, id).await
+    }
+
+    /// Current state of an installation and its sequence (0 if it never existed).
+    pub async fn load_installation(&self, id: &str) -> Result<(Installation, usize), String> {
+        load(&self.installation_store, id).await
+    }
+}
+
+async fn load<A: Aggregate>(store: &Store<A>, id: &str) -> Result<(A, usize), String> {
+    let context = store.load_aggregate(id).await.map_err(|e| e.to_string())?;
+    Ok((context.aggregate, context.current_sequence))
+}
+
+async fn execute<A>(
+    framework: &PostgresCqrs<A>,
+    kind: &'static str,
+    id: &str,
+    command: A::Command,
+    metadata: &EventMetadata,
+) -> Result<(), CommandError<A::Error>>
+where
+    A: Aggregate,
+    A::Command: Clone,
+{
+    let mut attempt = 0;
+    loop {
+        match framework
+            .execute_with_metadata(id, command.clone(), metadata.to_map())
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(AggregateError::UserError(e)) => return Err(CommandError::Rejected(e)),
+            Err(AggregateError::AggregateConflict) if attempt < CONFLICT_RETRIES => {
+                attempt += 1;
+                metrics::counter!("hk_command_conflicts_total", "aggregate" => kind).increment(1);
+                // Spread the retries of racing writers a little.
+                tokio::time::sleep(Duration::from_millis(2 * attempt as u64)).await;
+            }
+            Err(AggregateError::AggregateConflict) => return Err(CommandError::Conflict(kind)),
+            Err(other) => return Err(CommandError::Store(other.to_string())),
+        }
+    }
+}
