@@ -131,6 +131,12 @@ pub async fn run_roles(
     })
     .await?;
 
+    // --- section: services of issue 4 (vault, tokens, apps, HubSpot client) ---
+    // --- end section: issue 4 ---
+    // --- section: services of issue 5 (projections, webhooks) ---
+    // --- end section: issue 5 ---
+    // --- section: services of issues 6 and 7 (auth, settings) ---
+    // --- end section: issues 6 and 7 ---
     let mut tasks: JoinSet<anyhow::Result<&'static str>> = JoinSet::new();
     let state = hubkeeper_api::AppState::new(hubkeeper_api::state::Inner {
         pool: pool.clone(),
@@ -175,6 +181,10 @@ pub async fn run_roles(
             Ok("relay")
         });
     }
+    // --- section: worker roles of issue 4 (scheduler, refresher) ---
+    // --- end section: issue 4 ---
+    // --- section: worker roles of issue 5 (projector, webhooks) ---
+    // --- end section: issue 5 ---
     tracing::info!(roles = %label, "roles started");
 
     let mut failure = None;
