@@ -2,6 +2,7 @@
 //! module with a `router()`; [`router`] merges them and adds the cross-cutting layers (request id,
 //! tracing, metrics, body limit).
 
+pub mod auth;
 pub mod error;
 pub mod health;
 mod middleware;

@@ -21,6 +21,7 @@ pub struct Inner {
     // --- section: webhooks, queries, audit (issue 5) ---
     // --- end section: issue 5 ---
     // --- section: auth and dashboard (issue 6) ---
+    pub auth: Arc<crate::auth::Authenticator>,
     // --- end section: issue 6 ---
     // --- section: pricing, billing, settings (issue 7) ---
     // --- end section: issue 7 ---
@@ -43,6 +44,10 @@ impl AppState {
 
     pub fn metrics(&self) -> &PrometheusHandle {
         &self.inner.metrics
+    }
+
+    pub fn auth(&self) -> &crate::auth::Authenticator {
+        &self.inner.auth
     }
 
     /// Every service, for handlers that need one not given an accessor above.

@@ -2,6 +2,7 @@
 //! local Postgres and nats-server when no URLs are configured); the other subcommands run one role
 //! each, so any role can be scaled out as N processes on N machines.
 
+mod admin;
 mod config;
 mod roles;
 mod shutdown;
@@ -37,6 +38,11 @@ enum Command {
     },
     /// Applies the database migrations and exits.
     Migrate,
+    /// API key management.
+    Admin {
+        #[command(subcommand)]
+        command: admin::AdminCommand,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -78,6 +84,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up => up::run(config).await,
         Command::Api => roles::run_standalone(&config, roles::RoleSet::api_only()).await,
         Command::Worker { role } => roles::run_standalone(&config, role.into()).await,
+        Command::Admin { command } => admin::run(&config, command).await,
         Command::Migrate => {
             let pool = roles::connect_store(&config)?;
             hubkeeper_store::migrate(&pool).await?;
