@@ -142,6 +142,7 @@ pub async fn run_roles(
         pool: pool.clone(),
         nats: nats.clone(),
         metrics,
+        auth: std::sync::Arc::new(hubkeeper_api::auth::Authenticator::new(pool.clone())),
     });
     if roles.api {
         let listener = tokio::net::TcpListener::bind(config.bind)
