@@ -700,13 +700,11 @@ async fn expired_access_tokens_are_refused_and_counted() {
     assert_eq!(c.account(HUB_A).crm_calls_expired_token, 1);
 }
 
-/// The client documents "an unknown or expired token is reported as `active: false` on both
-/// generations", but the simulator's reading of two UNCONFIRMED HubSpot behaviours makes it
-/// return errors instead: the legacy endpoint answers an expired access token with HubSpot's
-/// `401 EXPIRED_AUTHENTICATION`, and the v3 endpoint can answer a dead token with
-/// `400 VALIDATION_ERROR` (the shape in HubSpot's spec). Un-ignore once the client maps both.
+/// An unknown or expired token is `active: false` on both generations, under both readings of
+/// HubSpot's UNCONFIRMED answers: the legacy endpoint answering an expired access token with
+/// `401 EXPIRED_AUTHENTICATION`, and the v3 endpoint answering a dead token with
+/// `400 VALIDATION_ERROR` (the shape in HubSpot's spec).
 #[tokio::test]
-#[ignore = "hubkeeper-hubspot maps these introspection answers to Unexpected, not inactive"]
 async fn introspecting_expired_or_invalid_tokens_reports_inactive_under_every_reading() {
     let sim = start().await;
     let hs = client(&sim);
