@@ -38,6 +38,9 @@ enum Command {
     },
     /// Applies the database migrations and exits.
     Migrate,
+    /// The HubSpot simulator alone (configured by HK_SIM_* variables; see
+    /// docs/hubspot-simulator.md).
+    Sim,
     /// API key management.
     Admin {
         #[command(subcommand)]
@@ -85,6 +88,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Api => roles::run_standalone(&config, roles::RoleSet::api_only()).await,
         Command::Worker { role } => roles::run_standalone(&config, role.into()).await,
         Command::Admin { command } => admin::run(&config, command).await,
+        Command::Sim => {
+            let sim = hubkeeper_sim::spawn(hubkeeper_sim::SimConfig::from_env()?).await?;
+            println!(
+                "HubSpot simulator on {} (consent page: {}/oauth/authorize)",
+                sim.base_url, sim.base_url
+            );
+            sim.run_until_ctrl_c().await?;
+            Ok(())
+        }
         Command::Migrate => {
             let pool = roles::connect_store(&config)?;
             hubkeeper_store::migrate(&pool).await?;
