@@ -142,9 +142,10 @@ async fn relay_delivers_every_event_once_in_order_across_relay_crashes() {
                 let first = *next_seq.get(&agg).unwrap_or(&1);
                 commits += 1;
                 // Every 40th commit is held open a while; every 25th is rolled back.
-                let hold =
-                    (commits % 40 == 0).then(|| Duration::from_millis(rng.gen_range(100..600)));
-                let abort = commits % 25 == 0;
+                let hold = commits
+                    .is_multiple_of(40)
+                    .then(|| Duration::from_millis(rng.gen_range(100..600)));
+                let abort = commits.is_multiple_of(25);
                 commit_events(&pool, &agg, first, count, hold, abort)
                     .await
                     .expect("write");

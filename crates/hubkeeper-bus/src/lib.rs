@@ -7,7 +7,10 @@ pub mod streams;
 
 pub use envelope::{event_subject, RelayedEvent, ENVELOPE_VERSION};
 pub use relay::{EventRelay, RelayConfig, RelayOutcome};
-pub use streams::{ensure_streams, StreamsConfig, EVENTS_STREAM};
+pub use streams::{
+    ensure_streams, StreamsConfig, DLQ_STREAM, DLQ_SUBJECT_PREFIX, EVENTS_STREAM, REFRESH_STREAM,
+    REFRESH_SUBJECT_PREFIX,
+};
 
 use std::time::Duration;
 

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::envelope::{event_subject, message_id, RelayedEvent};
 
 /// Advisory lock key of the relay leader ("hkrelay").
-pub const RELAY_LOCK_KEY: i64 = 0x68_6b_72_65_6c_61_79;
+pub const RELAY_LOCK_KEY: i64 = 0x0068_6b72_656c_6179;
 
 #[derive(Debug, Clone)]
 pub struct RelayConfig {

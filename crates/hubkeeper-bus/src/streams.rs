@@ -8,6 +8,14 @@ use async_nats::jetstream::{self, stream};
 use crate::BusError;
 
 pub const EVENTS_STREAM: &str = "HK_EVENTS";
+/// Refresh commands from the scheduler to the refreshers: a work queue (a message is gone once a
+/// refresher acknowledges it), deduplicated per installation and token generation.
+pub const REFRESH_STREAM: &str = "HK_REFRESH";
+pub const REFRESH_SUBJECT_PREFIX: &str = "hk.refresh";
+/// Every dead letter, whatever produced it, on `hk.dlq.<kind>` (`refresh`, `webhooks`, ...): one
+/// place for operators to list, inspect and re-drive.
+pub const DLQ_STREAM: &str = "HK_DLQ";
+pub const DLQ_SUBJECT_PREFIX: &str = "hk.dlq";
 
 #[derive(Debug, Clone)]
 pub struct StreamsConfig {
@@ -16,6 +24,10 @@ pub struct StreamsConfig {
     pub duplicate_window: Duration,
     /// Replicas per stream: 1 on a single node, 3 on the cluster in `nats/cluster/`.
     pub replicas: usize,
+    /// Dedup window of refresh commands: a command for the same installation and token
+    /// generation published again inside it is dropped. It should cover the scheduler's lead time,
+    /// so a pending refresh is not enqueued twice.
+    pub refresh_dedup_window: Duration,
 }
 
 impl Default for StreamsConfig {
@@ -23,6 +35,7 @@ impl Default for StreamsConfig {
         Self {
             duplicate_window: Duration::from_secs(120),
             replicas: 1,
+            refresh_dedup_window: Duration::from_secs(600),
         }
     }
 }
@@ -41,6 +54,33 @@ pub fn events_stream_config(config: &StreamsConfig) -> stream::Config {
     }
 }
 
+pub fn refresh_stream_config(config: &StreamsConfig) -> stream::Config {
+    stream::Config {
+        name: REFRESH_STREAM.into(),
+        description: Some("Refresh commands: scheduler -> refreshers".into()),
+        subjects: vec![format!("{REFRESH_SUBJECT_PREFIX}.>")],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        num_replicas: config.replicas,
+        duplicate_window: config.refresh_dedup_window,
+        ..Default::default()
+    }
+}
+
+pub fn dlq_stream_config(config: &StreamsConfig) -> stream::Config {
+    stream::Config {
+        name: DLQ_STREAM.into(),
+        description: Some("Dead letters of every worker, by kind".into()),
+        subjects: vec![format!("{DLQ_SUBJECT_PREFIX}.>")],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        num_replicas: config.replicas,
+        max_age: Duration::from_secs(30 * 24 * 3600),
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
 /// Creates or updates every stream Hubkeeper uses.
 pub async fn ensure_streams(
     js: &jetstream::Context,
@@ -49,5 +89,13 @@ pub async fn ensure_streams(
     js.create_or_update_stream(events_stream_config(config))
         .await
         .map_err(|e| BusError::JetStream(format!("stream {EVENTS_STREAM}: {e}")))?;
+    for (name, definition) in [
+        (REFRESH_STREAM, refresh_stream_config(config)),
+        (DLQ_STREAM, dlq_stream_config(config)),
+    ] {
+        js.create_or_update_stream(definition)
+            .await
+            .map_err(|e| BusError::JetStream(format!("stream {name}: {e}")))?;
+    }
     Ok(())
 }

@@ -24,6 +24,14 @@ pub enum AdminCommand {
     ListKeys,
 }
 
+type KeyRow = (
+    String,
+    String,
+    String,
+    chrono::DateTime<chrono::Utc>,
+    Option<chrono::DateTime<chrono::Utc>>,
+);
+
 pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
     let pool = crate::roles::connect_store(config)?;
     hubkeeper_store::migrate(&pool).await?;
@@ -50,13 +58,7 @@ pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
             }
         }
         AdminCommand::ListKeys => {
-            let rows: Vec<(
-                String,
-                String,
-                String,
-                chrono::DateTime<chrono::Utc>,
-                Option<chrono::DateTime<chrono::Utc>>,
-            )> = sqlx::query_as(
+            let rows: Vec<KeyRow> = sqlx::query_as(
                 "SELECT id, name, role, created_at, revoked_at FROM api_keys ORDER BY created_at",
             )
             .fetch_all(&pool)

@@ -82,6 +82,84 @@ pub struct Config {
         global = true
     )]
     pub local_nats_port: u16,
+
+    /// Refresh access tokens that expire within this many seconds (scheduler and refreshers).
+    #[arg(
+        long,
+        env = "HK_REFRESH_LEAD_SECS",
+        default_value_t = 600,
+        global = true
+    )]
+    pub refresh_lead_secs: u64,
+
+    /// How often the active scheduler looks for tokens to refresh, in milliseconds.
+    #[arg(
+        long,
+        env = "HK_SCHEDULER_TICK_MS",
+        default_value_t = 5000,
+        global = true
+    )]
+    pub scheduler_tick_ms: u64,
+
+    /// Refresh an installation not refreshed for this many seconds, even with a valid token.
+    #[arg(
+        long,
+        env = "HK_REFRESH_IDLE_AFTER_SECS",
+        default_value_t = 604_800,
+        global = true
+    )]
+    pub refresh_idle_after_secs: u64,
+
+    /// Refreshes in flight per refresher process.
+    #[arg(
+        long,
+        env = "HK_REFRESHER_CONCURRENCY",
+        default_value_t = 32,
+        global = true
+    )]
+    pub refresher_concurrency: usize,
+
+    /// Deliveries of a refresh command before it is dead-lettered.
+    #[arg(
+        long,
+        env = "HK_REFRESHER_MAX_DELIVER",
+        default_value_t = 6,
+        global = true
+    )]
+    pub refresher_max_deliver: i64,
+
+    /// Delays before redelivering a failed refresh, in milliseconds, comma-separated.
+    #[arg(long, env = "HK_REFRESHER_BACKOFF_MS", default_value = "2000,10000,30000,60000,120000", global = true, value_parser = millis_list)]
+    pub refresher_backoff: MillisList,
+
+    /// Seconds before a refresh command whose worker died is redelivered.
+    #[arg(
+        long,
+        env = "HK_REFRESHER_ACK_WAIT_SECS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub refresher_ack_wait_secs: u64,
+}
+
+/// A list of durations given in milliseconds.
+#[derive(Debug, Clone)]
+pub struct MillisList(pub Vec<std::time::Duration>);
+
+fn millis_list(raw: &str) -> Result<MillisList, String> {
+    let list = raw
+        .split(',')
+        .map(|part| {
+            part.trim()
+                .parse::<u64>()
+                .map(std::time::Duration::from_millis)
+                .map_err(|_| format!("`{part}` is not a number of milliseconds"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if list.is_empty() {
+        return Err("give at least one delay".into());
+    }
+    Ok(MillisList(list))
 }
 
 fn secret(raw: &str) -> Result<SecretString, String> {

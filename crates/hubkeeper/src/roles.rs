@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use hubkeeper_bus::{EventRelay, RelayConfig, StreamsConfig};
 use hubkeeper_store::PoolConfig;
+use hubkeeper_workers::scheduler::{RefreshScheduler, SchedulerConfig};
 use secrecy::SecretString;
 use sqlx::PgPool;
 use tokio::task::JoinSet;
@@ -17,6 +18,10 @@ use crate::config::Config;
 pub enum WorkerRole {
     /// Copies the event store to JetStream in commit order (one active, others stand by).
     Relay,
+    /// Enqueues refreshes of expiring tokens (one active, others stand by).
+    Scheduler,
+    /// Carries out queued refreshes (any number share the queue).
+    Refresher,
     /// Every worker role in one process.
     All,
 }
@@ -26,6 +31,8 @@ pub enum WorkerRole {
 pub struct RoleSet {
     pub api: bool,
     pub relay: bool,
+    pub scheduler: bool,
+    pub refresher: bool,
 }
 
 impl RoleSet {
@@ -40,6 +47,8 @@ impl RoleSet {
         Self {
             api: true,
             relay: true,
+            scheduler: true,
+            refresher: true,
         }
     }
 
@@ -51,6 +60,12 @@ impl RoleSet {
         if self.relay {
             parts.push("relay");
         }
+        if self.scheduler {
+            parts.push("scheduler");
+        }
+        if self.refresher {
+            parts.push("refresher");
+        }
         parts.join("+")
     }
 }
@@ -60,6 +75,14 @@ impl From<WorkerRole> for RoleSet {
         match role {
             WorkerRole::Relay => Self {
                 relay: true,
+                ..Self::default()
+            },
+            WorkerRole::Scheduler => Self {
+                scheduler: true,
+                ..Self::default()
+            },
+            WorkerRole::Refresher => Self {
+                refresher: true,
                 ..Self::default()
             },
             WorkerRole::All => Self {
@@ -101,6 +124,18 @@ pub async fn run_standalone(config: &Config, roles: RoleSet) -> anyhow::Result<(
     run_roles(config, roles, &database_url, &nats_url, shutdown).await
 }
 
+/// Refresher settings from the configuration.
+#[allow(dead_code)] // wired into run_roles together with the token service's RefreshExecutor
+fn refresher_config(config: &Config) -> hubkeeper_workers::refresher::RefresherConfig {
+    hubkeeper_workers::refresher::RefresherConfig {
+        lead_time: Duration::from_secs(config.refresh_lead_secs),
+        max_deliver: config.refresher_max_deliver,
+        backoff: config.refresher_backoff.0.clone(),
+        ack_wait: Duration::from_secs(config.refresher_ack_wait_secs),
+        concurrency: config.refresher_concurrency,
+    }
+}
+
 /// Runs `roles` until `shutdown` or until one of them fails (then stops the others).
 pub async fn run_roles(
     config: &Config,
@@ -123,6 +158,7 @@ pub async fn run_roles(
     let streams = StreamsConfig {
         duplicate_window: Duration::from_secs(config.nats_duplicate_window_secs),
         replicas: config.nats_replicas,
+        refresh_dedup_window: Duration::from_secs(config.refresh_lead_secs.max(60)),
     };
     wait_for("JetStream streams", &shutdown, || async {
         hubkeeper_bus::ensure_streams(&js, &streams)
@@ -183,6 +219,23 @@ pub async fn run_roles(
         });
     }
     // --- section: worker roles of issue 4 (scheduler, refresher) ---
+    if roles.scheduler {
+        let scheduler = RefreshScheduler::new(
+            pool.clone(),
+            js.clone(),
+            SchedulerConfig {
+                lead_time: Duration::from_secs(config.refresh_lead_secs),
+                tick: Duration::from_millis(config.scheduler_tick_ms),
+                idle_after: Duration::from_secs(config.refresh_idle_after_secs),
+                ..SchedulerConfig::default()
+            },
+        );
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            scheduler.run(token).await;
+            Ok("scheduler")
+        });
+    }
     // --- end section: issue 4 ---
     // --- section: worker roles of issue 5 (projector, webhooks) ---
     // --- end section: issue 5 ---

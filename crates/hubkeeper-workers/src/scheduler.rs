@@ -1,0 +1,175 @@
+//! The refresh scheduler: one active process (advisory-lock leader), any number standing by.
+//!
+//! Every tick it finds installations whose access token expires within the lead time (and, less
+//! often, installations idle for long) in the `rm_installations` read model and enqueues a
+//! [`RefreshCommand`] for each into the `HK_REFRESH` work queue. The message id names the token
+//! generation, so ticks that see the same installation again before its refresh lands enqueue
+//! nothing new; the refresher re-checks the token itself, so a stale read model costs at most a
+//! no-op message.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use bytes::Bytes;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::leader::Leadership;
+use crate::{RefreshCommand, RefreshReason};
+
+/// Advisory lock key of the scheduler leader ("hksched").
+pub const SCHEDULER_LOCK_KEY: i64 = 0x0068_6b73_6368_6564;
+
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Refresh tokens expiring within this much time.
+    pub lead_time: Duration,
+    /// How often to look.
+    pub tick: Duration,
+    /// Refresh an installation not refreshed (or connected) for this long, even if its token
+    /// looks fine, so a grant that died quietly is noticed.
+    pub idle_after: Duration,
+    /// Most commands enqueued per tick (the rest next tick).
+    pub batch_limit: i64,
+    /// How often a standby checks whether it can take over.
+    pub standby_poll: Duration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            lead_time: Duration::from_secs(600),
+            tick: Duration::from_secs(5),
+            idle_after: Duration::from_secs(7 * 24 * 3600),
+            batch_limit: 5_000,
+            standby_poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What one tick did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TickOutcome {
+    pub enqueued: usize,
+    pub already_queued: usize,
+}
+
+pub struct RefreshScheduler {
+    pool: PgPool,
+    js: jetstream::Context,
+    config: SchedulerConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error("read model query failed: {0}")]
+    Store(#[from] sqlx::Error),
+    #[error("enqueue failed: {0}")]
+    Publish(String),
+}
+
+impl RefreshScheduler {
+    pub fn new(pool: PgPool, js: jetstream::Context, config: SchedulerConfig) -> Self {
+        Self { pool, js, config }
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        while !shutdown.is_cancelled() {
+            let Some(mut leadership) = Leadership::acquire(
+                &self.pool,
+                SCHEDULER_LOCK_KEY,
+                self.config.standby_poll,
+                &shutdown,
+            )
+            .await
+            else {
+                break;
+            };
+            tracing::info!("scheduler took the lead");
+            metrics::gauge!("hk_scheduler_leader").set(1.0);
+            loop {
+                if !leadership.heartbeat().await {
+                    tracing::warn!("scheduler lost its database session; stepping down");
+                    break;
+                }
+                match self.tick().await {
+                    Ok(outcome) if outcome.enqueued > 0 => {
+                        tracing::info!(enqueued = outcome.enqueued, "refreshes enqueued")
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "scheduler tick failed"),
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(self.config.tick) => {}
+                }
+            }
+            metrics::gauge!("hk_scheduler_leader").set(0.0);
+            leadership.release().await;
+        }
+        tracing::info!("scheduler stopped");
+    }
+
+    /// Enqueues what is due now. Public so tests and benches can drive single ticks.
+    #[tracing::instrument(skip_all)]
+    pub async fn tick(&self) -> Result<TickOutcome, SchedulerError> {
+        let lead = chrono::Duration::from_std(self.config.lead_time)
+            .unwrap_or_else(|_| chrono::Duration::minutes(10));
+        let idle = chrono::Duration::from_std(self.config.idle_after)
+            .unwrap_or_else(|_| chrono::Duration::days(7));
+        let due: Vec<(uuid::Uuid, i64, bool)> = sqlx::query_as(
+            "SELECT installation_id, generation, access_expires_at >= now() + $1 AS idle
+               FROM rm_installations
+              WHERE status = 'connected'
+                AND (access_expires_at < now() + $1
+                     OR COALESCE(last_refreshed_at, last_connected_at) < now() - $2)
+              ORDER BY access_expires_at
+              LIMIT $3",
+        )
+        .bind(lead)
+        .bind(idle)
+        .bind(self.config.batch_limit)
+        .fetch_all(&self.pool)
+        .await?;
+
+        let mut acks = Vec::with_capacity(due.len());
+        for (installation_id, generation, idle) in due {
+            let command = RefreshCommand {
+                version: RefreshCommand::VERSION,
+                installation_id: installation_id.to_string(),
+                generation,
+                reason: if idle {
+                    RefreshReason::Idle
+                } else {
+                    RefreshReason::Expiring
+                },
+            };
+            let body =
+                serde_json::to_vec(&command).map_err(|e| SchedulerError::Publish(e.to_string()))?;
+            let ack = self
+                .js
+                .send_publish(
+                    command.subject(),
+                    PublishMessage::build()
+                        .payload(Bytes::from(body))
+                        .message_id(command.message_id()),
+                )
+                .await
+                .map_err(|e| SchedulerError::Publish(e.to_string()))?;
+            acks.push(ack);
+        }
+        let mut outcome = TickOutcome::default();
+        for ack in acks {
+            let ack = ack
+                .await
+                .map_err(|e| SchedulerError::Publish(e.to_string()))?;
+            if ack.duplicate {
+                outcome.already_queued += 1;
+            } else {
+                outcome.enqueued += 1;
+            }
+        }
+        metrics::counter!("hk_scheduler_enqueued_total").increment(outcome.enqueued as u64);
+        Ok(outcome)
+    }
+}
