@@ -1,0 +1,139 @@
+//! `hubkeeper bench <scenario>`: measurements against real Postgres, NATS (and, for the scenarios
+//! that need it, the simulator), started in a temporary directory as `up` would. Each run prints
+//! its figures and writes them as JSON under `bench-results/` for comparison over time.
+
+mod relay;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Subcommand;
+use hubkeeper_embedded::{LocalNats, LocalPostgres, NatsOptions, PostgresOptions};
+use serde::Serialize;
+
+#[derive(Debug, Subcommand)]
+pub enum Scenario {
+    /// Relay throughput (events/s from a backlog) and commit-to-JetStream lag under load.
+    Relay {
+        /// Backlog size for the throughput phase.
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+        /// Event rate of the lag phase.
+        #[arg(long, default_value_t = 2_000)]
+        rate: usize,
+        /// Length of the lag phase, seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+}
+
+/// Servers for one bench run, removed afterwards.
+pub struct BenchEnv {
+    pub pg: LocalPostgres,
+    pub nats: LocalNats,
+    _dir: tempfile::TempDir,
+}
+
+impl BenchEnv {
+    pub async fn start(tools_dir: PathBuf) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("hk-bench-").tempdir()?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        }
+        let pg = LocalPostgres::start(PostgresOptions {
+            dir: dir.path().join("postgres"),
+            port: None,
+            database: "hubkeeper".into(),
+            // Measured like production: durable commits.
+            durable: true,
+        })
+        .await?;
+        let nats = LocalNats::start(NatsOptions {
+            dir: dir.path().join("nats"),
+            port: None,
+            tools_dir: Some(tools_dir),
+        })
+        .await?;
+        Ok(Self {
+            pg,
+            nats,
+            _dir: dir,
+        })
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report<T: Serialize> {
+    pub scenario: &'static str,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub machine: Machine,
+    pub figures: T,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub os: String,
+    pub hubkeeper_version: &'static str,
+}
+
+impl Machine {
+    fn here() -> Self {
+        Self {
+            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            os: std::env::consts::OS.to_string(),
+            hubkeeper_version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+}
+
+pub async fn run(config: &crate::config::Config, scenario: Scenario) -> anyhow::Result<()> {
+    let tools = std::path::absolute(&config.data_dir)?.join("tools");
+    let started_at = chrono::Utc::now();
+    match scenario {
+        Scenario::Relay {
+            events,
+            rate,
+            seconds,
+        } => {
+            let figures =
+                relay::run(tools, events, rate, Duration::from_secs(seconds)).await?;
+            write_report("relay", started_at, figures)
+        }
+    }
+}
+
+fn write_report<T: Serialize>(
+    scenario: &'static str,
+    started_at: chrono::DateTime<chrono::Utc>,
+    figures: T,
+) -> anyhow::Result<()> {
+    let report = Report {
+        scenario,
+        started_at,
+        machine: Machine::here(),
+        figures,
+    };
+    let json = serde_json::to_string_pretty(&report)?;
+    println!("{json}");
+    let dir = PathBuf::from("bench-results");
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join(format!(
+        "{scenario}-{}.json",
+        report.started_at.format("%Y%m%dT%H%M%SZ")
+    ));
+    std::fs::write(&file, json)?;
+    eprintln!("written to {}", file.display());
+    Ok(())
+}
+
+/// Percentile of an unsorted sample (nearest rank).
+pub fn percentile(samples: &mut [f64], p: f64) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((p / 100.0) * samples.len() as f64).ceil() as usize;
+    samples[rank.clamp(1, samples.len()) - 1]
+}
