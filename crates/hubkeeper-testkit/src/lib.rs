@@ -101,6 +101,36 @@ impl TestEnv {
     }
 }
 
+impl Drop for TestEnv {
+    /// A failing test keeps its process logs: they are copied to `test-artifacts/<dir name>/`
+    /// before the temporary directory goes away.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let logs = self.dir.path().join("logs");
+        if !logs.exists() {
+            return;
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test-artifacts");
+        let name = self
+            .dir
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "logs".into());
+        let target = root.join(name);
+        if std::fs::create_dir_all(&target).is_ok() {
+            if let Ok(entries) = std::fs::read_dir(&logs) {
+                for entry in entries.flatten() {
+                    let _ = std::fs::copy(entry.path(), target.join(entry.file_name()));
+                }
+            }
+            eprintln!("process logs kept in {}", target.display());
+        }
+    }
+}
+
 /// Where scripts/bootstrap.sh installs tools (nats-server), found from this crate's location.
 pub fn tools_dir() -> Option<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
