@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-./scripts/bootstrap.sh
+# --browser: the dashboard's end-to-end test drives Debian's chromium through chromedriver.
+./scripts/bootstrap.sh --browser
 export HK_NATS_SERVER_BIN="$PWD/.hubkeeper/tools/bin/nats-server"
 
 if [ "${HK_SKIP_LINT:-0}" != 1 ]; then

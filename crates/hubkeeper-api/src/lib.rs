@@ -7,6 +7,32 @@ pub mod error;
 pub mod health;
 mod middleware;
 pub mod state;
+// issue 6: sessions, access policy, OpenAPI, dashboard
+pub mod activity_stream;
+mod console;
+pub mod dashboard;
+pub mod openapi;
+pub mod policy;
+pub mod security;
+pub mod server_config;
+pub mod session;
+
+// issue 4: apps, installations (tokens), OAuth install flow
+pub mod apps;
+pub mod installations;
+pub mod lifecycle;
+pub mod oauth;
+
+// issue 5: read models, audit history, webhooks, dead letters
+pub mod events;
+pub mod queries;
+pub mod webhooks;
+
+// issue 7: pricing, billing, settings, maintenance, backups, self-test
+pub mod billing;
+pub mod operations;
+pub mod plans;
+pub mod settings;
 
 pub use error::ApiError;
 pub use state::AppState;
@@ -19,7 +45,16 @@ pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .merge(health::router())
         // --- routers: one line per area; keep edits to your own line(s) ---
+        .merge(apps::router()).merge(installations::router()).merge(oauth::router())
+        .merge(console::router())
+        .merge(queries::router()).merge(events::router()).merge(webhooks::router())
+        .merge(plans::router()).merge(billing::router()).merge(settings::router())
         ;
+    // Who may call what, from the OpenAPI document (issue 6): before any handler runs.
+    let routes = routes.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        policy::enforce,
+    ));
     middleware::layer(routes.fallback(error::not_found)).with_state(state)
 }
 

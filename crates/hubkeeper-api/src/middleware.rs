@@ -22,6 +22,7 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 pub fn layer(router: Router<AppState>) -> Router<AppState> {
     router
         .layer(axum::middleware::from_fn(record_metrics))
+        .layer(axum::middleware::from_fn(crate::security::apply))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .layer(
             TraceLayer::new_for_http()

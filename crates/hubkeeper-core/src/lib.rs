@@ -1,6 +1,35 @@
 //! Hubkeeper's application layer: where the pure domain meets Postgres, NATS and HubSpot.
 //! Handlers (HTTP, workers) call these services; they never talk to cqrs-es directly.
+//!
+//! * [`vault`]: envelope encryption of tokens and client secrets, crypto-shredding, key rotation.
+//! * [`apps`]: app registration and credentials.
+//! * [`tokens`]: token hand-out, single-flight refresh, revoke, disconnect, forget.
+//! * [`oauth`]: the install flow (signed single-use state, code exchange, connect).
+//! * [`broadcast`]: cross-process cache invalidation.
+//! * [`billing`], [`settings`], [`backup`], [`selftest`] (with [`ops`]): pricing plans,
+//!   subscriptions and usage; runtime settings and the control channel; backups and restores;
+//!   the integration self-test.
 
+pub mod apps;
+pub mod backup;
+pub mod billing;
+pub mod broadcast;
 pub mod commands;
+pub mod error;
+pub mod oauth;
+pub mod ops;
+pub mod selftest;
+pub mod settings;
+pub mod tokens;
+pub mod vault;
 
+pub use apps::{AppChanges, AppDeletion, AppService, AppView, NewApp};
+pub use broadcast::{Broadcaster, Invalidation, INVALIDATE_SUBJECT};
 pub use commands::{CommandBus, CommandError};
+pub use error::CoreError;
+pub use oauth::{CallbackError, CallbackParams, OAuthConfig, OAuthService};
+pub use tokens::{
+    ForgetOutcome, HandedOutToken, InstallationView, NotRefreshable, RefreshFailure,
+    RefreshOutcome, RefreshTrigger, TokenConfig, TokenDeps, TokenService, TokenUsage, TriggerKind,
+};
+pub use vault::{RotationProgress, RotationReport, Vault};

@@ -7,6 +7,8 @@
 //! * [`app`]: the configuration of one HubSpot OAuth app ([`app::App`]).
 //! * [`installation`]: one app installed in one hub, with its sealed tokens and lifecycle
 //!   ([`installation::Installation`]).
+//! * [`plan`], [`subscription`]: pricing plans and which plan each tenant is on (issue 7).
+//! * [`settings`]: the deployment's operator-editable runtime settings (issue 7).
 //! * [`ids`], [`metadata`], [`clock`]: shared vocabulary.
 //! * [`upcasters`]: how stored events of older versions are read today.
 //!
@@ -21,6 +23,9 @@ pub mod clock;
 pub mod ids;
 pub mod installation;
 pub mod metadata;
+pub mod plan;
+pub mod settings;
+pub mod subscription;
 pub mod upcasters;
 
 mod error;

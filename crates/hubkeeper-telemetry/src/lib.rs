@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{fmt, EnvFilter};
+use tracing_subscriber::{fmt, reload, EnvFilter, Registry};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
@@ -41,9 +41,14 @@ pub enum TelemetryError {
 
 /// Installs the global tracing subscriber. `filter` uses `RUST_LOG` syntax (e.g.
 /// `info,hubkeeper=debug`). Calling it twice is harmless (tests call it per test).
+///
+/// The filter sits behind a reload handle so runtime settings can change the level without a
+/// restart ([`set_runtime_log_settings`]).
 pub fn init_tracing(format: LogFormat, filter: &str) -> Result<(), TelemetryError> {
-    let filter = EnvFilter::try_new(filter).map_err(|_| TelemetryError::Filter(filter.into()))?;
-    let registry = tracing_subscriber::registry().with(filter);
+    let env_filter =
+        EnvFilter::try_new(filter).map_err(|_| TelemetryError::Filter(filter.into()))?;
+    let (env_filter, handle) = reload::Layer::new(env_filter);
+    let registry = tracing_subscriber::registry().with(env_filter);
     let result = match format {
         LogFormat::Json => registry
             .with(
@@ -59,8 +64,69 @@ pub fn init_tracing(format: LogFormat, filter: &str) -> Result<(), TelemetryErro
             .try_init(),
     };
     // Already initialised (a second role in the same process, or a test): keep the first one.
-    let _ = result;
+    if result.is_ok() {
+        let _ = FILTER.set(ReloadableFilter {
+            handle,
+            base: filter.to_owned(),
+        });
+    }
     Ok(())
+}
+
+struct ReloadableFilter {
+    handle: reload::Handle<EnvFilter, Registry>,
+    /// The filter the process was started with (`HK_LOG`).
+    base: String,
+}
+
+static FILTER: OnceLock<ReloadableFilter> = OnceLock::new();
+
+/// Targets that would drown everything else at debug level; kept at info.
+const NOISY_AT_DEBUG: &str = "hyper=info,hyper_util=info,h2=info,rustls=info,tower=info";
+
+/// Targets whose debug events are one line per request and response (verbose request logging).
+const REQUEST_LOG_TARGETS: &str = "tower_http::trace=debug,hubkeeper_api::middleware=debug";
+
+/// The filter directives for a runtime log `level` (`None`: the start-up filter) and verbose
+/// request logging on top of `base`.
+pub fn runtime_directives(base: &str, level: Option<&str>, verbose_requests: bool) -> String {
+    let mut directives = match level {
+        Some(level @ ("debug" | "trace")) => format!("{level},{NOISY_AT_DEBUG}"),
+        Some(level) => level.to_owned(),
+        None => base.to_owned(),
+    };
+    if verbose_requests {
+        directives.push(',');
+        directives.push_str(REQUEST_LOG_TARGETS);
+    }
+    directives
+}
+
+/// Replaces the process's log filter with the runtime settings (see [`runtime_directives`]) and
+/// returns the directives now in effect. A no-op returning the directives when tracing was not
+/// initialised by [`init_tracing`] in this process.
+pub fn set_runtime_log_settings(
+    level: Option<&str>,
+    verbose_requests: bool,
+) -> Result<String, TelemetryError> {
+    let Some(filter) = FILTER.get() else {
+        return Ok(runtime_directives("info", level, verbose_requests));
+    };
+    let directives = runtime_directives(&filter.base, level, verbose_requests);
+    let new =
+        EnvFilter::try_new(&directives).map_err(|_| TelemetryError::Filter(directives.clone()))?;
+    filter
+        .handle
+        .reload(new)
+        .map_err(|e| TelemetryError::Filter(format!("{directives}: {e}")))?;
+    Ok(directives)
+}
+
+/// The filter directives in effect, when [`init_tracing`] installed the subscriber.
+pub fn current_log_filter() -> Option<String> {
+    FILTER
+        .get()
+        .and_then(|f| f.handle.with_current(|filter| filter.to_string()).ok())
 }
 
 static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -91,5 +157,29 @@ pub fn metrics_handle() -> Result<PrometheusHandle, TelemetryError> {
         Err(_) => METRICS.get().cloned().ok_or_else(|| {
             TelemetryError::Metrics("a foreign metrics recorder is installed".into())
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_directives_override_the_level_and_add_request_logging() {
+        assert_eq!(
+            runtime_directives("warn,hubkeeper=debug", None, false),
+            "warn,hubkeeper=debug"
+        );
+        assert_eq!(runtime_directives("warn", Some("error"), false), "error");
+        let debug = runtime_directives("warn", Some("debug"), false);
+        assert!(
+            debug.starts_with("debug,") && debug.contains("hyper=info"),
+            "{debug}"
+        );
+        let verbose = runtime_directives("info", None, true);
+        assert!(verbose.contains("tower_http::trace=debug"), "{verbose}");
+        for directives in [debug, verbose] {
+            assert!(EnvFilter::try_new(&directives).is_ok(), "{directives}");
+        }
     }
 }

@@ -18,9 +18,9 @@ pub enum AdminCommand {
         #[arg(long)]
         name: String,
     },
-    /// Revokes an API key by id (`ak…`).
+    /// Revokes an API key by id (`ak…`) and ends its dashboard sessions.
     RevokeKey { id: String },
-    /// Lists API keys (never their secrets).
+    /// Lists API keys with their last use and open sessions (never their secrets).
     ListKeys,
 }
 
@@ -30,6 +30,8 @@ type KeyRow = (
     String,
     chrono::DateTime<chrono::Utc>,
     Option<chrono::DateTime<chrono::Utc>>,
+    Option<chrono::DateTime<chrono::Utc>>,
+    i64,
 );
 
 pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
@@ -52,20 +54,29 @@ pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
         }
         AdminCommand::RevokeKey { id } => {
             if revoke_key(&pool, &id).await? {
-                eprintln!("revoked {id} (processes stop accepting it within seconds)");
+                eprintln!(
+                    "revoked {id}: its dashboard sessions ended now; API processes stop accepting the key within seconds"
+                );
             } else {
                 anyhow::bail!("no active key with id {id}");
             }
         }
         AdminCommand::ListKeys => {
+            // Last use and open dashboard sessions tell which keys are still needed.
             let rows: Vec<KeyRow> = sqlx::query_as(
-                "SELECT id, name, role, created_at, revoked_at FROM api_keys ORDER BY created_at",
+                "SELECT k.id, k.name, k.role, k.created_at, k.revoked_at, k.last_used_at,
+                        (SELECT count(*) FROM sessions s
+                          WHERE s.key_id = k.id AND s.expires_at > now())
+                   FROM api_keys k ORDER BY k.created_at",
             )
             .fetch_all(&pool)
             .await?;
-            for (id, name, role, created, revoked) in rows {
+            for (id, name, role, created, revoked, last_used, sessions) in rows {
                 let state = revoked.map_or("active".to_string(), |r| format!("revoked {r}"));
-                println!("{id}\t{role}\t{name}\tcreated {created}\t{state}");
+                let used = last_used.map_or("never used".to_string(), |t| format!("last used {t}"));
+                println!(
+                    "{id}\t{role}\t{name}\tcreated {created}\t{state}\t{used}\t{sessions} session(s)"
+                );
             }
         }
     }

@@ -2,8 +2,16 @@
 //! local Postgres and nats-server when no URLs are configured); the other subcommands run one role
 //! each, so any role can be scaled out as N processes on N machines.
 
+mod access;
 mod admin;
+mod bench;
 mod config;
+mod dev_sim;
+mod refresh_executor;
+mod keys;
+mod lifecycle;
+mod operations;
+mod read_side;
 mod roles;
 mod shutdown;
 mod up;
@@ -41,10 +49,65 @@ enum Command {
     /// The HubSpot simulator alone (configured by HK_SIM_* variables; see
     /// docs/hubspot-simulator.md).
     Sim,
+    /// Measures a scenario against real Postgres and NATS (see docs/performance.md).
+    Bench {
+        #[command(subcommand)]
+        scenario: bench::Scenario,
+    },
+    /// Master keys: generate a new one, re-wrap data keys under the active one, status.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
     /// API key management.
     Admin {
         #[command(subcommand)]
         command: admin::AdminCommand,
+    },
+    /// Rebuilds read models from the event history into fresh tables and swaps them in.
+    Replay {
+        /// `installations`, `apps`, `activity` (comma-separated) or `all`.
+        #[arg(long, default_value = "all")]
+        projection: String,
+        /// Events applied per transaction.
+        #[arg(long, default_value_t = 5000)]
+        batch_size: i64,
+    },
+    /// The event history (audit).
+    Events {
+        #[command(subcommand)]
+        command: read_side::EventsCommand,
+    },
+    /// Dead letters of every worker: list, show, re-drive.
+    Dlq {
+        #[command(subcommand)]
+        command: read_side::DlqCommand,
+    },
+    /// Dumps the database (pg_dump custom format) to a timestamped file and keeps the newest N.
+    Backup {
+        /// Directory of the backup files (default: HK_BACKUP_DIR).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        /// Backups to keep (default: the Settings value, 30).
+        #[arg(long)]
+        keep: Option<u32>,
+    },
+    /// Restores a backup into the empty database at DATABASE_URL (see docs/operations.md).
+    Restore {
+        /// The backup file.
+        file: std::path::PathBuf,
+        /// Also purge the JetStream events stream, so it holds only the republished history.
+        #[arg(long)]
+        purge_events_stream: bool,
+    },
+    /// Runs the integration self-test against the configured HubSpot.
+    Selftest {
+        /// The app to test (default: the oldest registered app).
+        #[arg(long)]
+        app: Option<hubkeeper_domain::AppId>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -88,6 +151,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Api => roles::run_standalone(&config, roles::RoleSet::api_only()).await,
         Command::Worker { role } => roles::run_standalone(&config, role.into()).await,
         Command::Admin { command } => admin::run(&config, command).await,
+        Command::Keys { command } => keys::run(&config, command).await,
+        Command::Replay {
+            projection,
+            batch_size,
+        } => read_side::replay(&config, &projection, batch_size).await,
+        Command::Events { command } => read_side::events(&config, command).await,
+        Command::Dlq { command } => read_side::dlq(&config, command).await,
+        Command::Backup { out, keep } => operations::backup_command(&config, out, keep).await,
+        Command::Restore {
+            file,
+            purge_events_stream,
+        } => operations::restore_command(&config, &file, purge_events_stream).await,
+        Command::Selftest { app, json } => operations::selftest_command(&config, app, json).await,
+        Command::Bench { scenario } => bench::run(&config, scenario).await,
         Command::Sim => {
             let sim = hubkeeper_sim::spawn(hubkeeper_sim::SimConfig::from_env()?).await?;
             println!(

@@ -22,6 +22,10 @@ pub enum WorkerRole {
     Scheduler,
     /// Carries out queued refreshes (any number share the queue).
     Refresher,
+    /// Applies events to the read models (any number share the stream).
+    Projector,
+    /// Processes stored webhook batches (any number share the queue).
+    Webhooks,
     /// Every worker role in one process.
     All,
 }
@@ -33,6 +37,8 @@ pub struct RoleSet {
     pub relay: bool,
     pub scheduler: bool,
     pub refresher: bool,
+    pub projector: bool,
+    pub webhooks: bool,
 }
 
 impl RoleSet {
@@ -49,6 +55,8 @@ impl RoleSet {
             relay: true,
             scheduler: true,
             refresher: true,
+            projector: true,
+            webhooks: true,
         }
     }
 
@@ -65,6 +73,12 @@ impl RoleSet {
         }
         if self.refresher {
             parts.push("refresher");
+        }
+        if self.projector {
+            parts.push("projector");
+        }
+        if self.webhooks {
+            parts.push("webhooks");
         }
         parts.join("+")
     }
@@ -83,6 +97,14 @@ impl From<WorkerRole> for RoleSet {
             },
             WorkerRole::Refresher => Self {
                 refresher: true,
+                ..Self::default()
+            },
+            WorkerRole::Projector => Self {
+                projector: true,
+                ..Self::default()
+            },
+            WorkerRole::Webhooks => Self {
+                webhooks: true,
                 ..Self::default()
             },
             WorkerRole::All => Self {
@@ -125,14 +147,17 @@ pub async fn run_standalone(config: &Config, roles: RoleSet) -> anyhow::Result<(
 }
 
 /// Refresher settings from the configuration.
-#[allow(dead_code)] // wired into run_roles together with the token service's RefreshExecutor
 fn refresher_config(config: &Config) -> hubkeeper_workers::refresher::RefresherConfig {
     hubkeeper_workers::refresher::RefresherConfig {
         lead_time: Duration::from_secs(config.refresh_lead_secs),
         max_deliver: config.refresher_max_deliver,
         backoff: config.refresher_backoff.0.clone(),
         ack_wait: Duration::from_secs(config.refresher_ack_wait_secs),
-        concurrency: config.refresher_concurrency,
+        // A refresh holds a session for its advisory lock and needs another for the work:
+        // more refreshes in flight than a third of the pool starves them all of connections.
+        concurrency: config
+            .refresher_concurrency
+            .min((config.db_max_connections as usize / 3).max(1)),
     }
 }
 
@@ -168,17 +193,34 @@ pub async fn run_roles(
     .await?;
 
     // --- section: services of issue 4 (vault, tokens, apps, HubSpot client) ---
+    // `lifecycle.tokens` is the TokenService (refresh_if_due / refresh_now for the refresher).
+    let lifecycle = crate::lifecycle::build(config, &pool, &nats).await?;
+    let usage_flusher = lifecycle
+        .as_ref()
+        .map(|l| l.tokens.usage_flusher(shutdown.clone()));
     // --- end section: issue 4 ---
     // --- section: services of issue 5 (projections, webhooks) ---
+    let read_side = crate::read_side::services(config, &js, lifecycle.as_ref(), &shutdown).await?;
     // --- end section: issue 5 ---
     // --- section: services of issues 6 and 7 (auth, settings) ---
+    let auth = std::sync::Arc::new(
+        hubkeeper_api::auth::Authenticator::new(pool.clone())
+            .with_sessions(crate::access::session_settings(config)),
+    );
+    let server_config = std::sync::Arc::new(crate::access::server_config_view(&label));
+    let operations =
+        crate::operations::build(config, &pool, &nats, database_url, lifecycle.as_ref())?;
     // --- end section: issues 6 and 7 ---
     let mut tasks: JoinSet<anyhow::Result<&'static str>> = JoinSet::new();
     let state = hubkeeper_api::AppState::new(hubkeeper_api::state::Inner {
         pool: pool.clone(),
         nats: nats.clone(),
         metrics,
-        auth: std::sync::Arc::new(hubkeeper_api::auth::Authenticator::new(pool.clone())),
+        auth,
+        server_config,
+        lifecycle: lifecycle.clone(),
+        read_side,
+        operations: Some(operations.services.clone()),
     });
     if roles.api {
         let listener = tokio::net::TcpListener::bind(config.bind)
@@ -219,6 +261,12 @@ pub async fn run_roles(
         });
     }
     // --- section: worker roles of issue 4 (scheduler, refresher) ---
+    if let Some(flusher) = usage_flusher {
+        tasks.spawn(async move {
+            flusher.await;
+            Ok("token-usage")
+        });
+    }
     if roles.scheduler {
         let scheduler = RefreshScheduler::new(
             pool.clone(),
@@ -236,9 +284,45 @@ pub async fn run_roles(
             Ok("scheduler")
         });
     }
+    if roles.refresher {
+        let Some(services) = lifecycle.as_ref() else {
+            anyhow::bail!("the refresher needs HK_MASTER_KEYS to open and seal tokens");
+        };
+        let worker = hubkeeper_workers::refresher::RefreshWorker::new(
+            js.clone(),
+            std::sync::Arc::new(crate::refresh_executor::TokenServiceRefresher(
+                services.tokens.clone(),
+            )),
+            refresher_config(config),
+        );
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            worker.run(token).await;
+            Ok("refresher")
+        });
+    }
     // --- end section: issue 4 ---
     // --- section: worker roles of issue 5 (projector, webhooks) ---
+    if roles.projector {
+        let projector = crate::read_side::projector(config, &pool, &js);
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            projector.run(token).await;
+            Ok("projector")
+        });
+    }
+    if roles.webhooks {
+        let worker = crate::read_side::webhook_worker(config, &pool, &js);
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            worker.run(token).await;
+            Ok("webhooks")
+        });
+    }
     // --- end section: issue 5 ---
+    // --- section: worker tasks of issue 7 (settings listener, billing projection, backups) ---
+    crate::operations::spawn(&operations, roles, &pool, &mut tasks, &shutdown).await?;
+    // --- end section: issue 7 ---
     tracing::info!(roles = %label, "roles started");
 
     let mut failure = None;

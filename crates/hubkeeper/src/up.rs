@@ -12,6 +12,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = crate::shutdown::on_signal()?;
     let data_dir = std::path::absolute(&config.data_dir)?;
     std::fs::create_dir_all(&data_dir)?;
+    // Issue 4: a development master key when none is configured (loud warning).
+    let mut config = crate::keys::with_dev_master_keys(config, &data_dir)?;
 
     let mut local_pg = None;
     let database_url = match &config.database_url {
@@ -59,6 +61,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "  health    http://{0}/healthz  ready: http://{0}/readyz  metrics: http://{0}/metrics",
         config.bind
     );
+    crate::access::bootstrap_admin_key(&config, &database_url, &data_dir).await?;
+    let simulator = crate::dev_sim::start_if_unconfigured(&mut config).await?;
+    if simulator.is_some() {
+        crate::dev_sim::register_demo_app_when_ready(&config, &data_dir);
+    }
     println!("Hubkeeper is starting; Ctrl-C stops everything.");
 
     let result = run_roles(
@@ -71,6 +78,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .await;
 
     // Stop in reverse order of start: nothing of ours may outlive `up`.
+    if let Some(sim) = simulator {
+        if let Err(e) = sim.shutdown().await {
+            tracing::warn!(error = %e, "simulator did not stop cleanly");
+        }
+    }
     if let Some(mut nats) = local_nats.take() {
         nats.stop();
     }

@@ -1,0 +1,129 @@
+// The operator actions on one installation (Refresh, Revoke, Disconnect), shared by Token
+// Management, User Management and the tenant details page. Each asks for confirmation when it
+// has consequences, sends the reason given, and reports its outcome.
+
+import { post } from './api.js';
+import { h, toast, confirmAction, actionButton, run, settle } from './ui.js';
+import { formatAbsolute, relative } from './time.js';
+import { HELP } from './help.js';
+
+const PERMISSION = 'operate_installations';
+
+function label(inst) {
+  return inst.hub_domain ? `hub ${inst.hub_id} (${inst.hub_domain})` : `hub ${inst.hub_id}`;
+}
+
+function expiryText(iso) {
+  return iso ? `${formatAbsolute(iso)} (${relative(iso)})` : 'unknown';
+}
+
+/** Refreshes now; `done` is called after any outcome so the caller can reload. */
+export function refreshButton(ctx, inst, done) {
+  const active = ['connected', 'expired'].includes(inst.status);
+  const btn = actionButton('Refresh', {
+    allowed: ctx.can(PERMISSION) && active,
+    deniedReason: !ctx.can(PERMISSION)
+      ? ctx.deniedReason(PERMISSION)
+      : 'Only connected or expired accounts have a refresh token to use; this one must connect again.',
+    onClick: async () => {
+      await run(btn, async () => {
+        try {
+          const r = await post(`/v1/installations/${inst.installation_id}/refresh`);
+          if (r && r.refreshed === false) {
+            toast(`Token for ${label(inst)} is still valid until ${expiryText(r.expires_at)}: no refresh was needed`);
+          } else {
+            toast(`Token refreshed for ${label(inst)}. New expiry: ${expiryText(r && r.expires_at)}`);
+          }
+        } catch (e) {
+          toast(`Refresh failed for ${label(inst)}: ${e.message}`, 'error');
+        }
+      });
+      settle(done);
+    },
+  });
+  btn.dataset.action = 'refresh';
+  return btn;
+}
+
+export function revokeButton(ctx, inst, done) {
+  const active = ['connected', 'expired', 'needs_reauthorization'].includes(inst.status);
+  const btn = actionButton('Revoke', {
+    danger: true,
+    allowed: ctx.can(PERMISSION) && active,
+    deniedReason: !ctx.can(PERMISSION)
+      ? ctx.deniedReason(PERMISSION)
+      : 'This account holds no tokens to revoke.',
+    onClick: async () => {
+      const answer = await confirmAction({
+        title: `Revoke the tokens of ${label(inst)}?`,
+        intro: 'HubSpot is told to invalidate the refresh token, and Hubkeeper deletes the stored tokens.',
+        consequences: HELP.revoke.consequences,
+        confirmLabel: 'Revoke tokens',
+        danger: true,
+        askReason: true,
+        reasonRequired: true,
+        typeToConfirm: inst.hub_id,
+      });
+      if (!answer) return;
+      await run(btn, async () => {
+        try {
+          await post(`/v1/installations/${inst.installation_id}/revoke`, { reason: answer.reason });
+          toast(`Tokens of ${label(inst)} revoked. The customer must connect again to restore access.`);
+        } catch (e) {
+          toast(`Revoke failed for ${label(inst)}: ${e.message}`, 'error');
+        }
+      });
+      settle(done);
+    },
+  });
+  btn.dataset.action = 'revoke';
+  return btn;
+}
+
+export function disconnectButton(ctx, inst, done) {
+  const active = !['disconnected', 'revoked', 'forgotten'].includes(inst.status);
+  const btn = actionButton('Disconnect', {
+    danger: true,
+    allowed: ctx.can(PERMISSION) && active,
+    deniedReason: !ctx.can(PERMISSION)
+      ? ctx.deniedReason(PERMISSION)
+      : 'This account is already disconnected.',
+    onClick: async () => {
+      const answer = await confirmAction({
+        title: `Disconnect ${label(inst)}?`,
+        intro: 'Hubkeeper removes the account\'s tokens and marks it disconnected. Its data and history are kept.',
+        consequences: HELP.disconnect.consequences,
+        confirmLabel: 'Disconnect',
+        danger: true,
+        askReason: true,
+        reasonRequired: true,
+      });
+      if (!answer) return;
+      await run(btn, async () => {
+        try {
+          const r = await post(`/v1/installations/${inst.installation_id}/disconnect`, { reason: answer.reason });
+          toast(`${label(inst)} is ${r && r.status ? r.status : 'disconnected'}. The customer can connect again to restore access.`);
+        } catch (e) {
+          toast(`Disconnect failed for ${label(inst)}: ${e.message}`, 'error');
+        }
+      });
+      settle(done);
+    },
+  });
+  btn.dataset.action = 'disconnect';
+  return btn;
+}
+
+/** For accounts without working tokens: the customer (or you, in their browser) connects again. */
+export function reconnectLink(inst) {
+  if (!['needs_reauthorization', 'disconnected', 'revoked'].includes(inst.status)) return null;
+  return h('a', {
+    class: 'btn btn-small',
+    href: `/oauth/${inst.app_id}/install`,
+    title: 'Opens HubSpot\'s consent page; whoever approves it must be able to authorise the app for this account.',
+  }, 'Reconnect');
+}
+
+export function detailsLink(inst) {
+  return h('a', { class: 'btn btn-small btn-link', href: `/dashboard/users/${inst.installation_id}`, 'data-link': true, 'aria-label': `Details of hub ${inst.hub_id}` }, 'Details');
+}

@@ -1,0 +1,172 @@
+//! `GET /v1/activity/stream`: the activity log, live, as server-sent events (the Overview's
+//! "recent activity").
+//!
+//! Rows come from the activity read model (`rm_activity`), the same rows `GET /v1/activity`
+//! pages through, so a live entry looks exactly like a listed one. The stream wakes on every
+//! event the relay publishes to NATS (`hk.events.>`) and re-reads the newest rows a moment later
+//! (the projector writes them just after); a slow poll covers NATS being briefly away. Commit
+//! order is not position order, so it remembers which recent positions it sent rather than
+//! sending "everything above the last one".
+
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::get;
+use axum::Router;
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::auth::{Caller, Permission};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// How many of the newest rows each re-read looks at.
+const WINDOW: i64 = 50;
+/// Re-read this often even without a NATS wake-up.
+const POLL: Duration = Duration::from_secs(5);
+/// After a wake-up, wait this long for the projector to write its row(s).
+const SETTLE: Duration = Duration::from_millis(250);
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/activity/stream", get(stream))
+}
+
+/// One activity-log row, in the same JSON shape as the items of `GET /v1/activity`.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct ActivityItem {
+    #[serde(rename = "position")]
+    pub global_position: i64,
+    pub occurred_at: DateTime<Utc>,
+    pub level: String,
+    pub actor: String,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub event_type: String,
+    pub installation_id: Option<Uuid>,
+    pub app_id: Option<Uuid>,
+    pub hub_id: Option<i64>,
+    pub message: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamQuery {
+    /// Rows up to this position are already on the client's screen.
+    after: Option<i64>,
+}
+
+async fn newest(pool: &sqlx::PgPool) -> Result<Vec<ActivityItem>, sqlx::Error> {
+    sqlx::query_as::<_, ActivityItem>(
+        "SELECT global_position, occurred_at, level, actor, aggregate_type, aggregate_id,
+                event_type, installation_id, app_id, hub_id, message
+           FROM rm_activity ORDER BY global_position DESC LIMIT $1",
+    )
+    .bind(WINDOW)
+    .fetch_all(pool)
+    .await
+}
+
+struct Cursor {
+    state: AppState,
+    wake: Option<async_nats::Subscriber>,
+    sent: BTreeSet<i64>,
+    first: bool,
+}
+
+async fn stream(
+    caller: Caller,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<StreamQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    caller.require(Permission::Read)?;
+    // A reconnecting EventSource says where it was; a fresh one says what it has listed.
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i64>().ok())
+        .or(query.after)
+        .unwrap_or(i64::MAX);
+    let wake = match state.nats().subscribe("hk.events.>").await {
+        Ok(sub) => Some(sub),
+        Err(e) => {
+            tracing::warn!(error = %e, "activity stream: no NATS wake-ups, polling only");
+            None
+        }
+    };
+    let sent = newest(state.pool())
+        .await?
+        .into_iter()
+        .map(|row| row.global_position)
+        .filter(|p| *p <= after)
+        .collect();
+    let cursor = Cursor {
+        state,
+        wake,
+        sent,
+        first: true,
+    };
+    let events = futures::stream::unfold(cursor, |mut cursor| async move {
+        if !cursor.first {
+            wait_for_change(&mut cursor.wake).await;
+        }
+        cursor.first = false;
+        let rows = match newest(cursor.state.pool()).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "activity stream: cannot read the activity log");
+                Vec::new()
+            }
+        };
+        let mut fresh: Vec<ActivityItem> = rows
+            .into_iter()
+            .filter(|row| !cursor.sent.contains(&row.global_position))
+            .collect();
+        fresh.sort_by_key(|row| row.global_position);
+        for row in &fresh {
+            cursor.sent.insert(row.global_position);
+        }
+        while cursor.sent.len() > (WINDOW as usize) * 4 {
+            cursor.sent.pop_first();
+        }
+        let events: Vec<Result<Event, Infallible>> = fresh
+            .iter()
+            .filter_map(|row| {
+                Event::default()
+                    .event("activity")
+                    .id(row.global_position.to_string())
+                    .json_data(row)
+                    .ok()
+            })
+            .map(Ok)
+            .collect();
+        Some((futures::stream::iter(events), cursor))
+    })
+    .flatten();
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Returns after an event was published (plus a moment for the projector), or after [`POLL`].
+async fn wait_for_change(wake: &mut Option<async_nats::Subscriber>) {
+    let Some(sub) = wake.as_mut() else {
+        tokio::time::sleep(POLL).await;
+        return;
+    };
+    match tokio::time::timeout(POLL, sub.next()).await {
+        Ok(Some(_)) => {
+            tokio::time::sleep(SETTLE).await;
+            // Drain what arrived meanwhile: one re-read covers a burst.
+            while let Ok(Some(_)) = tokio::time::timeout(Duration::ZERO, sub.next()).await {}
+        }
+        Ok(None) => {
+            // The subscription ended (connection closed for good): keep polling.
+            *wake = None;
+        }
+        Err(_) => {}
+    }
+}

@@ -1,0 +1,216 @@
+//! App commands and details: `POST /v1/apps`, `GET|PATCH|DELETE /v1/apps/{id}`.
+//!
+//! The client secret is accepted on creation only and never returned: it is sealed before the
+//! command exists, and no response type has a field for it. (Lists of apps live with the read
+//! models.)
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hubkeeper_core::{AppChanges, NewApp};
+use hubkeeper_domain::app::{Environment, OAuthGeneration, SignatureVersion};
+use hubkeeper_domain::AppId;
+use secrecy::SecretString;
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::{Caller, Permission};
+use crate::lifecycle::{metadata, services, Problem};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/apps", post(create))
+        .route("/v1/apps/{id}", get(show).patch(update).delete(remove))
+}
+
+/// Scopes as one space-separated string or as a list.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scopes {
+    Text(String),
+    List(Vec<String>),
+}
+
+impl Scopes {
+    fn joined(self) -> String {
+        match self {
+            Scopes::Text(text) => text,
+            Scopes::List(list) => list.join(" "),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateApp {
+    label: String,
+    #[serde(default)]
+    description: Option<String>,
+    environment: String,
+    client_id: String,
+    client_secret: SecretString,
+    redirect_uri: String,
+    scopes: Scopes,
+    #[serde(default)]
+    optional_scopes: Option<Scopes>,
+    #[serde(default)]
+    oauth_generation: Option<String>,
+    #[serde(default)]
+    signature_versions: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchApp {
+    #[serde(default)]
+    label: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    environment: Option<String>,
+    #[serde(default)]
+    redirect_uri: Option<String>,
+    #[serde(default)]
+    scopes: Option<Scopes>,
+    #[serde(default)]
+    optional_scopes: Option<Scopes>,
+    #[serde(default)]
+    oauth_generation: Option<String>,
+    #[serde(default)]
+    signature_versions: Option<Vec<String>>,
+    #[serde(default)]
+    client_id: Option<String>,
+    /// Only its presence matters (always refused); the value is skipped unread.
+    #[serde(default)]
+    client_secret: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct DeleteParams {
+    #[serde(default)]
+    force: bool,
+}
+
+fn parse_app_id(raw: &str) -> Result<AppId, Problem> {
+    raw.parse()
+        .map_err(|e: hubkeeper_domain::ParseError| Problem::bad_request(e.to_string()))
+}
+
+fn parse<T: std::str::FromStr<Err = hubkeeper_domain::ParseError>>(
+    raw: &str,
+) -> Result<T, Problem> {
+    raw.parse()
+        .map_err(|e: hubkeeper_domain::ParseError| Problem::bad_request(e.to_string()))
+}
+
+fn parse_versions(raw: Option<Vec<String>>) -> Result<Option<Vec<SignatureVersion>>, Problem> {
+    raw.map(|list| list.iter().map(|v| parse(v)).collect())
+        .transpose()
+}
+
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Json<CreateApp>, JsonRejection>,
+) -> Result<impl IntoResponse, Problem> {
+    caller.require(Permission::Administer)?;
+    let Json(body) = body?;
+    let services = services(&state)?;
+    let new = NewApp {
+        label: body.label,
+        description: body.description,
+        environment: parse::<Environment>(&body.environment)?,
+        client_id: body.client_id,
+        client_secret: body.client_secret,
+        redirect_uri: body.redirect_uri,
+        scopes: body.scopes.joined(),
+        optional_scopes: body.optional_scopes.map(Scopes::joined).unwrap_or_default(),
+        oauth_generation: body
+            .oauth_generation
+            .as_deref()
+            .map(parse::<OAuthGeneration>)
+            .transpose()?,
+        signature_versions: parse_versions(body.signature_versions)?,
+    };
+    let view = services
+        .apps
+        .register(new, &metadata(caller.actor(), &headers))
+        .await?;
+    let location = format!("/v1/apps/{}", view.app_id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(view),
+    ))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, Problem> {
+    caller.require(Permission::Read)?;
+    let id = parse_app_id(&id)?;
+    let view = services(&state)?.apps.get(id).await?;
+    Ok(Json(view))
+}
+
+async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<PatchApp>, JsonRejection>,
+) -> Result<impl IntoResponse, Problem> {
+    caller.require(Permission::Administer)?;
+    let id = parse_app_id(&id)?;
+    let Json(body) = body?;
+    let changes = AppChanges {
+        label: body.label,
+        description: body.description,
+        environment: body
+            .environment
+            .as_deref()
+            .map(parse::<Environment>)
+            .transpose()?,
+        redirect_uri: body.redirect_uri,
+        scopes: body.scopes.map(Scopes::joined),
+        optional_scopes: body.optional_scopes.map(Scopes::joined),
+        oauth_generation: body
+            .oauth_generation
+            .as_deref()
+            .map(parse::<OAuthGeneration>)
+            .transpose()?,
+        signature_versions: parse_versions(body.signature_versions)?,
+        client_id: body.client_id,
+        client_secret_supplied: body.client_secret.is_some(),
+    };
+    let (app, warnings) = services(&state)?
+        .apps
+        .update(id, changes, &metadata(caller.actor(), &headers))
+        .await?;
+    Ok(Json(json!({ "app": app, "warnings": warnings })))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    params: Result<Query<DeleteParams>, QueryRejection>,
+) -> Result<impl IntoResponse, Problem> {
+    caller.require(Permission::Administer)?;
+    let id = parse_app_id(&id)?;
+    let Query(params) = params?;
+    let deletion = services(&state)?
+        .apps
+        .delete(id, params.force, &metadata(caller.actor(), &headers))
+        .await?;
+    Ok(Json(deletion))
+}

@@ -1,0 +1,213 @@
+//! One installation: details, the token hand-out, and operator commands (refresh, revoke,
+//! disconnect, forget). Lists and filters live with the read models.
+//!
+//! `GET /v1/installations/{id}/token` is the only response of the whole API that contains a
+//! token; it is marked `Cache-Control: no-store`.
+
+use std::time::Duration;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hubkeeper_core::tokens::expose_for_response;
+use hubkeeper_core::{RefreshOutcome, RefreshTrigger};
+use hubkeeper_domain::InstallationId;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::{Caller, Permission};
+use crate::lifecycle::{metadata, request_id, services, Problem};
+use crate::state::AppState;
+
+/// Largest validity margin a caller may ask for (HubSpot tokens live 30 minutes).
+const MAX_MIN_VALIDITY_SECS: u64 = 3600;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/installations/{id}", get(show))
+        .route("/v1/installations/{id}/token", get(token))
+        .route("/v1/installations/{id}/refresh", post(refresh))
+        .route("/v1/installations/{id}/revoke", post(revoke))
+        .route("/v1/installations/{id}/disconnect", post(disconnect))
+        .route("/v1/installations/{id}/forget", post(forget))
+}
+
+#[derive(Deserialize)]
+struct TokenParams {
+    /// Seconds the token must stay valid; the configured default when absent.
+    #[serde(default)]
+    min_validity_secs: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReasonBody {
+    reason: Option<String>,
+}
+
+fn parse_id(raw: &str) -> Result<InstallationId, Problem> {
+    raw.parse()
+        .map_err(|e: hubkeeper_domain::ParseError| Problem::bad_request(e.to_string()))
+}
+
+/// The mandatory reason of a state-changing command.
+fn reason(body: Result<Json<ReasonBody>, JsonRejection>) -> Result<String, Problem> {
+    let Json(body) = match body {
+        // No body at all: the reason is what is missing.
+        Err(JsonRejection::MissingJsonContentType(_)) => {
+            return Err(Problem::bad_request(
+                "a reason is required: send {\"reason\": \"…\"} as JSON",
+            ))
+        }
+        other => other?,
+    };
+    match body.reason.map(|r| r.trim().to_owned()) {
+        Some(r) if !r.is_empty() => Ok(r),
+        _ => Err(Problem::bad_request(
+            "a reason is required: send {\"reason\": \"…\"}",
+        )),
+    }
+}
+
+async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, Problem> {
+    caller.require(Permission::Read)?;
+    let id = parse_id(&id)?;
+    Ok(Json(services(&state)?.tokens.details(&id).await?))
+}
+
+async fn token(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    params: Result<Query<TokenParams>, QueryRejection>,
+) -> Result<impl IntoResponse, Problem> {
+    caller.require(Permission::UseTokens)?;
+    let id = parse_id(&id)?;
+    let Query(params) = params?;
+    let tokens = &services(&state)?.tokens;
+    let min_validity = match params.min_validity_secs {
+        Some(secs) if secs > MAX_MIN_VALIDITY_SECS => {
+            return Err(Problem::bad_request(format!(
+                "min_validity_secs must be at most {MAX_MIN_VALIDITY_SECS}"
+            )))
+        }
+        Some(secs) => Duration::from_secs(secs),
+        None => tokens.config().default_min_validity,
+    };
+    let handed = tokens
+        .get_token(&id, min_validity, request_id(&headers).as_deref())
+        .await?;
+    let body = json!({
+        "access_token": expose_for_response(&handed),
+        "expires_at": handed.expires_at,
+        "hub_id": handed.hub_id,
+        "scopes": handed.scopes,
+    });
+    Ok((
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::PRAGMA, "no-cache"),
+        ],
+        Json(body),
+    ))
+}
+
+async fn refresh(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, Problem> {
+    caller.require(Permission::OperateInstallations)?;
+    let id = parse_id(&id)?;
+    let trigger = RefreshTrigger::manual(caller.actor(), request_id(&headers));
+    let outcome = services(&state)?.tokens.refresh_now(&id, trigger).await;
+    match outcome {
+        RefreshOutcome::Refreshed {
+            expires_at,
+            generation,
+        } => Ok(Json(json!({
+            "installation_id": id,
+            "refreshed": true,
+            "expires_at": expires_at,
+            "generation": generation,
+        }))),
+        RefreshOutcome::StillFresh { expires_at } => Ok(Json(json!({
+            "installation_id": id,
+            "refreshed": false,
+            "expires_at": expires_at,
+        }))),
+        RefreshOutcome::NotRefreshable(reason) => {
+            Err(Problem::not_refreshable(&id.to_string(), &reason))
+        }
+        RefreshOutcome::ReauthRequired => Err(Problem::for_status(
+            &id.to_string(),
+            hubkeeper_domain::installation::InstallationStatus::NeedsReauthorization,
+        )),
+        RefreshOutcome::Failed(failure) => Err(Problem::refresh_failed(&failure)),
+    }
+}
+
+async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<ReasonBody>, JsonRejection>,
+) -> Result<impl IntoResponse, Problem> {
+    caller.require(Permission::OperateInstallations)?;
+    let id = parse_id(&id)?;
+    let reason = reason(body)?;
+    let tokens = &services(&state)?.tokens;
+    tokens
+        .revoke(&id, &reason, metadata(caller.actor(), &headers))
+        .await?;
+    Ok(Json(json!({ "installation_id": id, "status": "revoked" })))
+}
+
+async fn disconnect(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<ReasonBody>, JsonRejection>,
+) -> Result<impl IntoResponse, Problem> {
+    caller.require(Permission::OperateInstallations)?;
+    let id = parse_id(&id)?;
+    let reason = reason(body)?;
+    let tokens = &services(&state)?.tokens;
+    tokens
+        .disconnect(&id, &reason, metadata(caller.actor(), &headers))
+        .await?;
+    let status = tokens.details(&id).await?.status;
+    Ok(Json(json!({ "installation_id": id, "status": status })))
+}
+
+async fn forget(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<ReasonBody>, JsonRejection>,
+) -> Result<impl IntoResponse, Problem> {
+    caller.require(Permission::Administer)?;
+    let id = parse_id(&id)?;
+    let reason = reason(body)?;
+    let outcome = services(&state)?
+        .tokens
+        .forget_tenant(&id, &reason, metadata(caller.actor(), &headers))
+        .await?;
+    Ok(Json(json!({
+        "installation_id": id,
+        "forgotten": true,
+        "shredded": outcome.shredded,
+    })))
+}

@@ -1,0 +1,234 @@
+//! The public install flow: `GET /oauth/{app_id}/install` sends the browser to HubSpot's consent
+//! page, `GET /oauth/callback` finishes the install and sends it on to the dashboard with
+//! `?connected=<installation id>` or `?error=<code>`.
+//!
+//! Both routes are public (a customer's browser calls them) and therefore rate limited per
+//! client IP, so nobody can burn HubSpot code exchanges or fill the state table from one host.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, Extensions, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::Router;
+use hubkeeper_core::CallbackParams;
+use hubkeeper_domain::AppId;
+
+use crate::lifecycle::{request_id, services, Problem};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/oauth/{app_id}/install", get(install))
+        .route("/oauth/callback", get(callback))
+}
+
+/// Fixed-window request counter per client IP. Its limits can change at run time (the
+/// settings page applies them through [`OAuthRateLimiter::reconfigure`]).
+pub struct OAuthRateLimiter {
+    limits: Mutex<Limits>,
+    hits: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    enabled: bool,
+    max: u32,
+    window: Duration,
+}
+
+impl OAuthRateLimiter {
+    pub fn new(max: u32, window: Duration) -> Self {
+        Self {
+            limits: Mutex::new(Limits {
+                enabled: true,
+                max: max.max(1),
+                window: window.max(Duration::from_secs(1)),
+            }),
+            hits: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether limiting is on, requests allowed per window, the window.
+    pub fn limits(&self) -> (bool, u32, Duration) {
+        let l = *self.limits.lock().unwrap_or_else(PoisonError::into_inner);
+        (l.enabled, l.max, l.window)
+    }
+
+    /// New limits, effective for the next request (counters are kept).
+    pub fn reconfigure(&self, enabled: bool, max: u32, window: Duration) {
+        *self.limits.lock().unwrap_or_else(PoisonError::into_inner) = Limits {
+            enabled,
+            max: max.max(1),
+            window: window.max(Duration::from_secs(1)),
+        };
+    }
+
+    /// Forgets every counter.
+    pub fn clear(&self) {
+        self.hits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    /// Forgets one address's counter.
+    pub fn forget(&self, ip: IpAddr) {
+        self.hits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&ip);
+    }
+
+    /// `Err(wait)` when `ip` has used up its budget for the current window.
+    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+        let (enabled, max, window) = self.limits();
+        if !enabled {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut hits = self.hits.lock().unwrap_or_else(PoisonError::into_inner);
+        if hits.len() > 100_000 {
+            hits.retain(|_, (start, _)| now.duration_since(*start) < window);
+        }
+        let entry = hits.entry(ip).or_insert((now, 0));
+        if now.duration_since(entry.0) >= window {
+            *entry = (now, 0);
+        }
+        if entry.1 >= max {
+            return Err(window.saturating_sub(now.duration_since(entry.0)));
+        }
+        entry.1 += 1;
+        Ok(())
+    }
+}
+
+fn client_ip(extensions: &Extensions) -> IpAddr {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]))
+}
+
+fn limited(state: &AppState, extensions: &Extensions) -> Result<(), Problem> {
+    let limiter = &services(state)?.oauth_limiter;
+    let ip = client_ip(extensions);
+    limiter.check(ip).map_err(|wait| {
+        metrics::counter!("hk_oauth_rate_limited_total").increment(1);
+        Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "too many install requests from this address; try again in {} s",
+                wait.as_secs().max(1)
+            ),
+        )
+        .retry_after(wait.as_secs())
+    })
+}
+
+async fn install(
+    State(state): State<AppState>,
+    extensions: Extensions,
+    Path(app_id): Path<String>,
+) -> Result<Response, Problem> {
+    limited(&state, &extensions)?;
+    let app_id: AppId = app_id
+        .parse()
+        .map_err(|e: hubkeeper_domain::ParseError| Problem::bad_request(e.to_string()))?;
+    let url = services(&state)?.oauth.install_url(app_id).await?;
+    metrics::counter!("hk_oauth_installs_started_total").increment(1);
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Redirect::to(url.as_str()),
+    )
+        .into_response())
+}
+
+async fn callback(
+    State(state): State<AppState>,
+    extensions: Extensions,
+    headers: HeaderMap,
+    params: Result<Query<CallbackParams>, QueryRejection>,
+) -> Result<Response, Problem> {
+    limited(&state, &extensions)?;
+    let services = services(&state)?;
+    let base = services
+        .public_url
+        .as_deref()
+        .unwrap_or("")
+        .trim_end_matches('/');
+    let target = match params {
+        Err(_) => format!("{base}/dashboard/tokens?error=invalid_state"),
+        Ok(Query(params)) => {
+            match services
+                .oauth
+                .complete(params, request_id(&headers).as_deref())
+                .await
+            {
+                Ok(id) => {
+                    metrics::counter!("hk_oauth_callbacks_total", "outcome" => "connected")
+                        .increment(1);
+                    format!("{base}/dashboard/tokens?connected={id}")
+                }
+                Err(e) => {
+                    metrics::counter!("hk_oauth_callbacks_total", "outcome" => e.code())
+                        .increment(1);
+                    tracing::info!(code = e.code(), "install not completed: {e}");
+                    format!("{base}/dashboard/tokens?error={}", e.code())
+                }
+            }
+        }
+    };
+    Ok(([(header::CACHE_CONTROL, "no-store")], Redirect::to(&target)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limiter_allows_max_per_window_per_ip() {
+        let limiter = OAuthRateLimiter::new(3, Duration::from_secs(60));
+        let a = IpAddr::from([10, 0, 0, 1]);
+        let b = IpAddr::from([10, 0, 0, 2]);
+        for _ in 0..3 {
+            assert!(limiter.check(a).is_ok());
+        }
+        let wait = limiter.check(a).unwrap_err();
+        assert!(wait <= Duration::from_secs(60) && wait > Duration::from_secs(55));
+        assert!(limiter.check(b).is_ok(), "other addresses are not affected");
+    }
+
+    #[test]
+    fn the_limiter_can_be_reconfigured_disabled_and_cleared() {
+        let limiter = OAuthRateLimiter::new(1, Duration::from_secs(60));
+        let a = IpAddr::from([10, 0, 0, 1]);
+        assert!(limiter.check(a).is_ok());
+        assert!(limiter.check(a).is_err());
+        limiter.reconfigure(false, 1, Duration::from_secs(60));
+        assert!(limiter.check(a).is_ok(), "disabled");
+        limiter.reconfigure(true, 1, Duration::from_secs(60));
+        assert!(limiter.check(a).is_err());
+        limiter.forget(a);
+        assert!(limiter.check(a).is_ok());
+        limiter.clear();
+        assert!(limiter.check(a).is_ok());
+        assert_eq!(limiter.limits(), (true, 1, Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn the_limiter_recovers_after_the_window() {
+        let limiter = OAuthRateLimiter::new(1, Duration::from_secs(1));
+        let a = IpAddr::from([10, 0, 0, 1]);
+        assert!(limiter.check(a).is_ok());
+        assert!(limiter.check(a).is_err());
+        std::thread::sleep(Duration::from_millis(1010));
+        assert!(limiter.check(a).is_ok());
+    }
+}

@@ -1,0 +1,255 @@
+//! The receiving end of `POST /webhooks/hubspot/{app_id}`: size check, signature, batch shape,
+//! then the raw batch is stored durably in JetStream before HubSpot gets its 200.
+//!
+//! Nothing else happens on this path (no database write, no routing): HubSpot waits 5 seconds
+//! and retries anything slower, and a batch acknowledged by JetStream (file storage) is as safe
+//! as a committed row. If JetStream does not acknowledge, the answer is 503 and HubSpot retries:
+//! a 200 is never given for a batch that could be lost.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use bytes::Bytes;
+use hubkeeper_hubspot::signature::{
+    self, IncomingRequest, SignatureError, SignatureVersion, VerifierConfig,
+};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::batch::{parse_batch, BatchError};
+use crate::streams::batch_subject;
+
+/// What the verifier needs to know about an app.
+pub struct WebhookCredentials {
+    /// The app's client secret (HubSpot signs with it).
+    pub client_secret: SecretString,
+    /// Signature versions the app accepts.
+    pub accepted: Vec<SignatureVersion>,
+}
+
+impl std::fmt::Debug for WebhookCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookCredentials")
+            .field("client_secret", &"[redacted]")
+            .field("accepted", &self.accepted)
+            .finish()
+    }
+}
+
+/// Where webhook credentials come from (the App aggregate and the vault, in production).
+#[async_trait::async_trait]
+pub trait CredentialSource: Send + Sync + 'static {
+    /// `Ok(None)` when the app does not exist or was deleted.
+    async fn webhook_credentials(&self, app_id: Uuid)
+        -> Result<Option<WebhookCredentials>, String>;
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// The public base URL HubSpot calls (scheme, host, optional path prefix), e.g.
+    /// `https://hooks.example.com`; signatures v2/v3 cover the full URL, which behind a proxy is
+    /// not what this server sees.
+    pub public_url: String,
+    /// Largest body accepted.
+    pub max_body_bytes: usize,
+    /// Oldest v3 timestamp accepted.
+    pub max_age: Duration,
+    /// Longest wait for JetStream's acknowledgement before answering 503.
+    pub publish_timeout: Duration,
+    /// How long verified credentials are reused without asking the source again.
+    pub credentials_ttl: Duration,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            public_url: "http://127.0.0.1:8080".into(),
+            max_body_bytes: 512 * 1024,
+            max_age: Duration::from_secs(300),
+            publish_timeout: Duration::from_secs(3),
+            credentials_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The signature headers of a request (the API picks them out of its header map).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SignatureHeaders<'a> {
+    pub signature: Option<&'a str>,
+    pub signature_version: Option<&'a str>,
+    pub signature_v3: Option<&'a str>,
+    pub timestamp: Option<&'a str>,
+}
+
+/// Why a webhook request was not accepted. Messages are safe to return to the sender.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("no app {0}")]
+    UnknownApp(Uuid),
+    #[error("body larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("signature rejected: {0}")]
+    Signature(#[from] SignatureError),
+    #[error("malformed batch: {0}")]
+    Malformed(#[from] BatchError),
+    /// The batch could not be stored durably; HubSpot must retry.
+    #[error("the batch could not be stored: {0}")]
+    Unavailable(String),
+}
+
+impl IngestError {
+    /// Stable label for metrics and the JSON `reason`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            IngestError::UnknownApp(_) => "unknown_app",
+            IngestError::TooLarge { .. } => "too_large",
+            IngestError::Signature(e) => e.class(),
+            IngestError::Malformed(_) => "malformed_batch",
+            IngestError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// A stored batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub events: usize,
+    /// JetStream already had this exact request (HubSpot retried after a lost answer).
+    pub duplicate: bool,
+    pub stream_sequence: u64,
+    pub signature_version: SignatureVersion,
+}
+
+type CachedCredentials = (Instant, Arc<WebhookCredentials>);
+
+pub struct WebhookIngest {
+    js: jetstream::Context,
+    credentials: Arc<dyn CredentialSource>,
+    cache: Mutex<HashMap<Uuid, CachedCredentials>>,
+    config: IngestConfig,
+}
+
+impl WebhookIngest {
+    pub fn new(
+        js: jetstream::Context,
+        credentials: Arc<dyn CredentialSource>,
+        config: IngestConfig,
+    ) -> Self {
+        Self {
+            js,
+            credentials,
+            cache: Mutex::new(HashMap::new()),
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &IngestConfig {
+        &self.config
+    }
+
+    /// The full URL HubSpot signed for a request to `path_and_query`.
+    pub fn public_uri(&self, path_and_query: &str) -> String {
+        format!(
+            "{}{}",
+            self.config.public_url.trim_end_matches('/'),
+            path_and_query
+        )
+    }
+
+    async fn credentials(&self, app_id: Uuid) -> Result<Arc<WebhookCredentials>, IngestError> {
+        if let Ok(cache) = self.cache.lock() {
+            if let Some((at, creds)) = cache.get(&app_id) {
+                if at.elapsed() < self.config.credentials_ttl {
+                    return Ok(creds.clone());
+                }
+            }
+        }
+        let creds = self
+            .credentials
+            .webhook_credentials(app_id)
+            .await
+            .map_err(IngestError::Unavailable)?
+            .ok_or(IngestError::UnknownApp(app_id))?;
+        let creds = Arc::new(creds);
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() > 1000 {
+                cache.clear();
+            }
+            cache.insert(app_id, (Instant::now(), creds.clone()));
+        }
+        Ok(creds)
+    }
+
+    /// Verifies and stores one request. `path_and_query` is the request target as received
+    /// (e.g. `/webhooks/hubspot/<id>`), `now_ms` the current Unix time in milliseconds.
+    pub async fn accept(
+        &self,
+        app_id: Uuid,
+        path_and_query: &str,
+        headers: SignatureHeaders<'_>,
+        body: Bytes,
+        now_ms: i64,
+    ) -> Result<Accepted, IngestError> {
+        if body.len() > self.config.max_body_bytes {
+            return Err(IngestError::TooLarge {
+                limit: self.config.max_body_bytes,
+            });
+        }
+        let creds = self.credentials(app_id).await?;
+        let uri = self.public_uri(path_and_query);
+        let verifier = VerifierConfig {
+            accepted: creds.accepted.clone(),
+            max_age: self.config.max_age,
+            ..VerifierConfig::default()
+        };
+        let request = IncomingRequest {
+            method: "POST",
+            uri: &uri,
+            body: &body,
+            signature: headers.signature,
+            signature_version: headers.signature_version,
+            signature_v3: headers.signature_v3,
+            timestamp: headers.timestamp,
+        };
+        let version = signature::verify(
+            &verifier,
+            creds.client_secret.expose_secret(),
+            &request,
+            now_ms,
+        )?;
+        let events = parse_batch(&body)?.len();
+
+        let mut id = Sha256::new();
+        id.update(app_id.as_bytes());
+        id.update(&body);
+        let message = PublishMessage::build()
+            .payload(body)
+            .message_id(hex::encode(id.finalize()))
+            .header("Hk-App-Id", app_id.to_string().as_str())
+            .header("Hk-Signature-Version", version.as_str())
+            .header("Hk-Received-At", now_ms.to_string().as_str());
+        let publish = async {
+            let ack = self
+                .js
+                .send_publish(batch_subject(app_id), message)
+                .await
+                .map_err(|e| IngestError::Unavailable(e.to_string()))?;
+            ack.await
+                .map_err(|e| IngestError::Unavailable(e.to_string()))
+        };
+        let ack = tokio::time::timeout(self.config.publish_timeout, publish)
+            .await
+            .map_err(|_| {
+                IngestError::Unavailable("JetStream did not acknowledge in time".into())
+            })??;
+        Ok(Accepted {
+            events,
+            duplicate: ack.duplicate,
+            stream_sequence: ack.sequence,
+            signature_version: version,
+        })
+    }
+}

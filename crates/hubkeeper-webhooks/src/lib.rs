@@ -1,0 +1,24 @@
+//! HubSpot webhooks: accepted at once, never lost, processed exactly once.
+//!
+//! * [`ingest`]: the HTTP side's logic: verify, validate, store the raw batch in JetStream
+//!   (`HK_WEBHOOKS`) before answering 200.
+//! * [`worker`]: webhook workers (N processes) that dedupe, route, record and republish.
+//! * [`dlq`]: the shared dead-letter stream: list, inspect, re-drive.
+//! * [`streams`]: stream definitions and the subjects the app's consumers read.
+//!
+//! docs/webhooks.md has the flow, the subjects and the operator runbook.
+
+pub mod batch;
+pub mod credentials;
+pub mod dlq;
+pub mod ingest;
+pub mod streams;
+pub mod worker;
+
+pub use credentials::AppServiceCredentials;
+pub use ingest::{
+    Accepted, CredentialSource, IngestConfig, IngestError, SignatureHeaders, WebhookCredentials,
+    WebhookIngest,
+};
+pub use streams::{ensure_webhook_streams, WebhookStreamsConfig};
+pub use worker::{WebhookWorker, WebhookWorkerConfig, WEBHOOK_CONSUMER};

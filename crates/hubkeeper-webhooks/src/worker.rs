@@ -1,0 +1,562 @@
+//! Webhook workers: any number of processes share one durable pull consumer on `HK_WEBHOOKS`
+//! and turn each raw batch into processed events, exactly once per unique event.
+//!
+//! For each batch:
+//! 1. split it into events and compute each event's identity ([`WebhookEvent::dedupe_key`]);
+//!    drop those already in `webhook_events_seen` (HubSpot redeliveries);
+//! 2. route each new event by portal id to the app's installation(s) in `rm_installations`. A
+//!    portal without a row whose installation exists in the event store means the projector is
+//!    behind: the batch is retried shortly. A portal with no installation at all is kept in
+//!    `webhook_unrouted` for review;
+//! 3. uninstall events become `MarkUninstalled` commands on the installation (idempotent: the
+//!    aggregate ignores an uninstall it already recorded, and one older than the latest
+//!    connect);
+//! 4. republish every new event on `hk.webhooks.<app>.<portal>.<type>` (message id = its
+//!    identity, so a republish after a crash is dropped by JetStream);
+//! 5. in one transaction, record the identities (a unique key: of two workers racing on the
+//!    same event, one inserts it) and count what was inserted: per installation
+//!    (`rm_installations.webhook_events`, `last_webhook_at`) and per day
+//!    (`webhook_usage_daily`). Ordinary webhook events are deliberately not recorded as domain
+//!    events: they are operational volume, not lifecycle facts, and would dominate every
+//!    installation's history;
+//! 6. acknowledge the batch.
+//!
+//! A crash anywhere before 5 commits redoes the batch (commands idempotent, republish
+//! deduplicated); a crash after it finds every event seen. Failures are NAKed with backoff; at
+//! the last delivery the batch is copied to the dead-letter stream (`hk.dlq.webhooks`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, message::PublishMessage, AckKind};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use hubkeeper_core::{CommandBus, CommandError};
+use hubkeeper_domain::installation::InstallationCommand;
+use hubkeeper_domain::metadata::{Actor, EventMetadata};
+use hubkeeper_domain::{AppId, HubId, InstallationId};
+use sqlx::PgPool;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::batch::{parse_batch, WebhookEvent};
+use crate::dlq::dead_letter;
+use crate::streams::{event_subject, BATCH_STREAM, BATCH_SUBJECT_PREFIX};
+
+pub const WEBHOOK_CONSUMER: &str = "webhooks";
+
+#[derive(Debug, Clone)]
+pub struct WebhookWorkerConfig {
+    /// Batches processed at once per process.
+    pub concurrency: usize,
+    /// Redelivery of a batch whose worker died without answering.
+    pub ack_wait: Duration,
+    /// Deliveries before a batch is dead-lettered.
+    pub max_deliver: i64,
+    /// Delays before retrying a failed batch (the last one repeats).
+    pub backoff: Vec<Duration>,
+    /// Delay before retrying a batch waiting for the projector to catch up.
+    pub projection_wait: Duration,
+}
+
+impl Default for WebhookWorkerConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 8,
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 10,
+            backoff: vec![
+                Duration::from_secs(1),
+                Duration::from_secs(5),
+                Duration::from_secs(15),
+                Duration::from_secs(60),
+                Duration::from_secs(300),
+            ],
+            projection_wait: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// Not a batch at all: no retry can help.
+    #[error("undecodable batch: {0}")]
+    Poison(String),
+    /// A portal's installation exists but is not projected yet.
+    #[error("installation of portal {0} is not projected yet")]
+    AwaitingProjection(i64),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("NATS: {0}")]
+    Bus(String),
+    #[error("command failed: {0}")]
+    Command(String),
+}
+
+/// What processing a batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Events processed for the first time.
+    pub new_events: usize,
+    pub duplicates: usize,
+    /// Of the new ones, for portals without an installation.
+    pub unrouted: usize,
+    pub uninstalls: usize,
+}
+
+pub struct WebhookWorker {
+    pool: PgPool,
+    js: jetstream::Context,
+    bus: Arc<CommandBus>,
+    config: WebhookWorkerConfig,
+}
+
+/// Where a portal's events go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Route {
+    Installations(Vec<Uuid>),
+    Unrouted,
+}
+
+impl WebhookWorker {
+    pub fn new(
+        pool: PgPool,
+        js: jetstream::Context,
+        bus: Arc<CommandBus>,
+        config: WebhookWorkerConfig,
+    ) -> Self {
+        Self {
+            pool,
+            js,
+            bus,
+            config,
+        }
+    }
+
+    pub fn consumer_config(&self) -> consumer::pull::Config {
+        consumer::pull::Config {
+            durable_name: Some(WEBHOOK_CONSUMER.into()),
+            description: Some("Webhook workers (shared)".into()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: self.config.ack_wait,
+            max_deliver: self.config.max_deliver + 2,
+            max_ack_pending: (self.config.concurrency as i64 * 16).max(128),
+            filter_subject: format!("{BATCH_SUBJECT_PREFIX}.>"),
+            ..Default::default()
+        }
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        let this = Arc::new(self);
+        while !shutdown.is_cancelled() {
+            if let Err(error) = this.clone().consume(&shutdown).await {
+                tracing::warn!(%error, "webhook consumer interrupted; resubscribing");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+        tracing::info!("webhook worker stopped");
+    }
+
+    async fn consume(self: Arc<Self>, shutdown: &CancellationToken) -> Result<(), String> {
+        let stream = self
+            .js
+            .get_stream(BATCH_STREAM)
+            .await
+            .map_err(|e| e.to_string())?;
+        let consumer: consumer::PullConsumer = stream
+            .get_or_create_consumer(WEBHOOK_CONSUMER, self.consumer_config())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut messages = consumer
+            .stream()
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+            .map_err(|e| e.to_string())?;
+        let permits = Arc::new(Semaphore::new(self.config.concurrency));
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                next = messages.next() => next,
+            };
+            let message = match next {
+                Some(Ok(message)) => message,
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Err("message stream ended".into()),
+            };
+            let permit = permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|e| e.to_string())?;
+            let this = self.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                this.handle(message).await;
+            });
+        }
+        let _ = permits.acquire_many(self.config.concurrency as u32).await;
+        Ok(())
+    }
+
+    async fn handle(&self, message: jetstream::Message) {
+        let started = Instant::now();
+        let (delivered, stream_seq) = message
+            .info()
+            .map(|i| (i.delivered, i.stream_sequence))
+            .unwrap_or((1, 0));
+        let app = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Hk-App-Id"))
+            .map(|v| v.as_str().to_owned())
+            .or_else(|| {
+                message
+                    .subject
+                    .as_str()
+                    .strip_prefix(&format!("{BATCH_SUBJECT_PREFIX}."))
+                    .map(str::to_owned)
+            });
+        let result = match app.as_deref().map(Uuid::parse_str) {
+            Some(Ok(app_id)) => self.process(app_id, &message.payload, stream_seq).await,
+            _ => Err(ProcessError::Poison("no app id on the batch".into())),
+        };
+        metrics::histogram!("hk_webhook_processing_seconds")
+            .record(started.elapsed().as_secs_f64());
+        let ack = match result {
+            Ok(outcome) => {
+                metrics::counter!("hk_webhook_events_total", "outcome" => "new")
+                    .increment(outcome.new_events as u64);
+                metrics::counter!("hk_webhook_events_total", "outcome" => "duplicate")
+                    .increment(outcome.duplicates as u64);
+                metrics::counter!("hk_webhook_events_total", "outcome" => "unrouted")
+                    .increment(outcome.unrouted as u64);
+                metrics::counter!("hk_webhook_batches_total", "result" => "processed").increment(1);
+                message.ack().await
+            }
+            Err(ProcessError::Poison(reason)) => {
+                metrics::counter!("hk_webhook_batches_total", "result" => "poison").increment(1);
+                dead_letter(&self.js, "webhooks", &message, &reason, delivered).await;
+                return;
+            }
+            Err(error) if delivered >= self.config.max_deliver => {
+                metrics::counter!("hk_webhook_batches_total", "result" => "dead_lettered")
+                    .increment(1);
+                dead_letter(
+                    &self.js,
+                    "webhooks",
+                    &message,
+                    &error.to_string(),
+                    delivered,
+                )
+                .await;
+                return;
+            }
+            Err(ProcessError::AwaitingProjection(portal)) => {
+                metrics::counter!("hk_webhook_batches_total", "result" => "awaiting_projection")
+                    .increment(1);
+                tracing::debug!(portal, "batch waits for the projector");
+                message
+                    .ack_with(AckKind::Nak(Some(self.config.projection_wait)))
+                    .await
+            }
+            Err(error) => {
+                metrics::counter!("hk_webhook_batches_total", "result" => "retry").increment(1);
+                let index = (delivered.max(1) as usize - 1)
+                    .min(self.config.backoff.len().saturating_sub(1));
+                let delay = self.config.backoff.get(index).copied();
+                tracing::warn!(%error, delivered, ?delay, "webhook batch failed; will retry");
+                message.ack_with(AckKind::Nak(delay)).await
+            }
+        };
+        if let Err(e) = ack {
+            // Redelivered after ack_wait: every event is then found already seen.
+            tracing::debug!(error = %e, "acknowledgement failed");
+        }
+    }
+
+    /// Processes one raw batch of `app_id` (steps 1-5 of the module docs). Public so tests and the
+    /// DLQ tooling can run a batch directly.
+    pub async fn process(
+        &self,
+        app_id: Uuid,
+        body: &[u8],
+        batch_sequence: u64,
+    ) -> Result<BatchOutcome, ProcessError> {
+        let events = parse_batch(body).map_err(|e| ProcessError::Poison(e.to_string()))?;
+        let total = events.len();
+        let mut unique: Vec<([u8; 32], WebhookEvent)> = Vec::with_capacity(total);
+        let mut in_batch = HashSet::new();
+        for event in events {
+            let key = event.dedupe_key(app_id);
+            if in_batch.insert(key) {
+                unique.push((key, event));
+            }
+        }
+        let keys: Vec<Vec<u8>> = unique.iter().map(|(k, _)| k.to_vec()).collect();
+        let seen: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT dedupe_key FROM webhook_events_seen WHERE dedupe_key = ANY($1)",
+        )
+        .bind(&keys)
+        .fetch_all(&self.pool)
+        .await?;
+        let seen: HashSet<Vec<u8>> = seen.into_iter().collect();
+        let fresh: Vec<([u8; 32], WebhookEvent)> = unique
+            .into_iter()
+            .filter(|(k, _)| !seen.contains(k.as_slice()))
+            .collect();
+        let mut outcome = BatchOutcome {
+            duplicates: total - fresh.len(),
+            ..BatchOutcome::default()
+        };
+        if fresh.is_empty() {
+            return Ok(outcome);
+        }
+
+        let mut routes: HashMap<i64, Route> = HashMap::new();
+        for (_, event) in &fresh {
+            if let std::collections::hash_map::Entry::Vacant(slot) = routes.entry(event.portal_id) {
+                slot.insert(self.route(app_id, event.portal_id).await?);
+            }
+        }
+
+        for (key, event) in &fresh {
+            if !event.is_uninstall() {
+                continue;
+            }
+            if let Some(Route::Installations(ids)) = routes.get(&event.portal_id) {
+                for id in ids {
+                    self.mark_uninstalled(*id, event, key, batch_sequence)
+                        .await?;
+                    outcome.uninstalls += 1;
+                }
+            }
+        }
+
+        self.republish(app_id, &fresh, &routes).await?;
+        let recorded = self.record(app_id, &fresh, &routes, batch_sequence).await?;
+        outcome.new_events = recorded.0;
+        outcome.unrouted = recorded.1;
+        outcome.duplicates += fresh.len() - recorded.0;
+        Ok(outcome)
+    }
+
+    async fn route(&self, app_id: Uuid, portal_id: i64) -> Result<Route, ProcessError> {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT installation_id FROM rm_installations WHERE hub_id = $1 AND app_id = $2
+              ORDER BY installation_id",
+        )
+        .bind(portal_id)
+        .bind(app_id)
+        .fetch_all(&self.pool)
+        .await?;
+        if !ids.is_empty() {
+            return Ok(Route::Installations(ids));
+        }
+        // Not projected, or not installed? The store knows (hub-level installations; a
+        // user-level one is found once projected).
+        let derived = InstallationId::derive(
+            AppId::from_uuid(app_id),
+            HubId(u64::try_from(portal_id).unwrap_or_default()),
+            None,
+        );
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM events WHERE aggregate_type = 'installation'
+                              AND aggregate_id = $1)",
+        )
+        .bind(derived.to_string())
+        .fetch_one(&self.pool)
+        .await?;
+        if exists {
+            Err(ProcessError::AwaitingProjection(portal_id))
+        } else {
+            Ok(Route::Unrouted)
+        }
+    }
+
+    async fn mark_uninstalled(
+        &self,
+        installation: Uuid,
+        event: &WebhookEvent,
+        key: &[u8; 32],
+        batch_sequence: u64,
+    ) -> Result<(), ProcessError> {
+        let metadata = EventMetadata::new(Actor::HubSpot, Utc::now())
+            .request_id(format!("webhook-batch:{batch_sequence}"))
+            .causation_id(format!("webhook:{}", hex::encode(key)));
+        let command = InstallationCommand::MarkUninstalled {
+            occurred_at: event.occurred_at(),
+        };
+        match self
+            .bus
+            .execute_installation(&installation.to_string(), command, &metadata)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(CommandError::Rejected(reason)) => {
+                // E.g. never connected: nothing to disconnect; the webhook is still counted.
+                tracing::info!(%installation, %reason, "uninstall webhook changed nothing");
+                Ok(())
+            }
+            Err(e) => Err(ProcessError::Command(e.to_string())),
+        }
+    }
+
+    async fn republish(
+        &self,
+        app_id: Uuid,
+        fresh: &[([u8; 32], WebhookEvent)],
+        routes: &HashMap<i64, Route>,
+    ) -> Result<(), ProcessError> {
+        let mut acks = Vec::with_capacity(fresh.len());
+        for (key, event) in fresh {
+            let body =
+                serde_json::to_vec(&event.raw).map_err(|e| ProcessError::Bus(e.to_string()))?;
+            let mut message = PublishMessage::build()
+                .payload(Bytes::from(body))
+                .message_id(hex::encode(key))
+                .header("Hk-App-Id", app_id.to_string().as_str())
+                .header("Hk-Portal-Id", event.portal_id.to_string().as_str());
+            if let Some(Route::Installations(ids)) = routes.get(&event.portal_id) {
+                if let Some(first) = ids.first() {
+                    message = message.header("Hk-Installation-Id", first.to_string().as_str());
+                }
+            }
+            let ack = self
+                .js
+                .send_publish(
+                    event_subject(app_id, event.portal_id, &event.subscription_type),
+                    message,
+                )
+                .await
+                .map_err(|e| ProcessError::Bus(e.to_string()))?;
+            acks.push(ack);
+        }
+        for ack in acks {
+            ack.await.map_err(|e| ProcessError::Bus(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Records the identities and counts the ones this transaction inserted; returns (inserted,
+    /// of them unrouted).
+    async fn record(
+        &self,
+        app_id: Uuid,
+        fresh: &[([u8; 32], WebhookEvent)],
+        routes: &HashMap<i64, Route>,
+        batch_sequence: u64,
+    ) -> Result<(usize, usize), ProcessError> {
+        let mut sorted: Vec<&([u8; 32], WebhookEvent)> = fresh.iter().collect();
+        // One insertion order everywhere: concurrent workers wait for each other, never deadlock.
+        sorted.sort_by_key(|a| a.0);
+        let mut keys = Vec::with_capacity(sorted.len());
+        let mut portals = Vec::with_capacity(sorted.len());
+        let mut event_ids = Vec::with_capacity(sorted.len());
+        let mut types = Vec::with_capacity(sorted.len());
+        let mut times = Vec::with_capacity(sorted.len());
+        let mut installations: Vec<Option<Uuid>> = Vec::with_capacity(sorted.len());
+        for (key, event) in &sorted {
+            keys.push(key.to_vec());
+            portals.push(event.portal_id);
+            event_ids.push(event.event_id);
+            types.push(event.subscription_type.clone());
+            times.push(event.occurred_at());
+            installations.push(match routes.get(&event.portal_id) {
+                Some(Route::Installations(ids)) => ids.first().copied(),
+                _ => None,
+            });
+        }
+        let mut tx = self.pool.begin().await?;
+        let inserted: Vec<Vec<u8>> = sqlx::query_scalar(
+            "INSERT INTO webhook_events_seen
+                (dedupe_key, app_id, portal_id, event_id, subscription_type, occurred_at,
+                 batch_sequence, installation_id)
+             SELECT k, $2, p, e, t, o, $3, i
+               FROM UNNEST($1::bytea[], $4::bigint[], $5::bigint[], $6::text[], $7::timestamptz[],
+                           $8::uuid[]) AS u(k, p, e, t, o, i)
+             ON CONFLICT (dedupe_key) DO NOTHING
+             RETURNING dedupe_key",
+        )
+        .bind(&keys)
+        .bind(app_id)
+        .bind(i64::try_from(batch_sequence).unwrap_or(i64::MAX))
+        .bind(&portals)
+        .bind(&event_ids)
+        .bind(&types)
+        .bind(&times)
+        .bind(&installations)
+        .fetch_all(&mut *tx)
+        .await?;
+        let inserted: HashSet<Vec<u8>> = inserted.into_iter().collect();
+
+        // Per installation: count and latest time; per day: count. BTreeMap: sorted lock order.
+        let mut per_installation: BTreeMap<Uuid, (i64, DateTime<Utc>)> = BTreeMap::new();
+        let mut per_day: BTreeMap<(Uuid, chrono::NaiveDate), i64> = BTreeMap::new();
+        let mut unrouted = 0;
+        for (key, event) in &sorted {
+            if !inserted.contains(key.as_slice()) {
+                continue;
+            }
+            match routes.get(&event.portal_id) {
+                Some(Route::Installations(ids)) => {
+                    for id in ids {
+                        let entry = per_installation
+                            .entry(*id)
+                            .or_insert((0, event.occurred_at()));
+                        entry.0 += 1;
+                        entry.1 = entry.1.max(event.occurred_at());
+                        *per_day.entry((*id, Utc::now().date_naive())).or_insert(0) += 1;
+                    }
+                }
+                _ => {
+                    unrouted += 1;
+                    sqlx::query(
+                        "INSERT INTO webhook_unrouted (dedupe_key, app_id, portal_id, subscription_type, event)
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (dedupe_key) DO NOTHING",
+                    )
+                    .bind(key.to_vec())
+                    .bind(app_id)
+                    .bind(event.portal_id)
+                    .bind(&event.subscription_type)
+                    .bind(serde_json::Value::Object(event.raw.clone()))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        for (id, (count, latest)) in &per_installation {
+            sqlx::query(
+                "UPDATE rm_installations SET webhook_events = webhook_events + $2,
+                        last_webhook_at = GREATEST(COALESCE(last_webhook_at, $3), $3)
+                  WHERE installation_id = $1",
+            )
+            .bind(id)
+            .bind(count)
+            .bind(latest)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for ((id, day), count) in &per_day {
+            sqlx::query(
+                "INSERT INTO webhook_usage_daily (installation_id, day, events) VALUES ($1, $2, $3)
+                 ON CONFLICT (installation_id, day) DO UPDATE
+                    SET events = webhook_usage_daily.events + EXCLUDED.events",
+            )
+            .bind(id)
+            .bind(day)
+            .bind(count)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok((inserted.len(), unrouted))
+    }
+}

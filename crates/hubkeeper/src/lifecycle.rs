@@ -1,0 +1,95 @@
+//! Builds the token-lifecycle services (vault, apps, tokens, install flow) from configuration,
+//! for the API and the refresher roles.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hubkeeper_api::lifecycle::LifecycleServices;
+use hubkeeper_api::oauth::OAuthRateLimiter;
+use hubkeeper_core::{
+    AppService, Broadcaster, CommandBus, OAuthConfig, OAuthService, TokenConfig, TokenDeps,
+    TokenService, Vault,
+};
+use hubkeeper_domain::DomainServices;
+use hubkeeper_hubspot::{HubSpotClient, HubSpotConfig};
+use sqlx::PgPool;
+
+use crate::config::Config;
+
+/// The HubSpot client every role shares (one connection pool, one per-account rate limiter).
+pub fn hubspot_client(config: &Config) -> anyhow::Result<HubSpotClient> {
+    Ok(HubSpotClient::new(HubSpotConfig {
+        api_base_url: config.hubspot_api_url.clone(),
+        app_base_url: config.hubspot_app_url.clone(),
+        ..HubSpotConfig::default()
+    })?)
+}
+
+/// `None` (with a warning) when no master keys are configured: the process then serves no
+/// token routes, which is right for roles that never touch secrets (relay, projector).
+pub async fn build(
+    config: &Config,
+    pool: &PgPool,
+    nats: &async_nats::Client,
+) -> anyhow::Result<Option<LifecycleServices>> {
+    let Some(keyring) = crate::keys::keyring(config)? else {
+        tracing::warn!(
+            "HK_MASTER_KEYS is not set: token, app and install routes answer 503 on this process"
+        );
+        return Ok(None);
+    };
+    let clock = DomainServices::system();
+    let broadcaster = Broadcaster::new(nats.clone());
+    let vault = Vault::start(pool.clone(), keyring, broadcaster.clone()).await;
+    let bus = Arc::new(CommandBus::new(pool, clock.clone()));
+    let apps = AppService::start(
+        pool.clone(),
+        bus.clone(),
+        vault.clone(),
+        broadcaster.clone(),
+    )
+    .await;
+    let hubspot = hubspot_client(config)?;
+    let tokens = TokenService::start(TokenDeps {
+        pool: pool.clone(),
+        bus,
+        vault: vault.clone(),
+        apps: apps.clone(),
+        hubspot: hubspot.clone(),
+        broadcaster,
+        clock: clock.clone(),
+        config: TokenConfig {
+            default_min_validity: Duration::from_secs(config.token_min_validity_secs),
+            cache_max_age: Duration::from_secs(config.token_cache_max_age_secs),
+            lock_timeout: Duration::from_secs(config.refresh_lock_timeout_secs.max(1)),
+            ..TokenConfig::default()
+        },
+    })
+    .await;
+    let oauth = OAuthService::start(
+        pool.clone(),
+        apps.clone(),
+        tokens.clone(),
+        vault,
+        hubspot,
+        clock,
+        OAuthConfig {
+            state_secret: config.state_secret.clone(),
+            ..OAuthConfig::default()
+        },
+    )
+    .await?;
+    Ok(Some(LifecycleServices {
+        apps,
+        tokens,
+        oauth,
+        oauth_limiter: Arc::new(OAuthRateLimiter::new(
+            config.oauth_rate_limit_max,
+            Duration::from_secs(config.oauth_rate_limit_window_secs),
+        )),
+        public_url: config
+            .public_url
+            .as_ref()
+            .map(|u| u.as_str().trim_end_matches('/').to_owned()),
+    }))
+}

@@ -1,0 +1,782 @@
+//! The dashboard in a real browser: Debian's headless Chromium driven through chromedriver,
+//! against `hubkeeper up` on a test Postgres/NATS with the HubSpot simulator.
+//!
+//! An admin logs in, adds and edits an app, connects a HubSpot account through the simulator's
+//! consent page, sees it on Overview and Token Management, refreshes it, revokes it after
+//! confirming, filters the activity log and logs out; an auditor then sees every page but every
+//! action is refused. Each page is screenshotted (laptop and phone sizes) into
+//! test-artifacts/dashboard/, and the browser's console must stay free of errors.
+//!
+//! Needs `chromium` and `chromedriver` (scripts/bootstrap.sh --browser installs them); without
+//! them the test fails with that instruction rather than passing silently.
+
+#[path = "auth_support/mod.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hubkeeper_api::auth::{create_key, Role};
+use hubkeeper_sim::{AccountSpec, AppSpec, ClientSecret, SeedFile, SimConfig, UserSpec};
+use hubkeeper_testkit::{wait_until, HkProcess, TestEnv};
+use secrecy::ExposeSecret;
+use support::{free_port, BIN};
+
+const CLIENT_ID: &str = "5b1f0d3e-7c2a-4e8b-9f61-3a2d4c5e6f70";
+const CLIENT_SECRET: &str = "sim-secret-for-the-browser-test-0123456789";
+const HUB_ID: u64 = 40_000_001;
+const WAIT: Duration = Duration::from_secs(20);
+
+fn find_program(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/bin")]) {
+        for name in names {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return Some(candidate);
+            }
+        }
+    }
+    None
+}
+
+struct Driver {
+    child: Child,
+    port: u16,
+    profile: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_browser() -> (Driver, Client) {
+    let chromium = find_program(&["chromium", "chromium-browser"]).expect(
+        "chromium is not installed: run scripts/bootstrap.sh --browser (Debian packages chromium, chromium-driver)",
+    );
+    let chromedriver = find_program(&["chromedriver"])
+        .expect("chromedriver is not installed: run scripts/bootstrap.sh --browser");
+    let port = free_port();
+    let child = Command::new(chromedriver)
+        .arg(format!("--port={port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    let profile = tempfile::Builder::new()
+        .prefix("hk-chromium-")
+        .tempdir()
+        .unwrap();
+    let driver = Driver {
+        child,
+        port,
+        profile,
+    };
+    let status = format!("http://127.0.0.1:{port}/status");
+    wait_until("chromedriver is up", Duration::from_secs(20), || {
+        let status = status.clone();
+        async move { reqwest::get(&status).await.is_ok() }
+    })
+    .await;
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": chromium.display().to_string(),
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--window-size=1366,900", "--lang=en-GB",
+                format!("--user-data-dir={}", driver.profile.path().display()),
+            ],
+        }),
+    );
+    caps.insert(
+        "goog:loggingPrefs".into(),
+        serde_json::json!({ "browser": "ALL" }),
+    );
+    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("open a browser session");
+    (driver, client)
+}
+
+/// Screenshots and console checks around one browser session.
+struct Ui {
+    c: Client,
+    base: String,
+    shots: PathBuf,
+    driver_port: u16,
+    count: usize,
+}
+
+impl Ui {
+    async fn go(&self, path: &str) {
+        self.c.goto(&format!("{}{path}", self.base)).await.unwrap();
+    }
+
+    async fn el(&self, css: &str) -> Element {
+        self.c
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no element {css}: {e}"))
+    }
+
+    /// Waits until an element matching `css` contains `text`, ignoring case (CSS may upper-case
+    /// labels); re-finds elements on each try because pages re-render.
+    async fn until_text(&self, css: &str, text: &str) -> Element {
+        let deadline = Instant::now() + WAIT;
+        let wanted = text.to_lowercase();
+        loop {
+            if let Ok(found) = self.c.find_all(Locator::Css(css)).await {
+                for el in found {
+                    if el
+                        .text()
+                        .await
+                        .is_ok_and(|t| t.to_lowercase().contains(&wanted))
+                    {
+                        return el;
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                let body = self
+                    .c
+                    .find(Locator::Css("body"))
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap_or_default();
+                panic!("no {css} containing {text:?}; page says:\n{body}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn heading(&self, text: &str) {
+        self.until_text("h1", text).await;
+    }
+
+    async fn nav(&self, label: &str) {
+        self.c
+            .find(Locator::LinkText(label))
+            .await
+            .unwrap_or_else(|e| panic!("no nav link {label}: {e}"))
+            .click()
+            .await
+            .unwrap();
+    }
+
+    async fn toast(&self, text: &str) -> String {
+        self.until_text(".toast", text).await.text().await.unwrap()
+    }
+
+    async fn fill(&self, css: &str, value: &str) {
+        let el = self.el(css).await;
+        el.clear().await.unwrap();
+        el.send_keys(value).await.unwrap();
+    }
+
+    async fn shot(&mut self, name: &str) {
+        // Let fonts, transitions and toasts settle so the picture shows the page as users do.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        self.count += 1;
+        let png = self.c.screenshot().await.unwrap();
+        std::fs::write(
+            self.shots.join(format!("{:02}-{name}.png", self.count)),
+            png,
+        )
+        .unwrap();
+    }
+
+    async fn dismiss_toasts(&self) {
+        self.c
+            .execute(
+                "document.querySelectorAll('.toast').forEach(t => t.remove())",
+                vec![],
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Waits until the list in `css` has finished loading; returns its text.
+    async fn settled(&self, css: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let loading = self
+                .c
+                .find_all(Locator::Css(&format!("{css} .state-loading")))
+                .await
+                .map(|v| !v.is_empty())
+                .unwrap_or(true);
+            if !loading {
+                return self.el(css).await.text().await.unwrap();
+            }
+            assert!(Instant::now() < deadline, "{css} keeps loading");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The browser console's entries since the last call. Fails on any script error and on any
+    /// failed request except the `allowed` ones the test provoked on purpose (a browser logs
+    /// every 4xx answer to fetch as an error).
+    async fn assert_clean_console(&self, when: &str, allowed: &[&str]) {
+        let session = self.c.session_id().await.unwrap().unwrap();
+        let logs: serde_json::Value = reqwest::Client::new()
+            .post(format!(
+                "http://127.0.0.1:{}/session/{session}/se/log",
+                self.driver_port
+            ))
+            .json(&serde_json::json!({ "type": "browser" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let errors: Vec<String> = logs["value"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|entry| entry["level"] == "SEVERE")
+            .map(|entry| entry["message"].as_str().unwrap_or_default().to_string())
+            .filter(|m| {
+                !(m.contains("Failed to load resource") && allowed.iter().any(|a| m.contains(a)))
+            })
+            .collect();
+        assert!(errors.is_empty(), "console errors {when}: {errors:#?}");
+    }
+
+    async fn is_disabled(&self, css: &str) -> bool {
+        self.el(css)
+            .await
+            .prop("disabled")
+            .await
+            .unwrap()
+            .is_some_and(|v| v == "true")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_dashboard_works_end_to_end_in_a_browser() {
+    let started = Instant::now();
+    let env = TestEnv::start().await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let sim = hubkeeper_sim::spawn(SimConfig {
+        seed: Some(SeedFile {
+            apps: vec![AppSpec {
+                app_id: 1_000_001,
+                client_id: CLIENT_ID.into(),
+                client_secret: ClientSecret::new(CLIENT_SECRET),
+                name: "Hubkeeper browser test".into(),
+                redirect_uris: vec![format!("{base}/oauth/callback")],
+                scopes: vec!["crm.objects.contacts.read".into(), "oauth".into()],
+            }],
+            accounts: vec![AccountSpec {
+                hub_id: HUB_ID,
+                domain: "acme-demo.hubspot.com".into(),
+                users: vec![UserSpec {
+                    user_id: 7_000_001,
+                    email: "ada@acme-demo.example".into(),
+                }],
+            }],
+        }),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+
+    let mut vars = env.process_env();
+    vars.push(("HK_BIND".into(), format!("127.0.0.1:{port}")));
+    vars.push(("HK_HUBSPOT_API_URL".into(), sim.base_url.clone()));
+    vars.push(("HK_HUBSPOT_APP_URL".into(), sim.base_url.clone()));
+    let _hubkeeper = HkProcess::spawn(
+        Path::new(BIN),
+        "up",
+        &["up"],
+        &vars,
+        &env.path().join("logs"),
+    );
+    let ready = format!("{base}/readyz");
+    wait_until("hubkeeper up is ready", Duration::from_secs(90), || {
+        let ready = ready.clone();
+        async move { matches!(reqwest::get(&ready).await, Ok(r) if r.status().is_success()) }
+    })
+    .await;
+    let admin_key = std::fs::read_to_string(env.path().join("data/admin-key"))
+        .expect("up wrote the first admin key")
+        .trim()
+        .to_string();
+    let auditor_key = create_key(&env.pool(), "browser auditor", Role::Auditor, "test")
+        .await
+        .unwrap()
+        .token
+        .expose_secret()
+        .to_string();
+
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test-artifacts/dashboard");
+    let _ = std::fs::remove_dir_all(&shots);
+    std::fs::create_dir_all(&shots).unwrap();
+    let (driver, client) = start_browser().await;
+    let mut ui = Ui {
+        c: client,
+        base: base.clone(),
+        shots,
+        driver_port: driver.port,
+        count: 0,
+    };
+
+    // --- login: a wrong key is explained, the right one opens the Overview ---
+    ui.go("/").await;
+    ui.heading("Log in to Hubkeeper").await;
+    assert!(ui
+        .c
+        .current_url()
+        .await
+        .unwrap()
+        .path()
+        .ends_with("/dashboard/login"));
+    ui.fill("#api-key", "my-password").await;
+    ui.el("#login-submit").await.click().await.unwrap();
+    ui.until_text("#login-error", "start with hk_").await;
+    ui.fill("#api-key", &format!("hk_ak0123456789ab_{}", "x".repeat(43)))
+        .await;
+    ui.el("#login-submit").await.click().await.unwrap();
+    ui.until_text("#login-error", "unknown or revoked").await;
+    ui.shot("login-error").await;
+    ui.fill("#api-key", &admin_key).await;
+    ui.el("#login-submit").await.click().await.unwrap();
+    ui.heading("Overview").await;
+    ui.until_text(".whoami", "admin").await;
+    ui.until_text(".state-empty", "No activity yet").await;
+    ui.dismiss_toasts().await;
+    ui.shot("overview-empty").await;
+
+    // --- apps: validation, add, edit ---
+    ui.nav("App Management").await;
+    ui.heading("App Management").await;
+    ui.until_text(".state-empty", "No apps yet").await;
+    ui.el("#add-app").await.click().await.unwrap();
+    ui.fill("#app-form input[name=label]", "Production EU")
+        .await;
+    ui.fill("#app-form input[name=client_id]", "not-a-client-id")
+        .await;
+    ui.fill("#app-form input[name=client_secret]", CLIENT_SECRET)
+        .await;
+    ui.fill("#app-form input[name=redirect_uri]", "ftp://example.com/cb")
+        .await;
+    ui.fill(
+        "#app-form input[name=scopes]",
+        "crm.objects.contacts.read oauth",
+    )
+    .await;
+    ui.el("#app-form button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    ui.until_text(".field-error", "client ID looks like").await;
+    ui.until_text(".field-error", "must start with https://")
+        .await;
+    ui.shot("apps-add-validation").await;
+    ui.fill("#app-form input[name=client_id]", CLIENT_ID).await;
+    ui.fill(
+        "#app-form input[name=redirect_uri]",
+        &format!("{base}/oauth/callback"),
+    )
+    .await;
+    ui.el("#app-form button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    ui.toast("added").await;
+    ui.until_text("#apps-list td", "Production EU").await;
+    ui.dismiss_toasts().await;
+    ui.el("button[data-action=edit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    ui.until_text("#app-form-title", "Edit").await;
+    let client_id_readonly = ui
+        .el("#app-form input[name=client_id]")
+        .await
+        .attr("readonly")
+        .await
+        .unwrap();
+    assert!(
+        client_id_readonly.is_some(),
+        "the client id cannot be edited"
+    );
+    assert!(
+        ui.c.find(Locator::Css("#app-form input[name=client_secret]"))
+            .await
+            .is_err(),
+        "the client secret is not editable"
+    );
+    ui.fill("#app-form input[name=label]", "Production (EU)")
+        .await;
+    ui.fill(
+        "#app-form textarea[name=description]",
+        "Customers in the EU",
+    )
+    .await;
+    ui.shot("apps-edit").await;
+    ui.el("#app-form button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    ui.toast("saved").await;
+    ui.until_text("#apps-list td", "Production (EU)").await;
+    ui.dismiss_toasts().await;
+    ui.shot("apps").await;
+
+    // --- connect an account through the simulator's consent page ---
+    ui.nav("Token Management").await;
+    ui.heading("Token Management").await;
+    ui.until_text(".state-empty", "No HubSpot accounts are connected yet")
+        .await;
+    ui.el("#connect-account").await.click().await.unwrap();
+    ui.until_text("body", "Connect app").await;
+    ui.shot("simulator-consent").await;
+    ui.el("input[name=account]").await.click().await.unwrap();
+    ui.el("button.approve").await.click().await.unwrap();
+    ui.heading("Token Management").await;
+    ui.toast(&format!("HubSpot account {HUB_ID}")).await;
+    let row = ui.until_text("#tokens-list tr", &HUB_ID.to_string()).await;
+    assert!(row.text().await.unwrap().contains("Connected"));
+    ui.shot("tokens-connected").await;
+    ui.dismiss_toasts().await;
+
+    // --- Overview shows it, with the live feed ---
+    ui.nav("Overview").await;
+    ui.heading("Overview").await;
+    let tokens_stat = ui.until_text(".stat", "Active tokens").await;
+    let value = tokens_stat
+        .find(Locator::Css(".stat-value"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(value, "1", "one active token");
+    ui.until_text("#activity-feed", &HUB_ID.to_string()).await;
+    ui.until_text("#live-status", "Live").await;
+    // Something happens elsewhere (a refresh through the API): the feed shows it without a
+    // reload.
+    let installation_id: String = {
+        let list: serde_json::Value = reqwest::Client::new()
+            .get(format!("{base}/v1/installations"))
+            .bearer_auth(&admin_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        list["items"][0]["installation_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let refreshed = reqwest::Client::new()
+        .post(format!("{base}/v1/installations/{installation_id}/refresh"))
+        .bearer_auth(&admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refreshed.status(), 200);
+    ui.until_text("#activity-feed li.fresh", "refreshed").await;
+    ui.shot("overview").await;
+
+    // --- refresh, then revoke after confirming ---
+    ui.nav("Token Management").await;
+    ui.until_text("#tokens-list tr", &HUB_ID.to_string()).await;
+    ui.el("#tokens-list button[data-action=refresh]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let outcome = ui.toast("refreshed").await;
+    assert!(outcome.contains("New expiry"), "{outcome}");
+    ui.shot("tokens-refreshed").await;
+    ui.dismiss_toasts().await;
+    ui.el("#tokens-list button[data-action=revoke]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    ui.until_text("dialog", "cannot be undone").await;
+    let confirm = ui.el("dialog button[value=confirm]").await;
+    assert!(
+        confirm
+            .prop("disabled")
+            .await
+            .unwrap()
+            .is_some_and(|v| v == "true"),
+        "confirming needs a reason and the hub id"
+    );
+    ui.fill("#confirm-reason", "Customer cancelled").await;
+    ui.fill("#confirm-type", &HUB_ID.to_string()).await;
+    ui.shot("tokens-revoke-confirm").await;
+    ui.el("dialog button[value=confirm]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    ui.toast("revoked").await;
+    ui.until_text("#tokens-list tr", "Revoked").await;
+    ui.shot("tokens-revoked").await;
+    ui.dismiss_toasts().await;
+
+    // --- tenants and one tenant's details ---
+    ui.nav("User Management").await;
+    ui.heading("User Management").await;
+    ui.until_text("#users-list tr", "acme-demo.hubspot.com")
+        .await;
+    ui.shot("users").await;
+    ui.el("#users-list a[href^='/dashboard/users/']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    ui.heading(&format!("Hub {HUB_ID}")).await;
+    ui.until_text(".card", "Granted scopes").await;
+    ui.until_text(".chip", "crm.objects.contacts.read").await;
+    ui.until_text(".card", "Tokens revoked").await;
+    ui.until_text(".card", "Customer cancelled").await;
+    ui.shot("user-details").await;
+
+    // --- activity log filters ---
+    ui.nav("Activity Logs").await;
+    ui.heading("Activity Logs").await;
+    ui.until_text("#activity-list td", "revoked").await;
+    let app_option = ui
+        .el("#filter-app option:nth-child(2)")
+        .await
+        .attr("value")
+        .await
+        .unwrap()
+        .unwrap();
+    ui.el("#filter-level")
+        .await
+        .select_by_value("error")
+        .await
+        .unwrap();
+    ui.el("#activity-filters button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    ui.settled("#activity-list").await;
+    assert!(ui
+        .c
+        .current_url()
+        .await
+        .unwrap()
+        .query()
+        .unwrap_or("")
+        .contains("level=error"));
+    for cell in
+        ui.c.find_all(Locator::Css("#activity-list td[data-label=Level]"))
+            .await
+            .unwrap()
+    {
+        assert_eq!(
+            cell.text().await.unwrap(),
+            "Error",
+            "only errors are listed"
+        );
+    }
+    ui.el("#filter-level")
+        .await
+        .select_by_value("info")
+        .await
+        .unwrap();
+    ui.el("#filter-app")
+        .await
+        .select_by_value(&app_option)
+        .await
+        .unwrap();
+    ui.el("#activity-filters button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    ui.until_text("#activity-list td", "Info").await;
+    let query =
+        ui.c.current_url()
+            .await
+            .unwrap()
+            .query()
+            .unwrap_or("")
+            .to_string();
+    assert!(
+        query.contains("level=info") && query.contains("app_id="),
+        "{query}"
+    );
+    ui.shot("activity-filtered").await;
+
+    // --- the pages without data of their own yet, and settings ---
+    ui.nav("Pricing Models").await;
+    ui.until_text(".state-empty", "No plans yet").await;
+    assert!(ui.is_disabled("#add-plan").await);
+    ui.shot("pricing").await;
+    ui.nav("Billing & Upgrades").await;
+    ui.until_text(".stat", "Tenants on no paid plan").await;
+    ui.shot("billing").await;
+    ui.nav("Settings").await;
+    ui.until_text("#server-config", "HK_BIND").await;
+    let settings = ui.el("#server-config").await.text().await.unwrap();
+    assert!(
+        settings.contains("set (secret, not shown)"),
+        "secrets are masked"
+    );
+    assert!(
+        !settings.contains(&env.database_url()),
+        "no database URL on the page"
+    );
+    ui.shot("settings").await;
+
+    // --- a phone-sized screen: the menu folds, tables become cards ---
+    ui.c.set_window_size(390, 844).await.unwrap();
+    ui.nav_mobile("Overview").await;
+    ui.heading("Overview").await;
+    ui.shot("phone-overview").await;
+    ui.nav_mobile("Token Management").await;
+    ui.until_text("#tokens-list", "Revoked").await;
+    ui.shot("phone-tokens").await;
+    ui.c.set_window_size(1366, 900).await.unwrap();
+    let sim_favicon = format!("{}/favicon.ico", sim.base_url);
+    ui.assert_clean_console(
+        "during the admin's session",
+        &[
+            "/auth/login - Failed to load resource: the server responded with a status of 401",
+            // The simulator's consent page (not ours) has no icon.
+            &sim_favicon,
+        ],
+    )
+    .await;
+
+    // --- logout ---
+    ui.el("#logout").await.click().await.unwrap();
+    ui.heading("Log in to Hubkeeper").await;
+    ui.go("/dashboard/tokens").await;
+    ui.heading("Log in to Hubkeeper").await;
+
+    // --- an auditor sees everything and can change nothing ---
+    ui.fill("#api-key", &auditor_key).await;
+    ui.el("#login-submit").await.click().await.unwrap();
+    ui.heading("Token Management").await;
+    ui.until_text("#tokens-list tr", &HUB_ID.to_string()).await;
+    for action in ["refresh", "revoke"] {
+        let css = format!("#tokens-list button[data-action={action}]");
+        assert!(
+            ui.is_disabled(&css).await,
+            "{action} is disabled for auditors"
+        );
+        let title = ui
+            .el(&css)
+            .await
+            .attr("title")
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        assert!(title.contains("auditor"), "the reason is given: {title}");
+    }
+    ui.shot("auditor-tokens").await;
+    ui.nav("App Management").await;
+    ui.until_text("#apps-list td", "Production (EU)").await;
+    assert!(ui.is_disabled("#add-app").await);
+    assert!(ui.is_disabled("button[data-action=edit]").await);
+    assert!(ui.is_disabled("button[data-action=delete]").await);
+    ui.shot("auditor-apps").await;
+    ui.nav("User Management").await;
+    ui.until_text("#users-list tr", "acme-demo").await;
+    ui.nav("Activity Logs").await;
+    ui.until_text("#activity-list td", "revoked").await;
+    // The server refuses the auditor whatever the page allows: every change, with the session's
+    // own CSRF token, from inside the page.
+    let auditor_target: String = ui
+        .c
+        .execute(
+            "return fetch('/v1/installations').then(r => r.json()).then(d => d.items[0].installation_id)",
+            vec![],
+        )
+        .await
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
+    let app_id = app_option;
+    let attempts = serde_json::json!([
+        [
+            "POST",
+            format!("/v1/installations/{auditor_target}/refresh")
+        ],
+        ["POST", format!("/v1/installations/{auditor_target}/revoke")],
+        [
+            "POST",
+            format!("/v1/installations/{auditor_target}/disconnect")
+        ],
+        ["POST", "/v1/apps"],
+        ["PATCH", format!("/v1/apps/{app_id}")],
+        ["DELETE", format!("/v1/apps/{app_id}")],
+    ]);
+    let statuses = ui
+        .c
+        .execute_async(
+            r#"const [attempts, done] = arguments;
+               fetch('/auth/me').then(r => r.json()).then(async (me) => {
+                 const out = [];
+                 for (const [method, url] of attempts) {
+                   const r = await fetch(url, { method, headers: { 'content-type': 'application/json', 'x-csrf-token': me.csrf_token }, body: JSON.stringify({ reason: 'auditor test', label: 'x' }) });
+                   const body = await r.json();
+                   out.push([method + ' ' + url, r.status, body.error && body.error.code]);
+                 }
+                 done(out);
+               });"#,
+            vec![attempts],
+        )
+        .await
+        .unwrap();
+    for attempt in statuses.as_array().unwrap() {
+        assert_eq!(attempt[1], 403, "auditor: {attempt}");
+        assert_eq!(attempt[2], "forbidden", "auditor: {attempt}");
+    }
+    ui.assert_clean_console("during the auditor's session", &["status of 403"])
+        .await;
+
+    ui.c.close().await.unwrap();
+    drop(driver);
+    sim.shutdown().await.unwrap();
+    eprintln!(
+        "browser test: {} screenshots in test-artifacts/dashboard, {:?}",
+        ui.count,
+        started.elapsed()
+    );
+}
+
+impl Ui {
+    /// On a phone the navigation sits behind the menu button.
+    async fn nav_mobile(&self, label: &str) {
+        self.el("#nav-toggle").await.click().await.unwrap();
+        self.until_text("#nav a", label).await;
+        self.nav(label).await;
+    }
+}

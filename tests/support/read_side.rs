@@ -1,0 +1,325 @@
+//! Shared helpers of the read-side tests (projections, audit, webhooks): valid domain events
+//! written straight into the events table (fast, and exactly what postgres-es would store), read
+//! model checksums, metric scraping.
+#![allow(dead_code)]
+
+use chrono::{DateTime, Duration, Utc};
+use hubkeeper_domain::app::{
+    AppEvent, AppRegistered, AppUpdated, Environment, OAuthGeneration, SignatureVersion,
+};
+use hubkeeper_domain::installation::{
+    DisconnectCause, InstallationConnected, InstallationDisconnected, InstallationEvent,
+    InstallationReconnected, InstallationRevoked, InstallationStatus, Installer,
+    ReauthorizationRequired, RefreshFailed, RefreshFailureClass, SealedTokens, TenantForgotten,
+    TokensRefreshed,
+};
+use hubkeeper_domain::{AppId, HubId, InstallationId, Sealed, UserId};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+
+pub const SEALED: &str = "v1.dk0011223344556677.AAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+/// One row for the events table.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Value,
+    pub metadata: Value,
+}
+
+pub fn sealed() -> Sealed {
+    SEALED.parse().expect("valid sealed value")
+}
+
+fn tokens(expires: DateTime<Utc>) -> SealedTokens {
+    SealedTokens {
+        access: sealed(),
+        refresh: sealed(),
+        access_expires_at: expires,
+    }
+}
+
+fn meta(actor: &str, at: DateTime<Utc>) -> Value {
+    json!({
+        "actor": actor,
+        "occurred_at": at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "request_id": "test",
+    })
+}
+
+pub fn app_rows(app: AppId, label: &str, at: DateTime<Utc>) -> Vec<Row> {
+    let registered = AppEvent::Registered(AppRegistered {
+        app_id: app,
+        label: label.into(),
+        description: format!("{label} description"),
+        environment: Environment::Production,
+        client_id: "12345678-abcd-ef01-2345-6789abcdef01".into(),
+        client_secret: sealed(),
+        redirect_uri: "https://example.com/oauth/callback".into(),
+        scopes: vec!["crm.objects.contacts.read".into(), "oauth".into()],
+        optional_scopes: vec![],
+        oauth_generation: OAuthGeneration::V2026_03,
+        signature_versions: SignatureVersion::ALL.to_vec(),
+        registered_at: at,
+    });
+    let updated = AppEvent::Updated(AppUpdated {
+        app_id: app,
+        label: Some(format!("{label} (renamed)")),
+        description: None,
+        environment: Some(Environment::Staging),
+        redirect_uri: None,
+        scopes: None,
+        optional_scopes: None,
+        oauth_generation: None,
+        signature_versions: Some(vec![SignatureVersion::V3]),
+        updated_at: at + Duration::minutes(1),
+    });
+    vec![
+        Row {
+            aggregate_type: "app".into(),
+            aggregate_id: app.to_string(),
+            sequence: 1,
+            event_type: "AppRegistered".into(),
+            event_version: "1.1".into(),
+            payload: serde_json::to_value(registered).expect("json"),
+            metadata: meta("key:akadmin0000001", at),
+        },
+        Row {
+            aggregate_type: "app".into(),
+            aggregate_id: app.to_string(),
+            sequence: 2,
+            event_type: "AppUpdated".into(),
+            event_version: "1.0".into(),
+            payload: serde_json::to_value(updated).expect("json"),
+            metadata: meta("key:akadmin0000001", at + Duration::minutes(1)),
+        },
+    ]
+}
+
+/// The id an installation of `app` in `hub` gets.
+pub fn installation_id(app: AppId, hub: u64) -> InstallationId {
+    InstallationId::derive(app, HubId(hub), None)
+}
+
+pub fn connected_row(app: AppId, hub: u64, at: DateTime<Utc>, expires: DateTime<Utc>) -> Row {
+    let id = installation_id(app, hub);
+    installation_row(
+        id,
+        1,
+        InstallationEvent::Connected(InstallationConnected {
+            installation_id: id,
+            app_id: app,
+            hub_id: HubId(hub),
+            user_id: None,
+            hub_domain: format!("portal-{hub}.hubspot.com"),
+            installer: Installer {
+                user_id: Some(UserId(7_000_000 + hub % 1000)),
+                email: Some(format!("owner{hub}@example.com")),
+            },
+            scopes: vec!["crm.objects.contacts.read".into(), "oauth".into()],
+            tokens: tokens(expires),
+            app_version: Some("1.0.0".into()),
+            generation: 1,
+            connected_at: at,
+        }),
+        "key:akadmin0000001",
+        at,
+    )
+}
+
+fn installation_row(
+    id: InstallationId,
+    sequence: i64,
+    event: InstallationEvent,
+    actor: &str,
+    at: DateTime<Utc>,
+) -> Row {
+    let event_type = match &event {
+        InstallationEvent::Connected(_) => "InstallationConnected",
+        InstallationEvent::Reconnected(_) => "InstallationReconnected",
+        InstallationEvent::TokensRefreshed(_) => "InstallationTokensRefreshed",
+        InstallationEvent::RefreshFailed(_) => "InstallationRefreshFailed",
+        InstallationEvent::ReauthorizationRequired(_) => "InstallationReauthorizationRequired",
+        InstallationEvent::Revoked(_) => "InstallationRevoked",
+        InstallationEvent::Disconnected(_) => "InstallationDisconnected",
+        InstallationEvent::TenantForgotten(_) => "InstallationTenantForgotten",
+    };
+    Row {
+        aggregate_type: "installation".into(),
+        aggregate_id: id.to_string(),
+        sequence,
+        event_type: event_type.into(),
+        event_version: "1.0".into(),
+        payload: serde_json::to_value(event).expect("json"),
+        metadata: meta(actor, at),
+    }
+}
+
+/// Event `sequence` (>= 2) of installation number `k`: a fixed but varied lifecycle, so the read
+/// models end up with every status and plenty of transitions.
+pub fn lifecycle_row(app: AppId, hub: u64, k: u64, sequence: i64, at: DateTime<Utc>) -> Row {
+    let id = installation_id(app, hub);
+    let generation = sequence as u64;
+    let kind = (sequence as u64 + k) % 19;
+    let event = match kind {
+        0..=9 => InstallationEvent::TokensRefreshed(TokensRefreshed {
+            tokens: tokens(at + Duration::minutes(30)),
+            generation,
+            refreshed_at: at,
+        }),
+        10 | 11 => InstallationEvent::RefreshFailed(RefreshFailed {
+            class: RefreshFailureClass::ServerError,
+            message: format!("HubSpot answered 503 (attempt {sequence})"),
+            generation,
+            consecutive_failures: (kind - 9) as u32,
+            failed_at: at,
+        }),
+        12 => InstallationEvent::ReauthorizationRequired(ReauthorizationRequired {
+            class: RefreshFailureClass::InvalidGrant,
+            message: "BAD_REFRESH_TOKEN".into(),
+            generation,
+            failed_at: at,
+        }),
+        13 => InstallationEvent::Reconnected(InstallationReconnected {
+            installation_id: id,
+            hub_domain: format!("portal-{hub}.hubspot.com"),
+            installer: Installer {
+                user_id: None,
+                email: Some(format!("admin{hub}@example.com")),
+            },
+            scopes: vec!["crm.objects.contacts.read".into(), "oauth".into(), "tickets".into()],
+            tokens: tokens(at + Duration::minutes(30)),
+            app_version: Some(format!("1.{}.0", sequence % 4)),
+            previous_status: InstallationStatus::NeedsReauthorization,
+            generation,
+            connected_at: at,
+        }),
+        14 => InstallationEvent::Disconnected(InstallationDisconnected {
+            cause: if k % 2 == 0 {
+                DisconnectCause::Operator
+            } else {
+                DisconnectCause::Uninstalled
+            },
+            reason: (k % 2 == 0).then(|| "customer asked".to_owned()),
+            disconnected_at: at,
+        }),
+        15 => InstallationEvent::TenantForgotten(TenantForgotten {
+            reason: "GDPR request 42".into(),
+            forgotten_at: at,
+        }),
+        16 => InstallationEvent::Reconnected(InstallationReconnected {
+            installation_id: id,
+            hub_domain: format!("portal-{hub}.hubspot.com"),
+            installer: Installer::default(),
+            scopes: vec!["crm.objects.contacts.read".into(), "oauth".into()],
+            tokens: tokens(at + Duration::minutes(30)),
+            app_version: None,
+            previous_status: InstallationStatus::Disconnected,
+            generation,
+            connected_at: at,
+        }),
+        17 => InstallationEvent::Revoked(InstallationRevoked {
+            reason: "suspicious activity".into(),
+            revoked_at: at,
+        }),
+        _ => InstallationEvent::TokensRefreshed(TokensRefreshed {
+            tokens: tokens(at + Duration::hours(6)),
+            generation,
+            refreshed_at: at,
+        }),
+    };
+    let actor = match kind {
+        0..=12 | 18 => "system:refresher",
+        13 | 16 => "key:akoperator0001",
+        _ => "key:akadmin0000001",
+    };
+    installation_row(id, sequence, event, actor, at)
+}
+
+/// Inserts rows as one transaction (postgres-es writes one transaction per command; bulk
+/// transactions only make the test fast, the global order is the same kind).
+pub async fn insert_rows(pool: &PgPool, rows: &[Row]) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    for chunk in rows.chunks(1000) {
+        let mut types = Vec::with_capacity(chunk.len());
+        let mut ids = Vec::with_capacity(chunk.len());
+        let mut seqs = Vec::with_capacity(chunk.len());
+        let mut event_types = Vec::with_capacity(chunk.len());
+        let mut versions = Vec::with_capacity(chunk.len());
+        let mut payloads = Vec::with_capacity(chunk.len());
+        let mut metas = Vec::with_capacity(chunk.len());
+        for r in chunk {
+            types.push(r.aggregate_type.clone());
+            ids.push(r.aggregate_id.clone());
+            seqs.push(r.sequence);
+            event_types.push(r.event_type.clone());
+            versions.push(r.event_version.clone());
+            payloads.push(r.payload.to_string());
+            metas.push(r.metadata.to_string());
+        }
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                                 payload, metadata)
+             SELECT t, i, s, e, v, p::json, m::json
+               FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[],
+                           $6::text[], $7::text[]) WITH ORDINALITY AS u(t, i, s, e, v, p, m, n)
+              ORDER BY n",
+        )
+        .bind(&types)
+        .bind(&ids)
+        .bind(&seqs)
+        .bind(&event_types)
+        .bind(&versions)
+        .bind(&payloads)
+        .bind(&metas)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}
+
+/// The read-model tables and their primary-key order.
+pub const READ_MODELS: [(&str, &str); 5] = [
+    ("rm_installations", "installation_id"),
+    ("rm_installation_status_periods", "installation_id, sequence"),
+    ("rm_apps", "app_id"),
+    ("rm_activity", "global_position"),
+    ("rm_activity_subjects", "installation_id"),
+];
+
+/// `(table, rows, md5 of every row's text in primary-key order)` for every read model.
+pub async fn checksums(pool: &PgPool) -> Vec<(String, i64, String)> {
+    let mut out = Vec::new();
+    for (table, order) in READ_MODELS {
+        let (rows, md5): (i64, Option<String>) = sqlx::query_as(&format!(
+            "SELECT count(*), md5(string_agg(t::text, E'\\n' ORDER BY {order})) FROM {table} t"
+        ))
+        .fetch_one(pool)
+        .await
+        .expect("checksum");
+        out.push((table.to_owned(), rows, md5.unwrap_or_default()));
+    }
+    out
+}
+
+/// A gauge or counter value from a Prometheus text page (first series of that name).
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Percentile (0..=100) of a sample, in the sample's unit.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}

@@ -1,0 +1,680 @@
+//! The install flow, app management, revoke/disconnect/uninstall and crypto-shredding, against
+//! real Postgres and NATS, `hubkeeper api` processes and the HubSpot simulator.
+
+#[path = "tokens_support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use hubkeeper_core::Vault;
+use hubkeeper_crypto::{MasterKeyring, Sealed};
+use hubkeeper_domain::InstallationId;
+use hubkeeper_sim::SimConfig;
+use serde_json::{json, Value};
+use support::{Harness, SCOPES};
+
+/// Fails if any token, refresh token, code or client secret appears in any table or log.
+async fn assert_no_secret_leaks(h: &Harness) {
+    // Hand-out counters are flushed every 2 s: let them land so that table is covered too.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let secrets = h.secrets();
+    assert!(
+        secrets.len() >= 3,
+        "the scan must have secrets to look for: {}",
+        secrets.len()
+    );
+    let tables = h.all_table_text().await;
+    let events = tables
+        .iter()
+        .find(|(t, _)| t == "events")
+        .map(|(_, text)| text.clone())
+        .unwrap_or_default();
+    assert!(
+        events.contains("InstallationConnected"),
+        "the scan reads the event store"
+    );
+    for (table, text) in &tables {
+        for secret in &secrets {
+            assert!(
+                !text.contains(secret.as_str()),
+                "a secret ({}…) is stored in clear in table {table}",
+                &secret[..6.min(secret.len())]
+            );
+        }
+    }
+    let logs = h.logs();
+    assert!(
+        logs.contains("installation connected"),
+        "the scan reads the logs"
+    );
+    for secret in &secrets {
+        assert!(
+            !logs.contains(secret.as_str()),
+            "a secret ({}…) appears in the logs",
+            &secret[..6.min(secret.len())]
+        );
+    }
+}
+
+fn error_code(target: &str) -> &str {
+    target
+        .strip_prefix("/dashboard/tokens?error=")
+        .unwrap_or_else(|| panic!("expected an error redirect, got {target}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn install_flow_through_the_simulator_with_every_error_code() {
+    let mut h = Harness::start(SimConfig::default()).await;
+    let api = h.spawn_api("api", &[]).await;
+    h.register_account(40_000_001).await;
+    h.register_account(40_000_002).await;
+    let app = h
+        .register_app(api, "secret-good-0123456789", "secret-good-0123456789")
+        .await;
+
+    // Success: consent, callback, dashboard redirect with the installation id.
+    let id = h.install(api, &app, 40_000_001).await;
+    let details = h.details(api, &id).await;
+    assert_eq!(details["status"], "connected");
+    assert_eq!(details["hub_id"], 40_000_001);
+    assert_eq!(details["hub_domain"], "hub40000001.example.com");
+    assert_eq!(details["app_id"], app.app_id.as_str());
+    assert_eq!(
+        details["installer"]["email"],
+        "admin@hub40000001.example.com"
+    );
+    let scopes: Vec<&str> = details["scopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(scopes.join(" "), SCOPES);
+    assert!(details.get("access_token").is_none() && details.get("tokens").is_none());
+    let (status, token) = h.token(api, &id, 60).await;
+    assert_eq!(status, StatusCode::OK, "{token}");
+    assert_eq!(
+        h.crm_status(token["access_token"].as_str().unwrap()).await,
+        StatusCode::OK,
+        "the handed-out token works at HubSpot"
+    );
+
+    // Reinstalling in the same hub reuses the installation.
+    let again = h.install(api, &app, 40_000_001).await;
+    assert_eq!(again, id, "a reconnect reuses the installation");
+    assert_eq!(h.details(api, &id).await["generation"], 2);
+    // Another hub is another installation.
+    let other = h.install(api, &app, 40_000_002).await;
+    assert_ne!(other, id);
+
+    // access_denied: the user clicks Cancel.
+    let params = h.start_install(api, &app).await;
+    let denied = h.consent(&params, 40_000_001, true, None).await;
+    assert_eq!(error_code(&h.callback(api, &denied).await), "access_denied");
+
+    // invalid_state: replaying a used state, a forged one, none at all.
+    let params = h.start_install(api, &app).await;
+    let redirect = h.consent(&params, 40_000_001, false, None).await;
+    assert!(h.callback(api, &redirect).await.contains("connected="));
+    assert_eq!(
+        error_code(&h.callback(api, &redirect).await),
+        "invalid_state",
+        "a state is single-use"
+    );
+    let forged = redirect.replace("state=s1.", "state=s1.x");
+    assert_eq!(error_code(&h.callback(api, &forged).await), "invalid_state");
+    assert_eq!(
+        error_code(&h.callback_query(api, "code=abc").await),
+        "invalid_state"
+    );
+
+    // missing_code: a genuine state but no code and no error.
+    let params = h.start_install(api, &app).await;
+    let query = format!("state={}", params["state"]);
+    assert_eq!(
+        error_code(&h.callback_query(api, &query).await),
+        "missing_code"
+    );
+
+    // token_exchange_failed: a genuine state with a code HubSpot does not know; no retry.
+    let params = h.start_install(api, &app).await;
+    let failures_before = h.ctl.counters().await.unwrap().total.code_exchange_failures;
+    let query = format!("state={}&code=na1-not-a-real-code", params["state"]);
+    assert_eq!(
+        error_code(&h.callback_query(api, &query).await),
+        "token_exchange_failed"
+    );
+    assert_eq!(
+        h.ctl.counters().await.unwrap().total.code_exchange_failures,
+        failures_before + 1,
+        "the code is exchanged exactly once, never retried"
+    );
+
+    // redirect_uri_mismatch: HubSpot issued the code for another registered redirect URI.
+    let params = h.start_install(api, &app).await;
+    let other_uri = format!("{}2", app.redirect_uri);
+    let redirect = h
+        .consent(&params, 40_000_001, false, Some(&other_uri))
+        .await;
+    assert_eq!(
+        error_code(&h.callback(api, &redirect).await),
+        "redirect_uri_mismatch"
+    );
+
+    // invalid_client: our copy of the secret is not HubSpot's.
+    let wrong = h
+        .register_app(api, "secret-we-think-0123456", "secret-hubspot-has-0123")
+        .await;
+    let params = h.start_install(api, &wrong).await;
+    let redirect = h.consent(&params, 40_000_001, false, None).await;
+    assert_eq!(
+        error_code(&h.callback(api, &redirect).await),
+        "invalid_client"
+    );
+
+    // An unknown app: JSON 404, a malformed id: JSON 400.
+    let response = support::fresh_browser()
+        .get(format!(
+            "{}/oauth/{}/install",
+            h.api(api),
+            uuid::Uuid::new_v4()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+    let response = support::fresh_browser()
+        .get(format!("{}/oauth/not-a-uuid/install", h.api(api)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    // Rate limit per client IP: one browser is refused once it used up its budget (2 per
+    // minute from the environment here, or whatever the settings page stored; at most the
+    // default 10), with a JSON 429; another address is unaffected.
+    let limited = h
+        .spawn_api("api-limited", &[("HK_OAUTH_RATE_LIMIT_MAX", "2")])
+        .await;
+    let browser = support::client_from(std::net::IpAddr::from([127, 0, 9, 9]));
+    let url = format!("{}/oauth/{}/install", h.api(limited), app.app_id);
+    let mut allowed = 0;
+    let refused = loop {
+        let response = browser.get(&url).send().await.unwrap();
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            break response;
+        }
+        assert!(response.status().is_redirection(), "{}", response.status());
+        allowed += 1;
+        assert!(allowed <= 10, "the limiter never refused");
+    };
+    assert!(allowed >= 2, "allowed {allowed}");
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    h.start_install(limited, &app).await;
+
+    assert_no_secret_leaks(&h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn apps_api_validates_hides_the_secret_and_guards_deletion() {
+    let mut h = Harness::start(SimConfig::default()).await;
+    let api = h.spawn_api("api", &[]).await;
+    h.register_account(40_000_001).await;
+    let base = h.api(api).to_string();
+
+    // Validation errors name the problem; never a 500.
+    let (status, body) = h
+        .admin(
+            Method::POST,
+            &format!("{base}/v1/apps"),
+            Some(json!({
+                "label": "x", "environment": "production", "client_id": "not-a-uuid",
+                "client_secret": "s3cr3t-value-000", "redirect_uri": "https://x.example/cb",
+                "scopes": "oauth"
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "validation_failed");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("client id"));
+    let (status, body) = h
+        .admin(
+            Method::POST,
+            &format!("{base}/v1/apps"),
+            Some(json!({"label": "x"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("missing field"),
+        "{body}"
+    );
+    let (status, body) = h
+        .admin(
+            Method::POST,
+            &format!("{base}/v1/apps"),
+            Some(json!({
+                "label": "x", "environment": "moon", "client_id": uuid::Uuid::new_v4(),
+                "client_secret": "s", "redirect_uri": "https://x.example/cb", "scopes": "oauth"
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("environment"));
+    let response = h
+        .http
+        .post(format!("{base}/v1/apps"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::UNAUTHORIZED,
+        "admin routes need a key"
+    );
+
+    let app = h
+        .register_app(api, "app-secret-abcdef0123", "app-secret-abcdef0123")
+        .await;
+    let (status, shown) = h
+        .admin(Method::GET, &format!("{base}/v1/apps/{}", app.app_id), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(shown["client_id"], app.client_id.as_str());
+    assert!(!shown.to_string().contains("app-secret-abcdef0123"));
+    assert!(!shown.to_string().to_lowercase().contains("secret"));
+
+    // Updates: label silently, scopes and redirect URI with warnings; never the secret.
+    let (status, body) = h
+        .admin(
+            Method::PATCH,
+            &format!("{base}/v1/apps/{}", app.app_id),
+            Some(json!({"label": "Renamed"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["app"]["label"], "Renamed");
+    assert_eq!(body["warnings"], json!([]));
+    let (status, body) = h
+        .admin(
+            Method::PATCH,
+            &format!("{base}/v1/apps/{}", app.app_id),
+            Some(json!({"scopes": "oauth crm.objects.contacts.read crm.objects.deals.read"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["warnings"].as_array().unwrap().len(), 1, "{body}");
+    let (status, body) = h
+        .admin(
+            Method::PATCH,
+            &format!("{base}/v1/apps/{}", app.app_id),
+            Some(json!({"client_secret": "new-secret"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("client secret"));
+    // Put the scopes back so installs match the simulator's app.
+    h.admin(
+        Method::PATCH,
+        &format!("{base}/v1/apps/{}", app.app_id),
+        Some(json!({"scopes": SCOPES})),
+    )
+    .await;
+
+    // Deletion is refused while an installation is active, unless forced.
+    let id = h.install(api, &app, 40_000_001).await;
+    let (status, body) = h
+        .admin(
+            Method::DELETE,
+            &format!("{base}/v1/apps/{}", app.app_id),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "has_active_installations");
+    let (status, body) = h
+        .admin(
+            Method::DELETE,
+            &format!("{base}/v1/apps/{}?force=true", app.app_id),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["active_installations"], 1);
+    assert_eq!(body["forced"], true);
+    // Tokens are kept (a still-valid one is handed out) but can no longer be refreshed.
+    let (status, _) = h.token(api, &id, 60).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = h
+        .post(api, &format!("/v1/installations/{id}/refresh"), None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "app_deleted");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("app deleted: tokens kept but cannot be refreshed"));
+    let (status, _) = h
+        .admin(
+            Method::PATCH,
+            &format!("{base}/v1/apps/{}", app.app_id),
+            Some(json!({"label": "x"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    // Unknown and malformed ids.
+    let (status, body) = h
+        .admin(
+            Method::GET,
+            &format!("{base}/v1/apps/{}", uuid::Uuid::new_v4()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, _) = h
+        .admin(Method::GET, &format!("{base}/v1/installations/nope"), None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, body) = h.token(api, &uuid::Uuid::new_v4().to_string(), 60).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
+    assert_no_secret_leaks(&h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revoke_disconnect_reconnect_and_uninstall() {
+    let mut h = Harness::start(SimConfig::default()).await;
+    let api = h.spawn_api("api", &[]).await;
+    for hub in [40_000_001, 40_000_002, 40_000_003] {
+        h.register_account(hub).await;
+    }
+    let app = h
+        .register_app(api, "secret-rdu-0123456789", "secret-rdu-0123456789")
+        .await;
+
+    // Revoke: HubSpot's revoke endpoint is called, then the status is revoked, for good.
+    let revoked = h.install(api, &app, 40_000_001).await;
+    let (status, body) = h
+        .post(
+            api,
+            &format!("/v1/installations/{revoked}/revoke"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "a reason is required: {body}"
+    );
+    let (status, body) = h
+        .post(api, &format!("/v1/installations/{revoked}/revoke"), None)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "a body is required: {body}"
+    );
+    let revokes_before = h.ctl.counters().await.unwrap().total.revokes;
+    let (status, body) = h
+        .post(
+            api,
+            &format!("/v1/installations/{revoked}/revoke"),
+            Some(json!({"reason": "customer offboarded"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let counters = h.ctl.counters().await.unwrap();
+    assert_eq!(
+        counters.total.revokes,
+        revokes_before + 1,
+        "revoked at HubSpot"
+    );
+    let installation = counters.installation(&app.client_id, 40_000_001).unwrap();
+    assert!(installation
+        .refresh_tokens
+        .iter()
+        .any(|t| format!("{:?}", t.state).to_lowercase().contains("revoked")));
+    let details = h.details(api, &revoked).await;
+    assert_eq!(details["status"], "revoked");
+    assert_eq!(
+        details["history"].as_array().unwrap().last().unwrap()["change"]["reason"],
+        "customer offboarded"
+    );
+    let (status, body) = h.token(api, &revoked, 60).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("revoked"))
+    );
+    let (status, body) = h
+        .post(api, &format!("/v1/installations/{revoked}/refresh"), None)
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("revoked"))
+    );
+    // The actor and reason are in the event metadata.
+    let metadata: String = sqlx::query_scalar(
+        "SELECT metadata::text FROM events WHERE aggregate_id = $1 AND event_type = 'InstallationRevoked'",
+    )
+    .bind(&revoked)
+    .fetch_one(&h.pool)
+    .await
+    .unwrap();
+    let metadata: Value = serde_json::from_str(&metadata).unwrap();
+    assert!(
+        metadata["actor"].as_str().unwrap().starts_with("key:ak"),
+        "{metadata}"
+    );
+    assert_eq!(metadata["reason"], "customer offboarded");
+    assert!(metadata["request_id"].is_string(), "{metadata}");
+
+    // Disconnect: tokens removed, data kept, HubSpot grant revoked best-effort; reconnect works.
+    let disconnected = h.install(api, &app, 40_000_002).await;
+    let revokes_before = h.ctl.counters().await.unwrap().total.revokes;
+    let (status, body) = h
+        .post(
+            api,
+            &format!("/v1/installations/{disconnected}/disconnect"),
+            Some(json!({"reason": "paused by support"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "disconnected");
+    assert_eq!(
+        h.ctl.counters().await.unwrap().total.revokes,
+        revokes_before + 1
+    );
+    let (status, body) = h.token(api, &disconnected, 60).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("disconnected"))
+    );
+    let again = h.install(api, &app, 40_000_002).await;
+    assert_eq!(again, disconnected, "reconnect reuses the installation");
+    let details = h.details(api, &disconnected).await;
+    assert_eq!(details["status"], "connected");
+    let (status, token) = h.token(api, &disconnected, 60).await;
+    assert_eq!(status, StatusCode::OK, "{token}");
+    assert_eq!(
+        h.crm_status(token["access_token"].as_str().unwrap()).await,
+        StatusCode::OK
+    );
+
+    // Uninstall in HubSpot: the next refresh marks the installation as needing re-authorisation.
+    let uninstalled = h.install(api, &app, 40_000_003).await;
+    h.ctl.uninstall(&app.client_id, 40_000_003).await.unwrap();
+    let (status, body) = h
+        .post(
+            api,
+            &format!("/v1/installations/{uninstalled}/refresh"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "reauthorization_required");
+    let details = h.details(api, &uninstalled).await;
+    assert_eq!(details["status"], "needs_reauthorization");
+    assert_eq!(details["last_failure"]["class"], "invalid_grant");
+    let (status, body) = h.token(api, &uninstalled, 60).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["error"]["code"], "reauthorization_required");
+    // The user reinstalls: back to connected.
+    assert_eq!(h.install(api, &app, 40_000_003).await, uninstalled);
+    assert_eq!(h.details(api, &uninstalled).await["status"], "connected");
+
+    // Hand-outs are counted (flushed in batches every ~2 s).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let details = h.details(api, &disconnected).await;
+    assert!(
+        details["usage"]["handouts_total"].as_i64().unwrap() >= 1,
+        "{details}"
+    );
+    assert!(details["usage"]["last_handed_out_at"].is_string());
+
+    assert_no_secret_leaks(&h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forgetting_a_tenant_shreds_its_tokens_but_keeps_the_history() {
+    let mut h = Harness::start(SimConfig::default()).await;
+    let api = h.spawn_api("api", &[]).await;
+    h.register_account(40_000_001).await;
+    let app = h
+        .register_app(api, "secret-shred-01234567", "secret-shred-01234567")
+        .await;
+    let id = h.install(api, &app, 40_000_001).await;
+    let installation: InstallationId = id.parse().unwrap();
+
+    // The sealed tokens as stored in the immutable history.
+    let payload: String = sqlx::query_scalar(
+        "SELECT payload::text FROM events WHERE aggregate_id = $1 AND event_type = 'InstallationConnected'",
+    )
+    .bind(&id)
+    .fetch_one(&h.pool)
+    .await
+    .unwrap();
+    let payload: Value = serde_json::from_str(&payload).unwrap();
+    let tokens = &payload["InstallationConnected"]["tokens"];
+    let access: Sealed = tokens["access"].as_str().unwrap().parse().unwrap();
+    let refresh: Sealed = tokens["refresh"].as_str().unwrap().parse().unwrap();
+    let vault = Vault::new(
+        h.pool.clone(),
+        MasterKeyring::parse(&h.master_keys, None).unwrap(),
+    );
+    assert!(
+        vault.open_access(&installation, &access).await.is_ok(),
+        "readable before"
+    );
+
+    // Forgetting needs the grant to be dead at HubSpot first.
+    let (status, body) = h
+        .post(
+            api,
+            &format!("/v1/installations/{id}/forget"),
+            Some(json!({"reason": "GDPR #42"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("still_connected"))
+    );
+    let (status, _) = h
+        .post(
+            api,
+            &format!("/v1/installations/{id}/revoke"),
+            Some(json!({"reason": "GDPR #42"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let events_before: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_id = $1")
+            .bind(&id)
+            .fetch_one(&h.pool)
+            .await
+            .unwrap();
+    let (status, body) = h
+        .post(
+            api,
+            &format!("/v1/installations/{id}/forget"),
+            Some(json!({"reason": "GDPR #42"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["shredded"], true);
+
+    // The history remains (plus the forget event) ...
+    let events_after: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_id = $1")
+            .bind(&id)
+            .fetch_one(&h.pool)
+            .await
+            .unwrap();
+    assert_eq!(events_after, events_before + 1);
+    let still_there: String = sqlx::query_scalar(
+        "SELECT payload::text FROM events WHERE aggregate_id = $1 AND event_type = 'InstallationConnected'",
+    )
+    .bind(&id)
+    .fetch_one(&h.pool)
+    .await
+    .unwrap();
+    assert!(
+        still_there.contains(&access.to_string()),
+        "ciphertext still in the history"
+    );
+    // ... but its ciphertexts can no longer be opened, by a fresh vault or anyone else.
+    let fresh = Vault::new(
+        h.pool.clone(),
+        MasterKeyring::parse(&h.master_keys, None).unwrap(),
+    );
+    for sealed in [&access] {
+        let err = fresh.open_access(&installation, sealed).await.unwrap_err();
+        assert!(err.to_string().contains("crypto-shredded"), "{err}");
+    }
+    let err = fresh
+        .open_refresh(&installation, &refresh)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("crypto-shredded"), "{err}");
+    let wrapped: Option<String> =
+        sqlx::query_scalar("SELECT wrapped FROM data_keys WHERE owner = $1")
+            .bind(&id)
+            .fetch_one(&h.pool)
+            .await
+            .unwrap();
+    assert_eq!(wrapped, None, "the wrapped data key is destroyed");
+    let details = h.details(api, &id).await;
+    assert!(details["forgotten_at"].is_string());
+    assert_eq!(
+        details["history"].as_array().unwrap().last().unwrap()["change"]["kind"],
+        "tenant_forgotten"
+    );
+    // Forgetting again is harmless.
+    let (status, body) = h
+        .post(
+            api,
+            &format!("/v1/installations/{id}/forget"),
+            Some(json!({"reason": "again"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["shredded"], false);
+}

@@ -1,0 +1,319 @@
+//! Token hand-out and refresh against real Postgres, NATS, `hubkeeper api` processes and the
+//! HubSpot simulator: refresh near expiry (rotation off and on), single flight across two
+//! processes, and master-key rotation without downtime.
+
+#[path = "tokens_support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use hubkeeper_sim::{RotationMode, SimConfig};
+use hubkeeper_testkit::wait_until;
+use serde_json::{json, Value};
+use support::{master_key, Harness, BIN};
+
+fn expires_at(token: &Value) -> DateTime<Utc> {
+    token["expires_at"].as_str().unwrap().parse().unwrap()
+}
+
+/// Installs with short-lived tokens, then lets later tokens live a minute, so a hand-out that
+/// asks for more than the first token's remaining life must refresh, and the new token easily
+/// satisfies the margin.
+async fn installed_with_short_first_token(
+    h: &mut Harness,
+    api: usize,
+) -> (support::TestApp, String) {
+    h.register_account(40_000_001).await;
+    let app = h
+        .register_app(api, "secret-refresh-0123456", "secret-refresh-0123456")
+        .await;
+    h.ctl
+        .set_token_lifetime(Duration::from_secs(20))
+        .await
+        .unwrap();
+    let id = h.install(api, &app, 40_000_001).await;
+    h.ctl
+        .set_token_lifetime(Duration::from_secs(60))
+        .await
+        .unwrap();
+    (app, id)
+}
+
+async fn hand_out_refreshes_near_expiry(rotation: RotationMode) {
+    let mut h = Harness::start(SimConfig {
+        rotation,
+        ..SimConfig::default()
+    })
+    .await;
+    let api = h.spawn_api("api", &[]).await;
+    let (app, id) = installed_with_short_first_token(&mut h, api).await;
+
+    // Valid for 20 s: a 10 s margin is served from what is stored, without HubSpot.
+    let (status, first) = h.token(api, &id, 10).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert!(expires_at(&first) - Utc::now() >= chrono::Duration::seconds(10));
+    let (_, again) = h.token(api, &id, 10).await;
+    assert_eq!(again["access_token"], first["access_token"], "cached");
+    assert_eq!(h.ctl.counters().await.unwrap().total.refresh_calls, 0);
+
+    // A 30 s margin cannot be met by the first token: refreshed first, never handed out short.
+    let (status, second) = h.token(api, &id, 30).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert_ne!(second["access_token"], first["access_token"]);
+    assert!(expires_at(&second) - Utc::now() >= chrono::Duration::seconds(30));
+    assert_eq!(h.ctl.counters().await.unwrap().total.refresh_calls, 1);
+    assert_eq!(
+        h.crm_status(second["access_token"].as_str().unwrap()).await,
+        StatusCode::OK
+    );
+    let details = h.details(api, &id).await;
+    assert_eq!(details["generation"], 2);
+    assert!(details["last_refreshed_at"].is_string());
+    // The refresh was recorded before the hand-out, by the refresher actor.
+    let actor: String = sqlx::query_scalar(
+        "SELECT metadata::json->>'actor' FROM events
+          WHERE aggregate_id = $1 AND event_type = 'InstallationTokensRefreshed'",
+    )
+    .bind(&id)
+    .fetch_one(&h.pool)
+    .await
+    .unwrap();
+    assert_eq!(actor, "system:refresher");
+
+    // A manual refresh must present the latest refresh token: with rotation on and no grace,
+    // the first one is already dead, so this proves the rotated one was stored.
+    let (status, body) = h
+        .post(api, &format!("/v1/installations/{id}/refresh"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["refreshed"], true);
+    assert_eq!(body["generation"], 3);
+    let (_, third) = h.token(api, &id, 30).await;
+    assert_ne!(
+        third["access_token"], second["access_token"],
+        "cache dropped"
+    );
+    assert_eq!(
+        h.crm_status(third["access_token"].as_str().unwrap()).await,
+        StatusCode::OK
+    );
+    let counters = h.ctl.counters().await.unwrap();
+    assert_eq!(counters.total.refresh_calls, 2);
+    assert_eq!(counters.total.refresh_failures, 0);
+    // (The manual refresh deliberately replaced a still-valid token, so the per-lifetime
+    // statistic is not asserted here; the single-flight test does.)
+    assert!(counters.installation(&app.client_id, 40_000_001).is_some());
+    match rotation {
+        RotationMode::Off => assert_eq!(counters.total.rotated_tokens, 0),
+        RotationMode::On { .. } => assert_eq!(counters.total.rotated_tokens, 2),
+    }
+    let manual_actor: String = sqlx::query_scalar(
+        "SELECT metadata::json->>'actor' FROM events
+          WHERE aggregate_id = $1 AND event_type = 'InstallationTokensRefreshed'
+          ORDER BY sequence DESC LIMIT 1",
+    )
+    .bind(&id)
+    .fetch_one(&h.pool)
+    .await
+    .unwrap();
+    assert!(manual_actor.starts_with("key:"), "{manual_actor}");
+
+    // HubSpot down: a clear 503, no token, nothing marked dead.
+    h.ctl
+        .inject_fault(
+            &serde_json::from_value(
+                json!({"endpoint": "token", "mode": "error_rate", "status": 503, "rate": 1.0}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let (status, body) = h
+        .post(api, &format!("/v1/installations/{id}/refresh"), None)
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "hubspot_unavailable");
+    let details = h.details(api, &id).await;
+    assert_eq!(details["status"], "connected");
+    assert!(details["consecutive_failures"].as_u64().unwrap() >= 1);
+    h.ctl.clear_faults().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hand_out_refreshes_near_expiry_without_rotation() {
+    hand_out_refreshes_near_expiry(RotationMode::Off).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hand_out_refreshes_near_expiry_with_rotation() {
+    hand_out_refreshes_near_expiry(RotationMode::On {
+        grace: Duration::ZERO,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_hand_outs_on_two_processes_refresh_once() {
+    let mut h = Harness::start(SimConfig {
+        rotation: RotationMode::On {
+            grace: Duration::ZERO,
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let a = h.spawn_api("api-a", &[]).await;
+    let b = h.spawn_api("api-b", &[]).await;
+    let (app, id) = installed_with_short_first_token(&mut h, a).await;
+    // Both processes have seen the first token (cached), so both must notice it is too short.
+    for api in [a, b] {
+        let (status, _) = h.token(api, &id, 5).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let before = h.ctl.counters().await.unwrap().total.refresh_calls;
+
+    let h = std::sync::Arc::new(h);
+    let mut calls = Vec::new();
+    for i in 0..50 {
+        let h = h.clone();
+        let id = id.clone();
+        let api = if i % 2 == 0 { a } else { b };
+        calls.push(tokio::spawn(async move { h.token(api, &id, 30).await }));
+    }
+    let mut tokens = std::collections::BTreeSet::new();
+    for call in calls {
+        let (status, body) = call.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(
+            expires_at(&body) - Utc::now() >= chrono::Duration::seconds(29),
+            "never a token valid for less than the margin"
+        );
+        tokens.insert(body["access_token"].as_str().unwrap().to_string());
+    }
+    let counters = h.ctl.counters().await.unwrap();
+    assert_eq!(
+        counters.total.refresh_calls - before,
+        1,
+        "exactly one refresh at HubSpot for 50 concurrent requests on two processes"
+    );
+    assert_eq!(tokens.len(), 1, "everyone got the one new token");
+    assert_eq!(counters.total.refresh_failures, 0);
+    assert!(
+        counters
+            .installation(&app.client_id, 40_000_001)
+            .unwrap()
+            .max_refreshes_per_token_lifetime
+            <= 1
+    );
+    // Both now serve the new one for a small margin too.
+    let current = tokens.iter().next().unwrap().clone();
+    for api in [a, b] {
+        let (_, body) = h.token(api, &id, 5).await;
+        assert_eq!(body["access_token"], current.as_str());
+    }
+
+    // A change in one process reaches the other's cache through the NATS broadcast: B holds
+    // a still-valid cached token for up to 60 s, A refreshes, B must stop serving it within
+    // moments.
+    let (status, body) = h
+        .post(a, &format!("/v1/installations/{id}/refresh"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let old = current.clone();
+    wait_until(
+        "B drops its cached copy when A refreshes",
+        Duration::from_secs(3),
+        || async { h.token(b, &id, 5).await.1["access_token"] != old.as_str() },
+    )
+    .await;
+    // Same for a revoke: B must not hand out its cached (still valid) token afterwards.
+    let (status, body) = h
+        .post(
+            a,
+            &format!("/v1/installations/{id}/revoke"),
+            Some(json!({"reason": "test"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    wait_until(
+        "B stops handing out the revoked installation's cached token",
+        Duration::from_secs(3),
+        || async {
+            let (status, body) = h.token(b, &id, 5).await;
+            status == StatusCode::CONFLICT && body["error"]["code"] == "revoked"
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn key_rotation_rewraps_without_downtime() {
+    let mut h = Harness::start(SimConfig::default()).await;
+    h.master_keys = master_key("k1", 7);
+    let old = h.spawn_api("api-k1", &[]).await;
+    // `old` only knows k1: it stands for the deployment before the rotation started.
+    h.register_account(40_000_001).await;
+    let app = h
+        .register_app(old, "secret-rotate-01234567", "secret-rotate-01234567")
+        .await;
+    let id = h.install(old, &app, 40_000_001).await;
+
+    // Rolling restart with k2 added and active (k1 kept), then rotation while it serves.
+    let both = format!("{},{}", master_key("k1", 7), master_key("k2", 9));
+    h.master_keys = both.clone();
+    let during = h.spawn_api("api-k1k2", &[("HK_ACTIVE_KEY_ID", "k2")]).await;
+    let (status, _) = h.token(during, &id, 60).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "old data keys still unwrap before rotation"
+    );
+    let mut vars = h.env.process_env();
+    vars.push(("HK_MASTER_KEYS".into(), both.clone()));
+    vars.push(("HK_ACTIVE_KEY_ID".into(), "k2".into()));
+    let output = std::process::Command::new(BIN)
+        .args(["keys", "rotate"])
+        .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "rotate failed: {stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("re-wrapped"), "{stdout}");
+    assert!(stdout.contains("master key k2:"), "{stdout}");
+    let kids: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT master_kid FROM data_keys WHERE wrapped IS NOT NULL")
+            .fetch_all(&h.pool)
+            .await
+            .unwrap();
+    assert_eq!(kids, vec!["k2".to_string()]);
+    let (status, _) = h.token(during, &id, 60).await;
+    assert_eq!(status, StatusCode::OK, "serving throughout the rotation");
+
+    // A process that only knows k2 reads everything: installation tokens and the app secret.
+    h.master_keys = master_key("k2", 9);
+    let new = h.spawn_api("api-k2", &[]).await;
+    let (status, body) = h.token(new, &id, 60).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = h
+        .post(new, &format!("/v1/installations/{id}/refresh"), None)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "client secret readable under k2: {body}"
+    );
+
+    // `keys status` reports it; `keys generate` prints a usable entry.
+    let output = std::process::Command::new(BIN)
+        .args(["keys", "generate", "--kid", "k3"])
+        .output()
+        .unwrap();
+    let entry = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    assert!(entry.starts_with("k3:") && entry.len() > 40, "{entry}");
+    assert!(hubkeeper_crypto::MasterKeyring::parse(&entry, None).is_ok());
+}
