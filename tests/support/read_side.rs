@@ -191,7 +191,11 @@ pub fn lifecycle_row(app: AppId, hub: u64, k: u64, sequence: i64, at: DateTime<U
                 user_id: None,
                 email: Some(format!("admin{hub}@example.com")),
             },
-            scopes: vec!["crm.objects.contacts.read".into(), "oauth".into(), "tickets".into()],
+            scopes: vec![
+                "crm.objects.contacts.read".into(),
+                "oauth".into(),
+                "tickets".into(),
+            ],
             tokens: tokens(at + Duration::minutes(30)),
             app_version: Some(format!("1.{}.0", sequence % 4)),
             previous_status: InstallationStatus::NeedsReauthorization,
@@ -199,12 +203,12 @@ pub fn lifecycle_row(app: AppId, hub: u64, k: u64, sequence: i64, at: DateTime<U
             connected_at: at,
         }),
         14 => InstallationEvent::Disconnected(InstallationDisconnected {
-            cause: if k % 2 == 0 {
+            cause: if k.is_multiple_of(2) {
                 DisconnectCause::Operator
             } else {
                 DisconnectCause::Uninstalled
             },
-            reason: (k % 2 == 0).then(|| "customer asked".to_owned()),
+            reason: k.is_multiple_of(2).then(|| "customer asked".to_owned()),
             disconnected_at: at,
         }),
         15 => InstallationEvent::TenantForgotten(TenantForgotten {
@@ -285,7 +289,10 @@ pub async fn insert_rows(pool: &PgPool, rows: &[Row]) -> sqlx::Result<()> {
 /// The read-model tables and their primary-key order.
 pub const READ_MODELS: [(&str, &str); 5] = [
     ("rm_installations", "installation_id"),
-    ("rm_installation_status_periods", "installation_id, sequence"),
+    (
+        "rm_installation_status_periods",
+        "installation_id, sequence",
+    ),
     ("rm_apps", "app_id"),
     ("rm_activity", "global_position"),
     ("rm_activity_subjects", "installation_id"),
@@ -322,4 +329,40 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
     sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Copies every read model (`snap_<table>`), to explain a checksum difference later.
+pub async fn snapshot(pool: &PgPool) {
+    for (table, _) in READ_MODELS {
+        sqlx::query(&format!("DROP TABLE IF EXISTS snap_{table}"))
+            .execute(pool)
+            .await
+            .expect("drop snapshot");
+        sqlx::query(&format!("CREATE TABLE snap_{table} AS TABLE {table}"))
+            .execute(pool)
+            .await
+            .expect("snapshot");
+    }
+}
+
+/// Rows that differ between each read model and its snapshot (a few of each side).
+pub async fn differences(pool: &PgPool) -> String {
+    let mut out = String::new();
+    for (table, order) in READ_MODELS {
+        for (label, a, b) in [
+            ("only live", format!("snap_{table}"), table.to_owned()),
+            ("only rebuilt", table.to_owned(), format!("snap_{table}")),
+        ] {
+            let rows: Vec<String> = sqlx::query_scalar(&format!(
+                "SELECT x::text FROM (SELECT * FROM {a} EXCEPT SELECT * FROM {b}) x ORDER BY {order} LIMIT 5"
+            ))
+            .fetch_all(pool)
+            .await
+            .unwrap_or_default();
+            for r in rows {
+                out.push_str(&format!("{table} {label}: {r}\n"));
+            }
+        }
+    }
+    out
 }

@@ -45,6 +45,10 @@ static ASSETS: &[(&str, &str, &[u8])] = assets! {
     "js/pages/billing.js" => "text/javascript; charset=utf-8",
     "js/pages/settings.js" => "text/javascript; charset=utf-8",
     "js/pages/activity.js" => "text/javascript; charset=utf-8",
+    // issue 7: pricing, billing and runtime settings
+    "js/pages/pricing-plans.js" => "text/javascript; charset=utf-8",
+    "js/pages/billing-usage.js" => "text/javascript; charset=utf-8",
+    "js/pages/settings-runtime.js" => "text/javascript; charset=utf-8",
 };
 
 pub fn router() -> Router<AppState> {

@@ -45,11 +45,16 @@ pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .merge(health::router())
         // --- routers: one line per area; keep edits to your own line(s) ---
-        .merge(apps::router()).merge(installations::router()).merge(oauth::router())
+        .merge(apps::router())
+        .merge(installations::router())
+        .merge(oauth::router())
         .merge(console::router())
-        .merge(queries::router()).merge(events::router()).merge(webhooks::router())
-        .merge(plans::router()).merge(billing::router()).merge(settings::router())
-        ;
+        .merge(queries::router())
+        .merge(events::router())
+        .merge(webhooks::router())
+        .merge(plans::router())
+        .merge(billing::router())
+        .merge(settings::router());
     // Who may call what, from the OpenAPI document (issue 6): before any handler runs.
     let routes = routes.layer(axum::middleware::from_fn_with_state(
         state.clone(),

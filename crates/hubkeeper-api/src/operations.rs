@@ -10,10 +10,9 @@ use hubkeeper_core::backup::BackupService;
 use hubkeeper_core::billing::BillingService;
 use hubkeeper_core::ops::OpsError;
 use hubkeeper_core::selftest::{RateLimitProbe, SelfTestDeps};
-use hubkeeper_core::settings::{LiveSettings, SettingsApplier, SettingsService};
+use hubkeeper_core::settings::{LiveSettings, SettingsApplier, SettingsService, SettingsSnapshot};
 use hubkeeper_domain::metadata::{Actor, EventMetadata};
 use hubkeeper_domain::plan::PlanError;
-use hubkeeper_domain::settings::SettingsValues;
 use hubkeeper_domain::subscription::SubscriptionError;
 
 use crate::error::ApiError;
@@ -38,9 +37,7 @@ pub struct OperationsServices {
 /// The issue-7 services, or 503 on a process without them.
 pub(crate) fn operations(state: &AppState) -> Result<&OperationsServices, ApiError> {
     state.services().operations.as_ref().ok_or_else(|| {
-        ApiError::Unavailable(
-            "pricing, billing and settings are not served by this process".into(),
-        )
+        ApiError::Unavailable("pricing, billing and settings are not served by this process".into())
     })
 }
 
@@ -90,10 +87,14 @@ impl From<OpsError> for ApiError {
     }
 }
 
-/// The OAuth limiter follows the rate-limiting settings and the "clear" action.
+/// The OAuth limiter follows the rate-limiting settings (once they were set; before, the
+/// process's `HK_OAUTH_RATE_LIMIT_*` stand) and the "clear" action.
 impl SettingsApplier for OAuthRateLimiter {
-    fn apply(&self, values: &SettingsValues) {
-        let r = values.oauth_rate_limit;
+    fn apply(&self, settings: &SettingsSnapshot) {
+        if !settings.customized.oauth_rate_limit {
+            return;
+        }
+        let r = settings.values.oauth_rate_limit;
         self.reconfigure(
             r.enabled,
             r.max_per_ip,
@@ -124,7 +125,19 @@ impl RateLimitProbe for OAuthRateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hubkeeper_domain::settings::OAuthRateLimit;
+    use hubkeeper_domain::settings::{Customized, OAuthRateLimit, SettingsValues};
+
+    fn snapshot(values: SettingsValues, customized: bool) -> SettingsSnapshot {
+        SettingsSnapshot {
+            values,
+            version: 1,
+            changed_at: None,
+            customized: Customized {
+                oauth_rate_limit: customized,
+                ..Customized::default()
+            },
+        }
+    }
 
     #[test]
     fn the_limiter_follows_settings_at_once() {
@@ -138,14 +151,23 @@ mod tests {
             },
             ..SettingsValues::default()
         };
-        SettingsApplier::apply(&limiter, &values);
+        SettingsApplier::apply(&limiter, &snapshot(values, false));
+        assert_eq!(
+            RateLimitProbe::limits(&limiter),
+            (true, 10, Duration::from_secs(60)),
+            "never customized: the process configuration stands"
+        );
+        SettingsApplier::apply(&limiter, &snapshot(values, true));
         assert!(limiter.check(ip).is_ok());
         assert!(limiter.check(ip).is_ok());
-        assert!(limiter.check(ip).is_err(), "third request over a limit of 2");
+        assert!(
+            limiter.check(ip).is_err(),
+            "third request over a limit of 2"
+        );
         limiter.clear_rate_limits();
         assert!(limiter.check(ip).is_ok(), "cleared counters start over");
         values.oauth_rate_limit.enabled = false;
-        SettingsApplier::apply(&limiter, &values);
+        SettingsApplier::apply(&limiter, &snapshot(values, true));
         for _ in 0..10 {
             assert!(limiter.check(ip).is_ok(), "disabled: nothing is refused");
         }

@@ -41,7 +41,10 @@ struct SettingsAnswer {
     applied_version: u64,
 }
 
-async fn show(caller: Caller, State(state): State<AppState>) -> Result<Json<SettingsAnswer>, ApiError> {
+async fn show(
+    caller: Caller,
+    State(state): State<AppState>,
+) -> Result<Json<SettingsAnswer>, ApiError> {
     caller.require(Permission::Read)?;
     let ops = operations(&state)?;
     let stored = ops.settings.current().await?;
@@ -70,7 +73,10 @@ async fn update(
     }))
 }
 
-async fn reload(caller: Caller, State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+async fn reload(
+    caller: Caller,
+    State(state): State<AppState>,
+) -> Result<impl IntoResponse, ApiError> {
     caller.require(Permission::Administer)?;
     operations(&state)?.settings.reload_everywhere().await?;
     Ok((
@@ -90,7 +96,9 @@ async fn clear_rate_limits(
         .await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"status": "sent", "message": "every process resets its rate-limit counters now"})),
+        Json(
+            json!({"status": "sent", "message": "every process resets its rate-limit counters now"}),
+        ),
     ))
 }
 
@@ -111,7 +119,10 @@ struct BackupsAnswer {
     runs: Vec<BackupRun>,
 }
 
-async fn backups(caller: Caller, State(state): State<AppState>) -> Result<Json<BackupsAnswer>, ApiError> {
+async fn backups(
+    caller: Caller,
+    State(state): State<AppState>,
+) -> Result<Json<BackupsAnswer>, ApiError> {
     caller.require(Permission::Read)?;
     let ops = operations(&state)?;
     let Some(backups) = &ops.backups else {
@@ -123,7 +134,10 @@ async fn backups(caller: Caller, State(state): State<AppState>) -> Result<Json<B
     };
     let mut files = Vec::new();
     for path in list_backups(backups.dir()).await?.into_iter().rev() {
-        let bytes = tokio::fs::metadata(&path).await.map(|m| m.len()).unwrap_or(0);
+        let bytes = tokio::fs::metadata(&path)
+            .await
+            .map(|m| m.len())
+            .unwrap_or(0);
         if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
             files.push(BackupFile {
                 name: name.to_owned(),
@@ -138,7 +152,10 @@ async fn backups(caller: Caller, State(state): State<AppState>) -> Result<Json<B
     }))
 }
 
-async fn backup_now(caller: Caller, State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+async fn backup_now(
+    caller: Caller,
+    State(state): State<AppState>,
+) -> Result<impl IntoResponse, ApiError> {
     caller.require(Permission::Administer)?;
     let ops = operations(&state)?;
     let backups = ops

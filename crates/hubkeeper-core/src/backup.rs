@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use hubkeeper_domain::metadata::{Actor, EventMetadata};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use sqlx::{Connection, PgConnection, PgPool, Row};
@@ -541,8 +542,9 @@ async fn make_order_safe(conn: &mut PgConnection) -> Result<RestoreOutcome, OpsE
     Ok(outcome)
 }
 
-/// The leader-elected task that runs scheduled backups (per the live settings) and prunes
-/// log-like records after the logging retention period.
+/// The leader-elected task that runs scheduled backups (per the live settings) and, hourly,
+/// renews subscriptions whose period ended and prunes log-like records after the logging
+/// retention period.
 pub struct MaintenanceScheduler {
     pool: PgPool,
     backups: BackupService,
@@ -651,6 +653,12 @@ impl MaintenanceScheduler {
     }
 
     async fn prune(&self) {
+        let renewal = EventMetadata::new(Actor::System, Utc::now()).request_id("renewals");
+        match self.billing.renew_due(&renewal).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(renewed = n, "subscriptions renewed"),
+            Err(e) => tracing::warn!(error = %e, "renewing subscriptions failed"),
+        }
         let retention = self.live.get().values.logging.retention_days;
         match (
             self.billing.prune(retention).await,

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use hubkeeper_domain::metadata::EventMetadata;
 use hubkeeper_domain::settings::{
-    Backups, Logging, OAuthRateLimit, SettingsCommand, SettingsValues, SETTINGS_ID,
+    Backups, Customized, Logging, OAuthRateLimit, SettingsCommand, SettingsValues, SETTINGS_ID,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -49,6 +49,9 @@ pub enum ControlMessage {
         /// When they last changed.
         #[serde(default)]
         changed_at: Option<DateTime<Utc>>,
+        /// Which sections were ever changed.
+        #[serde(default)]
+        customized: Customized,
     },
     /// Re-read the settings from the store.
     Reload,
@@ -76,8 +79,9 @@ impl ControlMessage {
 
 /// Something in a process that follows the settings.
 pub trait SettingsApplier: Send + Sync {
-    /// Applies new values (called with the current values at start-up and after each change).
-    fn apply(&self, values: &SettingsValues);
+    /// Applies new settings (called with the stored ones at start-up and after each change).
+    /// Sections never customized should leave the process's own configuration in place.
+    fn apply(&self, settings: &SettingsSnapshot);
     /// Forgets rate-limit counters; appliers without any ignore it.
     fn clear_rate_limits(&self) {}
 }
@@ -91,6 +95,8 @@ pub struct SettingsSnapshot {
     pub version: u64,
     /// When they last changed.
     pub changed_at: Option<DateTime<Utc>>,
+    /// Which sections were ever changed (the others follow each process's configuration).
+    pub customized: Customized,
 }
 
 /// `PUT /v1/settings`: sections to replace; absent sections stay unchanged.
@@ -128,6 +134,7 @@ impl SettingsService {
             values: *settings.values(),
             version: sequence as u64,
             changed_at: settings.changed_at(),
+            customized: settings.customized(),
         })
     }
 
@@ -153,6 +160,7 @@ impl SettingsService {
             version: snapshot.version,
             values: snapshot.values,
             changed_at: snapshot.changed_at,
+            customized: snapshot.customized,
         })
         .await?;
         Ok(snapshot)
@@ -213,6 +221,7 @@ impl Default for LiveSettings {
             values: SettingsValues::default(),
             version: 0,
             changed_at: None,
+            customized: Customized::default(),
         });
         Self { tx: Arc::new(tx) }
     }
@@ -294,11 +303,13 @@ impl ControlListener {
                 version,
                 values,
                 changed_at,
+                customized,
             } => {
                 self.apply(SettingsSnapshot {
                     values,
                     version,
                     changed_at,
+                    customized,
                 });
             }
             ControlMessage::Reload => self.resync(true).await,
@@ -333,7 +344,7 @@ impl ControlListener {
             *applied = Some(snapshot.version);
         }
         for applier in &self.appliers {
-            applier.apply(&snapshot.values);
+            applier.apply(&snapshot);
         }
         metrics::gauge!("hk_settings_version").set(snapshot.version as f64);
         tracing::info!(version = snapshot.version, "settings applied");
@@ -353,6 +364,7 @@ mod tests {
             version: 3,
             values: SettingsValues::default(),
             changed_at: None,
+            customized: Customized::default(),
         };
         let json = serde_json::to_value(&settings).expect("serializes");
         assert_eq!(json["kind"], "settings");

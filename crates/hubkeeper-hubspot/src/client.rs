@@ -601,6 +601,28 @@ fn check_base_url(name: &str, url: &Url) -> Result<(), HubSpotError> {
     }
 }
 
+/// Whether an introspection error says "this token is dead" rather than "your request is wrong".
+/// HubSpot's answer for a dead token is unconfirmed: the legacy endpoint is seen answering an
+/// expired access token with `401 EXPIRED_AUTHENTICATION`, and the date-versioned spec shows a
+/// `400 VALIDATION_ERROR`. Both mean inactive; a bad client stays an error.
+fn names_a_dead_token(error: &HubSpotError) -> bool {
+    if matches!(error, HubSpotError::InvalidClient { .. }) {
+        return false;
+    }
+    if !matches!(error.http_status(), Some(400 | 401)) {
+        return false;
+    }
+    let Some(details) = error.details() else {
+        return false;
+    };
+    let category = details.category.as_deref().unwrap_or("");
+    let rfc = details.error.as_deref().unwrap_or("");
+    matches!(
+        category,
+        "EXPIRED_AUTHENTICATION" | "INVALID_AUTHENTICATION" | "VALIDATION_ERROR"
+    ) || matches!(rfc, "invalid_token")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -718,26 +740,4 @@ mod tests {
             "{err}"
         );
     }
-}
-
-/// Whether an introspection error says "this token is dead" rather than "your request is wrong".
-/// HubSpot's answer for a dead token is unconfirmed: the legacy endpoint is seen answering an
-/// expired access token with `401 EXPIRED_AUTHENTICATION`, and the date-versioned spec shows a
-/// `400 VALIDATION_ERROR`. Both mean inactive; a bad client stays an error.
-fn names_a_dead_token(error: &HubSpotError) -> bool {
-    if matches!(error, HubSpotError::InvalidClient { .. }) {
-        return false;
-    }
-    if !matches!(error.http_status(), Some(400 | 401)) {
-        return false;
-    }
-    let Some(details) = error.details() else {
-        return false;
-    };
-    let category = details.category.as_deref().unwrap_or("");
-    let rfc = details.error.as_deref().unwrap_or("");
-    matches!(
-        category,
-        "EXPIRED_AUTHENTICATION" | "INVALID_AUTHENTICATION" | "VALIDATION_ERROR"
-    ) || matches!(rfc, "invalid_token")
 }

@@ -112,7 +112,8 @@ SELECT global_position, tx_id::text AS tx_id, aggregate_type, aggregate_id, sequ
    AND ($5::text IS NULL OR event_type = $5)
    AND ($6::timestamptz IS NULL OR recorded_at >= $6)
    AND ($7::timestamptz IS NULL OR recorded_at < $7)
- ORDER BY tx_id, global_position
+ -- Qualified: a bare `tx_id` would sort by the text alias above ('10' < '9').
+ ORDER BY events.tx_id, events.global_position
  LIMIT $8";
 
 /// Up to `limit` events matching `filter`, in global order (only committed transactions below

@@ -52,7 +52,9 @@ SELECT global_position, tx_id::text AS tx_id, aggregate_type, aggregate_id, sequ
   FROM events
  WHERE (tx_id, global_position) > ($1::text::xid8, $2)
    AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
- ORDER BY tx_id, global_position
+ -- Qualified on purpose: a bare `tx_id` would sort by the text alias above ('10' < '9'), and a
+ -- batch cut by LIMIT could then skip events whose id has fewer digits.
+ ORDER BY events.tx_id, events.global_position
  LIMIT $3";
 
 /// Reads up to `limit` events after `after`, in global order, never skipping one that a

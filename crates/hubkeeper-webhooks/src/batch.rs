@@ -40,6 +40,56 @@ pub struct WebhookEvent {
     pub occurred_at_ms: i64,
 }
 
+/// The fields the ingest path checks, borrowed; everything else is skipped unparsed.
+#[derive(serde::Deserialize)]
+struct Probe<'a> {
+    #[serde(rename = "eventId")]
+    event_id: Option<u64>,
+    #[serde(rename = "portalId")]
+    portal_id: Option<u64>,
+    #[serde(rename = "occurredAt")]
+    occurred_at: Option<u64>,
+    #[serde(rename = "subscriptionType", borrow)]
+    subscription_type: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Validates a batch without building it (the HTTP path only needs to know it is well formed,
+/// and how many events it has); returns the number of events. Errors are the same as
+/// [`parse_batch`]'s.
+pub fn validate_batch(body: &[u8]) -> Result<usize, BatchError> {
+    let probes: Vec<Probe<'_>> = match serde_json::from_slice(body) {
+        Ok(p) => p,
+        // Not the happy shape: let the full parser say precisely what is wrong.
+        Err(_) => return parse_batch(body).map(|events| events.len()),
+    };
+    if probes.is_empty() {
+        return Err(BatchError::Empty);
+    }
+    if probes.len() > MAX_EVENTS {
+        return Err(BatchError::TooMany(probes.len()));
+    }
+    for (index, p) in probes.iter().enumerate() {
+        let missing = |field| BatchError::MissingField { index, field };
+        let fits = |n: Option<u64>| n.is_some_and(|n| i64::try_from(n).is_ok());
+        if !fits(p.event_id) {
+            return Err(missing("eventId"));
+        }
+        if !fits(p.portal_id) {
+            return Err(missing("portalId"));
+        }
+        if !fits(p.occurred_at) {
+            return Err(missing("occurredAt"));
+        }
+        if p.subscription_type
+            .as_deref()
+            .is_none_or(|s| s.trim().is_empty())
+        {
+            return Err(missing("subscriptionType"));
+        }
+    }
+    Ok(probes.len())
+}
+
 /// Parses and validates a batch.
 pub fn parse_batch(body: &[u8]) -> Result<Vec<WebhookEvent>, BatchError> {
     let value: Value = serde_json::from_slice(body).map_err(|_| BatchError::NotJson)?;
@@ -151,6 +201,35 @@ mod tests {
                "occurredAt": 1462216307945u64, "subscriptionType": "contact.propertyChange",
                "attemptNumber": 0, "objectId": 1246965, "propertyName": "lifecyclestage",
                "propertyValue": "subscriber", "changeSource": "CRM"})
+    }
+
+    #[test]
+    fn the_fast_validator_agrees_with_the_parser() {
+        let mut missing = event();
+        missing.as_object_mut().unwrap().remove("portalId");
+        let mut typed = event();
+        typed["eventId"] = json!("not a number");
+        let mut blank = event();
+        blank["subscriptionType"] = json!(" ");
+        let many: Vec<Value> = (0..101).map(|_| event()).collect();
+        for body in [
+            serde_json::to_vec(&json!([event(), event()])).unwrap(),
+            serde_json::to_vec(&json!([event(), missing])).unwrap(),
+            serde_json::to_vec(&json!([typed])).unwrap(),
+            serde_json::to_vec(&json!([blank])).unwrap(),
+            serde_json::to_vec(&many).unwrap(),
+            b"[]".to_vec(),
+            b"{}".to_vec(),
+            b"[1]".to_vec(),
+            b"nope".to_vec(),
+        ] {
+            assert_eq!(
+                validate_batch(&body),
+                parse_batch(&body).map(|e| e.len()),
+                "{}",
+                String::from_utf8_lossy(&body)
+            );
+        }
     }
 
     #[test]

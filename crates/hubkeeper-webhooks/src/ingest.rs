@@ -19,7 +19,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::batch::{parse_batch, BatchError};
+use crate::batch::{validate_batch, BatchError};
 use crate::streams::batch_subject;
 
 /// What the verifier needs to know about an app.
@@ -129,6 +129,9 @@ pub struct WebhookIngest {
     js: jetstream::Context,
     credentials: Arc<dyn CredentialSource>,
     cache: Mutex<HashMap<Uuid, CachedCredentials>>,
+    /// Held while fetching credentials, so a burst of requests for an app not yet cached opens
+    /// its secret once instead of once per request.
+    fetching: tokio::sync::Mutex<()>,
     config: IngestConfig,
 }
 
@@ -142,6 +145,7 @@ impl WebhookIngest {
             js,
             credentials,
             cache: Mutex::new(HashMap::new()),
+            fetching: tokio::sync::Mutex::new(()),
             config,
         }
     }
@@ -159,13 +163,19 @@ impl WebhookIngest {
         )
     }
 
+    fn cached(&self, app_id: Uuid) -> Option<Arc<WebhookCredentials>> {
+        let cache = self.cache.lock().ok()?;
+        let (at, creds) = cache.get(&app_id)?;
+        (at.elapsed() < self.config.credentials_ttl).then(|| creds.clone())
+    }
+
     async fn credentials(&self, app_id: Uuid) -> Result<Arc<WebhookCredentials>, IngestError> {
-        if let Ok(cache) = self.cache.lock() {
-            if let Some((at, creds)) = cache.get(&app_id) {
-                if at.elapsed() < self.config.credentials_ttl {
-                    return Ok(creds.clone());
-                }
-            }
+        if let Some(creds) = self.cached(app_id) {
+            return Ok(creds);
+        }
+        let _fetching = self.fetching.lock().await;
+        if let Some(creds) = self.cached(app_id) {
+            return Ok(creds);
         }
         let creds = self
             .credentials
@@ -220,7 +230,7 @@ impl WebhookIngest {
             &request,
             now_ms,
         )?;
-        let events = parse_batch(&body)?.len();
+        let events = validate_batch(&body)?;
 
         let mut id = Sha256::new();
         id.update(app_id.as_bytes());

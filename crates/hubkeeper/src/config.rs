@@ -248,31 +248,66 @@ pub struct Config {
 
     // --- projections, webhooks, dead letters (issue 5) ---
     /// Events a projector applies per transaction.
-    #[arg(long, env = "HK_PROJECTOR_BATCH_SIZE", default_value_t = 256, global = true)]
+    #[arg(
+        long,
+        env = "HK_PROJECTOR_BATCH_SIZE",
+        default_value_t = 256,
+        global = true
+    )]
     pub projector_batch_size: usize,
 
     /// Deliveries of an event before the projector dead-letters it.
-    #[arg(long, env = "HK_PROJECTOR_MAX_DELIVER", default_value_t = 60, global = true)]
+    #[arg(
+        long,
+        env = "HK_PROJECTOR_MAX_DELIVER",
+        default_value_t = 60,
+        global = true
+    )]
     pub projector_max_deliver: i64,
 
     /// Seconds before an event whose projector died is redelivered.
-    #[arg(long, env = "HK_PROJECTOR_ACK_WAIT_SECS", default_value_t = 30, global = true)]
+    #[arg(
+        long,
+        env = "HK_PROJECTOR_ACK_WAIT_SECS",
+        default_value_t = 30,
+        global = true
+    )]
     pub projector_ack_wait_secs: u64,
 
     /// Largest webhook request body accepted (413 above).
-    #[arg(long, env = "HK_WEBHOOK_MAX_BODY_BYTES", default_value_t = 524_288, global = true)]
+    #[arg(
+        long,
+        env = "HK_WEBHOOK_MAX_BODY_BYTES",
+        default_value_t = 524_288,
+        global = true
+    )]
     pub webhook_max_body_bytes: usize,
 
     /// Oldest v3 webhook signature timestamp accepted, in seconds (HubSpot: 5 minutes).
-    #[arg(long, env = "HK_WEBHOOK_MAX_AGE_SECS", default_value_t = 300, global = true)]
+    #[arg(
+        long,
+        env = "HK_WEBHOOK_MAX_AGE_SECS",
+        default_value_t = 300,
+        global = true
+    )]
     pub webhook_max_age_secs: u64,
 
     /// Webhook batches processed at once per webhook worker process.
-    #[arg(long, env = "HK_WEBHOOK_CONCURRENCY", default_value_t = 8, global = true)]
+    #[arg(
+        long,
+        env = "HK_WEBHOOK_CONCURRENCY",
+        default_value_t = 8,
+        global = true
+    )]
     pub webhook_concurrency: usize,
 
     /// Deliveries of a webhook batch before it is dead-lettered.
-    #[arg(long, env = "HK_WEBHOOK_MAX_DELIVER", default_value_t = 10, global = true)]
+    #[arg(
+        long,
+        env = "HK_WEBHOOK_MAX_DELIVER",
+        default_value_t = 10,
+        global = true
+    )]
     pub webhook_max_deliver: i64,
 
     /// Delays before retrying a failed webhook batch, in milliseconds, comma-separated.
@@ -280,16 +315,31 @@ pub struct Config {
     pub webhook_backoff: MillisList,
 
     /// Seconds before a webhook batch whose worker died is redelivered.
-    #[arg(long, env = "HK_WEBHOOK_ACK_WAIT_SECS", default_value_t = 30, global = true)]
+    #[arg(
+        long,
+        env = "HK_WEBHOOK_ACK_WAIT_SECS",
+        default_value_t = 30,
+        global = true
+    )]
     pub webhook_ack_wait_secs: u64,
 
     /// How long verified webhook events stay on `hk.webhooks.>` for the app's consumers, in
     /// seconds.
-    #[arg(long, env = "HK_WEBHOOK_EVENTS_MAX_AGE_SECS", default_value_t = 604_800, global = true)]
+    #[arg(
+        long,
+        env = "HK_WEBHOOK_EVENTS_MAX_AGE_SECS",
+        default_value_t = 604_800,
+        global = true
+    )]
     pub webhook_events_max_age_secs: u64,
 
     /// "Expiring soon" on the overview: active tokens expiring within this many seconds.
-    #[arg(long, env = "HK_OVERVIEW_EXPIRING_WITHIN_SECS", default_value_t = 600, global = true)]
+    #[arg(
+        long,
+        env = "HK_OVERVIEW_EXPIRING_WITHIN_SECS",
+        default_value_t = 600,
+        global = true
+    )]
     pub overview_expiring_within_secs: i64,
     // --- end: issue 5 ---
 

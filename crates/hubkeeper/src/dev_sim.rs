@@ -118,7 +118,9 @@ async fn register(base: &str, callback: &str, key_file: &Path) -> anyhow::Result
         .as_str()
         .or_else(|| created["app_id"].as_str())
     {
-        println!("  demo app  registered; connect a demo HubSpot account: {base}/oauth/{id}/install");
+        println!(
+            "  demo app  registered; connect a demo HubSpot account: {base}/oauth/{id}/install"
+        );
     }
     Ok(())
 }

@@ -16,8 +16,8 @@ use hubkeeper_core::ops::OpsBus;
 use hubkeeper_core::selftest::{self, RateLimitProbe, SelfTestDeps, StepStatus};
 use hubkeeper_core::settings::{
     ControlConfig, ControlListener, LiveSettings, SettingsApplier, SettingsService,
+    SettingsSnapshot,
 };
-use hubkeeper_domain::settings::SettingsValues;
 use hubkeeper_domain::{AppId, DomainServices};
 use secrecy::SecretString;
 use sqlx::PgPool;
@@ -40,8 +40,8 @@ pub struct Operations {
 struct LogFilter;
 
 impl SettingsApplier for LogFilter {
-    fn apply(&self, values: &SettingsValues) {
-        let logging = values.logging;
+    fn apply(&self, settings: &SettingsSnapshot) {
+        let logging = settings.values.logging;
         match hubkeeper_telemetry::set_runtime_log_settings(
             logging.level.map(|l| l.as_str()),
             logging.verbose_requests,
@@ -282,12 +282,12 @@ pub async fn selftest_command(
     };
     // The limiter as every process configures it: from the stored settings.
     let (bus, _) = bus_and_billing(&pool);
-    let values = SettingsService::new(bus, None).current().await?.values;
+    let stored = SettingsService::new(bus, None).current().await?;
     let limiter = Arc::new(OAuthRateLimiter::new(
         config.oauth_rate_limit_max,
         Duration::from_secs(config.oauth_rate_limit_window_secs),
     ));
-    SettingsApplier::apply(limiter.as_ref(), &values);
+    SettingsApplier::apply(limiter.as_ref(), &stored);
     let deps = SelfTestDeps {
         pool: pool.clone(),
         apps: lifecycle.as_ref().map(|l| l.apps.clone()),
@@ -303,11 +303,7 @@ pub async fn selftest_command(
         println!(
             "self-test against {}{}",
             report.hubspot_api_url,
-            if report.simulator {
-                " (simulator)"
-            } else {
-                ""
-            }
+            if report.simulator { " (simulator)" } else { "" }
         );
         for step in &report.steps {
             let mark = match step.status {

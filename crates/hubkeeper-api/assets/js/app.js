@@ -14,10 +14,10 @@ const PAGES = [
   { path: 'users', title: 'User Management', module: './pages/users.js' },
   { path: 'users/:id', title: 'Tenant details', module: './pages/user-detail.js', parent: 'users' },
   { path: 'apps', title: 'App Management', module: './pages/apps.js' },
-  { path: 'pricing', title: 'Pricing Models', module: './pages/pricing.js' },
-  { path: 'billing', title: 'Billing & Upgrades', module: './pages/billing.js' },
+  { path: 'pricing', title: 'Pricing Models', module: './pages/pricing-plans.js' },
+  { path: 'billing', title: 'Billing & Upgrades', module: './pages/billing-usage.js' },
   { path: 'activity', title: 'Activity Logs', module: './pages/activity.js' },
-  { path: 'settings', title: 'Settings', module: './pages/settings.js' },
+  { path: 'settings', title: 'Settings', module: './pages/settings-runtime.js' },
 ];
 
 const ROLE_NOTES = {

@@ -969,6 +969,54 @@ impl BillingService {
         })
     }
 
+    /// Renews every subscription whose period has ended (found in the read model, decided by
+    /// the aggregate): each moves to its plan's current version, which is when a price change
+    /// reaches existing subscribers. Returns how many were renewed; failures are logged and
+    /// retried on the next run.
+    pub async fn renew_due(&self, metadata: &EventMetadata) -> Result<u32, OpsError> {
+        let due: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT installation_id FROM rm_subscriptions
+              WHERE renews_at <= $1 ORDER BY renews_at LIMIT 500",
+        )
+        .bind(self.clock.now())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut renewed = 0;
+        for id in due {
+            let installation = InstallationId::from_uuid(id);
+            let (subscription, _) = self.bus.load_subscription(&id.to_string()).await?;
+            let Some(current) = subscription.current() else {
+                continue;
+            };
+            let result = match self.snapshot(current.plan.plan_id).await {
+                Ok((_, plan)) => {
+                    self.bus
+                        .execute_subscription(
+                            &id.to_string(),
+                            SubscriptionCommand::Renew { plan },
+                            metadata,
+                        )
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => {
+                    renewed += 1;
+                    metrics::counter!("hk_subscriptions_renewed_total").increment(1);
+                }
+                // The read model was behind the aggregate (renewed meanwhile): nothing to do.
+                Err(OpsError::Subscription(
+                    hubkeeper_domain::subscription::SubscriptionError::RenewalNotDue { .. },
+                )) => {}
+                Err(e) => {
+                    tracing::warn!(%installation, error = %e, "subscription not renewed; retrying later")
+                }
+            }
+        }
+        Ok(renewed)
+    }
+
     /// Deletes usage receipts older than `retention_days` (their idempotency window).
     pub async fn prune(&self, retention_days: u32) -> Result<u64, OpsError> {
         let deleted = sqlx::query(

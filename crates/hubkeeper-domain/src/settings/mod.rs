@@ -322,10 +322,24 @@ impl DomainEvent for SettingsEvent {
     }
 }
 
+/// Which sections were ever changed. A section never changed leaves each process with its own
+/// configuration where it has one (the OAuth rate limit's `HK_OAUTH_RATE_LIMIT_*`), rather than
+/// imposing defaults nobody chose.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Customized {
+    /// Rate limiting was set on the Settings page.
+    pub oauth_rate_limit: bool,
+    /// Logging was set.
+    pub logging: bool,
+    /// Backups were set.
+    pub backups: bool,
+}
+
 /// State of the settings, rebuilt from their events.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settings {
     values: SettingsValues,
+    customized: Customized,
     changed_at: Option<DateTime<Utc>>,
 }
 
@@ -338,6 +352,11 @@ impl Settings {
     /// When anything last changed; `None`: still the defaults.
     pub fn changed_at(&self) -> Option<DateTime<Utc>> {
         self.changed_at
+    }
+
+    /// Which sections were ever changed.
+    pub fn customized(&self) -> Customized {
+        self.customized
     }
 }
 
@@ -412,14 +431,17 @@ impl Aggregate for Settings {
         match event {
             SettingsEvent::OAuthRateLimitChanged(e) => {
                 self.values.oauth_rate_limit = e.current;
+                self.customized.oauth_rate_limit = true;
                 self.changed_at = Some(e.changed_at);
             }
             SettingsEvent::LoggingChanged(e) => {
                 self.values.logging = e.current;
+                self.customized.logging = true;
                 self.changed_at = Some(e.changed_at);
             }
             SettingsEvent::BackupsChanged(e) => {
                 self.values.backups = e.current;
+                self.customized.backups = true;
                 self.changed_at = Some(e.changed_at);
             }
         }

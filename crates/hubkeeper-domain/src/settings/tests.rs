@@ -171,6 +171,14 @@ fn the_latest_change_wins() {
         changed_at: t0(),
     }));
     assert!(!settings.values().backups.enabled);
+    assert_eq!(
+        settings.customized(),
+        Customized {
+            oauth_rate_limit: false,
+            logging: false,
+            backups: true
+        }
+    );
     assert_eq!(settings.values().backups.daily_at.to_string(), "03:30");
     assert_eq!(settings.changed_at(), Some(t0()));
 }

@@ -81,7 +81,9 @@ pub struct Machine {
 impl Machine {
     fn here() -> Self {
         Self {
-            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            cpus: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             os: std::env::consts::OS.to_string(),
             hubkeeper_version: env!("CARGO_PKG_VERSION"),
         }
@@ -97,8 +99,7 @@ pub async fn run(config: &crate::config::Config, scenario: Scenario) -> anyhow::
             rate,
             seconds,
         } => {
-            let figures =
-                relay::run(tools, events, rate, Duration::from_secs(seconds)).await?;
+            let figures = relay::run(tools, events, rate, Duration::from_secs(seconds)).await?;
             write_report("relay", started_at, figures)
         }
     }

@@ -57,8 +57,7 @@ pub async fn run(
         &hubkeeper_store::PoolConfig::default(),
     )?;
     hubkeeper_store::migrate(&pool).await?;
-    let client =
-        hubkeeper_bus::connect(&SecretString::from(env.nats.url()), "bench").await?;
+    let client = hubkeeper_bus::connect(&SecretString::from(env.nats.url()), "bench").await?;
     let js = hubkeeper_bus::jetstream(client.clone());
     hubkeeper_bus::ensure_streams(&js, &StreamsConfig::default()).await?;
 
@@ -108,7 +107,8 @@ pub async fn run(
     });
     let mut lags = Vec::with_capacity(total);
     while lags.len() < total {
-        let Some(message) = tokio::time::timeout(Duration::from_secs(30), subscriber.next()).await?
+        let Some(message) =
+            tokio::time::timeout(Duration::from_secs(30), subscriber.next()).await?
         else {
             break;
         };

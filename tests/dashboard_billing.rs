@@ -1,0 +1,385 @@
+//! The Pricing Models, Billing & Upgrades and Settings pages in a real browser (Debian's
+//! headless Chromium through chromedriver) against `hubkeeper up` and the HubSpot simulator: an
+//! admin adds a free and a paid plan through the form, sees them counted and listed, sees the
+//! paid plan on the billing page, changes the rate limit and runs the integration self-test
+//! from the Settings page. Screenshots go to test-artifacts/dashboard-billing/; the browser's
+//! console must stay free of errors.
+//!
+//! Needs `chromium` and `chromedriver` (scripts/bootstrap.sh --browser installs them).
+
+#[path = "auth_support/mod.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hubkeeper_sim::{AccountSpec, AppSpec, ClientSecret, SeedFile, SimConfig, UserSpec};
+use hubkeeper_testkit::{wait_until, HkProcess, TestEnv};
+use support::{free_port, BIN};
+
+const CLIENT_ID: &str = "5b1f0d3e-7c2a-4e8b-9f61-3a2d4c5e6f71";
+const CLIENT_SECRET: &str = "sim-secret-for-the-billing-browser-test-01";
+const WAIT: Duration = Duration::from_secs(20);
+
+fn find_program(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin")])
+        .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
+        .find(|p| p.is_file())
+}
+
+struct Driver {
+    child: Child,
+    port: u16,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_browser() -> (Driver, Client) {
+    let chromium = find_program(&["chromium", "chromium-browser"])
+        .expect("chromium is not installed: run scripts/bootstrap.sh --browser");
+    let chromedriver = find_program(&["chromedriver"])
+        .expect("chromedriver is not installed: run scripts/bootstrap.sh --browser");
+    let port = free_port();
+    let child = Command::new(chromedriver)
+        .arg(format!("--port={port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    let profile = tempfile::Builder::new()
+        .prefix("hk-chromium-")
+        .tempdir()
+        .expect("profile dir");
+    let profile_dir = profile.path().display().to_string();
+    let driver = Driver {
+        child,
+        port,
+        _profile: profile,
+    };
+    let status = format!("http://127.0.0.1:{port}/status");
+    wait_until("chromedriver is up", Duration::from_secs(20), || {
+        let status = status.clone();
+        async move { reqwest::get(&status).await.is_ok() }
+    })
+    .await;
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": chromium.display().to_string(),
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--window-size=1366,1000", "--lang=en-GB",
+                format!("--user-data-dir={profile_dir}"),
+            ],
+        }),
+    );
+    caps.insert(
+        "goog:loggingPrefs".into(),
+        serde_json::json!({ "browser": "ALL" }),
+    );
+    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("open a browser session");
+    (driver, client)
+}
+
+struct Ui {
+    c: Client,
+    base: String,
+    shots: PathBuf,
+    driver_port: u16,
+    count: usize,
+}
+
+impl Ui {
+    async fn go(&self, path: &str) {
+        self.c
+            .goto(&format!("{}{path}", self.base))
+            .await
+            .expect("navigate");
+    }
+
+    async fn el(&self, css: &str) -> Element {
+        self.c
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no element {css}: {e}"))
+    }
+
+    async fn until_text(&self, css: &str, text: &str) -> Element {
+        let deadline = Instant::now() + WAIT;
+        let wanted = text.to_lowercase();
+        loop {
+            if let Ok(found) = self.c.find_all(Locator::Css(css)).await {
+                for el in found {
+                    if el
+                        .text()
+                        .await
+                        .is_ok_and(|t| t.to_lowercase().contains(&wanted))
+                    {
+                        return el;
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                let body = self
+                    .c
+                    .find(Locator::Css("body"))
+                    .await
+                    .expect("body")
+                    .text()
+                    .await
+                    .unwrap_or_default();
+                panic!("no {css} containing {text:?}; page says:\n{body}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn fill(&self, css: &str, value: &str) {
+        let el = self.el(css).await;
+        el.clear().await.expect("clear");
+        el.send_keys(value).await.expect("type");
+    }
+
+    async fn select(&self, css: &str, value: &str) {
+        self.el(css)
+            .await
+            .select_by_value(value)
+            .await
+            .unwrap_or_else(|e| panic!("select {value} in {css}: {e}"));
+    }
+
+    /// Clicks after removing toasts, which may cover buttons near the bottom of the window.
+    async fn click(&self, css: &str) {
+        self.c
+            .execute(
+                "document.querySelectorAll('.toast').forEach(t => t.remove())",
+                vec![],
+            )
+            .await
+            .expect("dismiss toasts");
+        self.el(css).await.click().await.expect("click");
+    }
+
+    async fn shot(&mut self, name: &str) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        self.count += 1;
+        let png = self.c.screenshot().await.expect("screenshot");
+        std::fs::write(
+            self.shots.join(format!("{:02}-{name}.png", self.count)),
+            png,
+        )
+        .expect("write screenshot");
+    }
+
+    async fn assert_clean_console(&self) {
+        let session = self
+            .c
+            .session_id()
+            .await
+            .expect("session")
+            .expect("session id");
+        let logs: serde_json::Value = reqwest::Client::new()
+            .post(format!(
+                "http://127.0.0.1:{}/session/{session}/se/log",
+                self.driver_port
+            ))
+            .json(&serde_json::json!({ "type": "browser" }))
+            .send()
+            .await
+            .expect("logs")
+            .json()
+            .await
+            .expect("logs json");
+        let errors: Vec<String> = logs["value"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|entry| entry["level"] == "SEVERE")
+            .map(|entry| entry["message"].as_str().unwrap_or_default().to_string())
+            .collect();
+        assert!(errors.is_empty(), "console errors: {errors:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pricing_billing_and_settings_pages_work_in_a_browser() {
+    let env = TestEnv::start().await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let sim = hubkeeper_sim::spawn(SimConfig {
+        seed: Some(SeedFile {
+            apps: vec![AppSpec {
+                app_id: 1_000_002,
+                client_id: CLIENT_ID.into(),
+                client_secret: ClientSecret::new(CLIENT_SECRET),
+                name: "Hubkeeper billing browser test".into(),
+                redirect_uris: vec![format!("{base}/oauth/callback")],
+                scopes: vec!["crm.objects.contacts.read".into(), "oauth".into()],
+            }],
+            accounts: vec![AccountSpec {
+                hub_id: 40_000_001,
+                domain: "acme-demo.hubspot.com".into(),
+                users: vec![UserSpec {
+                    user_id: 7_000_001,
+                    email: "ada@acme-demo.example".into(),
+                }],
+            }],
+        }),
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator");
+    let mut vars = env.process_env();
+    vars.push(("HK_BIND".into(), format!("127.0.0.1:{port}")));
+    vars.push(("HK_HUBSPOT_API_URL".into(), sim.base_url.clone()));
+    vars.push(("HK_HUBSPOT_APP_URL".into(), sim.base_url.clone()));
+    let _hubkeeper = HkProcess::spawn(
+        Path::new(BIN),
+        "up",
+        &["up"],
+        &vars,
+        &env.path().join("logs"),
+    );
+    let ready = format!("{base}/readyz");
+    wait_until("hubkeeper up is ready", Duration::from_secs(90), || {
+        let ready = ready.clone();
+        async move { matches!(reqwest::get(&ready).await, Ok(r) if r.status().is_success()) }
+    })
+    .await;
+    let admin_key = std::fs::read_to_string(env.path().join("data/admin-key"))
+        .expect("up wrote the first admin key")
+        .trim()
+        .to_string();
+    let http = reqwest::Client::new();
+    let created = http
+        .post(format!("{base}/v1/apps"))
+        .bearer_auth(&admin_key)
+        .json(&serde_json::json!({
+            "label": "Browser test app", "environment": "development", "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET, "redirect_uri": format!("{base}/oauth/callback"),
+            "scopes": "crm.objects.contacts.read oauth"
+        }))
+        .send()
+        .await
+        .expect("create app");
+    assert!(created.status().is_success(), "{:?}", created.text().await);
+
+    let shots =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test-artifacts/dashboard-billing");
+    let _ = std::fs::remove_dir_all(&shots);
+    std::fs::create_dir_all(&shots).expect("shots dir");
+    let (driver, client) = start_browser().await;
+    let mut ui = Ui {
+        c: client,
+        base: base.clone(),
+        shots,
+        driver_port: driver.port,
+        count: 0,
+    };
+
+    // Log in.
+    ui.go("/dashboard/login").await;
+    ui.fill("#api-key", &admin_key).await;
+    ui.click("#login-submit").await;
+    ui.until_text("h1", "Overview").await;
+
+    // Pricing Models: add a free plan and a paid one through the form.
+    ui.go("/dashboard/pricing").await;
+    ui.until_text(".state-empty", "No plans yet").await;
+    ui.click("#add-plan").await;
+    ui.fill("#plan-form input[name=code]", "starter").await;
+    ui.fill("#plan-form input[name=name]", "Starter").await;
+    ui.fill(
+        "#plan-form textarea[name=features]",
+        "100 requests/month\nStandard support",
+    )
+    .await;
+    ui.fill("#plan-form input[name=requests_per_month]", "100")
+        .await;
+    ui.shot("pricing-add-free").await;
+    ui.click("#plan-form button[type=submit]").await;
+    ui.until_text("#plans-list td", "starter").await;
+    ui.click("#add-plan").await;
+    ui.fill("#plan-form input[name=code]", "pro").await;
+    ui.fill("#plan-form input[name=name]", "Pro").await;
+    ui.select("#plan-form select[name=type]", "recurring").await;
+    ui.fill("#plan-form input[name=price]", "10.00").await;
+    ui.fill(
+        "#plan-form textarea[name=features]",
+        "Unlimited requests\nPriority support",
+    )
+    .await;
+    ui.click("#plan-form button[type=submit]").await;
+    ui.until_text("#plans-list td", "10.00 USD / month").await;
+    ui.until_text("#plan-counts", "Premium plans\n1").await;
+    ui.shot("pricing").await;
+    let plans: serde_json::Value = http
+        .get(format!("{base}/v1/plans/pro"))
+        .bearer_auth(&admin_key)
+        .send()
+        .await
+        .expect("plan")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        plans["price"]["amount_minor"], 1000,
+        "10.00 typed is 1000 cents"
+    );
+    assert_eq!(plans["interval"], "monthly");
+
+    // Billing & Upgrades: the paid plan is on offer.
+    ui.go("/dashboard/billing").await;
+    ui.until_text(".plan-card", "Pro").await;
+    ui.until_text("#registrations .stat", "Conversion rate")
+        .await;
+    ui.until_text("#recent-upgrades", "No upgrade history yet")
+        .await;
+    ui.shot("billing").await;
+
+    // Settings: change the rate limit, run the self-test.
+    ui.go("/dashboard/settings").await;
+    ui.until_text("#server-config", "HK_BIND").await;
+    ui.fill("#rate-limit-settings input[name=max_per_ip]", "20")
+        .await;
+    ui.click("#rate-limit-settings button").await;
+    ui.until_text(".toast", "Rate limiting saved").await;
+    ui.click("#run-selftest").await;
+    ui.until_text("#selftest-report", "Passed").await;
+    ui.until_text("#selftest-report td", "Rate-limit enforcement")
+        .await;
+    ui.shot("settings").await;
+    let settings: serde_json::Value = http
+        .get(format!("{base}/v1/settings"))
+        .bearer_auth(&admin_key)
+        .send()
+        .await
+        .expect("settings")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(settings["values"]["oauth_rate_limit"]["max_per_ip"], 20);
+    ui.assert_clean_console().await;
+    let _ = ui.c.close().await;
+    drop(driver);
+}
