@@ -78,14 +78,23 @@ async fn ten_thousand_events_exactly_once_across_a_nats_restart() {
 
     let started = Instant::now();
     let mut deliveries = Vec::new();
-    for k in 0..PORTALS {
+    let deliver_portal = |k: u64| {
         let mut request = DeliverRequest::new(&hk.webhook_url(app), DEV_CLIENT_ID)
             .generate(PER_PORTAL, HUB_BASE + k);
         request.duplicate_rate = 0.1;
-        let report = control.deliver_webhooks(&request).await.expect("deliver");
-        deliveries.push(report.id);
+        request
+    };
+    // First half of the portals, an uninstall for one portal, events for a portal nobody
+    // installed.
+    for k in 0..PORTALS / 2 {
+        deliveries.push(
+            control
+                .deliver_webhooks(&deliver_portal(k))
+                .await
+                .unwrap()
+                .id,
+        );
     }
-    // An uninstall for one portal, and events for a portal nobody installed.
     let mut lifecycle = DeliverRequest::new(&hk.webhook_url(app), DEV_CLIENT_ID);
     lifecycle.events = vec![json!({
         "portalId": HUB_BASE + 3, "subscriptionType": "app.uninstall", "objectId": 0,
@@ -101,14 +110,44 @@ async fn ten_thousand_events_exactly_once_across_a_nats_restart() {
     deliveries.push(control.deliver_webhooks(&stray).await.unwrap().id);
     let unique = PORTALS as i64 * PER_PORTAL as i64 + 1 + 5;
 
-    // Restart NATS while batches are arriving.
+    // NATS goes down while batches are being processed; the second half of the portals is
+    // delivered into the outage (the API cannot store them: 503, HubSpot retries), then NATS
+    // comes back: one restart.
     wait_until(
-        "a third of the events processed",
+        "a fifth of the events processed",
         Duration::from_secs(120),
-        || async { seen(&pool).await >= unique / 3 },
+        || async { seen(&pool).await >= unique / 5 },
+    )
+    .await;
+    env.nats.stop();
+    let mut during_outage = Vec::new();
+    for k in PORTALS / 2..PORTALS {
+        during_outage.push(
+            control
+                .deliver_webhooks(&deliver_portal(k))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    wait_until(
+        "the API refuses batches it cannot store",
+        Duration::from_secs(60),
+        || async {
+            let mut refused = false;
+            for id in &during_outage {
+                if let Ok(report) = control.webhook_status(*id).await {
+                    refused |= report.batches.iter().flat_map(|b| &b.attempts).any(
+                        |a| matches!(a.outcome, AttemptOutcome::Http { status } if status == 503),
+                    );
+                }
+            }
+            refused
+        },
     )
     .await;
     env.nats.restart().await.expect("restart nats-server");
+    deliveries.extend(during_outage);
 
     let mut attempts = 0usize;
     let mut batches = 0usize;

@@ -768,17 +768,20 @@ async fn write(conn: &mut PgConnection, tables: &Tables, batch: &Batch) -> Resul
     }
     let p = &tables.status_periods;
     if !batch.closes.is_empty() {
-        let ids: Vec<Uuid> = batch.closes.iter().map(|c| c.0).collect();
-        let seqs: Vec<i64> = batch.closes.iter().map(|c| c.1).collect();
-        let ends: Vec<DateTime<Utc>> = batch.closes.iter().map(|c| c.2).collect();
+        // Through JSON like every other write here: Postgres rounds sub-microsecond digits when
+        // parsing text, while a binary bind truncates them, and a period closed in this batch
+        // must end at the same microsecond as one closed when its successor came in a later one.
+        let closes: Vec<serde_json::Value> = batch
+            .closes
+            .iter()
+            .map(|(id, seq, at)| serde_json::json!({"i": id, "s": seq, "e": at}))
+            .collect();
         sqlx::query(&format!(
             "UPDATE {p} p SET ended_at = u.e
-               FROM UNNEST($1::uuid[], $2::bigint[], $3::timestamptz[]) AS u(i, s, e)
+               FROM jsonb_to_recordset($1) AS u(i uuid, s bigint, e timestamptz)
               WHERE p.installation_id = u.i AND p.sequence = u.s AND p.ended_at IS NULL"
         ))
-        .bind(&ids)
-        .bind(&seqs)
-        .bind(&ends)
+        .bind(serde_json::Value::Array(closes))
         .execute(&mut *conn)
         .await?;
     }

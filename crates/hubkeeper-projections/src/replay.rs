@@ -269,6 +269,7 @@ async fn swap(
 
     for projection in projections {
         for table in projection.tables() {
+            let names = index_names(&mut tx, table).await?;
             sqlx::query(&format!("DROP TABLE {table}"))
                 .execute(&mut *tx)
                 .await?;
@@ -277,7 +278,7 @@ async fn swap(
             ))
             .execute(&mut *tx)
             .await?;
-            rename_indexes(&mut tx, table).await?;
+            restore_index_names(&mut tx, table, &names).await?;
         }
         sqlx::query(
             "INSERT INTO projection_rebuilds
@@ -299,30 +300,35 @@ async fn swap(
     Ok(caught_up)
 }
 
-/// Gives the swapped-in table's indexes the names the live table's had (Postgres named the
-/// copies after `<table>_new`), so names stay stable across rebuilds.
-async fn rename_indexes(conn: &mut PgConnection, table: &str) -> Result<(), sqlx::Error> {
-    let names: Vec<String> = sqlx::query_scalar(
-        "SELECT c.relname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+/// Index names of `table` by what they index (`btree (status, started_at)`, unique or not).
+async fn index_names(
+    conn: &mut PgConnection,
+    table: &str,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT c.relname::text,
+                i.indisunique::text || ' ' || substring(pg_get_indexdef(i.indexrelid) from ' USING .*$')
+           FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
           WHERE i.indrelid = $1::regclass",
     )
     .bind(table)
     .fetch_all(&mut *conn)
-    .await?;
-    let copy_prefix = format!("{table}{REBUILD_SUFFIX}");
-    for name in names {
-        let Some(rest) = name.strip_prefix(&copy_prefix) else {
+    .await
+}
+
+/// Gives the swapped-in table's indexes the names the live table's had (Postgres named the
+/// copies after `<table>_new`, truncated to 63 bytes), so names stay stable across rebuilds.
+async fn restore_index_names(
+    conn: &mut PgConnection,
+    table: &str,
+    old: &[(String, String)],
+) -> Result<(), sqlx::Error> {
+    for (name, shape) in index_names(conn, table).await? {
+        let Some((wanted, _)) = old.iter().find(|(_, s)| *s == shape) else {
             continue;
         };
-        let rest = rest.trim_end_matches(|c: char| c.is_ascii_digit());
-        let mut target = format!("{table}{rest}");
-        target.truncate(63);
-        let taken: bool = sqlx::query_scalar("SELECT to_regclass(quote_ident($1)) IS NOT NULL")
-            .bind(&target)
-            .fetch_one(&mut *conn)
-            .await?;
-        if !taken {
-            sqlx::query(&format!("ALTER INDEX \"{name}\" RENAME TO \"{target}\""))
+        if *wanted != name {
+            sqlx::query(&format!("ALTER INDEX \"{name}\" RENAME TO \"{wanted}\""))
                 .execute(&mut *conn)
                 .await?;
         }

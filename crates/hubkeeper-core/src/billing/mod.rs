@@ -1155,3 +1155,69 @@ fn terms_of(plan: &PlanView) -> Option<PlanTerms> {
             }),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use hubkeeper_domain::plan::{BillingInterval, Currency, Money, PlanType};
+
+    #[test]
+    fn months_are_utc_calendar_months() {
+        let at = Utc
+            .with_ymd_and_hms(2026, 12, 31, 23, 59, 59)
+            .single()
+            .expect("valid");
+        let (start, end) = month_of(at);
+        assert_eq!(start.to_string(), "2026-12-01");
+        assert_eq!(end.to_string(), "2027-01-01");
+    }
+
+    fn monthly(amount_minor: i64) -> PlanTerms {
+        PlanTerms {
+            plan_type: PlanType::Recurring,
+            interval: Some(BillingInterval::Monthly),
+            price: Money {
+                amount_minor,
+                currency: Currency::parse("USD").expect("listed"),
+            },
+            unit_pricing: None,
+        }
+    }
+
+    #[test]
+    fn a_patch_without_price_fields_is_no_price_change() {
+        assert_eq!(
+            merged_pricing(&monthly(1000), &PlanChanges::default()),
+            None
+        );
+    }
+
+    #[test]
+    fn a_patch_merges_price_fields_over_the_current_terms() {
+        let changes = PlanChanges {
+            price: Some(PriceInput {
+                amount_minor: 1500,
+                currency: "EUR".into(),
+            }),
+            ..PlanChanges::default()
+        };
+        let merged = merged_pricing(&monthly(1000), &changes).expect("a price change");
+        assert_eq!(merged.price_minor, 1500);
+        assert_eq!(merged.currency, "EUR");
+        assert_eq!(merged.plan_type, PlanType::Recurring);
+        assert_eq!(merged.interval, Some(BillingInterval::Monthly));
+        // `"interval": null` removes the interval; absence keeps it.
+        let to_free: PlanChanges = serde_json::from_str(
+            r#"{"type": "free", "interval": null, "price": {"amount_minor": 0, "currency": "USD"}}"#,
+        )
+        .expect("parses");
+        let merged = merged_pricing(&monthly(1000), &to_free).expect("a price change");
+        assert_eq!(merged.interval, None);
+        assert_eq!(merged.plan_type, PlanType::Free);
+        let fraction = serde_json::from_str::<PlanChanges>(
+            r#"{"price": {"amount_minor": 9.99, "currency": "USD"}}"#,
+        );
+        assert!(fraction.is_err(), "minor units are integers");
+    }
+}
