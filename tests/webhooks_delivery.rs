@@ -35,7 +35,6 @@ async fn seen(pool: &sqlx::PgPool) -> i64 {
         .unwrap_or(0)
 }
 
-#[ignore = "issue 5: fails (a batch is retried by HubSpot when it should have been accepted); fix before resolving issue 5"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_thousand_events_exactly_once_across_a_nats_restart() {
     let mut env = TestEnv::start().await;
