@@ -678,3 +678,82 @@ async fn forgetting_a_tenant_shreds_its_tokens_but_keeps_the_history() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["shredded"], false);
 }
+
+/// Commands load aggregates from a snapshot plus the events after it; the snapshot must be the
+/// state a full replay gives, hold no secret in clear, and be disposable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn long_histories_load_from_snapshots_that_match_a_full_replay() {
+    use cqrs_es::EventStore;
+
+    let mut h = Harness::start(SimConfig::default()).await;
+    let api = h.spawn_api("api", &[]).await;
+    let secret = "snapshot-secret-6b1d2f7e-0a9c-4e3b-8d5f-1c2e3a4b5c6d";
+    let app = h.register_app(api, secret, secret).await;
+    let url = format!("{}/v1/apps/{}", h.api(api), app.app_id);
+    for i in 0..45 {
+        let (status, body) = h
+            .admin(
+                Method::PATCH,
+                &url,
+                Some(json!({ "label": format!("Label {i}") })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "edit {i}: {body}");
+    }
+    let events: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE aggregate_type = 'app' AND aggregate_id = $1",
+    )
+    .bind(&app.app_id)
+    .fetch_one(&h.pool)
+    .await
+    .unwrap();
+    let (snapshot_at, payload): (i64, Value) = sqlx::query_as(
+        "SELECT last_sequence, payload::jsonb FROM snapshots
+          WHERE aggregate_type = 'app' AND aggregate_id = $1",
+    )
+    .bind(&app.app_id)
+    .fetch_one(&h.pool)
+    .await
+    .expect("a snapshot after 46 events");
+    assert_eq!(events, 46);
+    assert!(
+        snapshot_at >= 40 && snapshot_at <= events,
+        "snapshot at {snapshot_at} of {events} events"
+    );
+    assert!(
+        !payload.to_string().contains(secret),
+        "the client secret is sealed in the snapshot too"
+    );
+
+    // Snapshot + tail == every event from the start.
+    let bus = hubkeeper_core::CommandBus::new(&h.pool, hubkeeper_domain::DomainServices::system());
+    let (from_snapshot, sequence) = bus.load_app(&app.app_id).await.unwrap();
+    let full: cqrs_es::persist::PersistedEventStore<_, hubkeeper_domain::app::App> =
+        cqrs_es::persist::PersistedEventStore::new_event_store(
+            postgres_es::PostgresEventRepository::new(h.pool.clone()),
+        )
+        .with_upcasters(hubkeeper_domain::upcasters::all());
+    let replayed = full.load_aggregate(&app.app_id).await.unwrap();
+    assert_eq!(sequence as i64, events);
+    assert_eq!(replayed.current_sequence, sequence);
+    assert_eq!(
+        serde_json::to_value(&from_snapshot).unwrap(),
+        serde_json::to_value(&replayed.aggregate).unwrap()
+    );
+
+    // Snapshots are a cache: losing them changes nothing.
+    sqlx::query("DELETE FROM snapshots")
+        .execute(&h.pool)
+        .await
+        .unwrap();
+    let (status, body) = h
+        .admin(
+            Method::PATCH,
+            &url,
+            Some(json!({ "label": "After the loss" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, shown) = h.admin(Method::GET, &url, None).await;
+    assert_eq!(shown["label"], "After the loss", "{shown}");
+}

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::{Caller, Permission};
+use crate::command::{parse, target};
 use crate::lifecycle::{metadata, services, Problem};
 use crate::state::AppState;
 
@@ -96,18 +97,6 @@ struct DeleteParams {
     force: bool,
 }
 
-fn parse_app_id(raw: &str) -> Result<AppId, Problem> {
-    raw.parse()
-        .map_err(|e: hubkeeper_domain::ParseError| Problem::bad_request(e.to_string()))
-}
-
-fn parse<T: std::str::FromStr<Err = hubkeeper_domain::ParseError>>(
-    raw: &str,
-) -> Result<T, Problem> {
-    raw.parse()
-        .map_err(|e: hubkeeper_domain::ParseError| Problem::bad_request(e.to_string()))
-}
-
 fn parse_versions(raw: Option<Vec<String>>) -> Result<Option<Vec<SignatureVersion>>, Problem> {
     raw.map(|list| list.iter().map(|v| parse(v)).collect())
         .transpose()
@@ -155,8 +144,7 @@ async fn show(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, Problem> {
-    caller.require(Permission::Read)?;
-    let id = parse_app_id(&id)?;
+    let id: AppId = target(&caller, Permission::Read, &id)?;
     let view = services(&state)?.apps.get(id).await?;
     Ok(Json(view))
 }
@@ -168,8 +156,7 @@ async fn update(
     Path(id): Path<String>,
     body: Result<Json<PatchApp>, JsonRejection>,
 ) -> Result<impl IntoResponse, Problem> {
-    caller.require(Permission::Administer)?;
-    let id = parse_app_id(&id)?;
+    let id: AppId = target(&caller, Permission::Administer, &id)?;
     let Json(body) = body?;
     let changes = AppChanges {
         label: body.label,
@@ -205,8 +192,7 @@ async fn remove(
     Path(id): Path<String>,
     params: Result<Query<DeleteParams>, QueryRejection>,
 ) -> Result<impl IntoResponse, Problem> {
-    caller.require(Permission::Administer)?;
-    let id = parse_app_id(&id)?;
+    let id: AppId = target(&caller, Permission::Administer, &id)?;
     let Query(params) = params?;
     let deletion = services(&state)?
         .apps

@@ -14,11 +14,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use hubkeeper_core::tokens::expose_for_response;
 use hubkeeper_core::{RefreshOutcome, RefreshTrigger};
+use hubkeeper_domain::metadata::EventMetadata;
 use hubkeeper_domain::InstallationId;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::{Caller, Permission};
+use crate::command::target;
 use crate::lifecycle::{metadata, request_id, services, Problem};
 use crate::state::AppState;
 
@@ -48,9 +50,29 @@ struct ReasonBody {
     reason: Option<String>,
 }
 
-fn parse_id(raw: &str) -> Result<InstallationId, Problem> {
-    raw.parse()
-        .map_err(|e: hubkeeper_domain::ParseError| Problem::bad_request(e.to_string()))
+/// An operator command on one installation (revoke, disconnect, forget): permitted, aimed and
+/// justified, with the metadata its events will carry.
+struct Justified {
+    id: InstallationId,
+    reason: String,
+    metadata: EventMetadata,
+}
+
+impl Justified {
+    fn new(
+        caller: &Caller,
+        permission: Permission,
+        headers: &HeaderMap,
+        raw_id: &str,
+        body: Result<Json<ReasonBody>, JsonRejection>,
+    ) -> Result<Self, Problem> {
+        let id = target(caller, permission, raw_id)?;
+        Ok(Self {
+            id,
+            reason: reason(body)?,
+            metadata: metadata(caller.actor(), headers),
+        })
+    }
 }
 
 /// The mandatory reason of a state-changing command.
@@ -77,8 +99,7 @@ async fn show(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, Problem> {
-    caller.require(Permission::Read)?;
-    let id = parse_id(&id)?;
+    let id: InstallationId = target(&caller, Permission::Read, &id)?;
     Ok(Json(services(&state)?.tokens.details(&id).await?))
 }
 
@@ -89,8 +110,7 @@ async fn token(
     Path(id): Path<String>,
     params: Result<Query<TokenParams>, QueryRejection>,
 ) -> Result<impl IntoResponse, Problem> {
-    caller.require(Permission::UseTokens)?;
-    let id = parse_id(&id)?;
+    let id: InstallationId = target(&caller, Permission::UseTokens, &id)?;
     let Query(params) = params?;
     let tokens = &services(&state)?.tokens;
     let min_validity = match params.min_validity_secs {
@@ -126,8 +146,7 @@ async fn refresh(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, Problem> {
-    caller.require(Permission::OperateInstallations)?;
-    let id = parse_id(&id)?;
+    let id: InstallationId = target(&caller, Permission::OperateInstallations, &id)?;
     let trigger = RefreshTrigger::manual(caller.actor(), request_id(&headers));
     let outcome = services(&state)?.tokens.refresh_now(&id, trigger).await;
     match outcome {
@@ -163,14 +182,20 @@ async fn revoke(
     Path(id): Path<String>,
     body: Result<Json<ReasonBody>, JsonRejection>,
 ) -> Result<impl IntoResponse, Problem> {
-    caller.require(Permission::OperateInstallations)?;
-    let id = parse_id(&id)?;
-    let reason = reason(body)?;
+    let command = Justified::new(
+        &caller,
+        Permission::OperateInstallations,
+        &headers,
+        &id,
+        body,
+    )?;
     let tokens = &services(&state)?.tokens;
     tokens
-        .revoke(&id, &reason, metadata(caller.actor(), &headers))
+        .revoke(&command.id, &command.reason, command.metadata)
         .await?;
-    Ok(Json(json!({ "installation_id": id, "status": "revoked" })))
+    Ok(Json(
+        json!({ "installation_id": command.id, "status": "revoked" }),
+    ))
 }
 
 async fn disconnect(
@@ -180,15 +205,21 @@ async fn disconnect(
     Path(id): Path<String>,
     body: Result<Json<ReasonBody>, JsonRejection>,
 ) -> Result<impl IntoResponse, Problem> {
-    caller.require(Permission::OperateInstallations)?;
-    let id = parse_id(&id)?;
-    let reason = reason(body)?;
+    let command = Justified::new(
+        &caller,
+        Permission::OperateInstallations,
+        &headers,
+        &id,
+        body,
+    )?;
     let tokens = &services(&state)?.tokens;
     tokens
-        .disconnect(&id, &reason, metadata(caller.actor(), &headers))
+        .disconnect(&command.id, &command.reason, command.metadata)
         .await?;
-    let status = tokens.details(&id).await?.status;
-    Ok(Json(json!({ "installation_id": id, "status": status })))
+    let status = tokens.details(&command.id).await?.status;
+    Ok(Json(
+        json!({ "installation_id": command.id, "status": status }),
+    ))
 }
 
 async fn forget(
@@ -198,15 +229,13 @@ async fn forget(
     Path(id): Path<String>,
     body: Result<Json<ReasonBody>, JsonRejection>,
 ) -> Result<impl IntoResponse, Problem> {
-    caller.require(Permission::Administer)?;
-    let id = parse_id(&id)?;
-    let reason = reason(body)?;
+    let command = Justified::new(&caller, Permission::Administer, &headers, &id, body)?;
     let outcome = services(&state)?
         .tokens
-        .forget_tenant(&id, &reason, metadata(caller.actor(), &headers))
+        .forget_tenant(&command.id, &command.reason, command.metadata)
         .await?;
     Ok(Json(json!({
-        "installation_id": id,
+        "installation_id": command.id,
         "forgotten": true,
         "shredded": outcome.shredded,
     })))

@@ -19,6 +19,7 @@ pub mod session;
 
 // issue 4: apps, installations (tokens), OAuth install flow
 pub mod apps;
+mod command;
 pub mod installations;
 pub mod lifecycle;
 pub mod oauth;

@@ -138,6 +138,23 @@ pub(crate) fn parse_int(
         .transpose()
 }
 
+/// A two-way parameter: absent or one of `off` is `false`, one of `on` is `true`, anything else
+/// is refused with `expected`.
+fn parse_switch(
+    parameter: &'static str,
+    value: &Option<String>,
+    off: &[&str],
+    on: &[&str],
+    expected: &str,
+) -> Result<bool, ReadError> {
+    match present(value) {
+        None => Ok(false),
+        Some(v) if off.contains(&v) => Ok(false),
+        Some(v) if on.contains(&v) => Ok(true),
+        Some(_) => Err(bad(parameter, expected)),
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 pub struct InstallationParams {
     status: Option<String>,
@@ -197,11 +214,13 @@ async fn apps(
                 .map_err(|e| bad("environment", e.to_string()))
         })
         .transpose()?;
-    let include_deleted = match present(&p.include_deleted) {
-        None | Some("false") | Some("0") => false,
-        Some("true") | Some("1") => true,
-        Some(_) => return Err(bad("include_deleted", "expected true or false")),
-    };
+    let include_deleted = parse_switch(
+        "include_deleted",
+        &p.include_deleted,
+        &["false", "0"],
+        &["true", "1"],
+        "expected true or false",
+    )?;
     let query = AppQuery {
         environment,
         include_deleted,
@@ -241,11 +260,13 @@ async fn activity(
             .map(|s| s.parse::<Level>().map_err(|e| bad("level", e)))
             .collect::<Result<Vec<_>, _>>()?,
     };
-    let ascending = match present(&p.order) {
-        None | Some("desc") => false,
-        Some("asc") => true,
-        Some(_) => return Err(bad("order", "expected asc or desc")),
-    };
+    let ascending = parse_switch(
+        "order",
+        &p.order,
+        &["desc"],
+        &["asc"],
+        "expected asc or desc",
+    )?;
     let query = ActivityQuery {
         levels,
         from: parse_time("from", &p.from)?,

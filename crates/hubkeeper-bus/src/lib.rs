@@ -31,7 +31,15 @@ pub async fn connect(url: &SecretString, name: &str) -> Result<async_nats::Clien
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5))
-        .connect(url.expose_secret())
+        // A comma-separated list names several nodes of one cluster: async-nats would parse the
+        // whole string as a single address.
+        .connect(
+            url.expose_secret()
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>(),
+        )
         .await
         .map_err(|e| BusError::Connect(e.kind().to_string()))
 }

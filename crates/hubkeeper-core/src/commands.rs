@@ -20,6 +20,12 @@ use sqlx::PgPool;
 /// How often a command is re-run after losing a race on its aggregate.
 const CONFLICT_RETRIES: usize = 8;
 
+/// Events between aggregate snapshots. Without snapshots every command (and every token-cache
+/// miss) replayed the aggregate's whole history: `hubkeeper bench commands` spent most of its
+/// CPU deserializing old events. With them a load reads one snapshot and fewer than this many
+/// events; each snapshot costs one serialization of the state, in the command's transaction.
+pub const SNAPSHOT_EVERY: usize = 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError<E: std::error::Error> {
     /// The aggregate refused the command (a business rule): the caller's fault, a 4xx.
@@ -36,8 +42,11 @@ pub enum CommandError<E: std::error::Error> {
 type Store<A> = PersistedEventStore<PostgresEventRepository, A>;
 
 fn store<A: Aggregate>(pool: &PgPool) -> Store<A> {
-    PersistedEventStore::new_event_store(PostgresEventRepository::new(pool.clone()))
-        .with_upcasters(hubkeeper_domain::upcasters::all())
+    PersistedEventStore::new_snapshot_store(
+        PostgresEventRepository::new(pool.clone()),
+        SNAPSHOT_EVERY,
+    )
+    .with_upcasters(hubkeeper_domain::upcasters::all())
 }
 
 /// Runs commands for every aggregate type. Cheap to share behind an `Arc`.

@@ -611,15 +611,15 @@ impl TokenService {
         occurred_at: DateTime<Utc>,
         metadata: EventMetadata,
     ) -> Result<(), CoreError> {
-        self.inner
-            .bus
-            .execute_installation(
-                &id.to_string(),
-                InstallationCommand::MarkUninstalled { occurred_at },
-                &metadata,
-            )
-            .await?;
-        self.inner.changed(id, None).await;
+        record_uninstall(
+            &self.inner.bus,
+            &self.inner.broadcaster,
+            id,
+            occurred_at,
+            &metadata,
+        )
+        .await?;
+        self.inner.evict(id, None);
         Ok(())
     }
 
@@ -1408,6 +1408,31 @@ fn check_reason(reason: &str) -> Result<String, CoreError> {
         ));
     }
     Ok(reason.to_owned())
+}
+
+/// Records HubSpot's uninstall report, then publishes the same invalidation as revoke and
+/// disconnect. Free-standing because the webhook workers hold no token service: going through
+/// here is what bounds an uninstalled installation's cached tokens exactly like a revoked one's.
+pub async fn record_uninstall(
+    bus: &CommandBus,
+    broadcaster: &Broadcaster,
+    id: &InstallationId,
+    occurred_at: DateTime<Utc>,
+    metadata: &EventMetadata,
+) -> Result<(), CommandError<InstallationError>> {
+    bus.execute_installation(
+        &id.to_string(),
+        InstallationCommand::MarkUninstalled { occurred_at },
+        metadata,
+    )
+    .await?;
+    broadcaster
+        .publish(&Invalidation::Tokens {
+            installation_id: id.to_string(),
+            current_generation: None,
+        })
+        .await;
+    Ok(())
 }
 
 /// Exposes a token only to the API response body; kept here so every exposure is greppable.

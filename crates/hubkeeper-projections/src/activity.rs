@@ -3,6 +3,8 @@
 
 use hubkeeper_domain::app::AppEvent;
 use hubkeeper_domain::installation::{DisconnectCause, InstallationEvent};
+use hubkeeper_domain::plan::{BillingInterval, Money, PlanEvent, PlanTerms, PlanType};
+use hubkeeper_domain::subscription::{ChangeDirection, ChangeTrigger, PlanRef, SubscriptionEvent};
 use serde::Serialize;
 
 use crate::event::{DomainEvent, ProjectedEvent};
@@ -48,16 +50,30 @@ pub(crate) fn serde_name<T: Serialize>(value: &T) -> String {
     }
 }
 
-/// What the activity log says about `event`. `hub_id` is the installation's hub when known.
+/// What an activity line may name besides the event itself, looked up by the caller.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Context<'a> {
+    /// The hub of the installation the event concerns.
+    pub hub_id: Option<i64>,
+    /// The code of the plan a plan event concerns (only `PlanCreated` and `PlanDeleted` carry
+    /// it themselves).
+    pub plan_code: Option<&'a str>,
+}
+
+/// What the activity log says about `event`.
 pub fn describe(
     event: &ProjectedEvent,
     decoded: &DomainEvent,
-    hub_id: Option<i64>,
+    context: Context<'_>,
 ) -> (Level, String) {
-    let hub = hub_id.map_or_else(String::new, |h| format!(" (hub {h})"));
+    let hub = context
+        .hub_id
+        .map_or_else(String::new, |h| format!(" (hub {h})"));
     match decoded {
         DomainEvent::Installation(e) => describe_installation(e, &hub),
         DomainEvent::App(e) => describe_app(e),
+        DomainEvent::Plan(e) => describe_plan(e, context.plan_code),
+        DomainEvent::Subscription(e) => describe_subscription(e, &hub),
         DomainEvent::Unknown => (
             Level::Info,
             format!(
@@ -196,5 +212,383 @@ fn describe_app(event: &AppEvent) -> (Level, String) {
                 "App deleted".to_owned()
             },
         ),
+    }
+}
+
+/// `12,345`: limits and usage are read by people.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn limit_value(value: Option<u64>) -> String {
+    value.map_or_else(|| "unlimited".to_owned(), thousands)
+}
+
+/// What a subscriber pays under `terms`: `free`, `49.00 EUR once`, `10.00 EUR per month`,
+/// `0.10 EUR per 1,000 requests`, `10.00 EUR per month + 0.10 EUR per 1,000 requests`.
+fn price(terms: &PlanTerms) -> String {
+    let base = match terms.interval {
+        Some(BillingInterval::Annual) => format!("{} per year", terms.price),
+        Some(BillingInterval::Monthly) | None => format!("{} per month", terms.price),
+    };
+    let usage = terms.unit_pricing.map(|u| {
+        let block = Money {
+            amount_minor: u.amount_minor,
+            currency: terms.price.currency,
+        };
+        format!("{block} per {} {}", thousands(u.per_units), u.metric)
+    });
+    match (terms.plan_type, usage) {
+        (PlanType::Free, _) => "free".to_owned(),
+        (PlanType::OneTime, _) => format!("{} once", terms.price),
+        (PlanType::UsageBased, Some(usage)) => usage,
+        (PlanType::Hybrid, Some(usage)) => format!("{base} + {usage}"),
+        _ => base,
+    }
+}
+
+/// Only the amounts when nothing but the amounts changed, the whole price otherwise.
+fn price_change(from: &PlanTerms, to: &PlanTerms) -> String {
+    let same_shape = from.plan_type == to.plan_type
+        && from.interval == to.interval
+        && from.unit_pricing == to.unit_pricing;
+    if same_shape {
+        format!("from {} to {}", from.price, to.price)
+    } else {
+        format!("from {} to {}", price(from), price(to))
+    }
+}
+
+fn describe_plan(event: &PlanEvent, code: Option<&str>) -> (Level, String) {
+    let plan =
+        |code: Option<&str>| code.map_or_else(|| "Plan".to_owned(), |c| format!("Plan `{c}`"));
+    match event {
+        PlanEvent::Created(e) => (
+            Level::Info,
+            format!(
+                "{} created: {}, {} (version {})",
+                plan(Some(&e.code)),
+                e.terms.plan_type,
+                price(&e.terms),
+                e.version
+            ),
+        ),
+        PlanEvent::DetailsChanged(e) => {
+            let mut changed: Vec<String> = Vec::new();
+            if e.name.is_some() {
+                changed.push("name".into());
+            }
+            if e.description.is_some() {
+                changed.push("description".into());
+            }
+            if e.features.is_some() {
+                changed.push("features".into());
+            }
+            for (limit, value) in &e.limits_raised {
+                changed.push(format!("{limit} raised to {}", limit_value(*value)));
+            }
+            (
+                Level::Info,
+                format!("{} details changed: {}", plan(code), changed.join(", ")),
+            )
+        }
+        PlanEvent::ReductionAnnounced(e) => {
+            let mut reduced: Vec<String> = Vec::new();
+            if !e.features_removed.is_empty() {
+                reduced.push(format!(
+                    "features removed: {}",
+                    e.features_removed.join(", ")
+                ));
+            }
+            for (limit, change) in &e.limits_lowered {
+                reduced.push(format!(
+                    "{limit} lowered from {} to {}",
+                    limit_value(change.from),
+                    thousands(change.to)
+                ));
+            }
+            (
+                Level::Warn,
+                format!(
+                    "{} reduced ({}); existing subscribers affected from {}",
+                    plan(code),
+                    reduced.join("; "),
+                    e.effective_at.format("%Y-%m-%d")
+                ),
+            )
+        }
+        PlanEvent::Repriced(e) => (
+            Level::Info,
+            format!(
+                "{} price changed {} (version {})",
+                plan(code),
+                price_change(&e.previous_terms, &e.terms),
+                e.version
+            ),
+        ),
+        PlanEvent::StatusChanged(e) => (
+            Level::Info,
+            format!(
+                "{} is now {} (was {}; {} subscriber(s))",
+                plan(code),
+                e.to.as_str(),
+                e.from.as_str(),
+                e.subscribers
+            ),
+        ),
+        PlanEvent::Deleted(e) => (Level::Warn, format!("{} deleted", plan(Some(&e.code)))),
+    }
+}
+
+fn trigger_text(trigger: ChangeTrigger) -> &'static str {
+    match trigger {
+        ChangeTrigger::Registration => "registration",
+        ChangeTrigger::SelfServe => "self-serve",
+        ChangeTrigger::Admin => "admin",
+        ChangeTrigger::LimitReached => "after reaching a usage limit",
+    }
+}
+
+fn plan_name(plan: &PlanRef) -> String {
+    format!("`{}`", plan.code)
+}
+
+fn describe_subscription(event: &SubscriptionEvent, hub: &str) -> (Level, String) {
+    match event {
+        SubscriptionEvent::Started(e) => (
+            Level::Info,
+            format!(
+                "Installation{hub} started on plan {} at {} ({} registration, {})",
+                plan_name(&e.plan),
+                price(&e.plan.terms),
+                if e.started_paid { "paid" } else { "free" },
+                trigger_text(e.trigger)
+            ),
+        ),
+        SubscriptionEvent::PlanChanged(e) => {
+            let direction = match e.direction {
+                ChangeDirection::Upgrade => "upgrade",
+                ChangeDirection::Downgrade => "downgrade",
+                ChangeDirection::Lateral => "same price",
+            };
+            (
+                Level::Info,
+                format!(
+                    "Installation{hub} moved from {} to {} ({direction} to {}, {})",
+                    plan_name(&e.from),
+                    plan_name(&e.to),
+                    price(&e.to.terms),
+                    trigger_text(e.trigger)
+                ),
+            )
+        }
+        SubscriptionEvent::Renewed(e) => (
+            Level::Info,
+            format!(
+                "Subscription{hub} to {} renewed until {} at {}{}",
+                plan_name(&e.plan),
+                e.renews_at.format("%Y-%m-%d"),
+                price(&e.plan.terms),
+                if e.from_version == e.plan.version {
+                    format!(" (version {})", e.plan.version)
+                } else {
+                    format!(" (version {} to {})", e.from_version, e.plan.version)
+                }
+            ),
+        ),
+        SubscriptionEvent::UsageLimitReached(e) => (
+            Level::Warn,
+            format!(
+                "Usage limit reached{hub}: {} {}/{} on plan `{}` ({}){}",
+                e.limit,
+                thousands(e.used),
+                thousands(e.limit_value),
+                e.plan_code,
+                e.period,
+                e.offer
+                    .as_ref()
+                    .map_or_else(String::new, |o| format!("; upgrade offer: `{}`", o.code))
+            ),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+    use hubkeeper_domain::plan::{
+        Currency, LimitKind, PlanId, PlanRepriced, UnitPricing, UsageMetric,
+    };
+    use hubkeeper_domain::subscription::{PlanOffer, SubscriptionPlanChanged, UsageLimitReached};
+    use hubkeeper_domain::InstallationId;
+
+    fn eur(minor: i64) -> Money {
+        Money {
+            amount_minor: minor,
+            currency: Currency::parse("EUR").unwrap(),
+        }
+    }
+
+    fn recurring(minor: i64) -> PlanTerms {
+        PlanTerms {
+            plan_type: PlanType::Recurring,
+            interval: Some(BillingInterval::Monthly),
+            price: eur(minor),
+            unit_pricing: None,
+        }
+    }
+
+    fn free() -> PlanTerms {
+        PlanTerms {
+            plan_type: PlanType::Free,
+            interval: None,
+            price: eur(0),
+            unit_pricing: None,
+        }
+    }
+
+    fn plan_ref(code: &str, terms: PlanTerms) -> PlanRef {
+        PlanRef {
+            plan_id: PlanId::new(),
+            code: code.into(),
+            version: 1,
+            terms,
+        }
+    }
+
+    fn at() -> chrono::DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).single().unwrap()
+    }
+
+    fn line(decoded: DomainEvent, context: Context<'_>) -> (Level, String) {
+        let event = ProjectedEvent {
+            global_position: 1,
+            tx_id: 1,
+            aggregate_type: "plan".into(),
+            aggregate_id: "p".into(),
+            sequence: 2,
+            event_type: "X".into(),
+            event_version: "1.0".into(),
+            stored_version: "1.0".into(),
+            payload: serde_json::Value::Null,
+            metadata: serde_json::Value::Null,
+            recorded_at: at(),
+        };
+        describe(&event, &decoded, context)
+    }
+
+    #[test]
+    fn a_repricing_names_the_plan_both_prices_and_the_version() {
+        let repriced = DomainEvent::Plan(PlanEvent::Repriced(PlanRepriced {
+            plan_id: PlanId::new(),
+            previous_version: 2,
+            version: 3,
+            previous_terms: recurring(1000),
+            terms: recurring(1200),
+            repriced_at: at(),
+        }));
+        let context = Context {
+            hub_id: None,
+            plan_code: Some("pro"),
+        };
+        assert_eq!(
+            line(repriced, context),
+            (
+                Level::Info,
+                "Plan `pro` price changed from 10.00 EUR to 12.00 EUR (version 3)".to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn a_plan_change_names_both_plans_and_the_trigger() {
+        let changed =
+            DomainEvent::Subscription(SubscriptionEvent::PlanChanged(SubscriptionPlanChanged {
+                installation_id: InstallationId::from_uuid(uuid::Uuid::nil()),
+                from: plan_ref("free", free()),
+                to: plan_ref("pro", recurring(1000)),
+                direction: ChangeDirection::Upgrade,
+                amount: eur(1000),
+                trigger: ChangeTrigger::Admin,
+                changed_at: at(),
+                renews_at: None,
+            }));
+        let (level, message) = line(
+            changed,
+            Context {
+                hub_id: Some(42),
+                plan_code: None,
+            },
+        );
+        assert_eq!(level, Level::Info);
+        assert_eq!(
+            message,
+            "Installation (hub 42) moved from `free` to `pro` (upgrade to 10.00 EUR per month, admin)"
+        );
+    }
+
+    #[test]
+    fn a_reached_limit_is_a_warning_with_usage_against_the_limit() {
+        let reached =
+            DomainEvent::Subscription(SubscriptionEvent::UsageLimitReached(UsageLimitReached {
+                installation_id: InstallationId::from_uuid(uuid::Uuid::nil()),
+                plan_id: PlanId::new(),
+                plan_code: "starter".into(),
+                limit: LimitKind::RequestsPerMonth,
+                limit_value: 10_000,
+                used: 10_000,
+                period: "2026-03".into(),
+                offer: Some(PlanOffer {
+                    plan_id: PlanId::new(),
+                    code: "pro".into(),
+                }),
+                reached_at: at(),
+            }));
+        assert_eq!(
+            line(reached, Context::default()),
+            (
+                Level::Warn,
+                "Usage limit reached: requests_per_month 10,000/10,000 on plan `starter` \
+                 (2026-03); upgrade offer: `pro`"
+                    .to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn prices_read_like_prices() {
+        assert_eq!(price(&free()), "free");
+        assert_eq!(price(&recurring(4900)), "49.00 EUR per month");
+        let hybrid = PlanTerms {
+            plan_type: PlanType::Hybrid,
+            interval: Some(BillingInterval::Annual),
+            price: eur(100_000),
+            unit_pricing: Some(UnitPricing {
+                amount_minor: 10,
+                per_units: 1000,
+                metric: UsageMetric::Requests,
+            }),
+        };
+        assert_eq!(
+            price(&hybrid),
+            "1000.00 EUR per year + 0.10 EUR per 1,000 requests"
+        );
+        // A change of shape shows whole prices, not just amounts.
+        assert_eq!(
+            price_change(&recurring(1000), &hybrid),
+            "from 10.00 EUR per month to 1000.00 EUR per year + 0.10 EUR per 1,000 requests"
+        );
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_234_567), "1,234,567");
     }
 }

@@ -15,12 +15,21 @@
 //! 3. the activity line and status-history period of every applied event are derived;
 //! 4. everything changed is written back with a handful of set-based statements.
 //!
+//! An aggregate's row is created by its first *creating* event (`InstallationConnected`,
+//! `AppRegistered`). Events before it that cannot create a row (types this version does not
+//! know, or known ones that make no sense before a create) are skipped, and a creating event
+//! creates the row whatever its sequence. Without a row, a non-creating event is a gap only
+//! when the store holds the creating event before it (in flight elsewhere); otherwise nothing
+//! could ever fill the gap, so it is skipped instead of being retried forever. Unknown event
+//! types are counted (`hk_projector_unknown_events_total`) and logged once per type.
+//!
 //! Rows that do not exist yet cannot be locked; two batches may both create one. Their upserts
 //! only overwrite a row with a higher `last_sequence`, period ends only ever go from open to
 //! closed, and activity lines are keyed by global position, so whichever commits last cannot
 //! move a read model backwards.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use chrono::{DateTime, Utc};
 use hubkeeper_domain::app::AppEvent;
@@ -29,7 +38,7 @@ use serde::Serialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::activity::{describe, serde_name};
+use crate::activity::{describe, serde_name, Context};
 use crate::event::{DomainEvent, ProjectedEvent};
 use crate::tables::{Projection, Tables};
 
@@ -74,6 +83,42 @@ fn judge(sequence: i64, last: i64) -> Option<Outcome> {
         })
     } else {
         None
+    }
+}
+
+/// How an event meets an aggregate that has no row yet; `None`: apply it (it creates the row).
+/// `creator` is the sequence of the aggregate's creating event in the store, if any.
+fn judge_without_row(creates: bool, sequence: i64, creator: Option<i64>) -> Option<Outcome> {
+    match creator {
+        _ if creates => None,
+        // The creating event is in flight elsewhere; this one must wait for it.
+        Some(created) if created < sequence => Some(Outcome::Gap { last_sequence: 0 }),
+        // Nothing before this event can create the row: waiting would never end.
+        _ => Some(Outcome::Skipped),
+    }
+}
+
+/// Counts an event of a type this version does not project, and says so once per type and
+/// process (a newer release may write many of them during a rolling deploy).
+fn note_unknown(event: &ProjectedEvent) {
+    static SEEN: OnceLock<Mutex<HashSet<(String, String)>>> = OnceLock::new();
+    metrics::counter!(
+        "hk_projector_unknown_events_total",
+        "aggregate_type" => event.aggregate_type.clone(),
+        "event_type" => event.event_type.clone()
+    )
+    .increment(1);
+    let first = SEEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert((event.aggregate_type.clone(), event.event_type.clone()));
+    if first {
+        tracing::warn!(
+            aggregate_type = %event.aggregate_type,
+            event_type = %event.event_type,
+            "event type unknown to this version: skipped by the read models (logged once per type)"
+        );
     }
 }
 
@@ -398,9 +443,32 @@ struct Batch {
     subjects: HashMap<Uuid, (Uuid, i64)>,
     new_subjects: Vec<Subject>,
     activity: Vec<ActivityRow>,
+    /// Sequence of the creating event in the store, for aggregates without a row that have
+    /// non-creating events in this batch (see the module docs).
+    creators: HashMap<String, i64>,
+    /// Plan codes by plan id, for activity lines of plan events that do not carry theirs.
+    plan_codes: HashMap<String, String>,
 }
 
 impl Batch {
+    /// `None`: apply the event; otherwise what it is. `last` is the sequence of the last event
+    /// applied to the aggregate's row, `None` without a row.
+    fn judge(
+        &self,
+        last: Option<i64>,
+        event: &ProjectedEvent,
+        decoded: &DomainEvent,
+    ) -> Option<Outcome> {
+        match last {
+            Some(last) => judge(event.sequence, last),
+            None => judge_without_row(
+                creates_row(decoded),
+                event.sequence,
+                self.creators.get(&event.aggregate_id).copied(),
+            ),
+        }
+    }
+
     fn mark_installation(&mut self, id: Uuid) {
         if !self.dirty_installations.contains(&id) {
             self.dirty_installations.push(id);
@@ -450,7 +518,11 @@ impl Batch {
         app_id: Option<Uuid>,
         hub_id: Option<i64>,
     ) {
-        let (level, message) = describe(event, decoded, hub_id);
+        let context = Context {
+            hub_id,
+            plan_code: self.plan_codes.get(&event.aggregate_id).map(String::as_str),
+        };
+        let (level, message) = describe(event, decoded, context);
         self.activity.push(ActivityRow {
             global_position: event.global_position,
             occurred_at: event.occurred_at(),
@@ -490,15 +562,19 @@ pub async fn apply_events(
 ) -> Result<Vec<ApplyReport>, sqlx::Error> {
     let decoded: Vec<DomainEvent> = events.iter().map(ProjectedEvent::decode).collect();
     for (event, d) in events.iter().zip(&decoded) {
-        if let DomainEvent::Undecodable(reason) = d {
-            metrics::counter!("hk_projector_undecodable_total").increment(1);
-            tracing::error!(
-                event_type = %event.event_type,
-                aggregate_id = %event.aggregate_id,
-                sequence = event.sequence,
-                %reason,
-                "event payload does not decode; projected as unknown"
-            );
+        match d {
+            DomainEvent::Undecodable(reason) => {
+                metrics::counter!("hk_projector_undecodable_total").increment(1);
+                tracing::error!(
+                    event_type = %event.event_type,
+                    aggregate_id = %event.aggregate_id,
+                    sequence = event.sequence,
+                    %reason,
+                    "event payload does not decode; projected as unknown"
+                );
+            }
+            DomainEvent::Unknown => note_unknown(event),
+            _ => {}
         }
     }
     let ids = |kind: &str| -> Vec<Uuid> {
@@ -513,6 +589,11 @@ pub async fn apply_events(
     };
     let app_ids = ids("app");
     let installation_ids = ids("installation");
+    // Subscriptions are keyed by their installation: their activity lines name it.
+    let mut subject_ids = installation_ids.clone();
+    subject_ids.extend(ids("subscription"));
+    subject_ids.sort();
+    subject_ids.dedup();
 
     let mut batch = Batch::default();
     if tables.has(Projection::Apps) && !app_ids.is_empty() {
@@ -548,18 +629,22 @@ pub async fn apply_events(
             .map(|(id, seq)| (id, OpenPeriod::Stored(seq)))
             .collect();
     }
-    if tables.has(Projection::Activity) && !installation_ids.is_empty() {
+    if tables.has(Projection::Activity) && !subject_ids.is_empty() {
         let subjects: Vec<(Uuid, Uuid, i64)> = sqlx::query_as(&format!(
             "SELECT installation_id, app_id, hub_id FROM {} WHERE installation_id = ANY($1)",
             tables.activity_subjects
         ))
-        .bind(&installation_ids)
+        .bind(&subject_ids)
         .fetch_all(&mut *conn)
         .await?;
         batch.subjects = subjects
             .into_iter()
             .map(|(id, app, hub)| (id, (app, hub)))
             .collect();
+    }
+    batch.creators = creating_sequences(&mut *conn, tables, &batch, events, &decoded).await?;
+    if tables.has(Projection::Activity) {
+        batch.plan_codes = plan_codes(&mut *conn, events, &decoded).await?;
     }
 
     let mut reports = Vec::with_capacity(events.len());
@@ -569,7 +654,18 @@ pub async fn apply_events(
             "app" => apply_app_event(&mut batch, tables, event, decoded),
             _ => {
                 if tables.has(Projection::Activity) {
-                    batch.add_activity(event, decoded, None, None, None);
+                    let installation = match decoded {
+                        DomainEvent::Subscription(_) => Uuid::parse_str(&event.aggregate_id).ok(),
+                        _ => None,
+                    };
+                    let subject = installation.and_then(|id| batch.subjects.get(&id).copied());
+                    batch.add_activity(
+                        event,
+                        decoded,
+                        installation,
+                        subject.map(|s| s.0),
+                        subject.map(|s| s.1),
+                    );
                     ApplyReport::of(Outcome::Applied)
                 } else {
                     ApplyReport::of(Outcome::Skipped)
@@ -594,47 +690,48 @@ fn apply_installation_event(
     };
     let mut report = ApplyReport::of(Outcome::Skipped);
     if tables.has(Projection::Installations) {
-        let last = batch.installations.get(&id).map_or(0, |r| r.last_sequence);
-        if let Some(outcome) = judge(event.sequence, last) {
-            return ApplyReport::of(outcome);
-        }
-        match (decoded, batch.installations.get_mut(&id)) {
-            (DomainEvent::Installation(e), Some(row)) => {
-                let app = row.app_id;
-                let change = row.apply(event, e);
-                batch.mark_installation(id);
-                report.outcome = Outcome::Applied;
-                if let Some((status, at)) = change {
-                    batch.change_status(id, app, event.sequence, status, at);
-                    report.recount_app = Some(app);
-                }
-            }
-            (DomainEvent::Installation(e), None) => match InstallationRow::create(id, event, e) {
-                Some(row) => {
-                    let (app, status, at) = (row.app_id, row.status.clone(), row.status_changed_at);
-                    batch.installations.insert(id, row);
-                    batch.mark_installation(id);
-                    batch.change_status(id, app, event.sequence, status, at);
-                    report = ApplyReport {
-                        outcome: Outcome::Applied,
-                        recount_app: Some(app),
-                    };
-                }
-                None => {
-                    tracing::warn!(event_type = %event.event_type, "installation event before its connect; skipped");
-                }
-            },
-            (_, Some(row)) => {
-                // Unknown to this version: keep the position moving so later events apply.
-                row.track(event);
-                batch.mark_installation(id);
-            }
-            (_, None) => {
-                tracing::warn!(
-                    event_type = %event.event_type,
-                    "first event of an installation is unknown; it has no row to track"
+        let last = batch.installations.get(&id).map(|r| r.last_sequence);
+        match batch.judge(last, event, decoded) {
+            // No row to track; the event still gets its activity line below.
+            Some(Outcome::Skipped) => {
+                tracing::debug!(
+                    event_type = %event.event_type, aggregate_id = %event.aggregate_id,
+                    "installation event before its connect; skipped"
                 );
             }
+            Some(outcome) => return ApplyReport::of(outcome),
+            None => match (decoded, batch.installations.get_mut(&id)) {
+                (DomainEvent::Installation(e), Some(row)) => {
+                    let app = row.app_id;
+                    let change = row.apply(event, e);
+                    batch.mark_installation(id);
+                    report.outcome = Outcome::Applied;
+                    if let Some((status, at)) = change {
+                        batch.change_status(id, app, event.sequence, status, at);
+                        report.recount_app = Some(app);
+                    }
+                }
+                (DomainEvent::Installation(e), None) => {
+                    if let Some(row) = InstallationRow::create(id, event, e) {
+                        let (app, status, at) =
+                            (row.app_id, row.status.clone(), row.status_changed_at);
+                        batch.installations.insert(id, row);
+                        batch.mark_installation(id);
+                        batch.change_status(id, app, event.sequence, status, at);
+                        report = ApplyReport {
+                            outcome: Outcome::Applied,
+                            recount_app: Some(app),
+                        };
+                    }
+                }
+                (_, Some(row)) => {
+                    // Unknown to this version: keep the position moving so later events apply.
+                    row.track(event);
+                    batch.mark_installation(id);
+                }
+                // Only creating events get here without a row (`judge_without_row`).
+                (_, None) => {}
+            },
         }
     }
     if tables.has(Projection::Activity) {
@@ -676,33 +773,36 @@ fn apply_app_event(
     };
     let mut report = ApplyReport::of(Outcome::Skipped);
     if tables.has(Projection::Apps) {
-        let last = batch.apps.get(&id).map_or(0, |r| r.last_sequence);
-        if let Some(outcome) = judge(event.sequence, last) {
-            return ApplyReport::of(outcome);
-        }
-        match (decoded, batch.apps.get_mut(&id)) {
-            (DomainEvent::App(e), Some(row)) => {
-                row.apply(event, e);
-                batch.mark_app(id);
-                report.outcome = Outcome::Applied;
-            }
-            (DomainEvent::App(e), None) => {
-                if let Some(row) = AppRow::create(id, event, e) {
-                    batch.apps.insert(id, row);
+        let last = batch.apps.get(&id).map(|r| r.last_sequence);
+        match batch.judge(last, event, decoded) {
+            // No row to track; the event still gets its activity line below.
+            Some(Outcome::Skipped) => {}
+            Some(outcome) => return ApplyReport::of(outcome),
+            None => match (decoded, batch.apps.get_mut(&id)) {
+                (DomainEvent::App(e), Some(row)) => {
+                    row.apply(event, e);
                     batch.mark_app(id);
-                    // Installations may have been projected before their app: count them.
-                    report = ApplyReport {
-                        outcome: Outcome::Applied,
-                        recount_app: Some(id),
-                    };
+                    report.outcome = Outcome::Applied;
                 }
-            }
-            (_, Some(row)) => {
-                row.last_sequence = event.sequence;
-                row.last_position = event.global_position;
-                batch.mark_app(id);
-            }
-            (_, None) => {}
+                (DomainEvent::App(e), None) => {
+                    if let Some(row) = AppRow::create(id, event, e) {
+                        batch.apps.insert(id, row);
+                        batch.mark_app(id);
+                        // Installations may have been projected before their app: count them.
+                        report = ApplyReport {
+                            outcome: Outcome::Applied,
+                            recount_app: Some(id),
+                        };
+                    }
+                }
+                (_, Some(row)) => {
+                    row.last_sequence = event.sequence;
+                    row.last_position = event.global_position;
+                    batch.mark_app(id);
+                }
+                // Only creating events get here without a row (`judge_without_row`).
+                (_, None) => {}
+            },
         }
     }
     if tables.has(Projection::Activity) {
@@ -712,6 +812,104 @@ fn apply_app_event(
         }
     }
     report
+}
+
+/// Whether `decoded` is the event that creates its aggregate's row.
+fn creates_row(decoded: &DomainEvent) -> bool {
+    matches!(
+        decoded,
+        DomainEvent::Installation(InstallationEvent::Connected(_))
+            | DomainEvent::App(AppEvent::Registered(_))
+    )
+}
+
+/// For aggregates of the batch that have no row and a non-creating event in the batch: the
+/// sequence of their creating event in the store (absent if there is none). One query, and only
+/// when such aggregates exist (rarely: a new aggregate's events normally start with its create).
+async fn creating_sequences(
+    conn: &mut PgConnection,
+    tables: &Tables,
+    batch: &Batch,
+    events: &[ProjectedEvent],
+    decoded: &[DomainEvent],
+) -> Result<HashMap<String, i64>, sqlx::Error> {
+    let mut pending: Vec<String> = Vec::new();
+    for (event, d) in events.iter().zip(decoded) {
+        let Ok(id) = Uuid::parse_str(&event.aggregate_id) else {
+            continue;
+        };
+        let without_row = match event.aggregate_type.as_str() {
+            "installation" => {
+                tables.has(Projection::Installations) && !batch.installations.contains_key(&id)
+            }
+            "app" => tables.has(Projection::Apps) && !batch.apps.contains_key(&id),
+            _ => false,
+        };
+        if without_row && !creates_row(d) && !pending.contains(&event.aggregate_id) {
+            pending.push(event.aggregate_id.clone());
+        }
+    }
+    if pending.is_empty() {
+        return Ok(HashMap::new());
+    }
+    use hubkeeper_domain::app::event_types::APP_REGISTERED;
+    use hubkeeper_domain::installation::event_types::CONNECTED;
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT aggregate_id, min(sequence) FROM events
+          WHERE aggregate_id = ANY($1)
+            AND ((aggregate_type = 'installation' AND event_type = $2)
+              OR (aggregate_type = 'app' AND event_type = $3))
+          GROUP BY aggregate_id",
+    )
+    .bind(&pending)
+    .bind(CONNECTED)
+    .bind(APP_REGISTERED)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Codes of the plans whose events in the batch do not carry one, from their `PlanCreated`
+/// (committed before any later event of the plan, so a replay finds the same).
+async fn plan_codes(
+    conn: &mut PgConnection,
+    events: &[ProjectedEvent],
+    decoded: &[DomainEvent],
+) -> Result<HashMap<String, String>, sqlx::Error> {
+    use hubkeeper_domain::plan::{event_types::PLAN_CREATED, PlanEvent};
+    let mut ids: Vec<String> = events
+        .iter()
+        .zip(decoded)
+        .filter(|(_, d)| {
+            matches!(
+                d,
+                DomainEvent::Plan(
+                    PlanEvent::DetailsChanged(_)
+                        | PlanEvent::ReductionAnnounced(_)
+                        | PlanEvent::Repriced(_)
+                        | PlanEvent::StatusChanged(_)
+                )
+            )
+        })
+        .map(|(e, _)| e.aggregate_id.clone())
+        .collect();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    ids.sort();
+    ids.dedup();
+    let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT aggregate_id, payload -> $2 ->> 'code' FROM events
+          WHERE aggregate_type = 'plan' AND event_type = $2 AND aggregate_id = ANY($1)",
+    )
+    .bind(&ids)
+    .bind(PLAN_CREATED)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, code)| code.map(|c| (id, c)))
+        .collect())
 }
 
 fn json<T: Serialize>(rows: &[T]) -> Result<serde_json::Value, sqlx::Error> {
@@ -728,44 +926,52 @@ fn assignments(columns: &str, key: &str) -> String {
         .join(", ")
 }
 
+/// Upserts aggregate rows keyed by `key`, never replacing a row with one that is not newer (the
+/// guard against two batches that both created a row, see the module docs).
+async fn upsert_rows<T: Serialize>(
+    conn: &mut PgConnection,
+    table: &str,
+    columns: &str,
+    key: &str,
+    rows: &[&T],
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(&format!(
+        "INSERT INTO {table} ({columns})
+         SELECT {columns} FROM jsonb_populate_recordset(NULL::{table}, $1)
+         ON CONFLICT ({key}) DO UPDATE SET {}
+         WHERE {table}.last_sequence < EXCLUDED.last_sequence",
+        assignments(columns, key)
+    ))
+    .bind(json(rows)?)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// Writes everything the batch changed, with one statement per table.
 async fn write(conn: &mut PgConnection, tables: &Tables, batch: &Batch) -> Result<(), sqlx::Error> {
-    if !batch.dirty_apps.is_empty() {
-        let rows: Vec<&AppRow> = batch
-            .dirty_apps
-            .iter()
-            .filter_map(|id| batch.apps.get(id))
-            .collect();
-        let t = &tables.apps;
-        sqlx::query(&format!(
-            "INSERT INTO {t} ({APP_COLUMNS})
-             SELECT {APP_COLUMNS} FROM jsonb_populate_recordset(NULL::{t}, $1)
-             ON CONFLICT (app_id) DO UPDATE SET {}
-             WHERE {t}.last_sequence < EXCLUDED.last_sequence",
-            assignments(APP_COLUMNS, "app_id")
-        ))
-        .bind(json(&rows)?)
-        .execute(&mut *conn)
-        .await?;
-    }
-    if !batch.dirty_installations.is_empty() {
-        let rows: Vec<&InstallationRow> = batch
-            .dirty_installations
-            .iter()
-            .filter_map(|id| batch.installations.get(id))
-            .collect();
-        let t = &tables.installations;
-        sqlx::query(&format!(
-            "INSERT INTO {t} ({INSTALLATION_COLUMNS})
-             SELECT {INSTALLATION_COLUMNS} FROM jsonb_populate_recordset(NULL::{t}, $1)
-             ON CONFLICT (installation_id) DO UPDATE SET {}
-             WHERE {t}.last_sequence < EXCLUDED.last_sequence",
-            assignments(INSTALLATION_COLUMNS, "installation_id")
-        ))
-        .bind(json(&rows)?)
-        .execute(&mut *conn)
-        .await?;
-    }
+    let apps: Vec<&AppRow> = batch
+        .dirty_apps
+        .iter()
+        .filter_map(|id| batch.apps.get(id))
+        .collect();
+    upsert_rows(conn, &tables.apps, APP_COLUMNS, "app_id", &apps).await?;
+    let installations: Vec<&InstallationRow> = batch
+        .dirty_installations
+        .iter()
+        .filter_map(|id| batch.installations.get(id))
+        .collect();
+    upsert_rows(
+        conn,
+        &tables.installations,
+        INSTALLATION_COLUMNS,
+        "installation_id",
+        &installations,
+    )
+    .await?;
     let p = &tables.status_periods;
     if !batch.closes.is_empty() {
         // Through JSON like every other write here: Postgres rounds sub-microsecond digits when
@@ -835,6 +1041,21 @@ mod tests {
         assert_eq!(judge(4, 4), Some(Outcome::Duplicate));
         assert_eq!(judge(1, 4), Some(Outcome::Duplicate));
         assert_eq!(judge(7, 4), Some(Outcome::Gap { last_sequence: 4 }));
+    }
+
+    #[test]
+    fn aggregates_without_a_row_wait_only_for_a_create_that_exists() {
+        // A create applies whatever its sequence: events before it could not create the row.
+        assert_eq!(judge_without_row(true, 1, None), None);
+        assert_eq!(judge_without_row(true, 3, Some(3)), None);
+        // The create is in the store before this event: it is in flight elsewhere.
+        assert_eq!(
+            judge_without_row(false, 4, Some(2)),
+            Some(Outcome::Gap { last_sequence: 0 })
+        );
+        // No create before it (unknown first events): nothing could ever fill the gap.
+        assert_eq!(judge_without_row(false, 2, None), Some(Outcome::Skipped));
+        assert_eq!(judge_without_row(false, 2, Some(5)), Some(Outcome::Skipped));
     }
 
     #[test]

@@ -11,6 +11,8 @@ use hubkeeper_bus::RelayedEvent;
 use hubkeeper_domain::app::{App, AppEvent};
 use hubkeeper_domain::installation::{Installation, InstallationEvent};
 use hubkeeper_domain::metadata;
+use hubkeeper_domain::plan::{Plan, PlanEvent};
+use hubkeeper_domain::subscription::{Subscription, SubscriptionEvent};
 use hubkeeper_store::StoredEvent;
 use serde_json::Value;
 
@@ -38,6 +40,10 @@ pub struct ProjectedEvent {
 pub enum DomainEvent {
     App(AppEvent),
     Installation(InstallationEvent),
+    /// Pricing: no read model here (billing keeps its own), but an activity line.
+    Plan(PlanEvent),
+    /// Subscriptions and usage limits: likewise.
+    Subscription(SubscriptionEvent),
     /// An aggregate type or event type this version does not know (e.g. written by a newer
     /// release during a rolling deploy, or by a module without a projection here).
     Unknown,
@@ -100,6 +106,23 @@ impl ProjectedEvent {
             }
             match serde_json::from_value::<InstallationEvent>(self.payload.clone()) {
                 Ok(event) => DomainEvent::Installation(event),
+                Err(e) => DomainEvent::Undecodable(e.to_string()),
+            }
+        } else if kind == Plan::TYPE {
+            if !hubkeeper_domain::plan::event_types::ALL.contains(&self.event_type.as_str()) {
+                return DomainEvent::Unknown;
+            }
+            match serde_json::from_value::<PlanEvent>(self.payload.clone()) {
+                Ok(event) => DomainEvent::Plan(event),
+                Err(e) => DomainEvent::Undecodable(e.to_string()),
+            }
+        } else if kind == Subscription::TYPE {
+            if !hubkeeper_domain::subscription::event_types::ALL.contains(&self.event_type.as_str())
+            {
+                return DomainEvent::Unknown;
+            }
+            match serde_json::from_value::<SubscriptionEvent>(self.payload.clone()) {
+                Ok(event) => DomainEvent::Subscription(event),
                 Err(e) => DomainEvent::Undecodable(e.to_string()),
             }
         } else {
@@ -231,11 +254,17 @@ mod tests {
         assert_eq!(unknown.decode(), DomainEvent::Unknown);
         let broken = ProjectedEvent::from_stored(stored("AppDeleted", "1.0", json!({"x": 1})));
         assert!(matches!(broken.decode(), DomainEvent::Undecodable(_)));
-        let mut other = stored("PlanCreated", "1.0", json!({}));
-        other.aggregate_type = "plan".into();
+        let mut other = stored("LoggingSettingsChanged", "1.0", json!({}));
+        other.aggregate_type = "settings".into();
         assert_eq!(
             ProjectedEvent::from_stored(other).decode(),
             DomainEvent::Unknown
         );
+        let mut plan = stored("PlanCreated", "1.0", json!({}));
+        plan.aggregate_type = "plan".into();
+        assert!(matches!(
+            ProjectedEvent::from_stored(plan).decode(),
+            DomainEvent::Undecodable(_)
+        ));
     }
 }

@@ -126,13 +126,86 @@ fn parse_sort<'k>(
     Ok((key, descending, raw.to_owned()))
 }
 
+/// `%text%` for `ILIKE`, with the pattern characters of `text` matched literally.
+fn contains_pattern(text: &str) -> String {
+    format!(
+        "%{}%",
+        text.replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    )
+}
+
+/// A list read with keyset pagination: everything but its filters and row mapping, which
+/// [`keyset_page`] takes as functions.
+struct KeysetList {
+    /// Table and alias, e.g. `rm_apps a`.
+    table: &'static str,
+    /// What is selected besides `<alias>.*` and the sort value, joins included.
+    select: &'static str,
+    joins: &'static str,
+    /// The unique tie-breaker, qualified (`a.app_id`), and its column name in the result.
+    id_expr: &'static str,
+    id_column: &'static str,
+    sorts: &'static [SortKey],
+    default_sort: &'static str,
+}
+
+/// Counts what matches, then reads one page after the cursor in the chosen sort.
+async fn keyset_page<T>(
+    pool: &PgPool,
+    list: &KeysetList,
+    paging: (Option<&str>, Option<i64>, Option<&str>),
+    filters: impl Fn(&mut QueryBuilder<'_, Postgres>),
+    map: impl Fn(&PgRow) -> Result<T, sqlx::Error>,
+) -> Result<Page<T>, QueryError> {
+    let (sort, limit, cursor) = paging;
+    let limit = page_limit(limit)?;
+    let (key, descending, sort) = parse_sort(sort, list.default_sort, list.sorts)?;
+    let cursor = cursor.map(|c| decode_cursor(c, &sort)).transpose()?;
+
+    let mut count = QueryBuilder::<Postgres>::new(format!("SELECT count(*) FROM {}", list.table));
+    filters(&mut count);
+    let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
+
+    let mut b = QueryBuilder::<Postgres>::new(format!(
+        "SELECT {}, ({})::text AS sort_value FROM {}{}",
+        list.select, key.expr, list.table, list.joins
+    ));
+    filters(&mut b);
+    let (op, dir) = if descending {
+        ("<", "DESC")
+    } else {
+        (">", "ASC")
+    };
+    if let Some(c) = &cursor {
+        b.push(format!(" AND ({}, {}) {op} (", key.expr, list.id_expr))
+            .push_bind(c.v.clone())
+            .push(format!("::{}, ", key.cast))
+            .push_bind(c.id)
+            .push(")");
+    }
+    b.push(format!(
+        " ORDER BY {} {dir}, {} {dir} LIMIT ",
+        key.expr, list.id_expr
+    ))
+    .push_bind(limit + 1);
+    let rows = b.build().fetch_all(pool).await?;
+    page_of(rows, limit, total, &sort, list.id_column, map)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Installations
 
-/// Effective status: "expired" is derived from the stored expiry.
-const EFFECTIVE_STATUS: &str =
-    "(CASE WHEN i.status = 'connected' AND i.access_expires_at <= now() \
-     THEN 'expired' ELSE i.status END)";
+/// Effective status: "expired" is derived from the stored expiry. A macro, so that `const`
+/// strings (the installation list's select) can include it too.
+macro_rules! effective_status {
+    () => {
+        "(CASE WHEN i.status = 'connected' AND i.access_expires_at <= now() \
+         THEN 'expired' ELSE i.status END)"
+    };
+}
+const EFFECTIVE_STATUS: &str = effective_status!();
 
 const INSTALLATION_SORTS: &[SortKey] = &[
     SortKey {
@@ -320,12 +393,7 @@ fn push_installation_filters(b: &mut QueryBuilder<'_, Postgres>, q: &Installatio
         b.push(" AND i.hub_id = ").push_bind(hub);
     }
     if let Some(text) = q.q.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
-        let pattern = format!(
-            "%{}%",
-            text.replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        );
+        let pattern = contains_pattern(text);
         b.push(" AND (i.hub_domain ILIKE ")
             .push_bind(pattern.clone())
             .push(" OR i.installer_email ILIKE ")
@@ -338,55 +406,33 @@ fn push_installation_filters(b: &mut QueryBuilder<'_, Postgres>, q: &Installatio
     }
 }
 
+const INSTALLATION_LIST: KeysetList = KeysetList {
+    table: "rm_installations i",
+    select: concat!(
+        "i.*, a.label AS app_label, ",
+        effective_status!(),
+        " AS effective_status"
+    ),
+    joins: " LEFT JOIN rm_apps a ON a.app_id = i.app_id",
+    id_expr: "i.installation_id",
+    id_column: "installation_id",
+    sorts: INSTALLATION_SORTS,
+    default_sort: "-connected",
+};
+
 /// `GET /v1/installations`.
 pub async fn list_installations(
     pool: &PgPool,
     q: &InstallationQuery,
 ) -> Result<Page<InstallationView>, QueryError> {
-    let limit = page_limit(q.limit)?;
-    let (key, descending, sort) = parse_sort(q.sort.as_deref(), "-connected", INSTALLATION_SORTS)?;
-    let cursor = q
-        .cursor
-        .as_deref()
-        .map(|c| decode_cursor(c, &sort))
-        .transpose()?;
-
-    let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM rm_installations i");
-    push_installation_filters(&mut count, q);
-    let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
-
-    let mut b = QueryBuilder::<Postgres>::new(format!(
-        "SELECT i.*, a.label AS app_label, {EFFECTIVE_STATUS} AS effective_status, \
-         ({})::text AS sort_value FROM rm_installations i LEFT JOIN rm_apps a ON a.app_id = i.app_id",
-        key.expr
-    ));
-    push_installation_filters(&mut b, q);
-    let (op, dir) = if descending {
-        ("<", "DESC")
-    } else {
-        (">", "ASC")
-    };
-    if let Some(c) = &cursor {
-        b.push(format!(" AND ({}, i.installation_id) {op} (", key.expr))
-            .push_bind(c.v.clone())
-            .push(format!("::{}, ", key.cast))
-            .push_bind(c.id)
-            .push(")");
-    }
-    b.push(format!(
-        " ORDER BY {} {dir}, i.installation_id {dir} LIMIT ",
-        key.expr
-    ))
-    .push_bind(limit + 1);
-    let rows = b.build().fetch_all(pool).await?;
-    page_of(
-        rows,
-        limit,
-        total,
-        &sort,
-        "installation_id",
+    keyset_page(
+        pool,
+        &INSTALLATION_LIST,
+        (q.sort.as_deref(), q.limit, q.cursor.as_deref()),
+        |b| push_installation_filters(b, q),
         installation_from_row,
     )
+    .await
 }
 
 fn page_of<T>(
@@ -509,12 +555,7 @@ fn push_app_filters(b: &mut QueryBuilder<'_, Postgres>, q: &AppQuery) {
         b.push(" AND a.environment = ").push_bind(env.clone());
     }
     if let Some(text) = q.q.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
-        let pattern = format!(
-            "%{}%",
-            text.replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        );
+        let pattern = contains_pattern(text);
         b.push(" AND (a.label ILIKE ")
             .push_bind(pattern.clone())
             .push(" OR a.client_id ILIKE ")
@@ -523,43 +564,26 @@ fn push_app_filters(b: &mut QueryBuilder<'_, Postgres>, q: &AppQuery) {
     }
 }
 
+const APP_LIST: KeysetList = KeysetList {
+    table: "rm_apps a",
+    select: "a.*",
+    joins: "",
+    id_expr: "a.app_id",
+    id_column: "app_id",
+    sorts: APP_SORTS,
+    default_sort: "label",
+};
+
 /// `GET /v1/apps`.
 pub async fn list_apps(pool: &PgPool, q: &AppQuery) -> Result<Page<AppView>, QueryError> {
-    let limit = page_limit(q.limit)?;
-    let (key, descending, sort) = parse_sort(q.sort.as_deref(), "label", APP_SORTS)?;
-    let cursor = q
-        .cursor
-        .as_deref()
-        .map(|c| decode_cursor(c, &sort))
-        .transpose()?;
-    let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM rm_apps a");
-    push_app_filters(&mut count, q);
-    let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
-
-    let mut b = QueryBuilder::<Postgres>::new(format!(
-        "SELECT a.*, ({})::text AS sort_value FROM rm_apps a",
-        key.expr
-    ));
-    push_app_filters(&mut b, q);
-    let (op, dir) = if descending {
-        ("<", "DESC")
-    } else {
-        (">", "ASC")
-    };
-    if let Some(c) = &cursor {
-        b.push(format!(" AND ({}, a.app_id) {op} (", key.expr))
-            .push_bind(c.v.clone())
-            .push(format!("::{}, ", key.cast))
-            .push_bind(c.id)
-            .push(")");
-    }
-    b.push(format!(
-        " ORDER BY {} {dir}, a.app_id {dir} LIMIT ",
-        key.expr
-    ))
-    .push_bind(limit + 1);
-    let rows = b.build().fetch_all(pool).await?;
-    page_of(rows, limit, total, &sort, "app_id", app_from_row)
+    keyset_page(
+        pool,
+        &APP_LIST,
+        (q.sort.as_deref(), q.limit, q.cursor.as_deref()),
+        |b| push_app_filters(b, q),
+        app_from_row,
+    )
+    .await
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -96,7 +96,7 @@ pub async fn replay(
         .await?;
     let total = u64::try_from(total).unwrap_or(0);
     let tables = Tables::rebuild(&projections);
-    create_copies(pool, &projections).await?;
+    let deferred = create_copies(pool, &projections).await?;
 
     let mut cursor = GlobalCursor::default();
     let mut events = 0u64;
@@ -114,6 +114,8 @@ pub async fn replay(
             elapsed_secs: started.elapsed().as_secs_f64(),
         });
     }
+
+    finish_copies(pool, &projections, &deferred).await?;
 
     let mut attempt = 0;
     let caught_up = loop {
@@ -166,21 +168,65 @@ fn retryable(e: &sqlx::Error) -> bool {
         .is_some_and(|code| matches!(code.as_ref(), "55P03" | "40P01" | "40001"))
 }
 
-async fn create_copies(pool: &PgPool, projections: &[Projection]) -> Result<(), ProjectionError> {
+/// Creates the empty rebuild tables. They start unlogged and with only the unique indexes the
+/// upserts need: a bulk fill that maintains secondary indexes and writes WAL for every row
+/// version (an installation's row is rewritten once per event) was most of a replay's cost.
+/// [`finish_copies`] builds the rest once the tables are full. Returns the deferred index
+/// definitions.
+async fn create_copies(
+    pool: &PgPool,
+    projections: &[Projection],
+) -> Result<Vec<String>, ProjectionError> {
     let mut tx = pool.begin().await?;
+    let mut deferred = Vec::new();
     for projection in projections {
         for table in projection.tables() {
-            sqlx::query(&format!("DROP TABLE IF EXISTS {table}{REBUILD_SUFFIX}"))
+            let copy = format!("{table}{REBUILD_SUFFIX}");
+            sqlx::query(&format!("DROP TABLE IF EXISTS {copy}"))
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(&format!(
-                "CREATE TABLE {table}{REBUILD_SUFFIX} (LIKE {table} INCLUDING ALL)"
+                "CREATE UNLOGGED TABLE {copy} (LIKE {table} INCLUDING ALL)"
             ))
             .execute(&mut *tx)
             .await?;
+            let secondary: Vec<(String, String)> = sqlx::query_as(
+                "SELECT c.relname::text, pg_get_indexdef(i.indexrelid)
+                   FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                  WHERE i.indrelid = $1::regclass AND NOT i.indisunique",
+            )
+            .bind(&copy)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (name, definition) in secondary {
+                sqlx::query(&format!("DROP INDEX {name}"))
+                    .execute(&mut *tx)
+                    .await?;
+                deferred.push(definition);
+            }
         }
     }
     tx.commit().await?;
+    Ok(deferred)
+}
+
+/// Makes the filled copies durable and builds their deferred indexes, before the swap takes
+/// any lock on the live tables.
+async fn finish_copies(
+    pool: &PgPool,
+    projections: &[Projection],
+    deferred: &[String],
+) -> Result<(), ProjectionError> {
+    for projection in projections {
+        for table in projection.tables() {
+            sqlx::query(&format!("ALTER TABLE {table}{REBUILD_SUFFIX} SET LOGGED"))
+                .execute(pool)
+                .await?;
+        }
+    }
+    for definition in deferred {
+        sqlx::query(definition).execute(pool).await?;
+    }
     Ok(())
 }
 

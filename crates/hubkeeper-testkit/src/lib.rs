@@ -255,3 +255,203 @@ where
         delay = (delay * 2).min(Duration::from_millis(200));
     }
 }
+
+/// A JetStream cluster of nats-server processes on free loopback ports (client, cluster and
+/// monitoring ports), configured like `nats/cluster/n*.conf`, for tests that kill and restart
+/// NATS nodes under load. Hubkeeper processes get [`NatsCluster::url`] (every node, comma
+/// separated) and `HK_NATS_REPLICAS` = the cluster size. Nodes are SIGKILLed on drop.
+pub struct NatsCluster {
+    binary: PathBuf,
+    nodes: Vec<NatsNode>,
+}
+
+/// One node of a [`NatsCluster`]: its ports stay fixed across restarts, as do its store and log.
+pub struct NatsNode {
+    pub name: String,
+    pub client_port: u16,
+    pub http_port: u16,
+    pub log: PathBuf,
+    config: PathBuf,
+    child: Option<Child>,
+}
+
+/// The nats-server to run: `$HK_NATS_SERVER_BIN`, else the one scripts/bootstrap.sh installed,
+/// else whatever `nats-server` is on PATH.
+pub fn nats_server_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("HK_NATS_SERVER_BIN").filter(|b| !b.is_empty()) {
+        return PathBuf::from(bin);
+    }
+    tools_dir()
+        .into_iter()
+        .flat_map(|t| [t.join("bin/nats-server"), t.join("venv/bin/nats-server")])
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("nats-server"))
+}
+
+impl NatsCluster {
+    /// Starts `size` nodes with stores under `dir` and logs in `log_dir` (`nats-<name>.log`, so a
+    /// failing test's artifacts include them), and waits until every node reports healthy
+    /// JetStream (a meta leader elected).
+    pub async fn start(dir: &Path, log_dir: &Path, size: usize) -> NatsCluster {
+        std::fs::create_dir_all(log_dir).expect("log dir");
+        // All ports are held at once while choosing, so no two of them are the same.
+        let held: Vec<std::net::TcpListener> = (0..size * 3)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("free port"))
+            .collect();
+        let ports: Vec<u16> = held
+            .iter()
+            .map(|l| l.local_addr().expect("bound port").port())
+            .collect();
+        drop(held);
+        let routes: Vec<String> = (0..size)
+            .map(|i| format!("    nats-route://127.0.0.1:{}", ports[size + i]))
+            .collect();
+        let mut nodes = Vec::with_capacity(size);
+        for i in 0..size {
+            let name = format!("hk-n{}", i + 1);
+            let store = dir.join(&name);
+            std::fs::create_dir_all(&store).expect("nats store dir");
+            let (client_port, cluster_port, http_port) =
+                (ports[i], ports[size + i], ports[2 * size + i]);
+            let config = dir.join(format!("{name}.conf"));
+            let text = format!(
+                "server_name: {name}\n\
+                 listen: 127.0.0.1:{client_port}\n\
+                 http: 127.0.0.1:{http_port}\n\
+                 max_payload: 2MB\n\n\
+                 jetstream {{\n  store_dir: \"{store}\"\n  max_memory_store: 128MB\n  \
+                 max_file_store: 4GB\n}}\n\n\
+                 cluster {{\n  name: hubkeeper\n  listen: 127.0.0.1:{cluster_port}\n  \
+                 routes: [\n{routes}\n  ]\n}}\n",
+                store = store.display(),
+                routes = routes.join("\n"),
+            );
+            std::fs::write(&config, text).expect("write nats config");
+            nodes.push(NatsNode {
+                log: log_dir.join(format!("nats-{name}.log")),
+                name,
+                client_port,
+                http_port,
+                config,
+                child: None,
+            });
+        }
+        let mut cluster = NatsCluster {
+            binary: nats_server_binary(),
+            nodes,
+        };
+        for i in 0..size {
+            cluster.launch(i);
+        }
+        cluster.wait_healthy(Duration::from_secs(60)).await;
+        cluster
+    }
+
+    fn launch(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("nats log file");
+        let err = out.try_clone().expect("nats log file");
+        let child = Command::new(&self.binary)
+            .arg("-c")
+            .arg(&node.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", self.binary.display()));
+        node.child = Some(child);
+    }
+
+    /// Every node's client URL, comma separated: what `NATS_URL` takes.
+    pub fn url(&self) -> String {
+        (0..self.nodes.len())
+            .map(|i| self.node_url(i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn node_url(&self, i: usize) -> String {
+        format!("nats://127.0.0.1:{}", self.nodes[i].client_port)
+    }
+
+    pub fn nodes(&self) -> &[NatsNode] {
+        &self.nodes
+    }
+
+    /// SIGKILL: the node loses whatever it had not written, as in a crash.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a killed node again on its ports and store, and waits until the whole cluster is
+    /// healthy (the node has caught up with its streams).
+    pub async fn restart(&mut self, i: usize, timeout: Duration) {
+        self.kill(i);
+        self.launch(i);
+        self.wait_healthy(timeout).await;
+    }
+
+    /// Waits until every running node answers `/healthz` with 200, which nats-server does once
+    /// JetStream has a meta leader and the node's streams are current.
+    pub async fn wait_healthy(&self, timeout: Duration) {
+        let ports: Vec<u16> = self
+            .nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.http_port)
+            .collect();
+        wait_until("NATS cluster healthy", timeout, || {
+            let ports = ports.clone();
+            async move {
+                for port in ports {
+                    if http_status(port, "/healthz").await != Some(200) {
+                        return false;
+                    }
+                }
+                true
+            }
+        })
+        .await;
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// The status code of `GET path` on a loopback port, over plain HTTP/1.0 (no client library:
+/// the monitoring endpoint is all this needs).
+async fn http_status(port: u16, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut head = [0u8; 16];
+    let mut read = 0;
+    while read < head.len() {
+        match stream.read(&mut head[read..]).await.ok()? {
+            0 => break,
+            n => read += n,
+        }
+    }
+    // "HTTP/1.1 200 OK": the code is the second word.
+    std::str::from_utf8(&head[..read])
+        .ok()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}

@@ -164,6 +164,17 @@ impl WebhookEvent {
             .unwrap_or_else(Utc::now)
     }
 
+    /// The HubSpot user the event names (`userId`, a number or a numeric string), which some
+    /// apps' events carry and which selects that user's user-level installation.
+    pub fn user_id(&self) -> Option<i64> {
+        match self.raw.get("userId")? {
+            Value::Number(n) => n.as_i64(),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+        .filter(|u| *u > 0)
+    }
+
     /// Whether this event says the app was uninstalled from the portal.
     ///
     /// HubSpot's exact uninstall payload is not documented (it arrives through the webhooks
@@ -201,6 +212,23 @@ mod tests {
                "occurredAt": 1462216307945u64, "subscriptionType": "contact.propertyChange",
                "attemptNumber": 0, "objectId": 1246965, "propertyName": "lifecyclestage",
                "propertyValue": "subscriber", "changeSource": "CRM"})
+    }
+
+    #[test]
+    fn user_ids_are_read_as_numbers_or_numeric_strings() {
+        let user = |v: Value| {
+            let mut e = event();
+            e["userId"] = v;
+            parse_batch(&serde_json::to_vec(&json!([e])).unwrap()).unwrap()[0].user_id()
+        };
+        assert_eq!(user(json!(123)), Some(123));
+        assert_eq!(user(json!(" 456 ")), Some(456));
+        assert_eq!(user(json!("someone")), None);
+        assert_eq!(user(json!(0)), None);
+        assert_eq!(
+            parse_batch(&serde_json::to_vec(&json!([event()])).unwrap()).unwrap()[0].user_id(),
+            None
+        );
     }
 
     #[test]

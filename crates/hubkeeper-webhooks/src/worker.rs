@@ -4,13 +4,15 @@
 //! For each batch:
 //! 1. split it into events and compute each event's identity ([`WebhookEvent::dedupe_key`]);
 //!    drop those already in `webhook_events_seen` (HubSpot redeliveries);
-//! 2. route each new event by portal id to the app's installation(s) in `rm_installations`. A
-//!    portal without a row whose installation exists in the event store means the projector is
-//!    behind: the batch is retried shortly. A portal with no installation at all is kept in
-//!    `webhook_unrouted` for review;
-//! 3. uninstall events become `MarkUninstalled` commands on the installation (idempotent: the
-//!    aggregate ignores an uninstall it already recorded, and one older than the latest
-//!    connect);
+//! 2. route each new event to one installation of (app, portal) in `rm_installations` (see
+//!    [`choose_installation`] for which one when there are several: user-level installs,
+//!    leftovers of earlier installs). A portal without a row whose installation exists in the
+//!    event store means the projector is behind: the batch is retried shortly. A portal with no
+//!    installation at all is kept in `webhook_unrouted` for review;
+//! 3. uninstall events become `MarkUninstalled` commands on every installation of the app in
+//!    the portal (idempotent: the aggregate ignores an uninstall it already recorded, and one
+//!    older than the latest connect), each followed by the token-cache invalidation that revoke
+//!    publishes, so no process keeps handing out a cached token of an uninstalled installation;
 //! 4. republish every new event on `hk.webhooks.<app>.<portal>.<type>` (message id = its
 //!    identity, so a republish after a crash is dropped by JetStream);
 //! 5. in one transaction, record the identities (a unique key: of two workers racing on the
@@ -33,10 +35,10 @@ use async_nats::jetstream::{self, consumer, message::PublishMessage, AckKind};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use hubkeeper_core::{CommandBus, CommandError};
-use hubkeeper_domain::installation::InstallationCommand;
+use hubkeeper_core::tokens::record_uninstall;
+use hubkeeper_core::{Broadcaster, CommandBus, CommandError};
 use hubkeeper_domain::metadata::{Actor, EventMetadata};
-use hubkeeper_domain::{AppId, HubId, InstallationId};
+use hubkeeper_domain::{AppId, HubId, InstallationId, UserId};
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -111,14 +113,77 @@ pub struct WebhookWorker {
     pool: PgPool,
     js: jetstream::Context,
     bus: Arc<CommandBus>,
+    broadcaster: Broadcaster,
     config: WebhookWorkerConfig,
 }
 
-/// Where a portal's events go.
+/// Where the events of one portal (and, when events name one, user) go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Route {
-    Installations(Vec<Uuid>),
+    Installations {
+        /// Receives the events: counted on it, named on the republished message.
+        target: Uuid,
+        /// Every installation of the app in the portal: an uninstall removes the app from the
+        /// portal, so it disconnects all of them.
+        all: Vec<Uuid>,
+    },
     Unrouted,
+}
+
+impl Route {
+    fn target(&self) -> Option<Uuid> {
+        match self {
+            Route::Installations { target, .. } => Some(*target),
+            Route::Unrouted => None,
+        }
+    }
+}
+
+/// Routes are shared by the events of one portal and user.
+type RouteKey = (i64, Option<i64>);
+
+fn route_key(event: &WebhookEvent) -> RouteKey {
+    (event.portal_id, event.user_id())
+}
+
+/// An installation of (app, portal) as routing sees it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RouteCandidate {
+    pub installation_id: Uuid,
+    /// Set for user-level installations.
+    pub user_id: Option<i64>,
+    pub status: String,
+    pub last_connected_at: DateTime<Utc>,
+}
+
+/// Which of the installations of (app, portal) an event belongs to, deterministically:
+///
+/// 1. if the event names a user (`userId`) and some candidates are that user's user-level
+///    installations, only those are considered; otherwise all are;
+/// 2. an installation that holds tokens wins: `connected`, then `needs_reauthorization`, then
+///    the rest (`disconnected`, `revoked`, `forgotten`: leftovers of earlier installs);
+/// 3. then the most recently connected;
+/// 4. then the smallest installation id, so every worker picks the same one.
+///
+/// `None` only when there are no candidates. docs/webhooks.md states the same rule.
+pub fn choose_installation(candidates: &[RouteCandidate], user: Option<i64>) -> Option<Uuid> {
+    let users_own = |c: &&RouteCandidate| user.is_some() && c.user_id == user;
+    let narrowed = candidates.iter().any(|c| users_own(&c));
+    let rank = |status: &str| match status {
+        "connected" => 0,
+        "needs_reauthorization" => 1,
+        _ => 2,
+    };
+    candidates
+        .iter()
+        .filter(|c| !narrowed || users_own(c))
+        .min_by(|a, b| {
+            rank(&a.status)
+                .cmp(&rank(&b.status))
+                .then(b.last_connected_at.cmp(&a.last_connected_at))
+                .then(a.installation_id.cmp(&b.installation_id))
+        })
+        .map(|c| c.installation_id)
 }
 
 impl WebhookWorker {
@@ -128,10 +193,13 @@ impl WebhookWorker {
         bus: Arc<CommandBus>,
         config: WebhookWorkerConfig,
     ) -> Self {
+        // Uninstalls invalidate token caches over the same connection the worker already has.
+        let broadcaster = Broadcaster::new(js.client());
         Self {
             pool,
             js,
             bus,
+            broadcaster,
             config,
         }
     }
@@ -320,10 +388,12 @@ impl WebhookWorker {
             return Ok(outcome);
         }
 
-        let mut routes: HashMap<i64, Route> = HashMap::new();
+        let mut routes: HashMap<RouteKey, Route> = HashMap::new();
         for (_, event) in &fresh {
-            if let std::collections::hash_map::Entry::Vacant(slot) = routes.entry(event.portal_id) {
-                slot.insert(self.route(app_id, event.portal_id).await?);
+            if let std::collections::hash_map::Entry::Vacant(slot) = routes.entry(route_key(event))
+            {
+                let (portal, user) = *slot.key();
+                slot.insert(self.route(app_id, portal, user).await?);
             }
         }
 
@@ -331,8 +401,8 @@ impl WebhookWorker {
             if !event.is_uninstall() {
                 continue;
             }
-            if let Some(Route::Installations(ids)) = routes.get(&event.portal_id) {
-                for id in ids {
+            if let Some(Route::Installations { all, .. }) = routes.get(&route_key(event)) {
+                for id in all {
                     self.mark_uninstalled(*id, event, key, batch_sequence)
                         .await?;
                     outcome.uninstalls += 1;
@@ -348,37 +418,56 @@ impl WebhookWorker {
         Ok(outcome)
     }
 
-    async fn route(&self, app_id: Uuid, portal_id: i64) -> Result<Route, ProcessError> {
-        let ids: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT installation_id FROM rm_installations WHERE hub_id = $1 AND app_id = $2
-              ORDER BY installation_id",
+    async fn route(
+        &self,
+        app_id: Uuid,
+        portal_id: i64,
+        user: Option<i64>,
+    ) -> Result<Route, ProcessError> {
+        let candidates: Vec<RouteCandidate> = sqlx::query_as(
+            "SELECT installation_id, user_id, status, last_connected_at FROM rm_installations
+              WHERE hub_id = $1 AND app_id = $2 ORDER BY installation_id",
         )
         .bind(portal_id)
         .bind(app_id)
         .fetch_all(&self.pool)
         .await?;
-        if !ids.is_empty() {
-            return Ok(Route::Installations(ids));
+        // Not projected yet, or not installed? The store knows the ids an installation of this
+        // portal (hub-level, or the named user's) would have.
+        let derive = |user: Option<i64>| {
+            InstallationId::derive(
+                AppId::from_uuid(app_id),
+                HubId(u64::try_from(portal_id).unwrap_or_default()),
+                user.and_then(|u| u64::try_from(u).ok()).map(UserId),
+            )
+            .to_string()
+        };
+        let mut unprojected = Vec::new();
+        if candidates.is_empty() {
+            unprojected.push(derive(None));
         }
-        // Not projected, or not installed? The store knows (hub-level installations; a
-        // user-level one is found once projected).
-        let derived = InstallationId::derive(
-            AppId::from_uuid(app_id),
-            HubId(u64::try_from(portal_id).unwrap_or_default()),
-            None,
-        );
-        let exists: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM events WHERE aggregate_type = 'installation'
-                              AND aggregate_id = $1)",
-        )
-        .bind(derived.to_string())
-        .fetch_one(&self.pool)
-        .await?;
-        if exists {
-            Err(ProcessError::AwaitingProjection(portal_id))
-        } else {
-            Ok(Route::Unrouted)
+        if user.is_some() && !candidates.iter().any(|c| c.user_id == user) {
+            unprojected.push(derive(user));
         }
+        if !unprojected.is_empty() {
+            let exists: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM events WHERE aggregate_type = 'installation'
+                                  AND aggregate_id = ANY($1))",
+            )
+            .bind(&unprojected)
+            .fetch_one(&self.pool)
+            .await?;
+            if exists {
+                return Err(ProcessError::AwaitingProjection(portal_id));
+            }
+        }
+        Ok(match choose_installation(&candidates, user) {
+            Some(target) => Route::Installations {
+                target,
+                all: candidates.iter().map(|c| c.installation_id).collect(),
+            },
+            None => Route::Unrouted,
+        })
     }
 
     async fn mark_uninstalled(
@@ -391,13 +480,14 @@ impl WebhookWorker {
         let metadata = EventMetadata::new(Actor::HubSpot, Utc::now())
             .request_id(format!("webhook-batch:{batch_sequence}"))
             .causation_id(format!("webhook:{}", hex::encode(key)));
-        let command = InstallationCommand::MarkUninstalled {
-            occurred_at: event.occurred_at(),
-        };
-        match self
-            .bus
-            .execute_installation(&installation.to_string(), command, &metadata)
-            .await
+        match record_uninstall(
+            &self.bus,
+            &self.broadcaster,
+            &InstallationId::from_uuid(installation),
+            event.occurred_at(),
+            &metadata,
+        )
+        .await
         {
             Ok(()) => Ok(()),
             Err(CommandError::Rejected(reason)) => {
@@ -413,7 +503,7 @@ impl WebhookWorker {
         &self,
         app_id: Uuid,
         fresh: &[([u8; 32], WebhookEvent)],
-        routes: &HashMap<i64, Route>,
+        routes: &HashMap<RouteKey, Route>,
     ) -> Result<(), ProcessError> {
         let mut acks = Vec::with_capacity(fresh.len());
         for (key, event) in fresh {
@@ -424,10 +514,8 @@ impl WebhookWorker {
                 .message_id(hex::encode(key))
                 .header("Hk-App-Id", app_id.to_string().as_str())
                 .header("Hk-Portal-Id", event.portal_id.to_string().as_str());
-            if let Some(Route::Installations(ids)) = routes.get(&event.portal_id) {
-                if let Some(first) = ids.first() {
-                    message = message.header("Hk-Installation-Id", first.to_string().as_str());
-                }
+            if let Some(target) = routes.get(&route_key(event)).and_then(Route::target) {
+                message = message.header("Hk-Installation-Id", target.to_string().as_str());
             }
             let ack = self
                 .js
@@ -451,7 +539,7 @@ impl WebhookWorker {
         &self,
         app_id: Uuid,
         fresh: &[([u8; 32], WebhookEvent)],
-        routes: &HashMap<i64, Route>,
+        routes: &HashMap<RouteKey, Route>,
         batch_sequence: u64,
     ) -> Result<(usize, usize), ProcessError> {
         let mut sorted: Vec<&([u8; 32], WebhookEvent)> = fresh.iter().collect();
@@ -469,10 +557,7 @@ impl WebhookWorker {
             event_ids.push(event.event_id);
             types.push(event.subscription_type.clone());
             times.push(event.occurred_at());
-            installations.push(match routes.get(&event.portal_id) {
-                Some(Route::Installations(ids)) => ids.first().copied(),
-                _ => None,
-            });
+            installations.push(routes.get(&route_key(event)).and_then(Route::target));
         }
         let mut tx = self.pool.begin().await?;
         let inserted: Vec<Vec<u8>> = sqlx::query_scalar(
@@ -505,18 +590,16 @@ impl WebhookWorker {
             if !inserted.contains(key.as_slice()) {
                 continue;
             }
-            match routes.get(&event.portal_id) {
-                Some(Route::Installations(ids)) => {
-                    for id in ids {
-                        let entry = per_installation
-                            .entry(*id)
-                            .or_insert((0, event.occurred_at()));
-                        entry.0 += 1;
-                        entry.1 = entry.1.max(event.occurred_at());
-                        *per_day.entry((*id, Utc::now().date_naive())).or_insert(0) += 1;
-                    }
+            match routes.get(&route_key(event)).and_then(Route::target) {
+                Some(id) => {
+                    let entry = per_installation
+                        .entry(id)
+                        .or_insert((0, event.occurred_at()));
+                    entry.0 += 1;
+                    entry.1 = entry.1.max(event.occurred_at());
+                    *per_day.entry((id, Utc::now().date_naive())).or_insert(0) += 1;
                 }
-                _ => {
+                None => {
                     unrouted += 1;
                     sqlx::query(
                         "INSERT INTO webhook_unrouted (dedupe_key, app_id, portal_id, subscription_type, event)
@@ -558,5 +641,80 @@ impl WebhookWorker {
         }
         tx.commit().await?;
         Ok((inserted.len(), unrouted))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn candidate(n: u128, user: Option<i64>, status: &str, connected_day: u32) -> RouteCandidate {
+        RouteCandidate {
+            installation_id: Uuid::from_u128(n),
+            user_id: user,
+            status: status.into(),
+            last_connected_at: Utc
+                .with_ymd_and_hms(2026, 1, connected_day, 0, 0, 0)
+                .single()
+                .unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn the_installation_holding_tokens_wins_over_leftovers() {
+        // A reinstall by another user left the older installation disconnected; it was also
+        // connected more recently, so status must come before recency.
+        let candidates = [
+            candidate(1, None, "disconnected", 20),
+            candidate(2, Some(7), "connected", 10),
+            candidate(3, Some(8), "revoked", 25),
+        ];
+        assert_eq!(
+            choose_installation(&candidates, None),
+            Some(Uuid::from_u128(2))
+        );
+        let waiting = [
+            candidate(1, None, "disconnected", 20),
+            candidate(2, None, "needs_reauthorization", 10),
+        ];
+        assert_eq!(
+            choose_installation(&waiting, None),
+            Some(Uuid::from_u128(2))
+        );
+    }
+
+    #[test]
+    fn ties_break_on_recency_then_id_whatever_the_order() {
+        let mut candidates = vec![
+            candidate(9, Some(1), "connected", 5),
+            candidate(4, Some(2), "connected", 12),
+            candidate(3, Some(3), "connected", 12),
+        ];
+        for _ in 0..3 {
+            candidates.rotate_left(1);
+            assert_eq!(
+                choose_installation(&candidates, None),
+                Some(Uuid::from_u128(3))
+            );
+        }
+    }
+
+    #[test]
+    fn a_named_user_gets_their_own_installation() {
+        let candidates = [
+            candidate(1, Some(7), "connected", 20),
+            candidate(2, Some(8), "needs_reauthorization", 10),
+        ];
+        assert_eq!(
+            choose_installation(&candidates, Some(8)),
+            Some(Uuid::from_u128(2))
+        );
+        // A user without an installation of their own: the portal rule applies.
+        assert_eq!(
+            choose_installation(&candidates, Some(99)),
+            Some(Uuid::from_u128(1))
+        );
+        assert_eq!(choose_installation(&[], Some(8)), None);
     }
 }

@@ -2,7 +2,16 @@
 //! that need it, the simulator), started in a temporary directory as `up` would. Each run prints
 //! its figures and writes them as JSON under `bench-results/` for comparison over time.
 
+mod commands;
+mod load;
+mod memory;
+mod refresh;
 mod relay;
+mod replay;
+mod seed;
+mod stack;
+mod token;
+mod webhooks;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,6 +33,56 @@ pub enum Scenario {
         /// Length of the lag phase, seconds.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+    },
+    /// Token hand-outs over HTTP, cached against reading + decrypting from Postgres per call.
+    Token {
+        /// Installations to hand out tokens of.
+        #[arg(long, default_value_t = 500)]
+        installations: u64,
+        /// Concurrent clients, comma-separated.
+        #[arg(long, default_value = "1,8,16,32,64", value_delimiter = ',')]
+        concurrency: Vec<usize>,
+        /// Seconds per concurrency level and variant.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+    /// Signed v3 webhook batches accepted, against publishing the same bytes to JetStream.
+    Webhooks {
+        /// Batch sizes (events per request), comma-separated.
+        #[arg(long, default_value = "1,10,100", value_delimiter = ',')]
+        sizes: Vec<usize>,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+    /// Every installation due for refresh at once, with 1 and then 3 refresher processes.
+    Refresh {
+        #[arg(long, default_value_t = 10_000)]
+        installations: u64,
+        /// How long the simulator takes to answer each refresh.
+        #[arg(long, default_value_t = 50)]
+        latency_ms: u64,
+        /// Refreshes in flight per refresher process.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+    },
+    /// Commands per second through the API, and relay and projector lag at that rate.
+    Commands {
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
+    /// Rebuilding every read model from a large history, against reading that history.
+    Replay {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+    },
+    /// Resident memory of `hubkeeper up`, idle and with many installations loaded.
+    Memory {
+        #[arg(long, default_value_t = 100_000)]
+        installations: u64,
     },
 }
 
@@ -60,6 +119,10 @@ impl BenchEnv {
             nats,
             _dir: dir,
         })
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        self._dir.path()
     }
 }
 
@@ -101,6 +164,43 @@ pub async fn run(config: &crate::config::Config, scenario: Scenario) -> anyhow::
         } => {
             let figures = relay::run(tools, events, rate, Duration::from_secs(seconds)).await?;
             write_report("relay", started_at, figures)
+        }
+        Scenario::Token {
+            installations,
+            concurrency,
+            seconds,
+        } => {
+            let figures = token::run(tools, installations, &concurrency, seconds).await?;
+            write_report("token", started_at, figures)
+        }
+        Scenario::Webhooks {
+            sizes,
+            concurrency,
+            seconds,
+        } => {
+            let figures = webhooks::run(tools, &sizes, concurrency, seconds).await?;
+            write_report("webhooks", started_at, figures)
+        }
+        Scenario::Refresh {
+            installations,
+            latency_ms,
+            concurrency,
+        } => {
+            let latency = Duration::from_millis(latency_ms);
+            let figures = refresh::run(tools, installations, latency, concurrency).await?;
+            write_report("refresh", started_at, figures)
+        }
+        Scenario::Commands { clients, seconds } => {
+            let figures = commands::run(tools, clients, seconds).await?;
+            write_report("commands", started_at, figures)
+        }
+        Scenario::Replay { events } => {
+            let figures = replay::run(tools, events).await?;
+            write_report("replay", started_at, figures)
+        }
+        Scenario::Memory { installations } => {
+            let figures = memory::run(config, tools, installations).await?;
+            write_report("memory", started_at, figures)
         }
     }
 }

@@ -1,0 +1,197 @@
+//! Commands per second through the API into the event store (16 clients editing 16 apps, one
+//! each, so the rate is not an optimistic-concurrency contest), and at that rate the relay's lag
+//! (commit to JetStream delivery) and the projector's (commit to read-model row).
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use hubkeeper_bus::RelayedEvent;
+use hubkeeper_sim::SimConfig;
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::load::{closed_loop, LoadFigures};
+use super::percentile;
+use super::stack::Stack;
+
+#[derive(Debug, Serialize)]
+pub struct CommandFigures {
+    pub commands: LoadFigures,
+    pub events: usize,
+    pub relay_lag_p50_ms: f64,
+    pub relay_lag_p99_ms: f64,
+    pub projector_lag_p50_ms: f64,
+    pub projector_lag_p99_ms: f64,
+    /// Read-model polling period: projector lags are accurate to about this much.
+    pub projector_poll_ms: u64,
+}
+
+type Seen = Arc<Mutex<HashMap<(String, i64), DateTime<Utc>>>>;
+
+pub async fn run(tools: PathBuf, clients: usize, seconds: u64) -> anyhow::Result<CommandFigures> {
+    let mut stack = Stack::start(tools, SimConfig::default()).await?;
+    let api = stack.spawn("api", &["api"], &[]).await?;
+    stack.spawn("relay", &["worker", "relay"], &[]).await?;
+    stack
+        .spawn("projector", &["worker", "projector"], &[])
+        .await?;
+    let mut apps = Vec::new();
+    for i in 0..clients {
+        let client_id = uuid::Uuid::new_v4().to_string();
+        let redirect = format!("https://app{i}.example.com/oauth/callback");
+        apps.push(
+            stack
+                .create_app(api, &format!("Bench {i}"), &client_id, &redirect)
+                .await?,
+        );
+    }
+    let ours: HashSet<String> = apps.iter().cloned().collect();
+
+    // Relay lag: every event of our apps as JetStream delivers it.
+    let relayed: Seen = Arc::default();
+    let stop = CancellationToken::new();
+    let mut subscriber = stack.nats.subscribe("hk.events.app.>").await?;
+    let relay_watch = {
+        let relayed = relayed.clone();
+        let ours = ours.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let message = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    m = subscriber.next() => match m { Some(m) => m, None => break },
+                };
+                let now = Utc::now();
+                if let Ok(e) = serde_json::from_slice::<RelayedEvent>(&message.payload) {
+                    if ours.contains(&e.aggregate_id) {
+                        relayed
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .entry((e.aggregate_id, e.sequence))
+                            .or_insert(now);
+                    }
+                }
+            }
+        })
+    };
+    // Projector lag: poll the apps read model; a sequence is "seen" at the first poll showing it.
+    let poll = Duration::from_millis(5);
+    let projected: Seen = Arc::default();
+    let projector_watch = {
+        let projected = projected.clone();
+        let stop = stop.clone();
+        let pool = stack.pool.clone();
+        let ids: Vec<uuid::Uuid> = apps.iter().filter_map(|a| a.parse().ok()).collect();
+        tokio::spawn(async move {
+            let mut last: HashMap<String, i64> = HashMap::new();
+            while !stop.is_cancelled() {
+                let rows: Vec<(uuid::Uuid, i64)> = sqlx::query_as(
+                    "SELECT app_id, last_sequence FROM rm_apps WHERE app_id = ANY($1)",
+                )
+                .bind(&ids)
+                .fetch_all(&pool)
+                .await
+                .unwrap_or_default();
+                let now = Utc::now();
+                {
+                    let mut seen = projected
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    for (id, seq) in rows {
+                        let id = id.to_string();
+                        let from = last.get(&id).copied().unwrap_or(0);
+                        for s in from + 1..=seq {
+                            seen.entry((id.clone(), s)).or_insert(now);
+                        }
+                        last.insert(id, seq);
+                    }
+                }
+                tokio::time::sleep(poll).await;
+            }
+        })
+    };
+    // Let the watchers take in the apps' creation events, which are not measured.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let load_started = Utc::now();
+
+    let commands = {
+        let http = stack.http.clone();
+        let base = stack.base(api);
+        let key = format!("Bearer {}", stack.admin_key.expose_secret());
+        let apps = Arc::new(apps.clone());
+        closed_loop(clients, Duration::from_secs(seconds), move |client, i| {
+            let request = http
+                .patch(format!("{base}/v1/apps/{}", apps[client % apps.len()]))
+                .header("authorization", &key)
+                .json(&serde_json::json!({ "label": format!("Bench {client} edit {i}") }))
+                .send();
+            async move { request.await.is_ok_and(|r| r.status().is_success()) }
+        })
+        .await
+    };
+    eprintln!("{}", commands.line("commands (PATCH /v1/apps)"));
+
+    // Wait until everything written is relayed and projected, then compute the lags.
+    let written: Vec<(String, i64, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT aggregate_id, sequence, recorded_at FROM events
+          WHERE aggregate_type = 'app' AND aggregate_id = ANY($1) AND recorded_at >= $2",
+    )
+    .bind(apps.as_slice())
+    .bind(load_started)
+    .fetch_all(&stack.pool)
+    .await?;
+    super::stack::wait_for(
+        "relay and projector to catch up",
+        Duration::from_secs(120),
+        Duration::from_millis(50),
+        || async {
+            let done = |s: &Seen| {
+                let s = s.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                written
+                    .iter()
+                    .all(|(id, seq, _)| s.contains_key(&(id.clone(), *seq)))
+            };
+            Ok(done(&relayed) && done(&projected))
+        },
+    )
+    .await?;
+    stop.cancel();
+    let _ = relay_watch.await;
+    let _ = projector_watch.await;
+    let lags = |seen: &Seen| -> Vec<f64> {
+        let seen = seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        written
+            .iter()
+            .filter_map(|(id, seq, at)| {
+                seen.get(&(id.clone(), *seq))
+                    .map(|t| (*t - *at).num_microseconds().unwrap_or(0) as f64 / 1000.0)
+            })
+            .collect()
+    };
+    let mut relay = lags(&relayed);
+    let mut projector = lags(&projected);
+    let figures = CommandFigures {
+        events: written.len(),
+        relay_lag_p50_ms: percentile(&mut relay, 50.0),
+        relay_lag_p99_ms: percentile(&mut relay, 99.0),
+        projector_lag_p50_ms: percentile(&mut projector, 50.0),
+        projector_lag_p99_ms: percentile(&mut projector, 99.0),
+        projector_poll_ms: poll.as_millis() as u64,
+        commands,
+    };
+    eprintln!(
+        "lag at that rate: relay p50 {:.1} ms p99 {:.1} ms; projector p50 {:.1} ms p99 {:.1} ms",
+        figures.relay_lag_p50_ms,
+        figures.relay_lag_p99_ms,
+        figures.projector_lag_p50_ms,
+        figures.projector_lag_p99_ms
+    );
+    Ok(figures)
+}

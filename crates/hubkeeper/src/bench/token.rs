@@ -1,0 +1,112 @@
+//! Token hand-outs over HTTP at rising concurrency, from an API process with the token cache and,
+//! in the same run, from one configured to read and decrypt the installation from Postgres on
+//! every call (`HK_TOKEN_CACHE_MAX_AGE_SECS=0`, the partner-connector guide's pattern).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hubkeeper_sim::SimConfig;
+use rand::Rng;
+use secrecy::ExposeSecret;
+use serde::Serialize;
+
+use super::load::{closed_loop, LoadFigures};
+use super::stack::Stack;
+
+#[derive(Debug, Serialize)]
+pub struct TokenFigures {
+    pub installations: u64,
+    pub seconds_per_level: u64,
+    pub levels: Vec<TokenLevel>,
+    /// Cached throughput over the baseline's at the highest concurrency (goal: at least 20).
+    pub speedup_at_max: f64,
+    /// p99 of cached hand-outs at the highest concurrency (goal: under 2 ms at 64 clients).
+    pub cached_p99_ms_at_max: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokenLevel {
+    pub concurrency: usize,
+    pub cached: LoadFigures,
+    pub baseline: LoadFigures,
+    pub speedup: f64,
+}
+
+async fn hand_outs(
+    stack: &Stack,
+    api: usize,
+    ids: &Arc<Vec<String>>,
+    concurrency: usize,
+    duration: Duration,
+) -> LoadFigures {
+    let http = stack.http.clone();
+    let base = stack.base(api);
+    let key = format!("Bearer {}", stack.service_key.expose_secret());
+    let ids = ids.clone();
+    closed_loop(concurrency, duration, move |_, _| {
+        let id = &ids[rand::thread_rng().gen_range(0..ids.len())];
+        let request = http
+            .get(format!("{base}/v1/installations/{id}/token"))
+            .header("authorization", &key)
+            .send();
+        async move {
+            match request.await {
+                Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                _ => false,
+            }
+        }
+    })
+    .await
+}
+
+pub async fn run(
+    tools: PathBuf,
+    installations: u64,
+    levels: &[usize],
+    seconds: u64,
+) -> anyhow::Result<TokenFigures> {
+    let mut stack = Stack::start(tools, SimConfig::default()).await?;
+    let cached = stack.spawn("api-cached", &["api"], &[]).await?;
+    let baseline = stack
+        .spawn(
+            "api-uncached",
+            &["api"],
+            &[("HK_TOKEN_CACHE_MAX_AGE_SECS", "0".into())],
+        )
+        .await?;
+    let app = stack.register_app(cached).await?;
+    stack.register_accounts(installations).await?;
+    let ids = Arc::new(
+        stack
+            .install_accounts(cached, &app, installations, 16)
+            .await?,
+    );
+    let duration = Duration::from_secs(seconds);
+    // Warm both processes (connections, the cached one's cache).
+    for api in [cached, baseline] {
+        hand_outs(&stack, api, &ids, 16, Duration::from_secs(2)).await;
+    }
+    let mut out = Vec::new();
+    for &concurrency in levels {
+        let c = hand_outs(&stack, cached, &ids, concurrency, duration).await;
+        eprintln!("{}", c.line("token (cached)"));
+        let b = hand_outs(&stack, baseline, &ids, concurrency, duration).await;
+        eprintln!("{}", b.line("token (postgres+decrypt)"));
+        let speedup = c.per_second / b.per_second.max(f64::MIN_POSITIVE);
+        out.push(TokenLevel {
+            concurrency,
+            cached: c,
+            baseline: b,
+            speedup,
+        });
+    }
+    let last = out.last();
+    Ok(TokenFigures {
+        installations,
+        seconds_per_level: seconds,
+        speedup_at_max: last.map_or(0.0, |l| l.speedup),
+        cached_p99_ms_at_max: last.map_or(0.0, |l| l.cached.p99_ms),
+        levels: out,
+    })
+}

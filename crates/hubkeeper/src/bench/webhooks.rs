@@ -1,0 +1,140 @@
+//! Signed v3 webhook batches of 1, 10 and 100 events accepted by an API process (verified,
+//! stored durably in JetStream, answered), against a plain client publishing the same bytes to
+//! JetStream and waiting for the acknowledgement.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use bytes::Bytes;
+use hubkeeper_hubspot::signature::{sign_v3, HEADER_REQUEST_TIMESTAMP, HEADER_SIGNATURE_V3};
+use hubkeeper_sim::SimConfig;
+use serde::Serialize;
+
+use super::load::{closed_loop, LoadFigures};
+use super::stack::{Stack, CLIENT_SECRET, HUB_BASE};
+
+#[derive(Debug, Serialize)]
+pub struct WebhookFigures {
+    pub seconds_per_run: u64,
+    pub runs: Vec<WebhookRun>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WebhookRun {
+    pub batch_events: usize,
+    pub body_bytes: usize,
+    pub hubkeeper: LoadFigures,
+    pub baseline: LoadFigures,
+    pub hubkeeper_events_per_second: f64,
+    /// Hubkeeper's request rate over the baseline's (goal: at least 0.5).
+    pub ratio: f64,
+}
+
+/// A batch as HubSpot sends it; event ids continue from `next_id`.
+fn batch(events: usize, next_id: &AtomicI64) -> Bytes {
+    let now = chrono::Utc::now().timestamp_millis();
+    let list: Vec<serde_json::Value> = (0..events)
+        .map(|i| {
+            let id = next_id.fetch_add(1, Ordering::Relaxed);
+            serde_json::json!({
+                "eventId": id,
+                "subscriptionId": 4_100_001,
+                "portalId": HUB_BASE + (id as u64 % 50),
+                "appId": 5151,
+                "occurredAt": now,
+                "subscriptionType": "contact.propertyChange",
+                "attemptNumber": 0,
+                "objectId": 1_000_000 + i,
+                "propertyName": "email",
+                "propertyValue": format!("person{id}@example.com"),
+                "changeSource": "CRM",
+            })
+        })
+        .collect();
+    Bytes::from(serde_json::to_vec(&list).unwrap_or_default())
+}
+
+pub async fn run(
+    tools: PathBuf,
+    sizes: &[usize],
+    concurrency: usize,
+    seconds: u64,
+) -> anyhow::Result<WebhookFigures> {
+    let mut stack = Stack::start(tools, SimConfig::default()).await?;
+    let api = stack.spawn("api", &["api"], &[]).await?;
+    let app = stack.register_app(api).await?;
+    let url = format!("{}/webhooks/hubspot/{app}", stack.base(api));
+
+    let js = hubkeeper_bus::jetstream(stack.nats.clone());
+    // The baseline's stream: file storage like the webhook stream, acknowledged publishes.
+    js.get_or_create_stream(jetstream::stream::Config {
+        name: "BENCH_BASELINE".into(),
+        subjects: vec!["bench.baseline.>".into()],
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    })
+    .await?;
+    let duration = Duration::from_secs(seconds);
+    let next_id = Arc::new(AtomicI64::new(1));
+    let mut runs = Vec::new();
+    for &events in sizes {
+        let sample = batch(events, &next_id);
+        let hubkeeper = {
+            let http = stack.http.clone();
+            let url = url.clone();
+            let next_id = next_id.clone();
+            closed_loop(concurrency, duration, move |_, _| {
+                let body = batch(events, &next_id);
+                let ts = chrono::Utc::now().timestamp_millis();
+                let signature = sign_v3(CLIENT_SECRET, "POST", &url, &body, ts);
+                let request = http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header(HEADER_SIGNATURE_V3, signature)
+                    .header(HEADER_REQUEST_TIMESTAMP, ts.to_string())
+                    .body(body)
+                    .send();
+                async move { request.await.is_ok_and(|r| r.status().is_success()) }
+            })
+            .await
+        };
+        eprintln!(
+            "{}",
+            hubkeeper.line(&format!("webhooks x{events} (hubkeeper)"))
+        );
+        let baseline = {
+            let js = js.clone();
+            let next_id = next_id.clone();
+            closed_loop(concurrency, duration, move |client, _| {
+                let js = js.clone();
+                let body = batch(events, &next_id);
+                async move {
+                    match js.publish(format!("bench.baseline.{client}"), body).await {
+                        Ok(ack) => ack.await.is_ok(),
+                        Err(_) => false,
+                    }
+                }
+            })
+            .await
+        };
+        eprintln!(
+            "{}",
+            baseline.line(&format!("webhooks x{events} (jetstream)"))
+        );
+        runs.push(WebhookRun {
+            batch_events: events,
+            body_bytes: sample.len(),
+            hubkeeper_events_per_second: hubkeeper.per_second * events as f64,
+            ratio: hubkeeper.per_second / baseline.per_second.max(f64::MIN_POSITIVE),
+            hubkeeper,
+            baseline,
+        });
+    }
+    Ok(WebhookFigures {
+        seconds_per_run: seconds,
+        runs,
+    })
+}

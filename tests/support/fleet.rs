@@ -1,0 +1,574 @@
+//! The fleet of the multi-process tests (refresh_fleet, scale_run): the HubSpot simulator with
+//! one app and many accounts, Hubkeeper API and worker processes against one test environment,
+//! installs through the real OAuth flow, clients hammering the token API, and the invariants
+//! every such run must keep (no expired token served, one refresh per token lifetime, nothing
+//! secret in a log).
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hubkeeper_sim::{
+    AccountSpec, AppSpec, ApproveRequest, ClientSecret, Counters, RotationMode, SimConfig, UserSpec,
+};
+use hubkeeper_testkit::{wait_until, HkProcess, TestEnv};
+use rand::Rng;
+use secrecy::ExposeSecret;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_hubkeeper");
+pub const CLIENT_ID: &str = "0f6b9a3c-5d2e-4c71-8a90-1b2c3d4e5f60";
+pub const CLIENT_SECRET: &str = "fleet-secret-6e1f3b7a-9c2d-4e8f-a0b1-c2d3e4f5a6b7";
+pub const HUB_BASE: u64 = 70_000_000;
+/// Tokens handed out must stay valid this long (`HK_TOKEN_MIN_VALIDITY_SECS`).
+pub const MIN_VALIDITY_SECS: i64 = 5;
+
+/// How many processes of each role, and what the simulator and the processes are told.
+pub struct FleetSpec {
+    pub rotation: RotationMode,
+    pub accounts: u64,
+    pub token_lifetime: Duration,
+    /// The simulator's webhook retry delays (HubSpot's 24 hours, compressed); `None` keeps its
+    /// default.
+    pub webhook_retry_schedule: Option<Vec<Duration>>,
+    pub apis: usize,
+    pub relays: usize,
+    pub projectors: usize,
+    pub schedulers: usize,
+    pub refreshers: usize,
+    pub webhook_workers: usize,
+    /// Added after the fleet's own variables, so it may override them (e.g. `NATS_URL`).
+    pub extra_env: Vec<(String, String)>,
+}
+
+impl FleetSpec {
+    /// Issue 4's fleet: 2 APIs, 2 schedulers, 3 refreshers, a relay and a projector.
+    pub fn new(rotation: RotationMode, accounts: u64) -> FleetSpec {
+        FleetSpec {
+            rotation,
+            accounts,
+            token_lifetime: Duration::from_secs(30),
+            webhook_retry_schedule: None,
+            apis: 2,
+            relays: 1,
+            projectors: 1,
+            schedulers: 2,
+            refreshers: 3,
+            webhook_workers: 0,
+            extra_env: Vec::new(),
+        }
+    }
+}
+
+pub struct Fleet {
+    pub env: TestEnv,
+    pub sim: hubkeeper_sim::SimHandle,
+    pub control: hubkeeper_sim::SimControl,
+    pub apis: Vec<(HkProcess, u16)>,
+    pub relays: Vec<HkProcess>,
+    pub projectors: Vec<HkProcess>,
+    pub schedulers: Vec<HkProcess>,
+    pub refreshers: Vec<HkProcess>,
+    pub webhook_workers: Vec<HkProcess>,
+    pub admin_key: String,
+    pub service_key: String,
+    pub app_id: String,
+    pub http: reqwest::Client,
+    /// Environment shared by every process (per-API variables are added on spawn).
+    pub vars: Vec<(String, String)>,
+}
+
+fn free_port() -> u16 {
+    hubkeeper_embedded::free_port().expect("free port")
+}
+
+impl Fleet {
+    pub fn logs(&self) -> std::path::PathBuf {
+        self.env.path().join("logs")
+    }
+
+    pub fn api(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.apis[i % self.apis.len()].1)
+    }
+
+    pub fn api_urls(&self) -> Vec<String> {
+        (0..self.apis.len()).map(|i| self.api(i)).collect()
+    }
+
+    /// Every Hubkeeper process of the fleet.
+    pub fn processes(&self) -> impl Iterator<Item = &HkProcess> {
+        self.apis
+            .iter()
+            .map(|(p, _)| p)
+            .chain(&self.relays)
+            .chain(&self.projectors)
+            .chain(&self.schedulers)
+            .chain(&self.refreshers)
+            .chain(&self.webhook_workers)
+    }
+
+    pub fn all_logs(&self) -> String {
+        self.processes().map(|p| p.log_text()).collect()
+    }
+
+    /// Starts API number `i` (again, after a kill) on its port, appending to its log; returns
+    /// once it answers `/readyz`.
+    pub async fn respawn_api(&mut self, i: usize) {
+        let port = self.apis[i].1;
+        self.apis[i].0 = spawn_api(&self.vars, i, port, &self.logs());
+        wait_ready(&self.http, port).await;
+    }
+}
+
+fn spawn_api(vars: &[(String, String)], i: usize, port: u16, logs: &Path) -> HkProcess {
+    let mut v = vars.to_vec();
+    v.push(("HK_BIND".into(), format!("127.0.0.1:{port}")));
+    // Webhook signatures (v3) cover the URL HubSpot called: each API knows its own address.
+    v.push(("HK_PUBLIC_URL".into(), format!("http://127.0.0.1:{port}")));
+    HkProcess::spawn(Path::new(BIN), &format!("api-{i}"), &["api"], &v, logs)
+}
+
+async fn wait_ready(http: &reqwest::Client, port: u16) {
+    wait_until("api ready", Duration::from_secs(60), || {
+        let http = http.clone();
+        async move {
+            http.get(format!("http://127.0.0.1:{port}/readyz"))
+                .send()
+                .await
+                .map(|r| r.status().is_success())
+                .unwrap_or(false)
+        }
+    })
+    .await;
+}
+
+fn spawn_role(vars: &[(String, String)], role: &str, count: usize, logs: &Path) -> Vec<HkProcess> {
+    (0..count)
+        .map(|i| {
+            HkProcess::spawn(
+                Path::new(BIN),
+                &format!("{role}-{i}"),
+                &["worker", role],
+                vars,
+                logs,
+            )
+        })
+        .collect()
+}
+
+pub async fn start_fleet(env: TestEnv, spec: &FleetSpec) -> Fleet {
+    let mut sim_config = SimConfig {
+        token_lifetime: spec.token_lifetime,
+        rotation: spec.rotation,
+        ..SimConfig::default()
+    };
+    if let Some(schedule) = &spec.webhook_retry_schedule {
+        sim_config.webhook_retry_schedule = schedule.clone();
+    }
+    let sim = hubkeeper_sim::spawn(sim_config).await.expect("simulator");
+    let control = sim.control().expect("sim control");
+    let api_ports: Vec<u16> = (0..spec.apis).map(|_| free_port()).collect();
+    let redirect = format!("http://127.0.0.1:{}/oauth/callback", api_ports[0]);
+    control
+        .register_app(&AppSpec {
+            app_id: 4242,
+            client_id: CLIENT_ID.into(),
+            client_secret: ClientSecret::new(CLIENT_SECRET),
+            name: "Fleet".into(),
+            redirect_uris: vec![redirect.clone()],
+            scopes: vec!["oauth".into(), "crm.objects.contacts.read".into()],
+        })
+        .await
+        .expect("register app");
+    for hub in 0..spec.accounts {
+        control
+            .register_account(&AccountSpec {
+                hub_id: HUB_BASE + hub,
+                domain: format!("fleet-{hub}.example.com"),
+                users: vec![UserSpec {
+                    user_id: 900_000 + hub,
+                    email: format!("owner{hub}@fleet.example.com"),
+                }],
+            })
+            .await
+            .expect("register account");
+    }
+
+    let master = format!(
+        "t1:{}",
+        hubkeeper_crypto::generate_key_b64().expose_secret()
+    );
+    let mut vars = env.process_env();
+    vars.extend([
+        ("HK_MASTER_KEYS".to_string(), master),
+        ("HK_HUBSPOT_API_URL".into(), sim.base_url.clone()),
+        ("HK_HUBSPOT_APP_URL".into(), sim.base_url.clone()),
+        (
+            "HK_TOKEN_MIN_VALIDITY_SECS".into(),
+            MIN_VALIDITY_SECS.to_string(),
+        ),
+        ("HK_REFRESH_LEAD_SECS".into(), "12".into()),
+        ("HK_SCHEDULER_TICK_MS".into(), "1000".into()),
+        ("HK_REFRESHER_BACKOFF_MS".into(), "250,500,1000,2000".into()),
+        ("HK_REFRESHER_ACK_WAIT_SECS".into(), "5".into()),
+        ("HK_OAUTH_RATE_LIMIT_MAX".into(), "1000000".into()),
+        ("HK_DB_MAX_CONNECTIONS".into(), "12".into()),
+    ]);
+    vars.extend(spec.extra_env.iter().cloned());
+    let logs = env.path().join("logs");
+    let apis = api_ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| (spawn_api(&vars, i, *port, &logs), *port))
+        .collect();
+    let relays = spawn_role(&vars, "relay", spec.relays, &logs);
+    let projectors = spawn_role(&vars, "projector", spec.projectors, &logs);
+    let schedulers = spawn_role(&vars, "scheduler", spec.schedulers, &logs);
+    let refreshers = spawn_role(&vars, "refresher", spec.refreshers, &logs);
+    let webhook_workers = spawn_role(&vars, "webhooks", spec.webhook_workers, &logs);
+
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("http client");
+    for port in &api_ports {
+        wait_ready(&http, *port).await;
+    }
+
+    let pool = env.pool();
+    let admin = hubkeeper_api::auth::create_key(
+        &pool,
+        "fleet-admin",
+        hubkeeper_api::auth::Role::Admin,
+        "test",
+    )
+    .await
+    .expect("admin key");
+    let service = hubkeeper_api::auth::create_key(
+        &pool,
+        "fleet-app",
+        hubkeeper_api::auth::Role::Service,
+        "test",
+    )
+    .await
+    .expect("service key");
+    let admin_key = admin.token.expose_secret().to_string();
+    let service_key = service.token.expose_secret().to_string();
+
+    let created: serde_json::Value = http
+        .post(format!("http://127.0.0.1:{}/v1/apps", api_ports[0]))
+        .bearer_auth(&admin_key)
+        .json(&serde_json::json!({
+            "label": "Fleet",
+            "environment": "development",
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "redirect_uri": redirect,
+            "scopes": "oauth crm.objects.contacts.read",
+        }))
+        .send()
+        .await
+        .expect("register app in Hubkeeper")
+        .json()
+        .await
+        .expect("app json");
+    let app_id = created["app"]["app_id"]
+        .as_str()
+        .or_else(|| created["app_id"].as_str())
+        .or_else(|| created["id"].as_str())
+        .unwrap_or_else(|| panic!("app id in {created}"))
+        .to_string();
+
+    Fleet {
+        env,
+        sim,
+        control,
+        apis,
+        relays,
+        projectors,
+        schedulers,
+        refreshers,
+        webhook_workers,
+        admin_key,
+        service_key,
+        app_id,
+        http,
+        vars,
+    }
+}
+
+/// Installs one account through the real flow: install → (scripted) consent → callback.
+pub async fn install(fleet: &Fleet, hub_id: u64) -> String {
+    let api = fleet.api(0);
+    let start = fleet
+        .http
+        .get(format!("{api}/oauth/{}/install", fleet.app_id))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        start.status().is_redirection(),
+        "install redirects to HubSpot: {}",
+        start.status()
+    );
+    let location = url::Url::parse(start.headers()["location"].to_str().unwrap()).unwrap();
+    let param = |name: &str| {
+        location
+            .query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    let approval = fleet
+        .control
+        .approve(&ApproveRequest {
+            client_id: CLIENT_ID.into(),
+            redirect_uri: param("redirect_uri").unwrap(),
+            scopes: param("scope")
+                .unwrap_or_default()
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+            optional_scopes: vec![],
+            state: param("state"),
+            hub_id,
+            user: None,
+            deny: false,
+        })
+        .await
+        .expect("approve");
+    let callback = fleet
+        .http
+        .get(approval.location.expose_secret())
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        callback.status().is_redirection(),
+        "callback redirects: {}",
+        callback.status()
+    );
+    let done = callback.headers()["location"].to_str().unwrap().to_string();
+    // Relative, or absolute when the API knows its public URL.
+    let done = url::Url::parse("http://x/").unwrap().join(&done).unwrap();
+    done.query_pairs()
+        .find(|(k, _)| k == "connected")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("callback did not connect: {done}"))
+}
+
+/// Installs accounts `0..accounts` (8 at a time); `(hub id, installation id)` of each.
+pub async fn install_all(fleet: &Fleet, accounts: u64) -> Vec<(u64, String)> {
+    use futures::StreamExt;
+    let installed: Vec<(u64, String)> = futures::stream::iter(0..accounts)
+        .map(|i| async move { (HUB_BASE + i, install(fleet, HUB_BASE + i).await) })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    assert_eq!(installed.len() as u64, accounts);
+    installed
+}
+
+/// The process whose log says it took the lead (`line`), if any.
+pub fn leader_index(processes: &[HkProcess], line: &str) -> Option<usize> {
+    processes.iter().position(|p| p.log_text().contains(line))
+}
+
+/// Clients asking the token API for random installations until a deadline; every token must
+/// have at least [`MIN_VALIDITY_SECS`] (less a second of clock slack) left, and every 10th is
+/// used at the simulator's CRM endpoint, which must accept it.
+pub struct TokenLoad {
+    pub served: Arc<AtomicU64>,
+    /// Requests that found their API down (killed): the client moved on to the next API, as
+    /// behind a load balancer. Not a violation.
+    pub unavailable: Arc<AtomicU64>,
+    pub seen: Arc<Mutex<HashSet<String>>>,
+    pub violations: Arc<Mutex<Vec<String>>>,
+    clients: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl TokenLoad {
+    pub fn start(fleet: &Fleet, ids: Arc<Vec<String>>, clients: usize, until: Instant) -> Self {
+        let load = TokenLoad {
+            served: Arc::new(AtomicU64::new(0)),
+            unavailable: Arc::new(AtomicU64::new(0)),
+            seen: Arc::new(Mutex::new(HashSet::new())),
+            violations: Arc::new(Mutex::new(Vec::new())),
+            clients: Vec::new(),
+        };
+        let apis = Arc::new(fleet.api_urls());
+        let clients = (0..clients)
+            .map(|c| {
+                let client = TokenClient {
+                    http: fleet.http.clone(),
+                    ids: ids.clone(),
+                    apis: apis.clone(),
+                    key: fleet.service_key.clone(),
+                    sim: fleet.sim.base_url.clone(),
+                    served: load.served.clone(),
+                    unavailable: load.unavailable.clone(),
+                    seen: load.seen.clone(),
+                    violations: load.violations.clone(),
+                };
+                tokio::spawn(client.run(c, until))
+            })
+            .collect();
+        TokenLoad { clients, ..load }
+    }
+
+    /// Waits for the clients to reach the deadline and asserts that no violation was seen.
+    pub async fn finish(self) -> (u64, u64, HashSet<String>) {
+        for c in self.clients {
+            c.await.expect("token client");
+        }
+        let violations = self.violations.lock().unwrap().clone();
+        assert!(
+            violations.is_empty(),
+            "{} violations, first: {:?}",
+            violations.len(),
+            &violations[..violations.len().min(5)]
+        );
+        let seen = self.seen.lock().unwrap().clone();
+        (
+            self.served.load(Ordering::Relaxed),
+            self.unavailable.load(Ordering::Relaxed),
+            seen,
+        )
+    }
+}
+
+struct TokenClient {
+    http: reqwest::Client,
+    ids: Arc<Vec<String>>,
+    apis: Arc<Vec<String>>,
+    key: String,
+    sim: String,
+    served: Arc<AtomicU64>,
+    unavailable: Arc<AtomicU64>,
+    seen: Arc<Mutex<HashSet<String>>>,
+    violations: Arc<Mutex<Vec<String>>>,
+}
+
+impl TokenClient {
+    async fn run(self, first_api: usize, until: Instant) {
+        let mut api = first_api;
+        let mut n = 0u64;
+        while Instant::now() < until {
+            let id = {
+                let mut rng = rand::thread_rng();
+                self.ids[rng.gen_range(0..self.ids.len())].clone()
+            };
+            let base = &self.apis[api % self.apis.len()];
+            let res = self
+                .http
+                .get(format!("{base}/v1/installations/{id}/token"))
+                .bearer_auth(&self.key)
+                .send()
+                .await;
+            let Ok(res) = res else {
+                self.unavailable.fetch_add(1, Ordering::Relaxed);
+                api += 1;
+                continue;
+            };
+            if !res.status().is_success() {
+                let status = res.status();
+                let text = res.text().await.unwrap_or_default();
+                self.violations.lock().unwrap().push(format!(
+                    "{id}: token API of {base} answered {status}: {text}"
+                ));
+                continue;
+            }
+            let body: serde_json::Value = res.json().await.unwrap();
+            let expires_at =
+                chrono::DateTime::parse_from_rfc3339(body["expires_at"].as_str().unwrap()).unwrap();
+            let left = expires_at
+                .signed_duration_since(chrono::Utc::now())
+                .num_milliseconds();
+            if left < (MIN_VALIDITY_SECS - 1) * 1000 {
+                self.violations
+                    .lock()
+                    .unwrap()
+                    .push(format!("{id}: served a token with {left} ms left"));
+            }
+            let token = body["access_token"].as_str().unwrap().to_string();
+            self.served.fetch_add(1, Ordering::Relaxed);
+            n += 1;
+            // Every 10th token is used for real: HubSpot must accept it.
+            if n.is_multiple_of(10) {
+                let crm = self
+                    .http
+                    .get(format!("{}/crm/v3/objects/contacts?limit=1", self.sim))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap();
+                if crm.status() == 401 {
+                    self.violations
+                        .lock()
+                        .unwrap()
+                        .push(format!("{id}: HubSpot rejected a served token"));
+                }
+            }
+            self.seen.lock().unwrap().insert(token);
+        }
+    }
+}
+
+/// One refresh per token lifetime, except where a SIGKILLed refresher had HubSpot's answer in
+/// hand but not yet recorded: the redelivered command must refresh again. That can touch at most
+/// the refreshes it had in flight (its concurrency: a third of its pool of 12), and each such
+/// installation at most once more. A killed NATS node does not add to this: a refresh is recorded
+/// before its command is acknowledged, and a redelivered command finds the token fresh.
+/// Also: every installation was refreshed about once per lifetime over `lifetimes` lifetimes,
+/// and no expired token ever reached HubSpot. Returns the total number of refresh calls.
+pub fn assert_one_refresh_per_lifetime(counters: &Counters, lifetimes: u64) -> u64 {
+    let ours = || {
+        counters
+            .installations
+            .iter()
+            .filter(|i| i.client_id == CLIENT_ID)
+    };
+    let twice: Vec<u64> = ours()
+        .filter(|i| i.max_refreshes_per_token_lifetime > 1)
+        .map(|i| i.hub_id)
+        .collect();
+    assert!(
+        twice.len() <= 4,
+        "refreshed more than once per lifetime: {twice:?}"
+    );
+    for inst in ours() {
+        assert!(
+            inst.max_refreshes_per_token_lifetime <= 2,
+            "hub {} refreshed {} times within one token lifetime",
+            inst.hub_id,
+            inst.max_refreshes_per_token_lifetime
+        );
+        assert!(
+            inst.refresh_calls + 1 >= lifetimes,
+            "hub {} kept alive over {lifetimes} lifetimes with only {} refreshes",
+            inst.hub_id,
+            inst.refresh_calls
+        );
+    }
+    assert_eq!(
+        counters.app(CLIENT_ID).crm_calls_expired_token,
+        0,
+        "no expired token reached HubSpot"
+    );
+    ours().map(|i| i.refresh_calls).sum()
+}
+
+/// Neither the client secret nor any access token handed out appears in any process log.
+pub fn assert_no_secrets_in_logs(fleet: &Fleet, tokens: &HashSet<String>) {
+    let logs = fleet.all_logs();
+    assert!(!logs.contains(CLIENT_SECRET), "client secret in logs");
+    assert!(!tokens.is_empty());
+    for token in tokens {
+        assert!(
+            !logs.contains(token.as_str()),
+            "an access token appears in the logs"
+        );
+    }
+}
