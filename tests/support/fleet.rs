@@ -313,32 +313,11 @@ pub async fn install(fleet: &Fleet, hub_id: u64) -> String {
         "install redirects to HubSpot: {}",
         start.status()
     );
-    let location = url::Url::parse(start.headers()["location"].to_str().unwrap()).unwrap();
-    let param = |name: &str| {
-        location
-            .query_pairs()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
-    };
-    let approval = fleet
-        .control
-        .approve(&ApproveRequest {
-            client_id: CLIENT_ID.into(),
-            redirect_uri: param("redirect_uri").unwrap(),
-            scopes: param("scope")
-                .unwrap_or_default()
-                .split(' ')
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect(),
-            optional_scopes: vec![],
-            state: param("state"),
-            hub_id,
-            user: None,
-            deny: false,
-        })
-        .await
-        .expect("approve");
+    let consent =
+        ApproveRequest::for_authorize_url(start.headers()["location"].to_str().unwrap(), hub_id)
+            .unwrap();
+    assert_eq!(consent.client_id, CLIENT_ID, "install URL names the app");
+    let approval = fleet.control.approve(&consent).await.expect("approve");
     let callback = fleet
         .http
         .get(approval.location.expose_secret())

@@ -249,6 +249,36 @@ impl ApproveRequest {
             deny: false,
         }
     }
+
+    /// The consent a user gives to an install URL as HubSpot's authorize page receives it
+    /// (`client_id`, `redirect_uri`, `scope`, `optional_scope`, `state` from its query), for
+    /// `hub_id`: how tests and benches click "Connect" on an install their app started.
+    pub fn for_authorize_url(authorize_url: &str, hub_id: u64) -> Result<Self, url::ParseError> {
+        let url = url::Url::parse(authorize_url)?;
+        let param = |name: &str| {
+            url.query_pairs()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+        };
+        let list = |name: &str| -> Vec<String> {
+            param(name)
+                .unwrap_or_default()
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        };
+        Ok(ApproveRequest {
+            client_id: param("client_id").unwrap_or_default(),
+            redirect_uri: param("redirect_uri").unwrap_or_default(),
+            scopes: list("scope"),
+            optional_scopes: list("optional_scope"),
+            state: param("state"),
+            hub_id,
+            user: None,
+            deny: false,
+        })
+    }
 }
 
 /// The redirect the browser would follow after consent. The location carries the code, so both

@@ -337,30 +337,9 @@ impl Stack {
             .get("location")
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| anyhow!("install answered {} without a redirect", start.status()))?;
-        let location = url::Url::parse(location)?;
-        let param = |name: &str| {
-            location
-                .query_pairs()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.into_owned())
-        };
         let approval = self
             .control
-            .approve(&ApproveRequest {
-                client_id: CLIENT_ID.into(),
-                redirect_uri: param("redirect_uri").unwrap_or_default(),
-                scopes: param("scope")
-                    .unwrap_or_default()
-                    .split(' ')
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect(),
-                optional_scopes: vec![],
-                state: param("state"),
-                hub_id,
-                user: None,
-                deny: false,
-            })
+            .approve(&ApproveRequest::for_authorize_url(location, hub_id)?)
             .await?;
         let callback = self
             .http
