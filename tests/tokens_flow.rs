@@ -716,7 +716,10 @@ async fn long_histories_load_from_snapshots_that_match_a_full_replay() {
     .await
     .expect("a snapshot after 46 events");
     assert_eq!(events, 46);
-    assert_eq!(snapshot_at, events, "a snapshot in every command's transaction");
+    assert_eq!(
+        snapshot_at, events,
+        "a snapshot in every command's transaction"
+    );
     assert!(
         !payload.to_string().contains(secret),
         "the client secret is sealed in the snapshot too"
