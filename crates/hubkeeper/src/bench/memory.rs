@@ -10,7 +10,7 @@ use secrecy::ExposeSecret;
 use serde::Serialize;
 
 use super::seed::connect_installations;
-use super::stack::{wait_for, Stack};
+use super::stack::Stack;
 use crate::config::Config;
 use futures::StreamExt;
 
@@ -42,19 +42,9 @@ pub async fn run(
 
     let app = stack.register_app(up).await?;
     let ids = connect_installations(config, &stack, &app, installations, 16).await?;
-    let pool = stack.pool.clone();
-    wait_for(
-        "installations projected",
-        Duration::from_secs(1_800),
-        Duration::from_millis(500),
-        || async {
-            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_installations")
-                .fetch_one(&pool)
-                .await?;
-            Ok(n as u64 >= installations)
-        },
-    )
-    .await?;
+    stack
+        .wait_connected_projected(installations, Duration::from_secs(1_800))
+        .await?;
     // Hand out every token once: the cache now holds every installation.
     let http = &stack.http;
     let base = stack.base(up);

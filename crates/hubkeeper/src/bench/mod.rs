@@ -25,65 +25,76 @@ pub enum Scenario {
     /// Relay throughput (events/s from a backlog) and commit-to-JetStream lag under load.
     Relay {
         /// Backlog size for the throughput phase.
-        #[arg(long, default_value_t = 100_000)]
+        #[arg(long, default_value_t = 100_000, value_parser = positive::<usize>)]
         events: usize,
         /// Event rate of the lag phase.
-        #[arg(long, default_value_t = 2_000)]
+        #[arg(long, default_value_t = 2_000, value_parser = positive::<usize>)]
         rate: usize,
         /// Length of the lag phase, seconds.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 10, value_parser = positive::<u64>)]
         seconds: u64,
     },
     /// Token hand-outs over HTTP, cached against reading + decrypting from Postgres per call.
     Token {
         /// Installations to hand out tokens of.
-        #[arg(long, default_value_t = 500)]
+        #[arg(long, default_value_t = 500, value_parser = positive::<u64>)]
         installations: u64,
         /// Concurrent clients, comma-separated.
-        #[arg(long, default_value = "1,8,16,32,64", value_delimiter = ',')]
+        #[arg(long, default_value = "1,8,16,32,64", value_delimiter = ',', value_parser = positive::<usize>)]
         concurrency: Vec<usize>,
         /// Seconds per concurrency level and variant.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = positive::<u64>)]
         seconds: u64,
     },
     /// Signed v3 webhook batches accepted, against publishing the same bytes to JetStream.
     Webhooks {
         /// Batch sizes (events per request), comma-separated.
-        #[arg(long, default_value = "1,10,100", value_delimiter = ',')]
+        #[arg(long, default_value = "1,10,100", value_delimiter = ',', value_parser = positive::<usize>)]
         sizes: Vec<usize>,
-        #[arg(long, default_value_t = 16)]
+        #[arg(long, default_value_t = 16, value_parser = positive::<usize>)]
         concurrency: usize,
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = positive::<u64>)]
         seconds: u64,
     },
     /// Every installation due for refresh at once, with 1 and then 3 refresher processes.
     Refresh {
-        #[arg(long, default_value_t = 10_000)]
+        #[arg(long, default_value_t = 10_000, value_parser = positive::<u64>)]
         installations: u64,
         /// How long the simulator takes to answer each refresh.
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 50, value_parser = positive::<u64>)]
         latency_ms: u64,
         /// Refreshes in flight per refresher process.
-        #[arg(long, default_value_t = 16)]
+        #[arg(long, default_value_t = 16, value_parser = positive::<usize>)]
         concurrency: usize,
     },
     /// Commands per second through the API, and relay and projector lag at that rate.
     Commands {
-        #[arg(long, default_value_t = 16)]
+        #[arg(long, default_value_t = 16, value_parser = positive::<usize>)]
         clients: usize,
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 20, value_parser = positive::<u64>)]
         seconds: u64,
     },
     /// Rebuilding every read model from a large history, against reading that history.
     Replay {
-        #[arg(long, default_value_t = 1_000_000)]
+        #[arg(long, default_value_t = 1_000_000, value_parser = positive::<u64>)]
         events: u64,
     },
     /// Resident memory of `hubkeeper up`, idle and with many installations loaded.
     Memory {
-        #[arg(long, default_value_t = 100_000)]
+        #[arg(long, default_value_t = 100_000, value_parser = positive::<u64>)]
         installations: u64,
     },
+}
+
+/// Every bench size, rate, count and duration: zero would divide by zero or pick from nothing.
+fn positive<T>(raw: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + Default,
+{
+    match raw.trim().parse::<T>() {
+        Ok(n) if n > T::default() => Ok(n),
+        _ => Err(format!("`{raw}` is not a positive whole number")),
+    }
 }
 
 /// Servers for one bench run, removed afterwards.

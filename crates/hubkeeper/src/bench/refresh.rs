@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use hubkeeper_sim::{FaultEndpoint, FaultMode, FaultRule, SimConfig};
 use serde::Serialize;
 
-use super::stack::{wait_for, Stack};
+use super::stack::Stack;
 
 const L0: u64 = 3_600;
 
@@ -74,21 +74,9 @@ pub async fn run(
     stack.register_accounts(installations).await?;
     stack.install_accounts(api, &app, installations, 16).await?;
     // The scheduler reads the installations read model: wait until it holds every install.
-    let pool = stack.pool.clone();
-    wait_for(
-        "installations projected",
-        Duration::from_secs(600),
-        Duration::from_millis(200),
-        || async {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM rm_installations WHERE status = 'connected'",
-            )
-            .fetch_one(&pool)
-            .await?;
-            Ok(n as u64 >= installations)
-        },
-    )
-    .await?;
+    stack
+        .wait_connected_projected(installations, Duration::from_secs(600))
+        .await?;
     stack
         .control
         .inject_fault(&FaultRule::new(
@@ -157,9 +145,7 @@ pub async fn run(
         }
         let seconds = started.elapsed().as_secs_f64();
         // Stop this phase's workers before the next phase changes the lead.
-        for p in stack.processes.drain(first..).collect::<Vec<_>>() {
-            drop(p);
-        }
+        stack.processes.truncate(first);
         let calls = refresh_calls(&stack).await? - calls_before;
         let slots = (refreshers * concurrency) as f64;
         let floor = installations as f64 * latency.as_secs_f64() / slots;

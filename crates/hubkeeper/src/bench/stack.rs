@@ -358,6 +358,30 @@ impl Stack {
             .ok_or_else(|| anyhow!("callback did not connect hub {hub_id}: {done}"))
     }
 
+    /// Waits until the installations read model shows `count` connected installations (the
+    /// scheduler and the token API's status checks read it).
+    pub async fn wait_connected_projected(
+        &self,
+        count: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let pool = &self.pool;
+        wait_for(
+            "installations projected",
+            timeout,
+            Duration::from_millis(200),
+            || async move {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM rm_installations WHERE status = 'connected'",
+                )
+                .fetch_one(pool)
+                .await?;
+                Ok(n as u64 >= count)
+            },
+        )
+        .await
+    }
+
     /// A variable of the environment the stack's processes get.
     pub fn var(&self, name: &str) -> Option<String> {
         self.vars
