@@ -1,11 +1,18 @@
 //! NATS JetStream side of Hubkeeper: connection, the stream definitions (created idempotently at
-//! start-up, from code), and the relay that copies the event store into JetStream.
+//! start-up, from code), the relay that copies the event store into JetStream, and the toolkit
+//! every worker builds on:
+//!
+//! * [`leadership`]: single active roles (leader election and the loop they share);
+//! * [`registry`]: advisory-lock keys and cursor names, each defined once.
 
 pub mod envelope;
+pub mod leadership;
+pub mod registry;
 pub mod relay;
 pub mod streams;
 
 pub use envelope::{event_subject, RelayedEvent, ENVELOPE_VERSION};
+pub use leadership::{run_as_leader, LeaderRole, LeaderWork, Leadership};
 pub use relay::{EventRelay, RelayConfig, RelayOutcome};
 pub use streams::{
     ensure_streams, StreamsConfig, DLQ_STREAM, DLQ_SUBJECT_PREFIX, EVENTS_STREAM, REFRESH_STREAM,

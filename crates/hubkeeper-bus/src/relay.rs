@@ -11,8 +11,9 @@
 //! - Per-aggregate order holds in the stream: publishes are pipelined, but never two of the same
 //!   aggregate at once (the second waits for the first's ack), so a NATS failure in the middle of
 //!   a batch cannot persist event n+1 without event n.
-//! - One active relay: leadership is a Postgres advisory lock held by the relay's own session,
-//!   which Postgres releases the moment that session or process dies; standbys retry every second.
+//! - One active relay ([`crate::leadership`]): leadership is a Postgres advisory lock held by
+//!   the session the relay reads and saves its cursor on, which Postgres releases the moment that
+//!   session or process dies; standbys retry every second.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -27,9 +28,8 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::envelope::{event_subject, message_id, RelayedEvent};
-
-/// Advisory lock key of the relay leader ("hkrelay").
-pub const RELAY_LOCK_KEY: i64 = 0x0068_6b72_656c_6179;
+use crate::leadership::{run_as_leader, LeaderRole, LeaderWork, Leadership};
+use crate::registry::{RELAY_CURSOR, RELAY_LOCK};
 
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -51,7 +51,7 @@ pub struct RelayConfig {
 impl Default for RelayConfig {
     fn default() -> Self {
         Self {
-            cursor_name: "relay".into(),
+            cursor_name: RELAY_CURSOR.into(),
             batch_size: 1000,
             idle_wait: Duration::from_millis(200),
             standby_poll: Duration::from_secs(1),
@@ -91,74 +91,18 @@ impl EventRelay {
         Self { pool, js, config }
     }
 
-    /// Runs until `shutdown`: waits for leadership, relays, and starts over after any error.
+    /// Runs until `shutdown`: stands by until this process leads, relays, and starts over from
+    /// the saved cursor after any error.
     pub async fn run(self, shutdown: CancellationToken) {
-        while !shutdown.is_cancelled() {
-            match self.lead(&shutdown).await {
-                Ok(()) => break,
-                Err(error) => {
-                    metrics::counter!("hk_relay_errors_total").increment(1);
-                    metrics::gauge!("hk_relay_leader").set(0.0);
-                    tracing::warn!(%error, "relay interrupted; retrying from the saved cursor");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(self.config.error_backoff) => {}
-                    }
-                }
-            }
-        }
-        metrics::gauge!("hk_relay_leader").set(0.0);
-        tracing::info!("relay stopped");
+        let role = LeaderRole {
+            lock: RELAY_LOCK,
+            standby_poll: self.config.standby_poll,
+            retry_after: self.config.error_backoff,
+            leader_gauge: "hk_relay_leader",
+            errors_counter: "hk_relay_errors_total",
+        };
+        run_as_leader(&self.pool, &role, &self, &shutdown).await;
     }
-
-    async fn lead(&self, shutdown: &CancellationToken) -> Result<(), RelayError> {
-        // A session of its own, closed (not pooled) when dropped: the lock must die with it.
-        let mut conn = self.pool.acquire().await?.detach();
-        loop {
-            let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                .bind(RELAY_LOCK_KEY)
-                .fetch_one(&mut conn)
-                .await?;
-            if leader {
-                break;
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(self.config.standby_poll) => {}
-            }
-        }
-        metrics::gauge!("hk_relay_leader").set(1.0);
-        tracing::info!("relay took the lead");
-
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(EVENTS_CHANNEL).await?;
-        let mut cursor = load_cursor(&mut conn, &self.config.cursor_name).await?;
-        let mut lag_due = Instant::now();
-        loop {
-            if shutdown.is_cancelled() {
-                let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-                    .bind(RELAY_LOCK_KEY)
-                    .execute(&mut conn)
-                    .await;
-                return Ok(());
-            }
-            let outcome = self.step(&mut conn, &mut cursor).await?;
-            if Instant::now() >= lag_due {
-                let lag = reader_lag(&mut conn, cursor).await?;
-                metrics::gauge!("hk_relay_lag_events").set(lag.events as f64);
-                metrics::gauge!("hk_relay_lag_seconds").set(lag.seconds);
-                lag_due = Instant::now() + self.config.lag_interval;
-            }
-            if outcome == RelayOutcome::Idle {
-                tokio::select! {
-                    _ = shutdown.cancelled() => {}
-                    notified = listener.recv() => { notified?; }
-                    _ = tokio::time::sleep(self.config.idle_wait) => {}
-                }
-            }
-        }
-    }
-
     /// Publishes the next batch after `cursor` and advances it. Public so tests and the bench can
     /// drive the relay one step at a time.
     #[tracing::instrument(skip_all, fields(after_tx = cursor.tx, after_position = cursor.position))]
@@ -218,6 +162,41 @@ impl EventRelay {
         }
         duplicates += await_acks(&mut in_flight).await?;
         Ok(duplicates)
+    }
+}
+
+impl LeaderWork for EventRelay {
+    type Error = RelayError;
+
+    /// Relays on the leader's own session (reads and cursor saves fail, and the relay steps
+    /// down, the moment that session dies).
+    async fn lead(
+        &self,
+        leadership: &mut Leadership,
+        shutdown: &CancellationToken,
+    ) -> Result<(), RelayError> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(EVENTS_CHANNEL).await?;
+        let conn = leadership.connection();
+        let mut cursor = load_cursor(&mut *conn, &self.config.cursor_name).await?;
+        let mut lag_due = Instant::now();
+        while !shutdown.is_cancelled() {
+            let outcome = self.step(&mut *conn, &mut cursor).await?;
+            if Instant::now() >= lag_due {
+                let lag = reader_lag(&mut *conn, cursor).await?;
+                metrics::gauge!("hk_relay_lag_events").set(lag.events as f64);
+                metrics::gauge!("hk_relay_lag_seconds").set(lag.seconds);
+                lag_due = Instant::now() + self.config.lag_interval;
+            }
+            if outcome == RelayOutcome::Idle {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    notified = listener.recv() => { notified?; }
+                    _ = tokio::time::sleep(self.config.idle_wait) => {}
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use hubkeeper_bus::registry::{MAINTENANCE_LOCK, RELAY_CURSOR};
+use hubkeeper_bus::{run_as_leader, LeaderRole, LeaderWork, Leadership};
 use hubkeeper_domain::metadata::{Actor, EventMetadata};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
@@ -35,10 +37,6 @@ use crate::settings::LiveSettings;
 /// File names are `hubkeeper-<UTC timestamp>.dump`; retention only ever touches these.
 const FILE_PREFIX: &str = "hubkeeper-";
 const FILE_SUFFIX: &str = ".dump";
-/// Advisory lock key of the backup scheduler's leader ("hkbackup").
-pub const BACKUP_LOCK_KEY: i64 = 0x686b_6261_636b_7570;
-/// The relay's cursor row (hubkeeper_bus::RelayConfig's default name).
-pub const RELAY_CURSOR: &str = "relay";
 /// First transaction id Postgres hands out to normal transactions.
 const FIRST_NORMAL_XID: i64 = 3;
 
@@ -570,86 +568,16 @@ impl MaintenanceScheduler {
         }
     }
 
-    /// Runs until `shutdown`.
+    /// Runs until `shutdown`: stands by until this process leads, then runs what is due.
     pub async fn run(self, shutdown: CancellationToken) {
-        while !shutdown.is_cancelled() {
-            if let Err(e) = self.lead(&shutdown).await {
-                metrics::gauge!("hk_maintenance_leader").set(0.0);
-                tracing::warn!(error = %e, "maintenance scheduler interrupted; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(self.poll) => {}
-                }
-            }
-        }
-        metrics::gauge!("hk_maintenance_leader").set(0.0);
-    }
-
-    async fn lead(&self, shutdown: &CancellationToken) -> Result<(), OpsError> {
-        let mut conn = self.pool.acquire().await?.detach();
-        loop {
-            let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                .bind(BACKUP_LOCK_KEY)
-                .fetch_one(&mut conn)
-                .await?;
-            if leader {
-                break;
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(self.poll) => {}
-            }
-        }
-        metrics::gauge!("hk_maintenance_leader").set(1.0);
-        let mut changes = self.live.subscribe();
-        let mut next_prune = Instant::now();
-        loop {
-            if Instant::now() >= next_prune {
-                self.prune().await;
-                next_prune = Instant::now() + Duration::from_secs(3600);
-            }
-            let settings = self.live.get().values.backups;
-            let wait = if settings.enabled {
-                let last: Option<DateTime<Utc>> = sqlx::query_scalar(
-                    "SELECT max(started_at) FROM backup_runs WHERE trigger = 'schedule'",
-                )
-                .fetch_one(&mut conn)
-                .await?;
-                // After the last scheduled run (or now, the first time), so a leader that took
-                // over after a missed slot catches up once instead of skipping a day.
-                let due = settings
-                    .daily_at
-                    .next_after(last.map_or_else(Utc::now, |t| t + chrono::Duration::seconds(1)));
-                let now = Utc::now();
-                if due <= now {
-                    if let Err(e) = self.backups.backup("schedule", settings.keep).await {
-                        tracing::error!(error = %e, "scheduled backup failed");
-                    }
-                    continue;
-                }
-                (due - now).to_std().unwrap_or(Duration::from_secs(60))
-            } else {
-                Duration::from_secs(3600)
-            }
-            .min(Duration::from_secs(3600));
-            tokio::select! {
-                _ = shutdown.cancelled() => {
-                    let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-                        .bind(BACKUP_LOCK_KEY)
-                        .execute(&mut conn)
-                        .await;
-                    return Ok(());
-                }
-                changed = changes.changed() => {
-                    if changed.is_err() {
-                        return Ok(());
-                    }
-                }
-                _ = tokio::time::sleep(wait) => {}
-            }
-            // Keeps the leadership's session honest: a dead connection ends the lead.
-            sqlx::query("SELECT 1").execute(&mut conn).await?;
-        }
+        let role = LeaderRole {
+            lock: MAINTENANCE_LOCK,
+            standby_poll: self.poll,
+            retry_after: self.poll,
+            leader_gauge: "hk_maintenance_leader",
+            errors_counter: "hk_maintenance_errors_total",
+        };
+        run_as_leader(&self.pool, &role, &self, &shutdown).await;
     }
 
     async fn prune(&self) {
@@ -676,6 +604,63 @@ impl MaintenanceScheduler {
             }
             (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "pruning old records failed"),
         }
+    }
+}
+
+impl LeaderWork for MaintenanceScheduler {
+    type Error = OpsError;
+
+    async fn lead(
+        &self,
+        leadership: &mut Leadership,
+        shutdown: &CancellationToken,
+    ) -> Result<(), OpsError> {
+        let mut changes = self.live.subscribe();
+        let mut next_prune = Instant::now();
+        while !shutdown.is_cancelled() {
+            if Instant::now() >= next_prune {
+                self.prune().await;
+                next_prune = Instant::now() + Duration::from_secs(3600);
+            }
+            let settings = self.live.get().values.backups;
+            let wait = if settings.enabled {
+                // On the leader's session: a dead session ends the lead here.
+                let last: Option<DateTime<Utc>> = sqlx::query_scalar(
+                    "SELECT max(started_at) FROM backup_runs WHERE trigger = 'schedule'",
+                )
+                .fetch_one(leadership.connection())
+                .await?;
+                // After the last scheduled run (or now, the first time), so a leader that took
+                // over after a missed slot catches up once instead of skipping a day.
+                let due = settings
+                    .daily_at
+                    .next_after(last.map_or_else(Utc::now, |t| t + chrono::Duration::seconds(1)));
+                let now = Utc::now();
+                if due <= now {
+                    if let Err(e) = self.backups.backup("schedule", settings.keep).await {
+                        tracing::error!(error = %e, "scheduled backup failed");
+                    }
+                    continue;
+                }
+                (due - now).to_std().unwrap_or(Duration::from_secs(60))
+            } else {
+                Duration::from_secs(3600)
+            }
+            .min(Duration::from_secs(3600));
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        // The settings are gone: the process is stopping.
+                        return Ok(());
+                    }
+                }
+                _ = tokio::time::sleep(wait) => {}
+            }
+            // Keeps the leadership's session honest: a dead connection ends the lead.
+            leadership.confirm().await?;
+        }
+        Ok(())
     }
 }
 

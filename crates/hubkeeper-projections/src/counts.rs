@@ -10,11 +10,9 @@
 //! recount leaves a count stale until the next change of that app or the next projector start
 //! (which recounts everything).
 
+use hubkeeper_bus::registry::RECOUNT_LOCK_CLASS;
 use sqlx::PgPool;
 use uuid::Uuid;
-
-/// Advisory lock namespace of app recounts ("hkcount").
-const RECOUNT_LOCK_SPACE: i32 = 0x686b_636f;
 
 /// Recounts the installation counts of `apps` in `apps_table` from `installations_table`.
 pub async fn recount_apps(
@@ -41,7 +39,7 @@ async fn recount_one(
     app: Uuid,
 ) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2::text))")
-        .bind(RECOUNT_LOCK_SPACE)
+        .bind(RECOUNT_LOCK_CLASS.class)
         .bind(app.to_string())
         .execute(&mut *conn)
         .await?;

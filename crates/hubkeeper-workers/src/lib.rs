@@ -2,9 +2,9 @@
 //! needs refreshing and enqueues it; any number of [`refresher::RefreshWorker`]s carry it out.
 //!
 //! The refresh itself is behind [`RefreshExecutor`], implemented by the token service (its
-//! single-flight path), so these loops are about queueing, retries and leadership only.
+//! single-flight path), so these loops are about queueing and retries only; leadership and the
+//! consume loop come from `hubkeeper_bus`.
 
-pub mod leader;
 pub mod refresher;
 pub mod scheduler;
 

@@ -11,14 +11,12 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
+use hubkeeper_bus::registry::SCHEDULER_LOCK;
+use hubkeeper_bus::{run_as_leader, LeaderRole, LeaderWork, Leadership};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::leader::Leadership;
 use crate::{RefreshCommand, RefreshReason};
-
-/// Advisory lock key of the scheduler leader ("hksched").
-pub const SCHEDULER_LOCK_KEY: i64 = 0x0068_6b73_6368_6564;
 
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
@@ -66,6 +64,8 @@ pub enum SchedulerError {
     Store(#[from] sqlx::Error),
     #[error("enqueue failed: {0}")]
     Publish(String),
+    #[error("lost the leader's database session: {0}")]
+    LostLeadership(sqlx::Error),
 }
 
 impl RefreshScheduler {
@@ -73,41 +73,16 @@ impl RefreshScheduler {
         Self { pool, js, config }
     }
 
+    /// Runs until `shutdown`: stands by until this process leads, then ticks.
     pub async fn run(self, shutdown: CancellationToken) {
-        while !shutdown.is_cancelled() {
-            let Some(mut leadership) = Leadership::acquire(
-                &self.pool,
-                SCHEDULER_LOCK_KEY,
-                self.config.standby_poll,
-                &shutdown,
-            )
-            .await
-            else {
-                break;
-            };
-            tracing::info!("scheduler took the lead");
-            metrics::gauge!("hk_scheduler_leader").set(1.0);
-            loop {
-                if !leadership.heartbeat().await {
-                    tracing::warn!("scheduler lost its database session; stepping down");
-                    break;
-                }
-                match self.tick().await {
-                    Ok(outcome) if outcome.enqueued > 0 => {
-                        tracing::info!(enqueued = outcome.enqueued, "refreshes enqueued")
-                    }
-                    Ok(_) => {}
-                    Err(error) => tracing::warn!(%error, "scheduler tick failed"),
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(self.config.tick) => {}
-                }
-            }
-            metrics::gauge!("hk_scheduler_leader").set(0.0);
-            leadership.release().await;
-        }
-        tracing::info!("scheduler stopped");
+        let role = LeaderRole {
+            lock: SCHEDULER_LOCK,
+            standby_poll: self.config.standby_poll,
+            retry_after: self.config.standby_poll,
+            leader_gauge: "hk_scheduler_leader",
+            errors_counter: "hk_scheduler_errors_total",
+        };
+        run_as_leader(&self.pool, &role, &self, &shutdown).await;
     }
 
     /// Enqueues what is due now. Public so tests and benches can drive single ticks.
@@ -171,5 +146,35 @@ impl RefreshScheduler {
         }
         metrics::counter!("hk_scheduler_enqueued_total").increment(outcome.enqueued as u64);
         Ok(outcome)
+    }
+}
+
+impl LeaderWork for RefreshScheduler {
+    type Error = SchedulerError;
+
+    async fn lead(
+        &self,
+        leadership: &mut Leadership,
+        shutdown: &CancellationToken,
+    ) -> Result<(), SchedulerError> {
+        while !shutdown.is_cancelled() {
+            // Ticks run on the pool: confirm first that this process still leads.
+            leadership
+                .confirm()
+                .await
+                .map_err(SchedulerError::LostLeadership)?;
+            match self.tick().await {
+                Ok(outcome) if outcome.enqueued > 0 => {
+                    tracing::info!(enqueued = outcome.enqueued, "refreshes enqueued")
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "scheduler tick failed"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(self.config.tick) => {}
+            }
+        }
+        Ok(())
     }
 }

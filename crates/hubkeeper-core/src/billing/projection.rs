@@ -4,10 +4,10 @@
 //! plan (a process manager).
 //!
 //! It reads the event store's global order directly (the relay's xmin-bounded reader) rather
-//! than the shared JetStream projector consumer, whose apply code is closed over the issue-5
-//! projections: one leader (a Postgres advisory lock, like the relay) applies each batch and saves
-//! its cursor in the same transaction, so every event is applied exactly once and in commit
-//! order, and a crash replays the batch that was not committed. Rows are rebuilt by folding the
+//! than the shared JetStream projector consumer, whose apply code is closed over the
+//! installation, app and activity read models: one leader (`hubkeeper_bus::leadership`, like the
+//! relay) applies each batch and saves its cursor in the same transaction, so every event is
+//! applied exactly once and in commit order, and a crash replays the batch that was not committed. Rows are rebuilt by folding the
 //! aggregate's events up to the one being applied, so applying is deterministic and a replay
 //! yields the same rows. Lag is exported as `hk_billing_projection_lag_events` and
 //! `hk_billing_projection_lag_seconds`.
@@ -16,6 +16,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use cqrs_es::Aggregate;
+use hubkeeper_bus::registry::{BILLING_PROJECTION_CURSOR, BILLING_PROJECTION_LOCK};
+use hubkeeper_bus::{run_as_leader, LeaderRole, LeaderWork, Leadership};
 use hubkeeper_domain::installation::event_types as installation_events;
 use hubkeeper_domain::metadata::{Actor, EventMetadata};
 use hubkeeper_domain::plan::{Plan, PlanEvent};
@@ -32,11 +34,6 @@ use uuid::Uuid;
 
 use super::BillingService;
 use crate::ops::OpsError;
-
-/// Cursor row of the projection in `stream_cursors`.
-pub const BILLING_CURSOR: &str = "billing-projection";
-/// Advisory lock key of the projection's leader ("hkbill").
-pub const BILLING_LOCK_KEY: i64 = 0x686b_6269_6c6c;
 
 /// Settings of the projector.
 #[derive(Debug, Clone)]
@@ -85,70 +82,17 @@ impl BillingProjector {
         }
     }
 
-    /// Runs until `shutdown`: waits for leadership, projects, and starts over after errors.
+    /// Runs until `shutdown`: stands by until this process leads, projects, and starts over
+    /// from the saved cursor after errors.
     pub async fn run(self, shutdown: CancellationToken) {
-        while !shutdown.is_cancelled() {
-            match self.lead(&shutdown).await {
-                Ok(()) => break,
-                Err(error) => {
-                    metrics::counter!("hk_billing_projection_errors_total").increment(1);
-                    metrics::gauge!("hk_billing_projection_leader").set(0.0);
-                    tracing::warn!(%error, "billing projection interrupted; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(self.config.error_backoff) => {}
-                    }
-                }
-            }
-        }
-        metrics::gauge!("hk_billing_projection_leader").set(0.0);
-    }
-
-    async fn lead(&self, shutdown: &CancellationToken) -> Result<(), OpsError> {
-        // A session of its own, closed when dropped: the lock must die with it.
-        let mut conn = self.pool.acquire().await?.detach();
-        loop {
-            let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                .bind(BILLING_LOCK_KEY)
-                .fetch_one(&mut conn)
-                .await?;
-            if leader {
-                break;
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(self.config.standby_poll) => {}
-            }
-        }
-        metrics::gauge!("hk_billing_projection_leader").set(1.0);
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(EVENTS_CHANNEL).await?;
-        let mut cursor = load_cursor(&mut conn, BILLING_CURSOR).await?;
-        let mut housekeeping_due = Instant::now();
-        loop {
-            if shutdown.is_cancelled() {
-                let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-                    .bind(BILLING_LOCK_KEY)
-                    .execute(&mut conn)
-                    .await;
-                return Ok(());
-            }
-            let applied = self.step(&mut conn, &mut cursor).await?;
-            if Instant::now() >= housekeeping_due {
-                let lag = reader_lag(&mut conn, cursor).await?;
-                metrics::gauge!("hk_billing_projection_lag_events").set(lag.events as f64);
-                metrics::gauge!("hk_billing_projection_lag_seconds").set(lag.seconds);
-                sync_plan_codes(&mut conn).await?;
-                housekeeping_due = Instant::now() + self.config.housekeeping_interval;
-            }
-            if applied == 0 {
-                tokio::select! {
-                    _ = shutdown.cancelled() => {}
-                    notified = listener.recv() => { notified?; }
-                    _ = tokio::time::sleep(self.config.idle_wait) => {}
-                }
-            }
-        }
+        let role = LeaderRole {
+            lock: BILLING_PROJECTION_LOCK,
+            standby_poll: self.config.standby_poll,
+            retry_after: self.config.error_backoff,
+            leader_gauge: "hk_billing_projection_leader",
+            errors_counter: "hk_billing_projection_errors_total",
+        };
+        run_as_leader(&self.pool, &role, &self, &shutdown).await;
     }
 
     /// Applies the next batch after `cursor` in one transaction and advances it; returns how
@@ -176,7 +120,7 @@ impl BillingProjector {
                 _ => {}
             }
         }
-        save_cursor(&mut *tx, BILLING_CURSOR, last).await?;
+        save_cursor(&mut *tx, BILLING_PROJECTION_CURSOR, last).await?;
         tx.commit().await?;
         *cursor = last;
         metrics::counter!("hk_billing_projection_events_total").increment(batch.len() as u64);
@@ -219,6 +163,42 @@ impl BillingProjector {
             .await?
         {
             metrics::counter!("hk_billing_default_plans_assigned_total").increment(1);
+        }
+        Ok(())
+    }
+}
+
+impl LeaderWork for BillingProjector {
+    type Error = OpsError;
+
+    /// Projects on the leader's own session: the cursor is read and saved there, so a leader
+    /// whose session died cannot apply another batch.
+    async fn lead(
+        &self,
+        leadership: &mut Leadership,
+        shutdown: &CancellationToken,
+    ) -> Result<(), OpsError> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(EVENTS_CHANNEL).await?;
+        let conn = leadership.connection();
+        let mut cursor = load_cursor(&mut *conn, BILLING_PROJECTION_CURSOR).await?;
+        let mut housekeeping_due = Instant::now();
+        while !shutdown.is_cancelled() {
+            let applied = self.step(&mut *conn, &mut cursor).await?;
+            if Instant::now() >= housekeeping_due {
+                let lag = reader_lag(&mut *conn, cursor).await?;
+                metrics::gauge!("hk_billing_projection_lag_events").set(lag.events as f64);
+                metrics::gauge!("hk_billing_projection_lag_seconds").set(lag.seconds);
+                sync_plan_codes(&mut *conn).await?;
+                housekeeping_due = Instant::now() + self.config.housekeeping_interval;
+            }
+            if applied == 0 {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    notified = listener.recv() => { notified?; }
+                    _ = tokio::time::sleep(self.config.idle_wait) => {}
+                }
+            }
         }
         Ok(())
     }

@@ -1,0 +1,127 @@
+//! Every name and key that processes agree on through Postgres, defined once: the advisory-lock
+//! keys of the single-active roles, the two-key advisory-lock classes, and the reader cursors in
+//! `stream_cursors`.
+//!
+//! Two roles sharing a lock key would silently exclude each other (one of them would never run);
+//! two readers sharing a cursor would skip each other's events. The tests below make both
+//! impossible to merge.
+//!
+//! Postgres keeps single-key (`bigint`) and two-key (`int4, int4`) advisory locks in separate
+//! spaces, so a [`LockKey`] never collides with a [`LockClass`]; within each space keys must be
+//! unique.
+
+/// The session advisory lock a single-active role holds while it leads (see
+/// [`crate::leadership`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockKey {
+    /// The role, for logs.
+    pub name: &'static str,
+    /// The single-`bigint` advisory-lock key.
+    pub key: i64,
+}
+
+/// The first key of a family of two-key advisory locks (`pg_advisory_lock(class, id)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockClass {
+    /// What the locks protect, for logs.
+    pub name: &'static str,
+    pub class: i32,
+}
+
+/// The relay leader ("hkrelay").
+pub const RELAY_LOCK: LockKey = LockKey {
+    name: "relay",
+    key: 0x0068_6b72_656c_6179,
+};
+
+/// The refresh scheduler leader ("hksched").
+pub const SCHEDULER_LOCK: LockKey = LockKey {
+    name: "scheduler",
+    key: 0x0068_6b73_6368_6564,
+};
+
+/// The billing projection leader ("hkbill").
+pub const BILLING_PROJECTION_LOCK: LockKey = LockKey {
+    name: "billing projection",
+    key: 0x686b_6269_6c6c,
+};
+
+/// The maintenance scheduler leader: scheduled backups, renewals, pruning ("hkbackup").
+pub const MAINTENANCE_LOCK: LockKey = LockKey {
+    name: "maintenance scheduler",
+    key: 0x686b_6261_636b_7570,
+};
+
+/// Every leader lock.
+pub const LEADER_LOCKS: [LockKey; 4] = [
+    RELAY_LOCK,
+    SCHEDULER_LOCK,
+    BILLING_PROJECTION_LOCK,
+    MAINTENANCE_LOCK,
+];
+
+/// Per-installation token refresh: (class, fold of the installation id) ("HKTF").
+pub const TOKEN_REFRESH_LOCK_CLASS: LockClass = LockClass {
+    name: "token refresh",
+    class: 0x484B_5446,
+};
+
+/// Per-app recount of installation counts in the read models ("hkco": "hkcount" cut to 32 bits).
+pub const RECOUNT_LOCK_CLASS: LockClass = LockClass {
+    name: "installation recount",
+    class: 0x686b_636f,
+};
+
+/// Every two-key lock class.
+pub const LOCK_CLASSES: [LockClass; 2] = [TOKEN_REFRESH_LOCK_CLASS, RECOUNT_LOCK_CLASS];
+
+/// The relay's position in the global order (`stream_cursors.name`).
+pub const RELAY_CURSOR: &str = "relay";
+
+/// The billing projection's position in the global order.
+pub const BILLING_PROJECTION_CURSOR: &str = "billing-projection";
+
+/// Every reader cursor.
+pub const CURSORS: [&str; 2] = [RELAY_CURSOR, BILLING_PROJECTION_CURSOR];
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn leader_lock_keys_and_names_are_unique() {
+        let keys: HashSet<i64> = LEADER_LOCKS.iter().map(|l| l.key).collect();
+        assert_eq!(keys.len(), LEADER_LOCKS.len(), "{LEADER_LOCKS:?}");
+        let names: HashSet<&str> = LEADER_LOCKS.iter().map(|l| l.name).collect();
+        assert_eq!(names.len(), LEADER_LOCKS.len(), "{LEADER_LOCKS:?}");
+    }
+
+    #[test]
+    fn lock_classes_are_unique() {
+        let classes: HashSet<i32> = LOCK_CLASSES.iter().map(|c| c.class).collect();
+        assert_eq!(classes.len(), LOCK_CLASSES.len(), "{LOCK_CLASSES:?}");
+        let names: HashSet<&str> = LOCK_CLASSES.iter().map(|c| c.name).collect();
+        assert_eq!(names.len(), LOCK_CLASSES.len(), "{LOCK_CLASSES:?}");
+    }
+
+    #[test]
+    fn cursor_names_are_unique_and_not_blank() {
+        let names: HashSet<&str> = CURSORS.iter().copied().collect();
+        assert_eq!(names.len(), CURSORS.len(), "{CURSORS:?}");
+        assert!(CURSORS.iter().all(|c| !c.trim().is_empty()));
+    }
+
+    #[test]
+    fn the_lists_name_every_constant() {
+        // A constant added without its list entry would escape the uniqueness checks above.
+        let source = include_str!("registry.rs");
+        let declared = |ty: &str| source.matches(&format!(": {ty} = {ty} {{")).count();
+        assert_eq!(declared("LockKey"), LEADER_LOCKS.len());
+        assert_eq!(declared("LockClass"), LOCK_CLASSES.len());
+        // Built at run time, so this line does not count itself.
+        let cursor_declaration = format!("_CURSOR: {}str = ", '&');
+        assert_eq!(source.matches(&cursor_declaration).count(), CURSORS.len());
+    }
+}
