@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Regenerates docs/configuration.md and .env.example from `hubkeeper --help`.
+"""Regenerates docs/configuration.md and .env.example from the binary's help.
 
-Every setting is a clap flag with an environment variable, so the binary's help is the single
-source; tests/docs.rs fails when a variable is missing from either file.
+Every setting is a clap flag with an environment variable, grouped in areas (help headings);
+each subcommand takes the areas it uses. The help of every subcommand is the single source:
+tests/docs.rs fails when a variable is missing from either file.
 Usage: scripts/config-docs.py [path/to/hubkeeper]
 """
 import re
@@ -10,53 +11,111 @@ import subprocess
 import sys
 
 binary = sys.argv[1] if len(sys.argv) > 1 else "target/debug/hubkeeper"
-text = subprocess.run([binary, "--help"], capture_output=True, text=True, check=True).stdout
+SECRETS = {"DATABASE_URL", "NATS_URL", "HK_MASTER_KEYS", "HK_STATE_SECRET", "HK_BOOTSTRAP_ADMIN_KEY"}
 
-entries = []
-block = []
-for line in text.splitlines():
-    if re.match(r"^\s+(-\w, )?--[a-z]", line):
-        if block:
-            entries.append(block)
-        block = [line]
-    elif block:
-        block.append(line)
-if block:
-    entries.append(block)
 
-rows = []
-for block in entries:
-    body = " ".join(l.strip() for l in block[1:] if l.strip())
-    env = re.search(r"\[env: ([A-Z0-9_]+)", body)
-    if not env:
-        continue
-    default = re.search(r"\[default: ([^\]]*)\]", body)
-    meaning = re.sub(r"\s*\[(env|default|possible values): [^\]]*\]", "", body).strip()
-    secret = "hide_env" in body or env.group(1) in {
-        "DATABASE_URL", "NATS_URL", "HK_MASTER_KEYS", "HK_STATE_SECRET", "HK_BOOTSTRAP_ADMIN_KEY"}
-    rows.append((env.group(1), default.group(1) if default else "", meaning, secret))
+def help_text(*args):
+    return subprocess.run([binary, *args, "--help"], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def subcommands(text):
+    names, inside = [], False
+    for line in text.splitlines():
+        if line == "Commands:":
+            inside = True
+        elif inside and re.match(r"^  [a-z]", line):
+            name = line.split()[0]
+            if name != "help":
+                names.append(name)
+        elif inside and line and not line.startswith(" "):
+            break
+    return names
+
+
+def settings(text):
+    """(heading, env, default, meaning) of every option with an environment variable."""
+    heading, block, found = None, [], []
+
+    def flush():
+        if not block:
+            return
+        first = re.sub(r"^\s+(-\w, )?--[a-z-]+( <[A-Z_]+>)?", "", block[0])
+        body = " ".join(l.strip() for l in [first, *block[1:]] if l.strip())
+        env = re.search(r"\[env: ([A-Z0-9_]+)", body)
+        if env:
+            default = re.search(r"\[default: ([^\]]*)\]", body)
+            meaning = re.sub(r"\s*\[(env|default|possible values): [^\]]*\]", "", body).strip()
+            found.append((heading, env.group(1), default.group(1) if default else "", meaning))
+
+    for line in text.splitlines():
+        if re.match(r"^[A-Z][^:]*:$", line):
+            flush()
+            block = []
+            heading = line[:-1]
+        elif re.match(r"^\s+(-\w, )?--[a-z]", line):
+            flush()
+            block = [line]
+        elif block:
+            block.append(line)
+    flush()
+    return found
+
+
+top = help_text()
+areas = {}  # heading -> {"rows": {env: row}, "commands": [..]}
+order = []
+for heading, env, default, meaning in settings(top):
+    area = areas.setdefault(heading, {"rows": {}, "commands": ["every command"]})
+    area["rows"].setdefault(env, (default, meaning))
+    if heading not in order:
+        order.append(heading)
+for command in subcommands(top):
+    for heading, env, default, meaning in settings(help_text(command)):
+        if heading == "Logging":
+            continue
+        area = areas.setdefault(heading, {"rows": {}, "commands": []})
+        area["rows"].setdefault(env, (default, meaning))
+        if command not in area["commands"]:
+            area["commands"].append(command)
+        if heading not in order:
+            order.append(heading)
+
+count = sum(len(areas[h]["rows"]) for h in order)
 
 with open("docs/configuration.md", "w") as f:
     f.write("# Configuration\n\n")
-    f.write("Every setting is an environment variable (and a command-line flag of the same name in\n"
-            "kebab case). A `.env` file in the working directory is read at start-up; real environment\n"
-            "variables win. Secrets (marked) are never printed: `Debug` of the configuration shows\n"
-            "`[REDACTED]`. Generated from `hubkeeper --help` by `scripts/config-docs.py`;\n"
-            "`tests/docs.rs` fails when a setting is missing here.\n\n")
-    f.write("| variable | default | meaning |\n|---|---|---|\n")
-    for name, default, meaning, secret in rows:
-        flag = " **(secret)**" if secret else ""
-        f.write(f"| `{name}`{flag} | {('`' + default + '`') if default else '—'} | {meaning.replace('|', '/')} |\n")
-    f.write("\nThe HubSpot simulator (`hubkeeper sim`, and the one `up` starts when no HubSpot URL is set)\n"
-            "has its own `HK_SIM_*` variables: see docs/hubspot-simulator.md.\n")
+    f.write(
+        "Every setting is an environment variable and a command-line flag (shown by\n"
+        "`hubkeeper <command> --help`). A `.env` file in the working directory is read at\n"
+        "start-up; real environment variables win. Secrets (marked) are never printed: `Debug` of\n"
+        "the configuration shows `[REDACTED]`.\n\n"
+        "Settings come in areas. A command's `--help` shows the areas it uses, and a flag is\n"
+        "given after the command (`hubkeeper api --bind 0.0.0.0:8080`); environment variables\n"
+        "work for every command. Durations are whole numbers in the unit the name says (`_SECS`,\n"
+        "`_MS`), or carry their own unit: `250ms`, `90s`, `10m`, `1h`, `7d`.\n\n"
+        "Generated from the binary's help by `scripts/config-docs.py`; `tests/docs.rs` fails when\n"
+        "a setting is missing here.\n")
+    for heading in order:
+        area = areas[heading]
+        f.write(f"\n## {heading}\n\nRead by: {', '.join(f'`{c}`' if c != 'every command' else c for c in area['commands'])}.\n\n")
+        f.write("| variable | default | meaning |\n|---|---|---|\n")
+        for env, (default, meaning) in area["rows"].items():
+            flag = " **(secret)**" if env in SECRETS else ""
+            shown_default = f"`{default}`" if default else "—"
+            f.write(f"| `{env}`{flag} | {shown_default} | {meaning.replace('|', '/')} |\n")
+    f.write("\nThe HubSpot simulator (`hubkeeper sim`, and the one `up` starts when no HubSpot URL is\n"
+            "set) has its own `HK_SIM_*` variables: see docs/hubspot-simulator.md.\n")
 
 with open(".env.example", "w") as f:
     f.write("# Copy to .env and adjust. Unset URLs make `hubkeeper up` start local servers.\n")
-    f.write("# Generated by scripts/config-docs.py from `hubkeeper --help`.\n")
-    for name, default, meaning, secret in rows:
-        f.write(f"\n# {meaning}\n")
-        if default and not secret:
-            f.write(f"{name}={default}\n")
-        else:
-            f.write(f"# {name}=\n")
-print(f"{len(rows)} settings documented")
+    f.write("# Generated by scripts/config-docs.py from the binary's help.\n")
+    for heading in order:
+        f.write(f"\n# ---- {heading} ----\n")
+        for env, (default, meaning) in areas[heading]["rows"].items():
+            f.write(f"\n# {meaning}\n")
+            if default and env not in SECRETS:
+                f.write(f"{env}={default}\n")
+            else:
+                f.write(f"# {env}=\n")
+print(f"{count} settings documented")

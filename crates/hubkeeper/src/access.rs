@@ -27,26 +27,27 @@ const CREATED_BY: &str = "system:bootstrap";
 
 pub fn session_settings(config: &Config) -> SessionSettings {
     SessionSettings {
-        ttl: Duration::from_secs(config.session_ttl_secs.max(60)),
-        secure_cookies: config.public_url.as_ref().map(|u| u.scheme() == "https"),
+        ttl: config.dashboard.session_ttl.max(Duration::from_secs(60)),
+        secure_cookies: config
+            .http
+            .public_url
+            .as_ref()
+            .map(|u| u.scheme() == "https"),
     }
 }
 
 /// The dashboard's address as users should type it.
 pub fn dashboard_url(config: &Config) -> String {
-    match &config.public_url {
+    match &config.http.public_url {
         Some(url) => format!("{}/dashboard", url.as_str().trim_end_matches('/')),
-        None => {
-            let mut addr = config.bind;
-            if addr.ip().is_unspecified() {
-                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            format!("http://{addr}/dashboard")
-        }
+        None => format!(
+            "http://{}/dashboard",
+            crate::config::reachable(config.http.bind)
+        ),
     }
 }
 
-/// What `up` does about the first admin key, then prints how to log in.
+/// What `up` does about the first admin key; returns how to log in.
 ///
 /// - `HK_BOOTSTRAP_ADMIN_KEY` set: installs that key (same key on every start; refuses a key
 ///   whose id exists with another secret, or that was revoked).
@@ -56,7 +57,7 @@ pub async fn bootstrap_admin_key(
     config: &Config,
     database_url: &SecretString,
     data_dir: &Path,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<String> {
     let pool = hubkeeper_store::connect(
         database_url,
         &hubkeeper_store::PoolConfig {
@@ -68,10 +69,7 @@ pub async fn bootstrap_admin_key(
     migrate_with_retry(&pool).await?;
     let result = ensure_admin_key(&pool, config, data_dir).await;
     pool.close().await;
-    let message = result?;
-    println!("  dashboard {}", dashboard_url(config));
-    println!("            {message}");
-    Ok(())
+    result
 }
 
 /// Postgres may still be starting when `up` points at an external one.
@@ -97,18 +95,8 @@ async fn ensure_admin_key(
     config: &Config,
     data_dir: &Path,
 ) -> anyhow::Result<String> {
-    if let Some(key) = &config.bootstrap_admin_key {
-        let (id, installed) =
-            auth::install_key(pool, key, BOOTSTRAP_KEY_NAME, Role::Admin, CREATED_BY)
-                .await
-                .context("HK_BOOTSTRAP_ADMIN_KEY")?;
-        let what = match installed {
-            Installed::Added => "installed",
-            Installed::AlreadyPresent => "in place",
-        };
-        return Ok(format!(
-            "log in with the admin key from HK_BOOTSTRAP_ADMIN_KEY ({id}, {what})"
-        ));
+    if let Some(key) = &config.bootstrap.bootstrap_admin_key {
+        return install_bootstrap_key(pool, key).await;
     }
     let file = data_dir.join(ADMIN_KEY_FILE);
     let active_admins: i64 = sqlx::query_scalar(
@@ -133,6 +121,22 @@ async fn ensure_admin_key(
         "log in with an admin key (new one: `hubkeeper admin create-key --role admin --name <you>`)"
             .to_string(),
     )
+}
+
+/// Installs the deployment's own first admin key (`HK_BOOTSTRAP_ADMIN_KEY`), idempotently: the
+/// same key on every start is fine; a key whose id exists with another secret, or was revoked,
+/// is refused.
+pub async fn install_bootstrap_key(pool: &PgPool, key: &SecretString) -> anyhow::Result<String> {
+    let (id, installed) = auth::install_key(pool, key, BOOTSTRAP_KEY_NAME, Role::Admin, CREATED_BY)
+        .await
+        .context("HK_BOOTSTRAP_ADMIN_KEY")?;
+    let what = match installed {
+        Installed::Added => "installed",
+        Installed::AlreadyPresent => "in place",
+    };
+    Ok(format!(
+        "log in with the admin key from HK_BOOTSTRAP_ADMIN_KEY ({id}, {what})"
+    ))
 }
 
 /// Whether the key file exists and still holds a working key.
@@ -189,39 +193,60 @@ where
             return view;
         }
     };
-    for arg in command.get_arguments() {
-        let id = arg.get_id().as_str();
-        if matches!(id, "help" | "version") {
-            continue;
+    // The settings sit on the subcommand that runs (and logging on the top level): walk down the
+    // chain of subcommands that were given, describing each level's arguments.
+    let mut level = Some((&command, &matches));
+    while let Some((command, matches)) = level {
+        for arg in command.get_arguments() {
+            describe_setting(&mut view, arg, matches);
         }
-        let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
-        let secret = arg.is_hide_env_values_set() || looks_secret(id);
-        let source = match matches.value_source(id) {
-            Some(clap::parser::ValueSource::DefaultValue) => "default",
-            Some(clap::parser::ValueSource::EnvVariable) => "environment",
-            Some(clap::parser::ValueSource::CommandLine) => "command line",
-            _ => "unset",
-        };
-        let value = if secret {
-            None
-        } else {
-            matches.get_raw(id).map(|values| {
-                values
-                    .map(|v| v.to_string_lossy().into_owned())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-        };
-        view.settings.push(ConfigEntry {
-            name: id.replace('_', "-"),
-            env,
-            value,
-            source: source.to_string(),
-            secret,
-            help: arg.get_help().map(|h| h.to_string()),
+        level = matches.subcommand().and_then(|(name, sub_matches)| {
+            command
+                .find_subcommand(name)
+                .map(|sub_command| (sub_command, sub_matches))
         });
     }
     view
+}
+
+fn describe_setting(view: &mut ServerConfigView, arg: &clap::Arg, matches: &clap::ArgMatches) {
+    let id = arg.get_id().as_str();
+    if matches!(id, "help" | "version") || arg.is_positional() {
+        return;
+    }
+    let Some(long) = arg.get_long() else {
+        return;
+    };
+    let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+    if env.is_none() {
+        // A command's own option (`--keep`, `--json`), not a process setting.
+        return;
+    }
+    let secret = arg.is_hide_env_values_set() || looks_secret(id);
+    let source = match matches.value_source(id) {
+        Some(clap::parser::ValueSource::DefaultValue) => "default",
+        Some(clap::parser::ValueSource::EnvVariable) => "environment",
+        Some(clap::parser::ValueSource::CommandLine) => "command line",
+        _ => "unset",
+    };
+    let value = if secret {
+        None
+    } else {
+        matches.get_raw(id).map(|values| {
+            values
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+    };
+    view.settings.push(ConfigEntry {
+        name: long.to_string(),
+        env,
+        value,
+        source: source.to_string(),
+        secret,
+        help: arg.get_help().map(|h| h.to_string()),
+    });
 }
 
 /// Belt and braces for settings not marked `hide_env_values`.
@@ -250,7 +275,7 @@ mod tests {
         assert!(looks_secret("database_url"));
         assert!(looks_secret("hubspot_client_secret"));
         assert!(!looks_secret("bind"));
-        let view = server_config_view_from("api", ["hubkeeper", "--bind", "127.0.0.1:9", "api"]);
+        let view = server_config_view_from("api", ["hubkeeper", "api", "--bind", "127.0.0.1:9"]);
         assert!(!view.settings.is_empty());
         let db = view
             .settings

@@ -1,36 +1,25 @@
 //! Configuration: every setting is a command-line flag and an environment variable (a `.env` file
 //! is read too). docs/configuration.md lists them all. Secrets (URLs that may carry passwords)
 //! are wrapped so `Debug` cannot print them.
+//!
+//! Settings come in areas (Postgres, NATS, tokens, the refresher, …), one struct each. A
+//! subcommand flattens only the areas it uses, so `hubkeeper <command> --help` shows what that
+//! command reads; the areas a command does not take on its command line keep their values from
+//! the environment and defaults, exactly as before the split (the process code always receives a
+//! whole [`Config`]).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, FromArgMatches};
 use hubkeeper_telemetry::LogFormat;
 use secrecy::SecretString;
 
+/// Logging, read by every subcommand.
 #[derive(Debug, Clone, Args)]
-pub struct Config {
-    /// Postgres URL. Unset under `up`: a local Postgres is started in the data directory.
-    #[arg(long, env = "DATABASE_URL", global = true, value_parser = secret, hide_env_values = true)]
-    pub database_url: Option<SecretString>,
-
-    /// NATS URL. Unset under `up`: a local nats-server with JetStream is started.
-    #[arg(long, env = "NATS_URL", global = true, value_parser = secret, hide_env_values = true)]
-    pub nats_url: Option<SecretString>,
-
-    /// Address the HTTP API listens on.
-    #[arg(long, env = "HK_BIND", default_value = "127.0.0.1:8080", global = true)]
-    pub bind: SocketAddr,
-
-    /// Address a worker-only process serves /healthz, /readyz and /metrics on (off when unset).
-    #[arg(long, env = "HK_METRICS_BIND", global = true)]
-    pub metrics_bind: Option<SocketAddr>,
-
-    /// Where `up` keeps local state (Postgres cluster, NATS store, installed tools).
-    #[arg(long, env = "HK_DATA_DIR", default_value = ".hubkeeper", global = true)]
-    pub data_dir: PathBuf,
-
+#[command(next_help_heading = "Logging")]
+pub struct LogArgs {
     /// Log format: `pretty` or `json`.
     #[arg(long, env = "HK_LOG_FORMAT", default_value = "pretty", global = true)]
     pub log_format: LogFormat,
@@ -38,201 +27,191 @@ pub struct Config {
     /// Log filter, RUST_LOG syntax.
     #[arg(long = "log", env = "HK_LOG", default_value = "info", global = true)]
     pub log_filter: String,
+}
+
+/// The event store and read models.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Postgres")]
+pub struct StoreArgs {
+    /// Postgres URL. Unset under `up`: a local Postgres is started in the data directory.
+    #[arg(long, env = "DATABASE_URL", value_parser = secret, hide_env_values = true)]
+    pub database_url: Option<SecretString>,
 
     /// Maximum Postgres connections per process.
-    #[arg(
-        long,
-        env = "HK_DB_MAX_CONNECTIONS",
-        default_value_t = 16,
-        global = true
-    )]
+    #[arg(long, env = "HK_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
+}
+
+/// JetStream: the event stream, the work queues, the control channel.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "NATS")]
+pub struct NatsArgs {
+    /// NATS URL. Unset under `up`: a local nats-server with JetStream is started.
+    #[arg(long, env = "NATS_URL", value_parser = secret, hide_env_values = true)]
+    pub nats_url: Option<SecretString>,
 
     /// JetStream replicas per stream (3 on a 3-node cluster).
-    #[arg(long, env = "HK_NATS_REPLICAS", default_value_t = 1, global = true)]
+    #[arg(long, env = "HK_NATS_REPLICAS", default_value_t = 1)]
     pub nats_replicas: usize,
 
-    /// JetStream duplicate window for relayed events, in seconds.
+    /// JetStream duplicate window for relayed events, in seconds (or with a unit: 2m).
     #[arg(
-        long,
+        long = "nats-duplicate-window-secs",
         env = "HK_NATS_DUPLICATE_WINDOW_SECS",
-        default_value_t = 120,
-        global = true
+        default_value = "120",
+        value_parser = seconds
     )]
-    pub nats_duplicate_window_secs: u64,
+    pub nats_duplicate_window: Duration,
+}
 
-    /// Relay batch size (events per read and publish round).
-    #[arg(
-        long,
-        env = "HK_RELAY_BATCH_SIZE",
-        default_value_t = 1000,
-        global = true
-    )]
-    pub relay_batch_size: i64,
+/// The HTTP API's listener and public address.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "HTTP")]
+pub struct HttpArgs {
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "HK_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
 
-    /// Port of the local Postgres that `up` starts (a free one if taken).
-    #[arg(long, env = "HK_LOCAL_PG_PORT", default_value_t = 54329, global = true)]
-    pub local_pg_port: u16,
-
-    /// Port of the local nats-server that `up` starts (a free one if taken).
-    #[arg(
-        long,
-        env = "HK_LOCAL_NATS_PORT",
-        default_value_t = 44222,
-        global = true
-    )]
-    pub local_nats_port: u16,
-
-    /// Refresh access tokens that expire within this many seconds (scheduler and refreshers).
-    #[arg(
-        long,
-        env = "HK_REFRESH_LEAD_SECS",
-        default_value_t = 600,
-        global = true
-    )]
-    pub refresh_lead_secs: u64,
-
-    /// How often the active scheduler looks for tokens to refresh, in milliseconds.
-    #[arg(
-        long,
-        env = "HK_SCHEDULER_TICK_MS",
-        default_value_t = 5000,
-        global = true
-    )]
-    pub scheduler_tick_ms: u64,
-
-    /// Refresh an installation not refreshed for this many seconds, even with a valid token.
-    #[arg(
-        long,
-        env = "HK_REFRESH_IDLE_AFTER_SECS",
-        default_value_t = 604_800,
-        global = true
-    )]
-    pub refresh_idle_after_secs: u64,
-
-    /// Refreshes in flight per refresher process (capped at a third of HK_DB_MAX_CONNECTIONS,
-    /// since each refresh holds a lock session and a working connection).
-    #[arg(
-        long,
-        env = "HK_REFRESHER_CONCURRENCY",
-        default_value_t = 32,
-        global = true
-    )]
-    pub refresher_concurrency: usize,
-
-    /// Deliveries of a refresh command before it is dead-lettered.
-    #[arg(
-        long,
-        env = "HK_REFRESHER_MAX_DELIVER",
-        default_value_t = 6,
-        global = true
-    )]
-    pub refresher_max_deliver: i64,
-
-    /// Delays before redelivering a failed refresh, in milliseconds, comma-separated.
-    #[arg(long, env = "HK_REFRESHER_BACKOFF_MS", default_value = "2000,10000,30000,60000,120000", global = true, value_parser = millis_list)]
-    pub refresher_backoff: MillisList,
-
-    /// Seconds before a refresh command whose worker died is redelivered.
-    #[arg(
-        long,
-        env = "HK_REFRESHER_ACK_WAIT_SECS",
-        default_value_t = 60,
-        global = true
-    )]
-    pub refresher_ack_wait_secs: u64,
-
-    // --- dashboard and access (issue 6) ---
     /// Where users reach Hubkeeper, e.g. `https://hubkeeper.example.com`. Its scheme decides
     /// whether session cookies are `Secure` (unset: Secure except on localhost), and `up` prints
     /// the dashboard link from it.
-    #[arg(long, env = "HK_PUBLIC_URL", global = true, value_parser = public_url)]
+    #[arg(long, env = "HK_PUBLIC_URL", value_parser = public_url)]
     pub public_url: Option<url::Url>,
+}
 
-    /// Lifetime of a dashboard session (from login), in seconds.
-    #[arg(
-        long,
-        env = "HK_SESSION_TTL_SECS",
-        default_value_t = 28_800,
-        global = true
-    )]
-    pub session_ttl_secs: u64,
+/// A worker-only process's own health and metrics listener.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Worker health")]
+pub struct MetricsArgs {
+    /// Address a worker-only process serves /healthz, /readyz and /metrics on (off when unset).
+    #[arg(long, env = "HK_METRICS_BIND")]
+    pub metrics_bind: Option<SocketAddr>,
+}
 
-    /// An admin API key (`hk_<id>_<secret>`) that `up` installs instead of generating one, e.g.
-    /// from a deployment's secret store.
-    #[arg(long, env = "HK_BOOTSTRAP_ADMIN_KEY", global = true, value_parser = secret, hide_env_values = true)]
-    pub bootstrap_admin_key: Option<SecretString>,
-    // --- end: issue 6 ---
+/// Local state on disk.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Local state")]
+pub struct DataDirArgs {
+    /// Where `up` keeps local state (Postgres cluster, NATS store, installed tools); the default
+    /// parent of the backup directory.
+    #[arg(long, env = "HK_DATA_DIR", default_value = ".hubkeeper")]
+    pub data_dir: PathBuf,
+}
 
-    // --- tokens, apps, OAuth install flow (issue 4) ---
+/// The servers `up` starts when no URLs are given.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Local servers (up)")]
+pub struct LocalServerArgs {
+    /// Port of the local Postgres that `up` starts (a free one if taken).
+    #[arg(long, env = "HK_LOCAL_PG_PORT", default_value_t = 54329)]
+    pub local_pg_port: u16,
+
+    /// Port of the local nats-server that `up` starts (a free one if taken).
+    #[arg(long, env = "HK_LOCAL_NATS_PORT", default_value_t = 44222)]
+    pub local_nats_port: u16,
+}
+
+/// Master keys of the token vault.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Master keys")]
+pub struct KeyArgs {
     /// Master keys that wrap the per-tenant data keys, `kid:<base64 of 32 bytes>,…` (generate
     /// one with `hubkeeper keys generate`). Required by the API and the refreshers; `up`
     /// generates a development key when unset.
-    #[arg(long, env = "HK_MASTER_KEYS", global = true, value_parser = secret, hide_env_values = true)]
+    #[arg(long, env = "HK_MASTER_KEYS", value_parser = secret, hide_env_values = true)]
     pub master_keys: Option<SecretString>,
 
     /// Id of the master key that wraps new data keys (default: the last one listed). Point it at
     /// a newly added key, then run `hubkeeper keys rotate`.
-    #[arg(long, env = "HK_ACTIVE_KEY_ID", global = true)]
+    #[arg(long, env = "HK_ACTIVE_KEY_ID")]
     pub active_key_id: Option<String>,
+}
+
+/// The first admin key of a deployment.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Admin key")]
+pub struct BootstrapKeyArgs {
+    /// An admin API key (`hk_<id>_<secret>`) that `up` and `migrate` install instead of `up`
+    /// generating one, e.g. from a deployment's secret store.
+    #[arg(long, env = "HK_BOOTSTRAP_ADMIN_KEY", value_parser = secret, hide_env_values = true)]
+    pub bootstrap_admin_key: Option<SecretString>,
+}
+
+/// Handing out and refreshing access tokens.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Tokens")]
+pub struct TokenArgs {
+    /// Refresh access tokens that expire within this many seconds (scheduler and refreshers).
+    #[arg(
+        long = "refresh-lead-secs",
+        env = "HK_REFRESH_LEAD_SECS",
+        default_value = "600",
+        value_parser = seconds
+    )]
+    pub refresh_lead: Duration,
 
     /// Seconds a handed-out access token is guaranteed to stay valid (unless the caller asks
     /// for another margin).
     #[arg(
-        long,
+        long = "token-min-validity-secs",
         env = "HK_TOKEN_MIN_VALIDITY_SECS",
-        default_value_t = 300,
-        global = true
+        default_value = "300",
+        value_parser = seconds
     )]
-    pub token_min_validity_secs: u64,
+    pub token_min_validity: Duration,
 
-    /// Longest time a process serves a cached access token without re-reading Postgres.
+    /// Longest time a process serves a cached access token without re-reading Postgres, in
+    /// seconds.
     #[arg(
-        long,
+        long = "token-cache-max-age-secs",
         env = "HK_TOKEN_CACHE_MAX_AGE_SECS",
-        default_value_t = 60,
-        global = true
+        default_value = "60",
+        value_parser = seconds
     )]
-    pub token_cache_max_age_secs: u64,
+    pub token_cache_max_age: Duration,
 
     /// Longest wait for another process's refresh of the same installation, in seconds.
     #[arg(
-        long,
+        long = "refresh-lock-timeout-secs",
         env = "HK_REFRESH_LOCK_TIMEOUT_SECS",
-        default_value_t = 30,
-        global = true
+        default_value = "30",
+        value_parser = seconds
     )]
-    pub refresh_lock_timeout_secs: u64,
+    pub refresh_lock_timeout: Duration,
+}
 
+/// The OAuth install flow.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "OAuth install flow")]
+pub struct OAuthArgs {
     /// Key that signs OAuth `state` values (any length). Unset: a random key kept sealed in
     /// the database, shared by every process.
-    #[arg(long, env = "HK_STATE_SECRET", global = true, value_parser = secret, hide_env_values = true)]
+    #[arg(long, env = "HK_STATE_SECRET", value_parser = secret, hide_env_values = true)]
     pub state_secret: Option<SecretString>,
 
     /// OAuth install/callback requests allowed per client IP and window.
-    #[arg(
-        long,
-        env = "HK_OAUTH_RATE_LIMIT_MAX",
-        default_value_t = 10,
-        global = true
-    )]
+    #[arg(long, env = "HK_OAUTH_RATE_LIMIT_MAX", default_value_t = 10)]
     pub oauth_rate_limit_max: u32,
 
     /// Length of the OAuth rate-limit window, in seconds.
     #[arg(
-        long,
+        long = "oauth-rate-limit-window-secs",
         env = "HK_OAUTH_RATE_LIMIT_WINDOW_SECS",
-        default_value_t = 60,
-        global = true
+        default_value = "60",
+        value_parser = seconds
     )]
-    pub oauth_rate_limit_window_secs: u64,
+    pub oauth_rate_limit_window: Duration,
+}
 
+/// Where HubSpot is.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "HubSpot")]
+pub struct HubSpotArgs {
     /// HubSpot API base URL (token, introspection, CRM); the simulator's URL in development.
     #[arg(
         long,
         env = "HK_HUBSPOT_API_URL",
-        default_value = "https://api.hubapi.com",
-        global = true
+        default_value = "https://api.hubapi.com"
     )]
     pub hubspot_api_url: url::Url,
 
@@ -240,130 +219,389 @@ pub struct Config {
     #[arg(
         long,
         env = "HK_HUBSPOT_APP_URL",
-        default_value = "https://app.hubspot.com",
-        global = true
+        default_value = "https://app.hubspot.com"
     )]
     pub hubspot_app_url: url::Url,
-    // --- end: issue 4 ---
+}
 
-    // --- projections, webhooks, dead letters (issue 5) ---
-    /// Events a projector applies per transaction.
+/// The relay (event store to JetStream).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Relay")]
+pub struct RelayArgs {
+    /// Relay batch size (events per read and publish round).
+    #[arg(long, env = "HK_RELAY_BATCH_SIZE", default_value_t = 1000)]
+    pub relay_batch_size: i64,
+}
+
+/// The refresh scheduler.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Scheduler")]
+pub struct ScheduleArgs {
+    /// How often the active scheduler looks for tokens to refresh, in milliseconds (or with a
+    /// unit: 5s).
     #[arg(
-        long,
-        env = "HK_PROJECTOR_BATCH_SIZE",
-        default_value_t = 256,
-        global = true
+        long = "scheduler-tick-ms",
+        env = "HK_SCHEDULER_TICK_MS",
+        default_value = "5000",
+        value_parser = millis
     )]
+    pub scheduler_tick: Duration,
+
+    /// Refresh an installation not refreshed for this many seconds, even with a valid token.
+    #[arg(
+        long = "refresh-idle-after-secs",
+        env = "HK_REFRESH_IDLE_AFTER_SECS",
+        default_value = "604800",
+        value_parser = seconds
+    )]
+    pub refresh_idle_after: Duration,
+}
+
+/// The refreshers.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Refresher")]
+pub struct RefresherArgs {
+    /// Refreshes in flight per refresher process (capped at a third of HK_DB_MAX_CONNECTIONS,
+    /// since each refresh holds a lock session and a working connection).
+    #[arg(long, env = "HK_REFRESHER_CONCURRENCY", default_value_t = 32)]
+    pub refresher_concurrency: usize,
+
+    /// Deliveries of a refresh command before it is dead-lettered.
+    #[arg(long, env = "HK_REFRESHER_MAX_DELIVER", default_value_t = 6)]
+    pub refresher_max_deliver: i64,
+
+    /// Delays before redelivering a failed refresh, in milliseconds, comma-separated.
+    #[arg(
+        long = "refresher-backoff-ms",
+        env = "HK_REFRESHER_BACKOFF_MS",
+        default_value = "2000,10000,30000,60000,120000",
+        value_parser = millis_list
+    )]
+    pub refresher_backoff: DurationList,
+
+    /// Seconds before a refresh command whose worker died is redelivered.
+    #[arg(
+        long = "refresher-ack-wait-secs",
+        env = "HK_REFRESHER_ACK_WAIT_SECS",
+        default_value = "60",
+        value_parser = seconds
+    )]
+    pub refresher_ack_wait: Duration,
+}
+
+/// The read-model projectors.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Projector")]
+pub struct ProjectorArgs {
+    /// Events a projector applies per transaction.
+    #[arg(long, env = "HK_PROJECTOR_BATCH_SIZE", default_value_t = 256)]
     pub projector_batch_size: usize,
 
     /// Deliveries of an event before the projector dead-letters it.
-    #[arg(
-        long,
-        env = "HK_PROJECTOR_MAX_DELIVER",
-        default_value_t = 60,
-        global = true
-    )]
+    #[arg(long, env = "HK_PROJECTOR_MAX_DELIVER", default_value_t = 60)]
     pub projector_max_deliver: i64,
 
     /// Seconds before an event whose projector died is redelivered.
     #[arg(
-        long,
+        long = "projector-ack-wait-secs",
         env = "HK_PROJECTOR_ACK_WAIT_SECS",
-        default_value_t = 30,
-        global = true
+        default_value = "30",
+        value_parser = seconds
     )]
-    pub projector_ack_wait_secs: u64,
+    pub projector_ack_wait: Duration,
+}
 
+/// Receiving webhooks (the API's side).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Webhook intake")]
+pub struct WebhookIngestArgs {
     /// Largest webhook request body accepted (413 above).
-    #[arg(
-        long,
-        env = "HK_WEBHOOK_MAX_BODY_BYTES",
-        default_value_t = 524_288,
-        global = true
-    )]
+    #[arg(long, env = "HK_WEBHOOK_MAX_BODY_BYTES", default_value_t = 524_288)]
     pub webhook_max_body_bytes: usize,
 
     /// Oldest v3 webhook signature timestamp accepted, in seconds (HubSpot: 5 minutes).
     #[arg(
-        long,
+        long = "webhook-max-age-secs",
         env = "HK_WEBHOOK_MAX_AGE_SECS",
-        default_value_t = 300,
-        global = true
+        default_value = "300",
+        value_parser = seconds
     )]
-    pub webhook_max_age_secs: u64,
-
-    /// Webhook batches processed at once per webhook worker process.
-    #[arg(
-        long,
-        env = "HK_WEBHOOK_CONCURRENCY",
-        default_value_t = 8,
-        global = true
-    )]
-    pub webhook_concurrency: usize,
-
-    /// Deliveries of a webhook batch before it is dead-lettered.
-    #[arg(
-        long,
-        env = "HK_WEBHOOK_MAX_DELIVER",
-        default_value_t = 10,
-        global = true
-    )]
-    pub webhook_max_deliver: i64,
-
-    /// Delays before retrying a failed webhook batch, in milliseconds, comma-separated.
-    #[arg(long, env = "HK_WEBHOOK_BACKOFF_MS", default_value = "1000,5000,15000,60000,300000", global = true, value_parser = millis_list)]
-    pub webhook_backoff: MillisList,
-
-    /// Seconds before a webhook batch whose worker died is redelivered.
-    #[arg(
-        long,
-        env = "HK_WEBHOOK_ACK_WAIT_SECS",
-        default_value_t = 30,
-        global = true
-    )]
-    pub webhook_ack_wait_secs: u64,
+    pub webhook_max_age: Duration,
 
     /// How long verified webhook events stay on `hk.webhooks.>` for the app's consumers, in
     /// seconds.
     #[arg(
-        long,
+        long = "webhook-events-max-age-secs",
         env = "HK_WEBHOOK_EVENTS_MAX_AGE_SECS",
-        default_value_t = 604_800,
-        global = true
+        default_value = "604800",
+        value_parser = seconds
     )]
-    pub webhook_events_max_age_secs: u64,
+    pub webhook_events_max_age: Duration,
+}
+
+/// Processing stored webhook batches (the worker's side).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Webhook worker")]
+pub struct WebhookWorkerArgs {
+    /// Webhook batches processed at once per webhook worker process.
+    #[arg(long, env = "HK_WEBHOOK_CONCURRENCY", default_value_t = 8)]
+    pub webhook_concurrency: usize,
+
+    /// Deliveries of a webhook batch before it is dead-lettered.
+    #[arg(long, env = "HK_WEBHOOK_MAX_DELIVER", default_value_t = 10)]
+    pub webhook_max_deliver: i64,
+
+    /// Delays before retrying a failed webhook batch, in milliseconds, comma-separated.
+    #[arg(
+        long = "webhook-backoff-ms",
+        env = "HK_WEBHOOK_BACKOFF_MS",
+        default_value = "1000,5000,15000,60000,300000",
+        value_parser = millis_list
+    )]
+    pub webhook_backoff: DurationList,
+
+    /// Seconds before a webhook batch whose worker died is redelivered.
+    #[arg(
+        long = "webhook-ack-wait-secs",
+        env = "HK_WEBHOOK_ACK_WAIT_SECS",
+        default_value = "30",
+        value_parser = seconds
+    )]
+    pub webhook_ack_wait: Duration,
+}
+
+/// The dashboard.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Dashboard")]
+pub struct DashboardArgs {
+    /// Lifetime of a dashboard session (from login), in seconds.
+    #[arg(
+        long = "session-ttl-secs",
+        env = "HK_SESSION_TTL_SECS",
+        default_value = "28800",
+        value_parser = seconds
+    )]
+    pub session_ttl: Duration,
 
     /// "Expiring soon" on the overview: active tokens expiring within this many seconds.
     #[arg(
-        long,
+        long = "overview-expiring-within-secs",
         env = "HK_OVERVIEW_EXPIRING_WITHIN_SECS",
-        default_value_t = 600,
-        global = true
+        default_value = "600",
+        value_parser = seconds
     )]
-    pub overview_expiring_within_secs: i64,
-    // --- end: issue 5 ---
+    pub overview_expiring_within: Duration,
+}
 
-    // --- pricing, billing, settings, backups (issue 7) ---
+/// Database backups.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Backups")]
+pub struct BackupArgs {
     /// Directory of database backups (`hubkeeper backup`, the schedule, the Settings page).
     /// Default: `backups` inside the data directory.
-    #[arg(long, env = "HK_BACKUP_DIR", global = true)]
+    #[arg(long, env = "HK_BACKUP_DIR")]
     pub backup_dir: Option<PathBuf>,
 
     /// Directory holding `pg_dump` and `pg_restore` (and, for `up`, `initdb`). Default: the
     /// newest `/usr/lib/postgresql/<version>/bin`, else `PATH`.
-    #[arg(long, env = "HK_PG_BIN_DIR", global = true)]
+    #[arg(long, env = "HK_PG_BIN_DIR")]
     pub pg_bin_dir: Option<PathBuf>,
+}
 
+/// Runtime settings (the Settings page) as every process follows them.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Runtime settings")]
+pub struct SettingsArgs {
     /// Seconds between re-reads of the runtime settings from the store, in case a broadcast
     /// on the control channel was missed.
     #[arg(
-        long,
+        long = "settings-resync-secs",
         env = "HK_SETTINGS_RESYNC_SECS",
-        default_value_t = 60,
-        global = true
+        default_value = "60",
+        value_parser = seconds
     )]
-    pub settings_resync_secs: u64,
-    // --- end: issue 7 ---
+    pub settings_resync: Duration,
+}
+
+/// Every setting, by area: what the process code receives.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+    #[command(flatten)]
+    pub data: DataDirArgs,
+    #[command(flatten)]
+    pub local: LocalServerArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[command(flatten)]
+    pub bootstrap: BootstrapKeyArgs,
+    #[command(flatten)]
+    pub tokens: TokenArgs,
+    #[command(flatten)]
+    pub oauth: OAuthArgs,
+    #[command(flatten)]
+    pub hubspot: HubSpotArgs,
+    #[command(flatten)]
+    pub relay: RelayArgs,
+    #[command(flatten)]
+    pub schedule: ScheduleArgs,
+    #[command(flatten)]
+    pub refresher: RefresherArgs,
+    #[command(flatten)]
+    pub projector: ProjectorArgs,
+    #[command(flatten)]
+    pub webhook_ingest: WebhookIngestArgs,
+    #[command(flatten)]
+    pub webhook_worker: WebhookWorkerArgs,
+    #[command(flatten)]
+    pub dashboard: DashboardArgs,
+    #[command(flatten)]
+    pub backups: BackupArgs,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+}
+
+impl Config {
+    /// Every area from the environment (and `.env`) and the defaults alone.
+    pub fn from_environment() -> anyhow::Result<Self> {
+        let command = Self::augment_args(clap::Command::new("hubkeeper").no_binary_name(true));
+        let matches = command
+            .try_get_matches_from(std::iter::empty::<String>())
+            .map_err(|e| anyhow::anyhow!("invalid configuration in the environment: {e}"))?;
+        Ok(Self::from_arg_matches(&matches)?)
+    }
+}
+
+/// The settings one subcommand takes on its command line: a struct flattening those areas, and
+/// its conversion into a whole [`Config`] (the other areas from the environment and defaults).
+macro_rules! command_settings {
+    ($(#[$meta:meta])* $name:ident { $($area:ident: $ty:ty),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Args)]
+        pub struct $name {
+            $(
+                #[command(flatten)]
+                pub $area: $ty,
+            )*
+        }
+
+        impl $name {
+            pub fn into_config(self) -> anyhow::Result<Config> {
+                #[allow(unused_mut)]
+                let mut config = Config::from_environment()?;
+                $( config.$area = self.$area; )*
+                Ok(config)
+            }
+        }
+    };
+}
+
+command_settings! {
+    /// `up`: every role in one process, and the local servers.
+    UpSettings {
+        store: StoreArgs, nats: NatsArgs, http: HttpArgs, data: DataDirArgs,
+        local: LocalServerArgs, keys: KeyArgs, bootstrap: BootstrapKeyArgs, tokens: TokenArgs,
+        oauth: OAuthArgs, hubspot: HubSpotArgs, relay: RelayArgs, schedule: ScheduleArgs,
+        refresher: RefresherArgs, projector: ProjectorArgs, webhook_ingest: WebhookIngestArgs,
+        webhook_worker: WebhookWorkerArgs, dashboard: DashboardArgs, backups: BackupArgs,
+        settings: SettingsArgs,
+    }
+}
+
+command_settings! {
+    /// `api`: the HTTP API, the dashboard, webhook intake.
+    ApiSettings {
+        store: StoreArgs, nats: NatsArgs, http: HttpArgs, data: DataDirArgs, keys: KeyArgs,
+        tokens: TokenArgs, oauth: OAuthArgs, hubspot: HubSpotArgs,
+        webhook_ingest: WebhookIngestArgs, dashboard: DashboardArgs, backups: BackupArgs,
+        settings: SettingsArgs,
+    }
+}
+
+command_settings! {
+    /// `worker <role>`: the background roles.
+    WorkerSettings {
+        store: StoreArgs, nats: NatsArgs, metrics: MetricsArgs, data: DataDirArgs,
+        keys: KeyArgs, tokens: TokenArgs, hubspot: HubSpotArgs, relay: RelayArgs,
+        schedule: ScheduleArgs, refresher: RefresherArgs, projector: ProjectorArgs,
+        webhook_worker: WebhookWorkerArgs, backups: BackupArgs, settings: SettingsArgs,
+    }
+}
+
+command_settings! {
+    /// Commands that only read or write the database.
+    StoreSettings { store: StoreArgs }
+}
+
+command_settings! {
+    /// `migrate`: the schema, and the deployment's first admin key.
+    MigrateSettings { store: StoreArgs, bootstrap: BootstrapKeyArgs }
+}
+
+command_settings! {
+    /// Commands that read the database and JetStream.
+    StoreAndNatsSettings { store: StoreArgs, nats: NatsArgs }
+}
+
+command_settings! {
+    /// `keys`: the master keys and the data keys they wrap.
+    KeySettings { store: StoreArgs, keys: KeyArgs }
+}
+
+command_settings! {
+    /// `backup`: dumps the database.
+    BackupSettings { store: StoreArgs, data: DataDirArgs, backups: BackupArgs }
+}
+
+command_settings! {
+    /// `restore`: loads a dump and republishes the history.
+    RestoreSettings { store: StoreArgs, nats: NatsArgs, backups: BackupArgs }
+}
+
+command_settings! {
+    /// `selftest`: the token lifecycle against the configured HubSpot.
+    SelftestSettings {
+        store: StoreArgs, nats: NatsArgs, http: HttpArgs, keys: KeyArgs, tokens: TokenArgs,
+        oauth: OAuthArgs, hubspot: HubSpotArgs,
+    }
+}
+
+command_settings! {
+    /// `doctor`: everything a deployment needs, checked.
+    DoctorSettings {
+        store: StoreArgs, nats: NatsArgs, data: DataDirArgs, keys: KeyArgs,
+        hubspot: HubSpotArgs, backups: BackupArgs,
+    }
+}
+
+command_settings! {
+    /// `health`: the listener a process serves its readiness on.
+    HealthSettings { http: HttpArgs, metrics: MetricsArgs }
+}
+
+#[cfg(feature = "bench")]
+command_settings! {
+    /// `bench`: where the tools are.
+    BenchSettings { data: DataDirArgs }
+}
+
+/// `addr` as a client on this host reaches it: a listener on all interfaces over loopback.
+pub fn reachable(mut addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        let loopback: IpAddr = match addr.ip() {
+            IpAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+            IpAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+        };
+        addr.set_ip(loopback);
+    }
+    addr
 }
 
 fn public_url(raw: &str) -> Result<url::Url, String> {
@@ -374,24 +612,56 @@ fn public_url(raw: &str) -> Result<url::Url, String> {
     Ok(url)
 }
 
-/// A list of durations given in milliseconds.
+/// A list of delays.
 #[derive(Debug, Clone)]
-pub struct MillisList(pub Vec<std::time::Duration>);
+pub struct DurationList(pub Vec<Duration>);
 
-fn millis_list(raw: &str) -> Result<MillisList, String> {
+/// A duration: a plain number counts in `default_unit`; a number with a unit (`ms`, `s`, `m`,
+/// `h`, `d`) counts in that unit.
+fn duration_in(raw: &str, default_unit: Duration) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let number: u64 = number.parse().map_err(|_| {
+        format!("`{raw}` is not a duration (a whole number, optionally with ms, s, m, h or d)")
+    })?;
+    let unit = match unit.trim() {
+        "" => default_unit,
+        "ms" => Duration::from_millis(1),
+        "s" => Duration::from_secs(1),
+        "m" | "min" => Duration::from_secs(60),
+        "h" => Duration::from_secs(3600),
+        "d" => Duration::from_secs(86_400),
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{raw}` (ms, s, m, h or d)"
+            ))
+        }
+    };
+    u32::try_from(number)
+        .ok()
+        .and_then(|n| unit.checked_mul(n))
+        .ok_or_else(|| format!("`{raw}` is too long a duration"))
+}
+
+fn seconds(raw: &str) -> Result<Duration, String> {
+    duration_in(raw, Duration::from_secs(1))
+}
+
+fn millis(raw: &str) -> Result<Duration, String> {
+    duration_in(raw, Duration::from_millis(1))
+}
+
+fn millis_list(raw: &str) -> Result<DurationList, String> {
     let list = raw
         .split(',')
-        .map(|part| {
-            part.trim()
-                .parse::<u64>()
-                .map(std::time::Duration::from_millis)
-                .map_err(|_| format!("`{part}` is not a number of milliseconds"))
-        })
+        .filter(|part| !part.trim().is_empty())
+        .map(millis)
         .collect::<Result<Vec<_>, _>>()?;
     if list.is_empty() {
         return Err("give at least one delay".into());
     }
-    Ok(MillisList(list))
+    Ok(DurationList(list))
 }
 
 fn secret(raw: &str) -> Result<SecretString, String> {
@@ -399,4 +669,58 @@ fn secret(raw: &str) -> Result<SecretString, String> {
         return Err("must not be empty".into());
     }
     Ok(SecretString::from(raw.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_default_to_their_unit_and_accept_explicit_ones() {
+        assert_eq!(seconds("600"), Ok(Duration::from_secs(600)));
+        assert_eq!(seconds(" 10m "), Ok(Duration::from_secs(600)));
+        assert_eq!(seconds("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(seconds("7d"), Ok(Duration::from_secs(604_800)));
+        assert_eq!(millis("5000"), Ok(Duration::from_secs(5)));
+        assert_eq!(millis("5s"), Ok(Duration::from_secs(5)));
+        for bad in ["", "ten", "-5", "5 fortnights", "1.5s"] {
+            assert!(seconds(bad).is_err(), "{bad:?} accepted");
+        }
+        let list = millis_list("1000, 5s,1m").unwrap();
+        assert_eq!(
+            list.0,
+            [1, 5, 60].map(Duration::from_secs).to_vec(),
+            "mixed units"
+        );
+        assert!(millis_list(" , ").is_err());
+    }
+
+    #[test]
+    fn listeners_on_all_interfaces_are_reached_over_loopback() {
+        let cases = [
+            ("0.0.0.0:8080", "127.0.0.1:8080"),
+            ("[::]:9090", "[::1]:9090"),
+            ("10.1.2.3:9090", "10.1.2.3:9090"),
+        ];
+        for (bound, reached) in cases {
+            assert_eq!(reachable(bound.parse().unwrap()), reached.parse().unwrap());
+        }
+    }
+
+    #[test]
+    fn a_command_without_an_area_on_its_command_line_still_gets_its_defaults() {
+        let config = StoreSettings {
+            store: StoreArgs {
+                database_url: None,
+                db_max_connections: 3,
+            },
+        }
+        .into_config()
+        .unwrap();
+        assert_eq!(config.store.db_max_connections, 3);
+        // Areas not on the command line come from the environment and the defaults; the test
+        // environment sets none of these.
+        assert_eq!(config.schedule.scheduler_tick, Duration::from_secs(5));
+        assert_eq!(config.refresher.refresher_backoff.0.len(), 5);
+    }
 }

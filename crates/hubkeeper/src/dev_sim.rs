@@ -16,7 +16,7 @@ const DEFAULT_API_URL: &str = "https://api.hubapi.com/";
 pub async fn start_if_unconfigured(config: &mut Config) -> anyhow::Result<Option<SimHandle>> {
     let configured = std::env::var_os("HK_HUBSPOT_API_URL").is_some()
         || std::env::var_os("HK_HUBSPOT_APP_URL").is_some()
-        || config.hubspot_api_url.as_str() != DEFAULT_API_URL;
+        || config.hubspot.hubspot_api_url.as_str() != DEFAULT_API_URL;
     if configured {
         return Ok(None);
     }
@@ -35,8 +35,8 @@ pub async fn start_if_unconfigured(config: &mut Config) -> anyhow::Result<Option
         ..SimConfig::default()
     })
     .await?;
-    config.hubspot_api_url = url::Url::parse(&sim.base_url)?;
-    config.hubspot_app_url = url::Url::parse(&sim.base_url)?;
+    config.hubspot.hubspot_api_url = url::Url::parse(&sim.base_url)?;
+    config.hubspot.hubspot_app_url = url::Url::parse(&sim.base_url)?;
     println!(
         "  hubspot   {} (simulator: no HK_HUBSPOT_API_URL configured)",
         sim.base_url
@@ -45,11 +45,7 @@ pub async fn start_if_unconfigured(config: &mut Config) -> anyhow::Result<Option
 }
 
 fn api_base(config: &Config) -> String {
-    let mut addr = config.bind;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    format!("http://{addr}")
+    format!("http://{}", crate::config::reachable(config.http.bind))
 }
 
 fn callback_url(config: &Config) -> String {

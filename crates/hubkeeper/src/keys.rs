@@ -31,10 +31,10 @@ pub enum KeysCommand {
 
 /// The configured keyring, if any.
 pub fn keyring(config: &Config) -> anyhow::Result<Option<MasterKeyring>> {
-    let Some(spec) = &config.master_keys else {
+    let Some(spec) = &config.keys.master_keys else {
         return Ok(None);
     };
-    let keyring = MasterKeyring::parse(spec.expose_secret(), config.active_key_id.as_deref())
+    let keyring = MasterKeyring::parse(spec.expose_secret(), config.keys.active_key_id.as_deref())
         .map_err(|e| anyhow!("HK_MASTER_KEYS / HK_ACTIVE_KEY_ID: {e}"))?;
     Ok(Some(keyring))
 }
@@ -48,7 +48,7 @@ fn require_keyring(config: &Config) -> anyhow::Result<MasterKeyring> {
 /// Under `up` without configured master keys: use (or create, once) a development key in the
 /// data directory, with a loud warning, so a laptop setup needs no key management.
 pub fn with_dev_master_keys(mut config: Config, data_dir: &Path) -> anyhow::Result<Config> {
-    if config.master_keys.is_some() {
+    if config.keys.master_keys.is_some() {
         return Ok(config);
     }
     let path = data_dir.join(DEV_KEYS_FILE);
@@ -69,7 +69,7 @@ pub fn with_dev_master_keys(mut config: Config, data_dir: &Path) -> anyhow::Resu
         path.display()
     );
     tracing::warn!(path = %path.display(), "using a development master key");
-    config.master_keys = Some(SecretString::from(spec));
+    config.keys.master_keys = Some(SecretString::from(spec));
     Ok(config)
 }
 

@@ -19,8 +19,8 @@ use crate::config::Config;
 /// The HubSpot client every role shares (one connection pool, one per-account rate limiter).
 pub fn hubspot_client(config: &Config) -> anyhow::Result<HubSpotClient> {
     Ok(HubSpotClient::new(HubSpotConfig {
-        api_base_url: config.hubspot_api_url.clone(),
-        app_base_url: config.hubspot_app_url.clone(),
+        api_base_url: config.hubspot.hubspot_api_url.clone(),
+        app_base_url: config.hubspot.hubspot_app_url.clone(),
         ..HubSpotConfig::default()
     })?)
 }
@@ -59,9 +59,12 @@ pub async fn build(
         broadcaster,
         clock: clock.clone(),
         config: TokenConfig {
-            default_min_validity: Duration::from_secs(config.token_min_validity_secs),
-            cache_max_age: Duration::from_secs(config.token_cache_max_age_secs),
-            lock_timeout: Duration::from_secs(config.refresh_lock_timeout_secs.max(1)),
+            default_min_validity: config.tokens.token_min_validity,
+            cache_max_age: config.tokens.token_cache_max_age,
+            lock_timeout: config
+                .tokens
+                .refresh_lock_timeout
+                .max(Duration::from_secs(1)),
             ..TokenConfig::default()
         },
     })
@@ -74,7 +77,7 @@ pub async fn build(
         hubspot,
         clock,
         OAuthConfig {
-            state_secret: config.state_secret.clone(),
+            state_secret: config.oauth.state_secret.clone(),
             ..OAuthConfig::default()
         },
     )
@@ -84,10 +87,11 @@ pub async fn build(
         tokens,
         oauth,
         oauth_limiter: Arc::new(OAuthRateLimiter::new(
-            config.oauth_rate_limit_max,
-            Duration::from_secs(config.oauth_rate_limit_window_secs),
+            config.oauth.oauth_rate_limit_max,
+            config.oauth.oauth_rate_limit_window,
         )),
         public_url: config
+            .http
             .public_url
             .as_ref()
             .map(|u| u.as_str().trim_end_matches('/').to_owned()),

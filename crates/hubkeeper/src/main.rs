@@ -4,9 +4,13 @@
 
 mod access;
 mod admin;
+#[cfg(feature = "bench")]
 mod bench;
 mod config;
+#[cfg(feature = "simulator")]
 mod dev_sim;
+mod doctor;
+mod health;
 mod keys;
 mod lifecycle;
 mod operations;
@@ -18,7 +22,11 @@ mod up;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::Config;
+use crate::config::{
+    ApiSettings, BackupSettings, DoctorSettings, HealthSettings, KeySettings, LogArgs,
+    MigrateSettings, RestoreSettings, SelftestSettings, StoreAndNatsSettings, StoreSettings,
+    UpSettings, WorkerSettings,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,39 +36,67 @@ use crate::config::Config;
 )]
 struct Cli {
     #[command(flatten)]
-    config: Config,
+    log: LogArgs,
     #[command(subcommand)]
     command: Command,
 }
 
+// Parsed once at start-up and consumed right away: the size of the settings does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Everything in one process; starts local Postgres and NATS when no URLs are set.
-    Up,
+    Up(UpSettings),
     /// The HTTP API alone.
-    Api,
+    Api(ApiSettings),
     /// One worker role alone.
     Worker {
         #[arg(value_enum)]
         role: roles::WorkerRole,
+        #[command(flatten)]
+        settings: WorkerSettings,
     },
-    /// Applies the database migrations and exits.
-    Migrate,
+    /// Applies the database migrations, installs HK_BOOTSTRAP_ADMIN_KEY when set, and exits.
+    Migrate(MigrateSettings),
+    /// Checks the configuration and every dependency (Postgres, NATS, master keys, HubSpot,
+    /// backups) and says what to fix.
+    Doctor(DoctorSettings),
+    /// Exits 0 when this container's process is ready (GET /readyz), 1 otherwise: for
+    /// container health checks, without curl.
+    Health {
+        /// URL to probe (default: HK_METRICS_BIND when set, else HK_BIND, on this host).
+        #[arg(long)]
+        url: Option<url::Url>,
+        #[command(flatten)]
+        settings: HealthSettings,
+    },
     /// The HubSpot simulator alone (configured by HK_SIM_* variables; see
     /// docs/hubspot-simulator.md).
-    Sim,
+    #[cfg(feature = "simulator")]
+    Sim {
+        /// Address the simulator listens on (default: HK_SIM_BIND, else 127.0.0.1:8090).
+        #[arg(long)]
+        bind: Option<std::net::SocketAddr>,
+    },
     /// Measures a scenario against real Postgres and NATS (see docs/performance.md).
+    #[cfg(feature = "bench")]
     Bench {
+        #[command(flatten)]
+        settings: config::BenchSettings,
         #[command(subcommand)]
         scenario: bench::Scenario,
     },
     /// Master keys: generate a new one, re-wrap data keys under the active one, status.
     Keys {
+        #[command(flatten)]
+        settings: KeySettings,
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
     /// API key management.
     Admin {
+        #[command(flatten)]
+        settings: StoreSettings,
         #[command(subcommand)]
         command: admin::AdminCommand,
     },
@@ -72,14 +108,20 @@ enum Command {
         /// Events applied per transaction.
         #[arg(long, default_value_t = 5000)]
         batch_size: i64,
+        #[command(flatten)]
+        settings: StoreSettings,
     },
     /// The event history (audit).
     Events {
+        #[command(flatten)]
+        settings: StoreSettings,
         #[command(subcommand)]
         command: read_side::EventsCommand,
     },
     /// Dead letters of every worker: list, show, re-drive.
     Dlq {
+        #[command(flatten)]
+        settings: StoreAndNatsSettings,
         #[command(subcommand)]
         command: read_side::DlqCommand,
     },
@@ -91,6 +133,8 @@ enum Command {
         /// Backups to keep (default: the Settings value, 30).
         #[arg(long)]
         keep: Option<u32>,
+        #[command(flatten)]
+        settings: BackupSettings,
     },
     /// Restores a backup into the empty database at DATABASE_URL (see docs/operations.md).
     Restore {
@@ -99,6 +143,8 @@ enum Command {
         /// Also purge the JetStream events stream, so it holds only the republished history.
         #[arg(long)]
         purge_events_stream: bool,
+        #[command(flatten)]
+        settings: RestoreSettings,
     },
     /// Runs the integration self-test against the configured HubSpot.
     Selftest {
@@ -108,6 +154,8 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        settings: SelftestSettings,
     },
 }
 
@@ -116,8 +164,7 @@ fn main() -> std::process::ExitCode {
     // variables win over it.
     let _ = dotenvy::dotenv();
     let cli = Cli::parse();
-    if let Err(e) = hubkeeper_telemetry::init_tracing(cli.config.log_format, &cli.config.log_filter)
-    {
+    if let Err(e) = hubkeeper_telemetry::init_tracing(cli.log.log_format, &cli.log.log_filter) {
         eprintln!("hubkeeper: {e}");
         return std::process::ExitCode::from(2);
     }
@@ -145,28 +192,55 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = cli.config;
     match cli.command {
-        Command::Up => up::run(config).await,
-        Command::Api => roles::run_standalone(&config, roles::RoleSet::api_only()).await,
-        Command::Worker { role } => roles::run_standalone(&config, role.into()).await,
-        Command::Admin { command } => admin::run(&config, command).await,
-        Command::Keys { command } => keys::run(&config, command).await,
+        Command::Up(settings) => up::run(settings.into_config()?).await,
+        Command::Api(settings) => {
+            roles::run_standalone(&settings.into_config()?, roles::RoleSet::api_only()).await
+        }
+        Command::Worker { role, settings } => {
+            roles::run_standalone(&settings.into_config()?, role.into()).await
+        }
+        Command::Admin { settings, command } => admin::run(&settings.into_config()?, command).await,
+        Command::Keys { settings, command } => keys::run(&settings.into_config()?, command).await,
         Command::Replay {
             projection,
             batch_size,
-        } => read_side::replay(&config, &projection, batch_size).await,
-        Command::Events { command } => read_side::events(&config, command).await,
-        Command::Dlq { command } => read_side::dlq(&config, command).await,
-        Command::Backup { out, keep } => operations::backup_command(&config, out, keep).await,
+            settings,
+        } => read_side::replay(&settings.into_config()?, &projection, batch_size).await,
+        Command::Events { settings, command } => {
+            read_side::events(&settings.into_config()?, command).await
+        }
+        Command::Dlq { settings, command } => {
+            read_side::dlq(&settings.into_config()?, command).await
+        }
+        Command::Backup {
+            out,
+            keep,
+            settings,
+        } => operations::backup_command(&settings.into_config()?, out, keep).await,
         Command::Restore {
             file,
             purge_events_stream,
-        } => operations::restore_command(&config, &file, purge_events_stream).await,
-        Command::Selftest { app, json } => operations::selftest_command(&config, app, json).await,
-        Command::Bench { scenario } => bench::run(&config, scenario).await,
-        Command::Sim => {
-            let sim = hubkeeper_sim::spawn(hubkeeper_sim::SimConfig::from_env()?).await?;
+            settings,
+        } => {
+            operations::restore_command(&settings.into_config()?, &file, purge_events_stream).await
+        }
+        Command::Selftest {
+            app,
+            json,
+            settings,
+        } => operations::selftest_command(&settings.into_config()?, app, json).await,
+        #[cfg(feature = "bench")]
+        Command::Bench { settings, scenario } => {
+            bench::run(&settings.into_config()?, scenario).await
+        }
+        #[cfg(feature = "simulator")]
+        Command::Sim { bind } => {
+            let mut sim_config = hubkeeper_sim::SimConfig::from_env()?;
+            if let Some(bind) = bind {
+                sim_config.bind = bind;
+            }
+            let sim = hubkeeper_sim::spawn(sim_config).await?;
             println!(
                 "HubSpot simulator on {} (consent page: {}/oauth/authorize)",
                 sim.base_url, sim.base_url
@@ -174,11 +248,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             sim.run_until_ctrl_c().await?;
             Ok(())
         }
-        Command::Migrate => {
+        Command::Migrate(settings) => {
+            let config = settings.into_config()?;
             let pool = roles::connect_store(&config)?;
             hubkeeper_store::migrate(&pool).await?;
             tracing::info!("migrations applied");
+            if let Some(key) = &config.bootstrap.bootstrap_admin_key {
+                let message = access::install_bootstrap_key(&pool, key).await?;
+                println!("{message}");
+            }
+            pool.close().await;
             Ok(())
         }
+        Command::Doctor(settings) => doctor::run(&settings.into_config()?).await,
+        Command::Health { url, settings } => health::run(&settings.into_config()?, url).await,
     }
 }

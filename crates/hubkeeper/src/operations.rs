@@ -55,9 +55,10 @@ impl SettingsApplier for LogFilter {
 /// Where backups go.
 pub fn backup_dir(config: &Config) -> PathBuf {
     config
+        .backups
         .backup_dir
         .clone()
-        .unwrap_or_else(|| config.data_dir.join("backups"))
+        .unwrap_or_else(|| config.data.data_dir.join("backups"))
 }
 
 fn backup_service(config: &Config, pool: &PgPool, database_url: &SecretString) -> BackupService {
@@ -66,7 +67,7 @@ fn backup_service(config: &Config, pool: &PgPool, database_url: &SecretString) -
         database_url.clone(),
         BackupConfig {
             dir: backup_dir(config),
-            pg_bin_dir: config.pg_bin_dir.clone(),
+            pg_bin_dir: config.backups.pg_bin_dir.clone(),
         },
     )
 }
@@ -111,7 +112,7 @@ pub fn build(
         },
         nats: nats.clone(),
         appliers,
-        resync: Duration::from_secs(config.settings_resync_secs.max(1)),
+        resync: config.settings.settings_resync.max(Duration::from_secs(1)),
     })
 }
 
@@ -178,6 +179,7 @@ pub async fn backup_command(
     keep: Option<u32>,
 ) -> anyhow::Result<()> {
     let database_url = config
+        .store
         .database_url
         .clone()
         .ok_or_else(|| anyhow!("DATABASE_URL is not set"))?;
@@ -202,7 +204,7 @@ pub async fn backup_command(
             database_url,
             BackupConfig {
                 dir: out,
-                pg_bin_dir: config.pg_bin_dir.clone(),
+                pg_bin_dir: config.backups.pg_bin_dir.clone(),
             },
         );
     }
@@ -222,10 +224,12 @@ pub async fn restore_command(
     purge_events_stream: bool,
 ) -> anyhow::Result<()> {
     let database_url = config
+        .store
         .database_url
         .clone()
         .ok_or_else(|| anyhow!("DATABASE_URL is not set"))?;
-    let outcome = backup::restore(file, &database_url, config.pg_bin_dir.as_deref()).await?;
+    let outcome =
+        backup::restore(file, &database_url, config.backups.pg_bin_dir.as_deref()).await?;
     println!(
         "restored {} events from {} transactions{}; relay cursor reset: the relay republishes \
          the history on its next start",
@@ -242,6 +246,7 @@ pub async fn restore_command(
     );
     if purge_events_stream {
         let nats_url = config
+            .nats
             .nats_url
             .clone()
             .ok_or_else(|| anyhow!("--purge-events-stream needs NATS_URL"))?;
@@ -272,7 +277,7 @@ pub async fn selftest_command(
 ) -> anyhow::Result<()> {
     let pool = crate::roles::connect_store(config)?;
     hubkeeper_store::migrate(&pool).await?;
-    let nats = match &config.nats_url {
+    let nats = match &config.nats.nats_url {
         Some(url) => Some(hubkeeper_bus::connect(url, "hubkeeper-selftest").await?),
         None => None,
     };
@@ -284,8 +289,8 @@ pub async fn selftest_command(
     let (bus, _) = bus_and_billing(&pool);
     let stored = SettingsService::new(bus, None).current().await?;
     let limiter = Arc::new(OAuthRateLimiter::new(
-        config.oauth_rate_limit_max,
-        Duration::from_secs(config.oauth_rate_limit_window_secs),
+        config.oauth.oauth_rate_limit_max,
+        config.oauth.oauth_rate_limit_window,
     ));
     SettingsApplier::apply(limiter.as_ref(), &stored);
     let deps = SelfTestDeps {

@@ -32,8 +32,11 @@ pub async fn services(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<ReadSide> {
     let streams = WebhookStreamsConfig {
-        replicas: config.nats_replicas,
-        events_max_age: Duration::from_secs(config.webhook_events_max_age_secs.max(60)),
+        replicas: config.nats.nats_replicas,
+        events_max_age: config
+            .webhook_ingest
+            .webhook_events_max_age
+            .max(Duration::from_secs(60)),
         ..WebhookStreamsConfig::default()
     };
     let mut delay = Duration::from_millis(200);
@@ -51,18 +54,19 @@ pub async fn services(
         }
     }
     let public_url = config
+        .http
         .public_url
         .as_ref()
         .map(|u| u.as_str().trim_end_matches('/').to_owned())
-        .unwrap_or_else(|| format!("http://{}", config.bind));
+        .unwrap_or_else(|| format!("http://{}", config.http.bind));
     let webhooks = lifecycle.map(|l| {
         Arc::new(WebhookIngest::new(
             js.clone(),
             Arc::new(AppServiceCredentials::new(l.apps.clone())),
             IngestConfig {
                 public_url: public_url.clone(),
-                max_body_bytes: config.webhook_max_body_bytes,
-                max_age: Duration::from_secs(config.webhook_max_age_secs),
+                max_body_bytes: config.webhook_ingest.webhook_max_body_bytes,
+                max_age: config.webhook_ingest.webhook_max_age,
                 ..IngestConfig::default()
             },
         ))
@@ -70,7 +74,13 @@ pub async fn services(
     Ok(ReadSide {
         jetstream: js.clone(),
         webhooks,
-        expiring_window: chrono::Duration::seconds(config.overview_expiring_within_secs.max(1)),
+        expiring_window: chrono::Duration::from_std(
+            config
+                .dashboard
+                .overview_expiring_within
+                .max(Duration::from_secs(1)),
+        )
+        .unwrap_or(chrono::Duration::MAX),
     })
 }
 
@@ -79,9 +89,12 @@ pub fn projector(config: &Config, pool: &PgPool, js: &jetstream::Context) -> Pro
         pool.clone(),
         js.clone(),
         ProjectorConfig {
-            batch_size: config.projector_batch_size.max(1),
-            max_deliver: config.projector_max_deliver.max(1),
-            ack_wait: Duration::from_secs(config.projector_ack_wait_secs.max(1)),
+            batch_size: config.projector.projector_batch_size.max(1),
+            max_deliver: config.projector.projector_max_deliver.max(1),
+            ack_wait: config
+                .projector
+                .projector_ack_wait
+                .max(Duration::from_secs(1)),
             ..ProjectorConfig::default()
         },
     )
@@ -93,10 +106,13 @@ pub fn webhook_worker(config: &Config, pool: &PgPool, js: &jetstream::Context) -
         js.clone(),
         Arc::new(CommandBus::new(pool, DomainServices::system())),
         WebhookWorkerConfig {
-            concurrency: config.webhook_concurrency.max(1),
-            ack_wait: Duration::from_secs(config.webhook_ack_wait_secs.max(1)),
-            max_deliver: config.webhook_max_deliver.max(1),
-            backoff: config.webhook_backoff.0.clone(),
+            concurrency: config.webhook_worker.webhook_concurrency.max(1),
+            ack_wait: config
+                .webhook_worker
+                .webhook_ack_wait
+                .max(Duration::from_secs(1)),
+            max_deliver: config.webhook_worker.webhook_max_deliver.max(1),
+            backoff: config.webhook_worker.webhook_backoff.0.clone(),
             ..WebhookWorkerConfig::default()
         },
     )
@@ -247,6 +263,7 @@ pub enum DlqCommand {
 
 pub async fn dlq(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
     let url = config
+        .nats
         .nats_url
         .as_ref()
         .ok_or_else(|| anyhow!("NATS_URL is not set"))?;

@@ -116,7 +116,7 @@ impl From<WorkerRole> for RoleSet {
 }
 
 pub fn connect_store(config: &Config) -> anyhow::Result<PgPool> {
-    let url = config.database_url.as_ref().ok_or_else(|| {
+    let url = config.store.database_url.as_ref().ok_or_else(|| {
         anyhow!("DATABASE_URL is not set (only `hubkeeper up` starts a local Postgres)")
     })?;
     pool_for(config, url, "hubkeeper")
@@ -126,7 +126,7 @@ fn pool_for(config: &Config, url: &SecretString, name: &str) -> anyhow::Result<P
     Ok(hubkeeper_store::connect(
         url,
         &PoolConfig {
-            max_connections: config.db_max_connections,
+            max_connections: config.store.db_max_connections,
             application_name: name.into(),
             ..PoolConfig::default()
         },
@@ -136,28 +136,29 @@ fn pool_for(config: &Config, url: &SecretString, name: &str) -> anyhow::Result<P
 /// A single role (or several) as its own process, against configured servers.
 pub async fn run_standalone(config: &Config, roles: RoleSet) -> anyhow::Result<()> {
     let shutdown = crate::shutdown::on_signal()?;
-    let database_url = config.database_url.clone().ok_or_else(|| {
+    let database_url = config.store.database_url.clone().ok_or_else(|| {
         anyhow!("DATABASE_URL is not set (only `hubkeeper up` starts a local Postgres)")
     })?;
-    let nats_url = config
-        .nats_url
-        .clone()
-        .ok_or_else(|| anyhow!("NATS_URL is not set (only `hubkeeper up` starts a local NATS)"))?;
+    let nats_url =
+        config.nats.nats_url.clone().ok_or_else(|| {
+            anyhow!("NATS_URL is not set (only `hubkeeper up` starts a local NATS)")
+        })?;
     run_roles(config, roles, &database_url, &nats_url, shutdown).await
 }
 
 /// Refresher settings from the configuration.
 fn refresher_config(config: &Config) -> hubkeeper_workers::refresher::RefresherConfig {
     hubkeeper_workers::refresher::RefresherConfig {
-        lead_time: Duration::from_secs(config.refresh_lead_secs),
-        max_deliver: config.refresher_max_deliver,
-        backoff: config.refresher_backoff.0.clone(),
-        ack_wait: Duration::from_secs(config.refresher_ack_wait_secs),
+        lead_time: config.tokens.refresh_lead,
+        max_deliver: config.refresher.refresher_max_deliver,
+        backoff: config.refresher.refresher_backoff.0.clone(),
+        ack_wait: config.refresher.refresher_ack_wait,
         // A refresh holds a session for its advisory lock and needs another for the work:
         // more refreshes in flight than a third of the pool starves them all of connections.
         concurrency: config
+            .refresher
             .refresher_concurrency
-            .min((config.db_max_connections as usize / 3).max(1)),
+            .min((config.store.db_max_connections as usize / 3).max(1)),
     }
 }
 
@@ -181,9 +182,9 @@ pub async fn run_roles(
     let nats = hubkeeper_bus::connect(nats_url, &format!("hubkeeper-{label}")).await?;
     let js = hubkeeper_bus::jetstream(nats.clone());
     let streams = StreamsConfig {
-        duplicate_window: Duration::from_secs(config.nats_duplicate_window_secs),
-        replicas: config.nats_replicas,
-        refresh_dedup_window: Duration::from_secs(config.refresh_lead_secs.max(60)),
+        duplicate_window: config.nats.nats_duplicate_window,
+        replicas: config.nats.nats_replicas,
+        refresh_dedup_window: config.tokens.refresh_lead.max(Duration::from_secs(60)),
     };
     wait_for("JetStream streams", &shutdown, || async {
         hubkeeper_bus::ensure_streams(&js, &streams)
@@ -192,17 +193,14 @@ pub async fn run_roles(
     })
     .await?;
 
-    // --- section: services of issue 4 (vault, tokens, apps, HubSpot client) ---
-    // `lifecycle.tokens` is the TokenService (refresh_if_due / refresh_now for the refresher).
+    // Token services (vault, tokens, apps, HubSpot client); the refresher drives `tokens`.
     let lifecycle = crate::lifecycle::build(config, &pool, &nats).await?;
     let usage_flusher = lifecycle
         .as_ref()
         .map(|l| l.tokens.usage_flusher(shutdown.clone()));
-    // --- end section: issue 4 ---
-    // --- section: services of issue 5 (projections, webhooks) ---
+    // Read models and webhook intake.
     let read_side = crate::read_side::services(config, &js, lifecycle.as_ref(), &shutdown).await?;
-    // --- end section: issue 5 ---
-    // --- section: services of issues 6 and 7 (auth, settings) ---
+    // Access (keys, sessions), runtime settings, billing and backups.
     let auth = std::sync::Arc::new(
         hubkeeper_api::auth::Authenticator::new(pool.clone())
             .with_sessions(crate::access::session_settings(config)),
@@ -210,7 +208,6 @@ pub async fn run_roles(
     let server_config = std::sync::Arc::new(crate::access::server_config_view(&label));
     let operations =
         crate::operations::build(config, &pool, &nats, database_url, lifecycle.as_ref())?;
-    // --- end section: issues 6 and 7 ---
     let mut tasks: JoinSet<anyhow::Result<&'static str>> = JoinSet::new();
     let state = hubkeeper_api::AppState::new(hubkeeper_api::state::Inner {
         pool: pool.clone(),
@@ -223,9 +220,9 @@ pub async fn run_roles(
         operations: Some(operations.services.clone()),
     });
     if roles.api {
-        let listener = tokio::net::TcpListener::bind(config.bind)
+        let listener = tokio::net::TcpListener::bind(config.http.bind)
             .await
-            .with_context(|| format!("cannot listen on {}", config.bind))?;
+            .with_context(|| format!("cannot listen on {}", config.http.bind))?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "API listening");
         let token = shutdown.clone();
@@ -234,7 +231,7 @@ pub async fn run_roles(
             hubkeeper_api::serve(listener, state, token).await?;
             Ok("api")
         });
-    } else if let Some(bind) = config.metrics_bind {
+    } else if let Some(bind) = config.metrics.metrics_bind {
         let listener = tokio::net::TcpListener::bind(bind)
             .await
             .with_context(|| format!("cannot listen on {bind}"))?;
@@ -250,7 +247,7 @@ pub async fn run_roles(
             pool.clone(),
             js.clone(),
             RelayConfig {
-                batch_size: config.relay_batch_size,
+                batch_size: config.relay.relay_batch_size,
                 ..RelayConfig::default()
             },
         );
@@ -260,7 +257,6 @@ pub async fn run_roles(
             Ok("relay")
         });
     }
-    // --- section: worker roles of issue 4 (scheduler, refresher) ---
     if let Some(flusher) = usage_flusher {
         tasks.spawn(async move {
             flusher.await;
@@ -272,9 +268,9 @@ pub async fn run_roles(
             pool.clone(),
             js.clone(),
             SchedulerConfig {
-                lead_time: Duration::from_secs(config.refresh_lead_secs),
-                tick: Duration::from_millis(config.scheduler_tick_ms),
-                idle_after: Duration::from_secs(config.refresh_idle_after_secs),
+                lead_time: config.tokens.refresh_lead,
+                tick: config.schedule.scheduler_tick,
+                idle_after: config.schedule.refresh_idle_after,
                 ..SchedulerConfig::default()
             },
         );
@@ -301,8 +297,6 @@ pub async fn run_roles(
             Ok("refresher")
         });
     }
-    // --- end section: issue 4 ---
-    // --- section: worker roles of issue 5 (projector, webhooks) ---
     if roles.projector {
         let projector = crate::read_side::projector(config, &pool, &js);
         let token = shutdown.clone();
@@ -319,10 +313,8 @@ pub async fn run_roles(
             Ok("webhooks")
         });
     }
-    // --- end section: issue 5 ---
-    // --- section: worker tasks of issue 7 (settings listener, billing projection, backups) ---
+    // Every process follows the settings; the projector role also runs billing and backups.
     crate::operations::spawn(&operations, roles, &pool, &mut tasks, &shutdown).await?;
-    // --- end section: issue 7 ---
     tracing::info!(roles = %label, "roles started");
 
     let mut failure = None;

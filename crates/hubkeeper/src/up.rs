@@ -10,18 +10,19 @@ use crate::roles::{run_roles, RoleSet};
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = crate::shutdown::on_signal()?;
-    let data_dir = std::path::absolute(&config.data_dir)?;
+    let data_dir = std::path::absolute(&config.data.data_dir)?;
     std::fs::create_dir_all(&data_dir)?;
-    // Issue 4: a development master key when none is configured (loud warning).
+    // A development master key when none is configured (loud warning).
+    #[cfg_attr(not(feature = "simulator"), allow(unused_mut))]
     let mut config = crate::keys::with_dev_master_keys(config, &data_dir)?;
 
     let mut local_pg = None;
-    let database_url = match &config.database_url {
+    let database_url = match &config.store.database_url {
         Some(url) => url.clone(),
         None => {
             let pg = LocalPostgres::start(PostgresOptions {
                 dir: data_dir.join("postgres"),
-                port: preferred_port(config.local_pg_port),
+                port: preferred_port(config.local.local_pg_port),
                 database: "hubkeeper".into(),
                 durable: true,
             })
@@ -37,12 +38,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     let mut local_nats = None;
-    let nats_url = match &config.nats_url {
+    let nats_url = match &config.nats.nats_url {
         Some(url) => url.clone(),
         None => {
             let nats = LocalNats::start(NatsOptions {
                 dir: data_dir.join("nats"),
-                port: preferred_port(config.local_nats_port),
+                port: preferred_port(config.local.local_nats_port),
                 tools_dir: Some(tools_dir(&data_dir)),
             })
             .await?;
@@ -56,16 +57,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             url
         }
     };
-    println!("  api       http://{}", config.bind);
+    println!("  api       http://{}", config.http.bind);
     println!(
         "  health    http://{0}/healthz  ready: http://{0}/readyz  metrics: http://{0}/metrics",
-        config.bind
+        config.http.bind
     );
-    crate::access::bootstrap_admin_key(&config, &database_url, &data_dir).await?;
+    let login = crate::access::bootstrap_admin_key(&config, &database_url, &data_dir).await?;
+    #[cfg(feature = "simulator")]
     let simulator = crate::dev_sim::start_if_unconfigured(&mut config).await?;
+    #[cfg(feature = "simulator")]
     if simulator.is_some() {
         crate::dev_sim::register_demo_app_when_ready(&config, &data_dir);
     }
+    // The two things a newcomer needs, together and last, so they are not lost among the lines
+    // above.
+    println!();
+    println!("  Dashboard  {}", crate::access::dashboard_url(&config));
+    println!("  Log in     {login}");
+    println!();
     println!("Hubkeeper is starting; Ctrl-C stops everything.");
 
     let result = run_roles(
@@ -78,6 +87,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .await;
 
     // Stop in reverse order of start: nothing of ours may outlive `up`.
+    #[cfg(feature = "simulator")]
     if let Some(sim) = simulator {
         if let Err(e) = sim.shutdown().await {
             tracing::warn!(error = %e, "simulator did not stop cleanly");

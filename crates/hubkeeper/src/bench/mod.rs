@@ -165,7 +165,7 @@ impl Machine {
 }
 
 pub async fn run(config: &crate::config::Config, scenario: Scenario) -> anyhow::Result<()> {
-    let tools = std::path::absolute(&config.data_dir)?.join("tools");
+    let tools = std::path::absolute(&config.data.data_dir)?.join("tools");
     let started_at = chrono::Utc::now();
     match scenario {
         Scenario::Relay {

@@ -25,7 +25,7 @@ pub async fn connect_installations(
     concurrency: usize,
 ) -> anyhow::Result<Vec<InstallationId>> {
     let mut config = config.clone();
-    config.master_keys = stack.var("HK_MASTER_KEYS").map(SecretString::from);
+    config.keys.master_keys = stack.var("HK_MASTER_KEYS").map(SecretString::from);
     let services = crate::lifecycle::build(&config, &stack.pool, &stack.nats)
         .await?
         .ok_or_else(|| anyhow::anyhow!("no master keys for seeding"))?;
