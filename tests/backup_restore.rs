@@ -15,7 +15,6 @@ use hubkeeper_core::billing::projection::{BillingProjector, BillingProjectorConf
 use hubkeeper_core::billing::{
     AssignPlan, BillingService, NewPlan, PlanChanges, PriceInput, UsageReport,
 };
-use hubkeeper_core::ops::OpsBus;
 use hubkeeper_core::settings::{SettingsChange, SettingsService};
 use hubkeeper_core::CommandBus;
 use hubkeeper_crypto::{seal, Aad, DataKey};
@@ -37,7 +36,7 @@ fn meta() -> EventMetadata {
 }
 
 fn services(pool: &PgPool) -> (BillingService, SettingsService) {
-    let bus = Arc::new(OpsBus::new(pool, DomainServices::system()));
+    let bus = Arc::new(CommandBus::new(pool, DomainServices::system()));
     (
         BillingService::new(pool.clone(), bus.clone(), DomainServices::system()),
         SettingsService::new(bus, None),
@@ -74,22 +73,23 @@ async fn connect_installation(pool: &PgPool, app: AppId, hub: u64) -> Installati
         refresh: seal(&key, b"refresh", &Aad::refresh_token(id.to_string())).expect("seal"),
         access_expires_at: Utc::now() + chrono::Duration::minutes(30),
     };
-    bus.execute_installation(
-        &id.to_string(),
-        InstallationCommand::Connect(Connect {
-            app_id: app,
-            hub_id: HubId(hub),
-            user_id: None,
-            hub_domain: format!("hub{hub}.hubspot.com"),
-            installer: Installer::default(),
-            scopes: vec!["oauth".into()],
-            tokens,
-            app_version: None,
-        }),
-        &meta(),
-    )
-    .await
-    .expect("connect");
+    bus.installations()
+        .execute(
+            &id.to_string(),
+            InstallationCommand::Connect(Connect {
+                app_id: app,
+                hub_id: HubId(hub),
+                user_id: None,
+                hub_domain: format!("hub{hub}.hubspot.com"),
+                installer: Installer::default(),
+                scopes: vec!["oauth".into()],
+                tokens,
+                app_version: None,
+            }),
+            &meta(),
+        )
+        .await
+        .expect("connect");
     id
 }
 
@@ -296,7 +296,7 @@ async fn a_backup_restored_into_a_new_cluster_has_identical_state_and_a_safe_ord
     let in_40_days = DomainServices::fixed(Utc::now() + chrono::Duration::days(40));
     let later = BillingService::new(
         pool.clone(),
-        Arc::new(OpsBus::new(&pool, in_40_days.clone())),
+        Arc::new(CommandBus::new(&pool, in_40_days.clone())),
         in_40_days,
     );
     assert_eq!(later.renew_due(&meta()).await.expect("renew"), 1);

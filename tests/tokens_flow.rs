@@ -727,7 +727,7 @@ async fn long_histories_load_from_snapshots_that_match_a_full_replay() {
 
     // Snapshot + tail == every event from the start.
     let bus = hubkeeper_core::CommandBus::new(&h.pool, hubkeeper_domain::DomainServices::system());
-    let (from_snapshot, sequence) = bus.load_app(&app.app_id).await.unwrap();
+    let (from_snapshot, sequence) = bus.apps().load(&app.app_id).await.unwrap();
     let full: cqrs_es::persist::PersistedEventStore<_, hubkeeper_domain::app::App> =
         cqrs_es::persist::PersistedEventStore::new_event_store(
             postgres_es::PostgresEventRepository::new(h.pool.clone()),

@@ -332,6 +332,12 @@ impl From<CoreError> for Problem {
             CoreError::Crypto(_) | CoreError::Store(_) | CoreError::Database(_) => {
                 Self::internal(message)
             }
+            // The billing, settings and maintenance failures answer as on their own routes.
+            e @ (CoreError::Conflict(_)
+            | CoreError::Plan(_)
+            | CoreError::Subscription(_)
+            | CoreError::Settings(_)
+            | CoreError::Unavailable(_)) => Problem::from(ApiError::from(e)),
         }
     }
 }

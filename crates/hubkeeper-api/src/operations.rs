@@ -8,9 +8,9 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::HeaderMap;
 use hubkeeper_core::backup::BackupService;
 use hubkeeper_core::billing::BillingService;
-use hubkeeper_core::ops::OpsError;
 use hubkeeper_core::selftest::{RateLimitProbe, SelfTestDeps};
 use hubkeeper_core::settings::{LiveSettings, SettingsApplier, SettingsService, SettingsSnapshot};
+use hubkeeper_core::CoreError;
 use hubkeeper_domain::metadata::{Actor, EventMetadata};
 use hubkeeper_domain::plan::PlanError;
 use hubkeeper_domain::subscription::SubscriptionError;
@@ -61,28 +61,42 @@ pub(crate) fn bad_query(e: QueryRejection) -> ApiError {
     ApiError::BadRequest(format!("invalid query: {}", e.body_text()))
 }
 
-impl From<OpsError> for ApiError {
-    fn from(e: OpsError) -> Self {
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> Self {
         let message = e.to_string();
         match e {
-            OpsError::NotFound { .. } => ApiError::NotFound(message),
-            OpsError::Invalid(_) => ApiError::BadRequest(message),
-            OpsError::Conflict(_) => ApiError::Conflict(message),
-            OpsError::Plan(PlanError::NotFound) => ApiError::NotFound(message),
-            OpsError::Plan(
+            CoreError::NotFound { .. } | CoreError::Plan(PlanError::NotFound) => {
+                ApiError::NotFound(message)
+            }
+            CoreError::InvalidInput(_)
+            | CoreError::TokenLifetimeTooShort { .. }
+            | CoreError::Settings(_)
+            | CoreError::Subscription(SubscriptionError::InvalidPeriod(_)) => {
+                ApiError::BadRequest(message)
+            }
+            CoreError::Plan(
                 PlanError::AlreadyExists(_)
                 | PlanError::Deleted
                 | PlanError::Archived
                 | PlanError::HasSubscribers { .. },
             ) => ApiError::Conflict(message),
-            OpsError::Plan(_) => ApiError::BadRequest(message),
-            OpsError::Subscription(SubscriptionError::InvalidPeriod(_)) => {
-                ApiError::BadRequest(message)
+            CoreError::Plan(_) => ApiError::BadRequest(message),
+            CoreError::Conflict(_)
+            | CoreError::Subscription(_)
+            | CoreError::App(_)
+            | CoreError::Installation(_)
+            | CoreError::ReauthorizationRequired { .. }
+            | CoreError::Disconnected { .. }
+            | CoreError::Revoked { .. }
+            | CoreError::AppDeleted { .. }
+            | CoreError::Shredded { .. } => ApiError::Conflict(message),
+            CoreError::Contention(_)
+            | CoreError::Unavailable(_)
+            | CoreError::Busy { .. }
+            | CoreError::HubSpot(_) => ApiError::Unavailable(message),
+            CoreError::Store(_) | CoreError::Database(_) | CoreError::Crypto(_) => {
+                ApiError::Internal(message)
             }
-            OpsError::Subscription(_) => ApiError::Conflict(message),
-            OpsError::Settings(_) => ApiError::BadRequest(message),
-            OpsError::Contention(_) | OpsError::Unavailable(_) => ApiError::Unavailable(message),
-            OpsError::Store(_) | OpsError::Database(_) => ApiError::Internal(message),
         }
     }
 }
@@ -179,7 +193,7 @@ mod tests {
 
     #[test]
     fn domain_refusals_map_to_client_errors() {
-        let conflict: ApiError = OpsError::Plan(PlanError::HasSubscribers {
+        let conflict: ApiError = CoreError::Plan(PlanError::HasSubscribers {
             count: 3,
             action: "delete",
         })
@@ -188,9 +202,9 @@ mod tests {
             matches!(&conflict, ApiError::Conflict(m) if m.contains("3 subscriber(s)")),
             "{conflict:?}"
         );
-        let bad: ApiError = OpsError::Plan(PlanError::UnknownCurrency("XXX".into())).into();
+        let bad: ApiError = CoreError::Plan(PlanError::UnknownCurrency("XXX".into())).into();
         assert!(matches!(bad, ApiError::BadRequest(_)));
-        let missing: ApiError = OpsError::NotFound {
+        let missing: ApiError = CoreError::NotFound {
             what: "plan",
             id: "x".into(),
         }

@@ -204,7 +204,8 @@ impl AppService {
         if let Err(e) = self
             .inner
             .bus
-            .execute_app(&app_id.to_string(), command, metadata)
+            .apps()
+            .execute(&app_id.to_string(), command, metadata)
             .await
         {
             if let Err(shred) = self.inner.vault.shred(&app_owner(&app_id)).await {
@@ -252,7 +253,8 @@ impl AppService {
         let (_, warnings) = app.preview_update(&update).map_err(CoreError::App)?;
         self.inner
             .bus
-            .execute_app(&app_id.to_string(), AppCommand::UpdateApp(update), metadata)
+            .apps()
+            .execute(&app_id.to_string(), AppCommand::UpdateApp(update), metadata)
             .await?;
         self.changed(app_id).await;
         Ok((self.get(app_id).await?, warnings))
@@ -270,7 +272,8 @@ impl AppService {
         let active = self.active_installations(app_id).await?;
         self.inner
             .bus
-            .execute_app(
+            .apps()
+            .execute(
                 &app_id.to_string(),
                 AppCommand::DeleteApp {
                     force,
@@ -353,12 +356,7 @@ impl AppService {
 
     /// The app's aggregate; `NotFound` if it was never registered.
     pub async fn load(&self, app_id: AppId) -> Result<App, CoreError> {
-        let (app, _) = self
-            .inner
-            .bus
-            .load_app(&app_id.to_string())
-            .await
-            .map_err(CoreError::Store)?;
+        let (app, _) = self.inner.bus.apps().load(&app_id.to_string()).await?;
         if app.app_id().is_none() {
             return Err(CoreError::not_found("app", app_id));
         }

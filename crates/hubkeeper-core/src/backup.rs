@@ -31,7 +31,7 @@ use sqlx::{Connection, PgConnection, PgPool, Row};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-use crate::ops::OpsError;
+use crate::error::CoreError;
 use crate::settings::LiveSettings;
 
 /// File names are `hubkeeper-<UTC timestamp>.dump`; retention only ever touches these.
@@ -97,13 +97,13 @@ pub struct RestoreOutcome {
 /// Finds `pg_dump` or `pg_restore`: in `configured`, else the newest Debian server directory
 /// (`/usr/lib/postgresql/<version>/bin`, like the embedded Postgres finds `initdb`), else `PATH`.
 /// The newest is preferred because `pg_dump` must not be older than the server it dumps.
-pub fn find_pg_tool(name: &str, configured: Option<&Path>) -> Result<PathBuf, OpsError> {
+pub fn find_pg_tool(name: &str, configured: Option<&Path>) -> Result<PathBuf, CoreError> {
     if let Some(dir) = configured {
         let path = dir.join(name);
         return if path.is_file() {
             Ok(path)
         } else {
-            Err(OpsError::Unavailable(format!(
+            Err(CoreError::Unavailable(format!(
                 "{name} not found in {} (HK_PG_BIN_DIR)",
                 dir.display()
             )))
@@ -132,7 +132,7 @@ pub fn find_pg_tool(name: &str, configured: Option<&Path>) -> Result<PathBuf, Op
                 .find(|p| p.is_file())
         })
         .ok_or_else(|| {
-            OpsError::Unavailable(format!(
+            CoreError::Unavailable(format!(
                 "{name} not found: install Debian's postgresql-client (or set HK_PG_BIN_DIR)"
             ))
         })
@@ -140,13 +140,13 @@ pub fn find_pg_tool(name: &str, configured: Option<&Path>) -> Result<PathBuf, Op
 
 /// libpq connection settings for a child process, without the password on its command line
 /// (other local users can read argv): the password travels in `PGPASSWORD`.
-fn libpq_target(url: &SecretString) -> Result<(String, Option<String>), OpsError> {
+fn libpq_target(url: &SecretString) -> Result<(String, Option<String>), CoreError> {
     let mut parsed = url::Url::parse(url.expose_secret())
-        .map_err(|_| OpsError::Invalid("cannot parse DATABASE_URL".into()))?;
+        .map_err(|_| CoreError::InvalidInput("cannot parse DATABASE_URL".into()))?;
     let password = parsed.password().map(percent_decode);
     parsed
         .set_password(None)
-        .map_err(|_| OpsError::Invalid("DATABASE_URL has no host".into()))?;
+        .map_err(|_| CoreError::InvalidInput("DATABASE_URL has no host".into()))?;
     Ok((parsed.to_string(), password))
 }
 
@@ -173,18 +173,18 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-async fn run_tool(mut command: Command, what: &str) -> Result<(), OpsError> {
+async fn run_tool(mut command: Command, what: &str) -> Result<(), CoreError> {
     let output = command
         .stdin(std::process::Stdio::null())
         .output()
         .await
-        .map_err(|e| OpsError::Unavailable(format!("cannot run {what}: {e}")))?;
+        .map_err(|e| CoreError::Unavailable(format!("cannot run {what}: {e}")))?;
     if output.status.success() {
         return Ok(());
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
     let detail: String = stderr.lines().take(5).collect::<Vec<_>>().join("; ");
-    Err(OpsError::Unavailable(format!(
+    Err(CoreError::Unavailable(format!(
         "{what} failed ({}): {detail}",
         output.status
     )))
@@ -215,7 +215,7 @@ impl BackupService {
 
     /// Dumps the database to a new timestamped file, then deletes all but the newest `keep`
     /// backups. The run is recorded in `backup_runs`.
-    pub async fn backup(&self, trigger: &str, keep: u32) -> Result<BackupOutcome, OpsError> {
+    pub async fn backup(&self, trigger: &str, keep: u32) -> Result<BackupOutcome, CoreError> {
         let started_at = Utc::now();
         let run_id: i64 = sqlx::query_scalar(
             "INSERT INTO backup_runs (started_at, trigger) VALUES ($1, $2) RETURNING id",
@@ -267,12 +267,12 @@ impl BackupService {
         result
     }
 
-    async fn dump(&self, at: DateTime<Utc>, keep: u32) -> Result<BackupOutcome, OpsError> {
+    async fn dump(&self, at: DateTime<Utc>, keep: u32) -> Result<BackupOutcome, CoreError> {
         let pg_dump = find_pg_tool("pg_dump", self.config.pg_bin_dir.as_deref())?;
         tokio::fs::create_dir_all(&self.config.dir)
             .await
             .map_err(|e| {
-                OpsError::Unavailable(format!(
+                CoreError::Unavailable(format!(
                     "cannot create backup directory {}: {e}",
                     self.config.dir.display()
                 ))
@@ -314,7 +314,7 @@ impl BackupService {
         let duration = started.elapsed();
         tokio::fs::rename(&partial, &file)
             .await
-            .map_err(|e| OpsError::Unavailable(format!("cannot finish {name}: {e}")))?;
+            .map_err(|e| CoreError::Unavailable(format!("cannot finish {name}: {e}")))?;
         let bytes = tokio::fs::metadata(&file)
             .await
             .map(|m| m.len())
@@ -330,7 +330,7 @@ impl BackupService {
     }
 
     /// The latest recorded runs, newest first.
-    pub async fn runs(&self, limit: i64) -> Result<Vec<BackupRun>, OpsError> {
+    pub async fn runs(&self, limit: i64) -> Result<Vec<BackupRun>, CoreError> {
         let rows = sqlx::query(
             "SELECT started_at, finished_at, trigger, file, bytes, ok, error
                FROM backup_runs ORDER BY started_at DESC, id DESC LIMIT $1",
@@ -351,11 +351,11 @@ impl BackupService {
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(OpsError::from)
+            .map_err(CoreError::from)
     }
 
     /// Deletes run records older than `retention_days`.
-    pub async fn prune(&self, retention_days: u32) -> Result<u64, OpsError> {
+    pub async fn prune(&self, retention_days: u32) -> Result<u64, CoreError> {
         let days = i32::try_from(retention_days).unwrap_or(i32::MAX);
         let mut deleted = 0;
         for table in ["backup_runs", "selftest_runs"] {
@@ -372,12 +372,12 @@ impl BackupService {
 }
 
 /// Backup files in `dir`, oldest first (their names sort by time).
-pub async fn list_backups(dir: &Path) -> Result<Vec<PathBuf>, OpsError> {
+pub async fn list_backups(dir: &Path) -> Result<Vec<PathBuf>, CoreError> {
     let mut entries = match tokio::fs::read_dir(dir).await {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => {
-            return Err(OpsError::Unavailable(format!(
+            return Err(CoreError::Unavailable(format!(
                 "cannot read {}: {e}",
                 dir.display()
             )))
@@ -387,7 +387,7 @@ pub async fn list_backups(dir: &Path) -> Result<Vec<PathBuf>, OpsError> {
     while let Some(entry) = entries
         .next_entry()
         .await
-        .map_err(|e| OpsError::Unavailable(format!("cannot read {}: {e}", dir.display())))?
+        .map_err(|e| CoreError::Unavailable(format!("cannot read {}: {e}", dir.display())))?
     {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
@@ -400,14 +400,14 @@ pub async fn list_backups(dir: &Path) -> Result<Vec<PathBuf>, OpsError> {
 }
 
 /// Deletes all but the newest `keep` backups in `dir`; returns what it deleted.
-pub async fn apply_retention(dir: &Path, keep: u32) -> Result<Vec<PathBuf>, OpsError> {
+pub async fn apply_retention(dir: &Path, keep: u32) -> Result<Vec<PathBuf>, CoreError> {
     let files = list_backups(dir).await?;
     let keep = usize::try_from(keep.max(1)).unwrap_or(usize::MAX);
     let excess = files.len().saturating_sub(keep);
     let mut removed = Vec::with_capacity(excess);
     for file in files.into_iter().take(excess) {
         tokio::fs::remove_file(&file).await.map_err(|e| {
-            OpsError::Unavailable(format!("cannot delete old backup {}: {e}", file.display()))
+            CoreError::Unavailable(format!("cannot delete old backup {}: {e}", file.display()))
         })?;
         removed.push(file);
     }
@@ -420,9 +420,9 @@ pub async fn restore(
     file: &Path,
     database_url: &SecretString,
     pg_bin_dir: Option<&Path>,
-) -> Result<RestoreOutcome, OpsError> {
+) -> Result<RestoreOutcome, CoreError> {
     if !file.is_file() {
-        return Err(OpsError::Invalid(format!(
+        return Err(CoreError::InvalidInput(format!(
             "backup file {} does not exist",
             file.display()
         )));
@@ -430,7 +430,7 @@ pub async fn restore(
     let mut conn = PgConnection::connect(database_url.expose_secret())
         .await
         .map_err(|e| {
-            OpsError::Unavailable(format!("cannot connect to the target database: {e}"))
+            CoreError::Unavailable(format!("cannot connect to the target database: {e}"))
         })?;
     let tables: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
@@ -438,7 +438,7 @@ pub async fn restore(
     .fetch_one(&mut conn)
     .await?;
     if tables > 0 {
-        return Err(OpsError::Conflict(format!(
+        return Err(CoreError::Conflict(format!(
             "the target database is not empty ({tables} tables); restore into a new, empty \
              database and point DATABASE_URL at it"
         )));
@@ -463,12 +463,12 @@ pub async fn restore(
     Ok(outcome)
 }
 
-async fn make_order_safe(conn: &mut PgConnection) -> Result<RestoreOutcome, OpsError> {
+async fn make_order_safe(conn: &mut PgConnection) -> Result<RestoreOutcome, CoreError> {
     let has_events: bool = sqlx::query_scalar("SELECT to_regclass('events') IS NOT NULL")
         .fetch_one(&mut *conn)
         .await?;
     if !has_events {
-        return Err(OpsError::Invalid(
+        return Err(CoreError::InvalidInput(
             "the backup holds no Hubkeeper event store (no events table)".into(),
         ));
     }
@@ -608,13 +608,13 @@ impl MaintenanceScheduler {
 }
 
 impl LeaderWork for MaintenanceScheduler {
-    type Error = OpsError;
+    type Error = CoreError;
 
     async fn lead(
         &self,
         leadership: &mut Leadership,
         shutdown: &CancellationToken,
-    ) -> Result<(), OpsError> {
+    ) -> Result<(), CoreError> {
         let mut changes = self.live.subscribe();
         let mut next_prune = Instant::now();
         while !shutdown.is_cancelled() {

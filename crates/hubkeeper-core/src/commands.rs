@@ -5,10 +5,13 @@
 //! retry; re-running the command re-loads the aggregate, so the command is decided against the
 //! state that won. In-process cqrs `Query`s are deliberately not used: they are lost when a
 //! process dies after commit; projections read the relayed stream instead.
-
-use std::time::Duration;
+//!
+//! Every aggregate goes through the same [`AggregateBus`]; what differs between aggregates is
+//! only whether their state is snapshotted ([`Snapshots`], chosen per aggregate in
+//! [`BusAggregate`] with the reason next to each choice).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
 use cqrs_es::{
@@ -17,23 +20,77 @@ use cqrs_es::{
 use hubkeeper_domain::app::App;
 use hubkeeper_domain::installation::Installation;
 use hubkeeper_domain::metadata::EventMetadata;
+use hubkeeper_domain::plan::Plan;
+use hubkeeper_domain::settings::Settings;
+use hubkeeper_domain::subscription::Subscription;
 use hubkeeper_domain::DomainServices;
 use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 
+use crate::error::CoreError;
+
 /// How often a command is re-run after losing a race on its aggregate.
 const CONFLICT_RETRIES: usize = 8;
 
-/// Events between aggregate snapshots: 1, a snapshot in every command's transaction.
+/// Events between aggregate snapshots when an aggregate is snapshotted: 1, a snapshot in every
+/// command's transaction.
 ///
-/// Without snapshots every command (and every token-cache miss) replayed the aggregate's whole
-/// history: `hubkeeper bench commands` spent most of its CPU deserializing old events. Why not
-/// every N events: cqrs-es 0.5 folds only the events up to the N boundary into the snapshot but
-/// postgres-es records the sequence of the command's last event, so a command whose events
-/// straddle the boundary would leave its tail out of the state for good. With 1 every event of
-/// a command is folded (see [`SnapshotStore`] for the other half of the fix), and a load is one
-/// snapshot plus the (normally no) events after it.
+/// Why not every N events: cqrs-es 0.5 folds only the events up to the N boundary into the
+/// snapshot but postgres-es records the sequence of the command's last event, so a command whose
+/// events straddle the boundary would leave its tail out of the state for good. With 1 every
+/// event of a command is folded (see [`SnapshotStore`] for the other half of the fix), and a load
+/// is one snapshot plus the (normally no) events after it.
 pub const SNAPSHOT_EVERY: usize = 1;
+
+/// Whether an aggregate's state is kept in the `snapshots` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Snapshots {
+    /// A snapshot written in every command's transaction; a load reads it plus any later events.
+    EveryCommand,
+    /// No snapshots; a load replays the whole history.
+    Never,
+}
+
+/// An aggregate the bus runs commands for, with its snapshot policy.
+pub trait BusAggregate: Aggregate<Services = DomainServices, Command: Clone> + Clone {
+    /// Whether loads start from a snapshot. A snapshot costs one more row write per command and
+    /// saves replaying the history on every load, so it pays for aggregates whose history grows
+    /// without bound and that are loaded on hot paths.
+    const SNAPSHOTS: Snapshots;
+}
+
+/// Loaded on every token-cache miss, every refresh and every hand-out near expiry, and its
+/// history grows by a refresh every half hour for as long as the tenant stays: without a
+/// snapshot, `hubkeeper bench commands` spent most of its CPU deserializing old events.
+impl BusAggregate for Installation {
+    const SNAPSHOTS: Snapshots = Snapshots::EveryCommand;
+}
+
+/// Loaded for its credentials by every refresh that misses the credentials cache and by every
+/// app command; its history grows with every edit of the app, which operators and scripts may
+/// repeat without bound (labels, scopes, rotated secrets).
+impl BusAggregate for App {
+    const SNAPSHOTS: Snapshots = Snapshots::EveryCommand;
+}
+
+/// Changed only by operators (create, a few edits and status changes): the history stays a
+/// handful of events, cheaper to replay than a snapshot write per command.
+impl BusAggregate for Plan {
+    const SNAPSHOTS: Snapshots = Snapshots::Never;
+}
+
+/// Grows by calendar time only (at most a renewal and a few limits reached per month, plus
+/// plan changes), so a replay stays short for years; usage reports load it often, but most
+/// of them write nothing to it, so a per-command snapshot would buy little.
+impl BusAggregate for Subscription {
+    const SNAPSHOTS: Snapshots = Snapshots::Never;
+}
+
+/// One aggregate for the whole deployment, changed by hand from the Settings page: its history
+/// is short and it is loaded at start-up and on resyncs only.
+impl BusAggregate for Settings {
+    const SNAPSHOTS: Snapshots = Snapshots::Never;
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError<E: std::error::Error> {
@@ -50,18 +107,11 @@ pub enum CommandError<E: std::error::Error> {
 
 type Store<A> = PersistedEventStore<PostgresEventRepository, A>;
 
-fn store<A: Aggregate>(pool: &PgPool) -> Store<A> {
-    PersistedEventStore::new_snapshot_store(
-        PostgresEventRepository::new(pool.clone()),
-        SNAPSHOT_EVERY,
-    )
-    .with_upcasters(hubkeeper_domain::upcasters::all())
-}
-
 /// A command framework over [`SnapshotStore`]: what every aggregate's commands run through.
 pub type Framework<A> = CqrsFramework<A, SnapshotStore<A>>;
 
-/// The postgres-es snapshot store with cqrs-es 0.5's double application fixed.
+/// The postgres-es event store (snapshotting or not) with cqrs-es 0.5's double application
+/// fixed.
 ///
 /// `EventSink::write` applies each new event to the loaded aggregate while the command is
 /// handled, and the snapshot store's `commit` then folds the same events into that same
@@ -73,8 +123,23 @@ pub struct SnapshotStore<A: Aggregate> {
 }
 
 impl<A: Aggregate> SnapshotStore<A> {
+    /// A store that snapshots in every command's transaction.
     pub fn new(pool: &PgPool) -> Self {
-        Self { inner: store(pool) }
+        Self::with_policy(pool, Snapshots::EveryCommand)
+    }
+
+    /// A store following `policy`.
+    pub fn with_policy(pool: &PgPool, policy: Snapshots) -> Self {
+        let repository = PostgresEventRepository::new(pool.clone());
+        let inner = match policy {
+            Snapshots::EveryCommand => {
+                PersistedEventStore::new_snapshot_store(repository, SNAPSHOT_EVERY)
+            }
+            Snapshots::Never => PersistedEventStore::new_event_store(repository),
+        };
+        Self {
+            inner: inner.with_upcasters(hubkeeper_domain::upcasters::all()),
+        }
     }
 }
 
@@ -121,88 +186,112 @@ impl<A: Aggregate + Clone> EventStore<A> for SnapshotStore<A> {
     }
 }
 
+/// Runs the commands of one aggregate type and loads its state.
+pub struct AggregateBus<A: BusAggregate> {
+    framework: Framework<A>,
+    store: SnapshotStore<A>,
+}
+
+impl<A: BusAggregate> AggregateBus<A> {
+    /// A bus on `pool`, snapshotting as `A` chose; `services` is the aggregate's clock.
+    pub fn new(pool: &PgPool, services: DomainServices) -> Self {
+        Self {
+            framework: CqrsFramework::new(
+                SnapshotStore::with_policy(pool, A::SNAPSHOTS),
+                vec![],
+                services,
+            ),
+            store: SnapshotStore::with_policy(pool, A::SNAPSHOTS),
+        }
+    }
+
+    /// Runs `command` on aggregate `id`, re-running it (against the state that won) after a
+    /// lost optimistic-concurrency race.
+    pub async fn execute(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: &EventMetadata,
+    ) -> Result<(), CommandError<A::Error>> {
+        let mut attempt = 0;
+        loop {
+            match self
+                .framework
+                .execute_with_metadata(id, command.clone(), metadata.to_map())
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(AggregateError::UserError(e)) => return Err(CommandError::Rejected(e)),
+                Err(AggregateError::AggregateConflict) if attempt < CONFLICT_RETRIES => {
+                    attempt += 1;
+                    metrics::counter!("hk_command_conflicts_total", "aggregate" => A::TYPE)
+                        .increment(1);
+                    // Spread the retries of racing writers a little.
+                    tokio::time::sleep(Duration::from_millis(2 * attempt as u64)).await;
+                }
+                Err(AggregateError::AggregateConflict) => {
+                    return Err(CommandError::Conflict(A::TYPE))
+                }
+                Err(other) => return Err(CommandError::Store(other.to_string())),
+            }
+        }
+    }
+
+    /// The aggregate's current state and sequence (the default state and 0 if it never
+    /// existed).
+    pub async fn load(&self, id: &str) -> Result<(A, usize), CoreError> {
+        let context = self
+            .store
+            .load_aggregate(id)
+            .await
+            .map_err(|e| CoreError::Store(e.to_string()))?;
+        Ok((context.loaded.aggregate, context.loaded.current_sequence))
+    }
+}
+
 /// Runs commands for every aggregate type. Cheap to share behind an `Arc`.
 pub struct CommandBus {
-    apps: Framework<App>,
-    installations: Framework<Installation>,
-    app_store: Store<App>,
-    installation_store: Store<Installation>,
+    apps: AggregateBus<App>,
+    installations: AggregateBus<Installation>,
+    plans: AggregateBus<Plan>,
+    subscriptions: AggregateBus<Subscription>,
+    settings: AggregateBus<Settings>,
 }
 
 impl CommandBus {
+    /// A bus on `pool`; `services` is the aggregates' clock.
     pub fn new(pool: &PgPool, services: DomainServices) -> Self {
         Self {
-            apps: CqrsFramework::new(SnapshotStore::new(pool), vec![], services.clone()),
-            installations: CqrsFramework::new(SnapshotStore::new(pool), vec![], services),
-            app_store: store(pool),
-            installation_store: store(pool),
+            apps: AggregateBus::new(pool, services.clone()),
+            installations: AggregateBus::new(pool, services.clone()),
+            plans: AggregateBus::new(pool, services.clone()),
+            subscriptions: AggregateBus::new(pool, services.clone()),
+            settings: AggregateBus::new(pool, services),
         }
     }
 
-    pub async fn execute_app(
-        &self,
-        id: &str,
-        command: <App as Aggregate>::Command,
-        metadata: &EventMetadata,
-    ) -> Result<(), CommandError<<App as Aggregate>::Error>>
-    where
-        <App as Aggregate>::Command: Clone,
-    {
-        execute(&self.apps, "app", id, command, metadata).await
+    /// The bus of the `App` aggregate.
+    pub fn apps(&self) -> &AggregateBus<App> {
+        &self.apps
     }
 
-    pub async fn execute_installation(
-        &self,
-        id: &str,
-        command: <Installation as Aggregate>::Command,
-        metadata: &EventMetadata,
-    ) -> Result<(), CommandError<<Installation as Aggregate>::Error>> {
-        execute(&self.installations, "installation", id, command, metadata).await
+    /// The bus of the `Installation` aggregate.
+    pub fn installations(&self) -> &AggregateBus<Installation> {
+        &self.installations
     }
 
-    /// Current state of an app (the default, empty state if it never existed).
-    pub async fn load_app(&self, id: &str) -> Result<(App, usize), String> {
-        load(&self.app_store, id).await
+    /// The bus of the `Plan` aggregate.
+    pub fn plans(&self) -> &AggregateBus<Plan> {
+        &self.plans
     }
 
-    /// Current state of an installation and its sequence (0 if it never existed).
-    pub async fn load_installation(&self, id: &str) -> Result<(Installation, usize), String> {
-        load(&self.installation_store, id).await
+    /// The bus of the `Subscription` aggregate.
+    pub fn subscriptions(&self) -> &AggregateBus<Subscription> {
+        &self.subscriptions
     }
-}
 
-async fn load<A: Aggregate>(store: &Store<A>, id: &str) -> Result<(A, usize), String> {
-    let context = store.load_aggregate(id).await.map_err(|e| e.to_string())?;
-    Ok((context.aggregate, context.current_sequence))
-}
-
-async fn execute<A>(
-    framework: &Framework<A>,
-    kind: &'static str,
-    id: &str,
-    command: A::Command,
-    metadata: &EventMetadata,
-) -> Result<(), CommandError<A::Error>>
-where
-    A: Aggregate + Clone,
-    A::Command: Clone,
-{
-    let mut attempt = 0;
-    loop {
-        match framework
-            .execute_with_metadata(id, command.clone(), metadata.to_map())
-            .await
-        {
-            Ok(()) => return Ok(()),
-            Err(AggregateError::UserError(e)) => return Err(CommandError::Rejected(e)),
-            Err(AggregateError::AggregateConflict) if attempt < CONFLICT_RETRIES => {
-                attempt += 1;
-                metrics::counter!("hk_command_conflicts_total", "aggregate" => kind).increment(1);
-                // Spread the retries of racing writers a little.
-                tokio::time::sleep(Duration::from_millis(2 * attempt as u64)).await;
-            }
-            Err(AggregateError::AggregateConflict) => return Err(CommandError::Conflict(kind)),
-            Err(other) => return Err(CommandError::Store(other.to_string())),
-        }
+    /// The bus of the `Settings` aggregate.
+    pub fn settings(&self) -> &AggregateBus<Settings> {
+        &self.settings
     }
 }

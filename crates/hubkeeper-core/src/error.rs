@@ -8,6 +8,9 @@
 use hubkeeper_crypto::CryptoError;
 use hubkeeper_domain::app::AppError;
 use hubkeeper_domain::installation::InstallationError;
+use hubkeeper_domain::plan::PlanError;
+use hubkeeper_domain::settings::SettingsError;
+use hubkeeper_domain::subscription::SubscriptionError;
 use hubkeeper_hubspot::HubSpotError;
 
 use crate::commands::CommandError;
@@ -22,13 +25,30 @@ pub enum CoreError {
     #[error("{0}")]
     InvalidInput(String),
 
+    /// The resource's state does not allow this (a taken plan code, a reused idempotency key,
+    /// a restore into a database that is not empty).
+    #[error("{0}")]
+    Conflict(String),
+
     /// The App aggregate refused the command.
     #[error(transparent)]
-    App(AppError),
+    App(#[from] AppError),
 
     /// The Installation aggregate refused the command.
     #[error(transparent)]
-    Installation(InstallationError),
+    Installation(#[from] InstallationError),
+
+    /// The Plan aggregate refused the command.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+
+    /// The Subscription aggregate refused the command.
+    #[error(transparent)]
+    Subscription(#[from] SubscriptionError),
+
+    /// The Settings aggregate refused the command.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
 
     /// HubSpot rejected the refresh token: only the user can fix this by installing again.
     #[error(
@@ -76,6 +96,11 @@ pub enum CoreError {
     #[error("crypto: {0}")]
     Crypto(#[from] CryptoError),
 
+    /// A tool or service the operation needs (pg_dump, NATS, HubSpot during the self-test) is
+    /// missing or failed.
+    #[error("{0}")]
+    Unavailable(String),
+
     /// Lost optimistic-concurrency races too often.
     #[error("the {0} was changed concurrently too many times; try again")]
     Contention(&'static str),
@@ -110,20 +135,14 @@ impl CoreError {
     }
 }
 
-impl From<CommandError<AppError>> for CoreError {
-    fn from(e: CommandError<AppError>) -> Self {
+impl<E> From<CommandError<E>> for CoreError
+where
+    E: std::error::Error,
+    CoreError: From<E>,
+{
+    fn from(e: CommandError<E>) -> Self {
         match e {
-            CommandError::Rejected(e) => CoreError::App(e),
-            CommandError::Conflict(kind) => CoreError::Contention(kind),
-            CommandError::Store(e) => CoreError::Store(e),
-        }
-    }
-}
-
-impl From<CommandError<InstallationError>> for CoreError {
-    fn from(e: CommandError<InstallationError>) -> Self {
-        match e {
-            CommandError::Rejected(e) => CoreError::Installation(e),
+            CommandError::Rejected(e) => CoreError::from(e),
             CommandError::Conflict(kind) => CoreError::Contention(kind),
             CommandError::Store(e) => CoreError::Store(e),
         }

@@ -17,7 +17,6 @@ pub mod broadcast;
 pub mod commands;
 pub mod error;
 pub mod oauth;
-pub mod ops;
 pub mod selftest;
 pub mod settings;
 pub mod tokens;

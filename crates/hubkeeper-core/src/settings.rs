@@ -25,7 +25,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::ops::{OpsBus, OpsError};
+use crate::commands::CommandBus;
+use crate::error::CoreError;
 
 /// Prefix of every control subject (core NATS, not captured by a stream).
 pub const CONTROL_SUBJECTS: &str = "hk.control.>";
@@ -117,19 +118,19 @@ pub struct SettingsChange {
 /// Reads and changes settings and publishes control messages. Cheap to clone.
 #[derive(Clone)]
 pub struct SettingsService {
-    bus: Arc<OpsBus>,
+    bus: Arc<CommandBus>,
     nats: Option<async_nats::Client>,
 }
 
 impl SettingsService {
     /// The service; without NATS (CLI tools) nothing is broadcast.
-    pub fn new(bus: Arc<OpsBus>, nats: Option<async_nats::Client>) -> Self {
+    pub fn new(bus: Arc<CommandBus>, nats: Option<async_nats::Client>) -> Self {
         Self { bus, nats }
     }
 
     /// The current settings from the store.
-    pub async fn current(&self) -> Result<SettingsSnapshot, OpsError> {
-        let (settings, sequence) = self.bus.load_settings(SETTINGS_ID).await?;
+    pub async fn current(&self) -> Result<SettingsSnapshot, CoreError> {
+        let (settings, sequence) = self.bus.settings().load(SETTINGS_ID).await?;
         Ok(SettingsSnapshot {
             values: *settings.values(),
             version: sequence as u64,
@@ -143,9 +144,10 @@ impl SettingsService {
         &self,
         change: SettingsChange,
         metadata: &EventMetadata,
-    ) -> Result<SettingsSnapshot, OpsError> {
+    ) -> Result<SettingsSnapshot, CoreError> {
         self.bus
-            .execute_settings(
+            .settings()
+            .execute(
                 SETTINGS_ID,
                 SettingsCommand::Update {
                     oauth_rate_limit: change.oauth_rate_limit,
@@ -167,28 +169,28 @@ impl SettingsService {
     }
 
     /// Tells every process to re-read the settings from the store.
-    pub async fn reload_everywhere(&self) -> Result<(), OpsError> {
+    pub async fn reload_everywhere(&self) -> Result<(), CoreError> {
         self.publish(&ControlMessage::Reload).await
     }
 
     /// Tells every process to reset its rate-limit counters.
-    pub async fn clear_rate_limits_everywhere(&self) -> Result<(), OpsError> {
+    pub async fn clear_rate_limits_everywhere(&self) -> Result<(), CoreError> {
         self.publish(&ControlMessage::ClearRateLimits).await
     }
 
-    async fn publish(&self, message: &ControlMessage) -> Result<(), OpsError> {
+    async fn publish(&self, message: &ControlMessage) -> Result<(), CoreError> {
         let Some(nats) = &self.nats else {
             return Ok(());
         };
         let payload = serde_json::to_vec(message)
-            .map_err(|e| OpsError::Unavailable(format!("cannot encode control message: {e}")))?;
+            .map_err(|e| CoreError::Unavailable(format!("cannot encode control message: {e}")))?;
         nats.publish(message.subject(), payload.into())
             .await
-            .map_err(|e| OpsError::Unavailable(format!("NATS: {e}")))?;
+            .map_err(|e| CoreError::Unavailable(format!("NATS: {e}")))?;
         // Flush so "published" means "on its way" before the API answers.
         nats.flush()
             .await
-            .map_err(|e| OpsError::Unavailable(format!("NATS: {e}")))?;
+            .map_err(|e| CoreError::Unavailable(format!("NATS: {e}")))?;
         metrics::counter!("hk_control_published_total", "kind" => message.kind()).increment(1);
         Ok(())
     }
@@ -269,12 +271,12 @@ impl ControlListener {
     }
 
     /// Subscribes, applies the stored settings, and follows changes until `shutdown`.
-    pub async fn spawn(self, shutdown: CancellationToken) -> Result<JoinHandle<()>, OpsError> {
+    pub async fn spawn(self, shutdown: CancellationToken) -> Result<JoinHandle<()>, CoreError> {
         let mut subscriber = self
             .nats
             .subscribe(CONTROL_SUBJECTS)
             .await
-            .map_err(|e| OpsError::Unavailable(format!("NATS: {e}")))?;
+            .map_err(|e| CoreError::Unavailable(format!("NATS: {e}")))?;
         // Subscribed first: a change between the read and the subscription is not missed.
         self.resync(true).await;
         Ok(tokio::spawn(async move {

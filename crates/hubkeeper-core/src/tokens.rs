@@ -640,7 +640,8 @@ impl TokenService {
         }
         self.inner
             .bus
-            .execute_installation(
+            .installations()
+            .execute(
                 &id.to_string(),
                 InstallationCommand::ForgetTenant {
                     reason: reason.clone(),
@@ -663,7 +664,8 @@ impl TokenService {
         let id = InstallationId::derive(connect.app_id, connect.hub_id, connect.user_id);
         self.inner
             .bus
-            .execute_installation(
+            .installations()
+            .execute(
                 &id.to_string(),
                 InstallationCommand::Connect(connect),
                 metadata,
@@ -758,10 +760,10 @@ impl TokenService {
 impl Inner {
     async fn load(&self, id: &InstallationId) -> Result<Installation, CoreError> {
         self.bus
-            .load_installation(&id.to_string())
+            .installations()
+            .load(&id.to_string())
             .await
             .map(|(installation, _)| installation)
-            .map_err(CoreError::Store)
     }
 
     fn cached(&self, id: &InstallationId) -> Option<CachedToken> {
@@ -1043,7 +1045,8 @@ impl Inner {
             attempt += 1;
             match self
                 .bus
-                .execute_installation(&id.to_string(), command.clone(), metadata)
+                .installations()
+                .execute(&id.to_string(), command.clone(), metadata)
                 .await
             {
                 Ok(()) => return Ok(()),
@@ -1077,7 +1080,8 @@ impl Inner {
             }
         }
         self.bus
-            .execute_installation(
+            .installations()
+            .execute(
                 &id.to_string(),
                 InstallationCommand::Revoke {
                     reason: reason.to_owned(),
@@ -1113,7 +1117,8 @@ impl Inner {
             _ => None,
         };
         self.bus
-            .execute_installation(
+            .installations()
+            .execute(
                 &id.to_string(),
                 InstallationCommand::Disconnect {
                     reason: reason.to_owned(),
@@ -1420,12 +1425,13 @@ pub async fn record_uninstall(
     occurred_at: DateTime<Utc>,
     metadata: &EventMetadata,
 ) -> Result<(), CommandError<InstallationError>> {
-    bus.execute_installation(
-        &id.to_string(),
-        InstallationCommand::MarkUninstalled { occurred_at },
-        metadata,
-    )
-    .await?;
+    bus.installations()
+        .execute(
+            &id.to_string(),
+            InstallationCommand::MarkUninstalled { occurred_at },
+            metadata,
+        )
+        .await?;
     broadcaster
         .publish(&Invalidation::Tokens {
             installation_id: id.to_string(),

@@ -93,7 +93,8 @@ impl ApiSide {
     async fn status(&self, id: &InstallationId) -> Option<InstallationStatus> {
         let (installation, _) = self
             .bus
-            .load_installation(&id.to_string())
+            .installations()
+            .load(&id.to_string())
             .await
             .expect("load");
         installation.status_at(Utc::now())
@@ -200,7 +201,8 @@ async fn events_go_to_the_active_installation_of_the_portal_and_named_user() {
     let user8 = api.connect(app, hub, Some(8)).await;
     let leftover = api.connect(app, hub, None).await;
     api.bus
-        .execute_installation(
+        .installations()
+        .execute(
             &leftover.to_string(),
             InstallationCommand::Disconnect {
                 reason: "reinstalled per user".into(),

@@ -12,12 +12,12 @@ use hubkeeper_api::operations::OperationsServices;
 use hubkeeper_core::backup::{self, BackupConfig, BackupService, MaintenanceScheduler};
 use hubkeeper_core::billing::projection::{BillingProjector, BillingProjectorConfig};
 use hubkeeper_core::billing::BillingService;
-use hubkeeper_core::ops::OpsBus;
 use hubkeeper_core::selftest::{self, RateLimitProbe, SelfTestDeps, StepStatus};
 use hubkeeper_core::settings::{
     ControlConfig, ControlListener, LiveSettings, SettingsApplier, SettingsService,
     SettingsSnapshot,
 };
+use hubkeeper_core::CommandBus;
 use hubkeeper_domain::{AppId, DomainServices};
 use secrecy::SecretString;
 use sqlx::PgPool;
@@ -72,9 +72,9 @@ fn backup_service(config: &Config, pool: &PgPool, database_url: &SecretString) -
     )
 }
 
-fn bus_and_billing(pool: &PgPool) -> (Arc<OpsBus>, BillingService) {
+fn bus_and_billing(pool: &PgPool) -> (Arc<CommandBus>, BillingService) {
     let clock = DomainServices::system();
-    let bus = Arc::new(OpsBus::new(pool, clock.clone()));
+    let bus = Arc::new(CommandBus::new(pool, clock.clone()));
     let billing = BillingService::new(pool.clone(), bus.clone(), clock);
     (bus, billing)
 }

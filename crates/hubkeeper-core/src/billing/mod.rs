@@ -34,7 +34,8 @@ use uuid::Uuid;
 
 pub use views::*;
 
-use crate::ops::{OpsBus, OpsError};
+use crate::commands::CommandBus;
+use crate::error::CoreError;
 
 /// Longest idempotency key accepted.
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 200;
@@ -48,13 +49,13 @@ const STALE_RESERVATION_SECS: i64 = 60;
 #[derive(Clone)]
 pub struct BillingService {
     pool: PgPool,
-    bus: Arc<OpsBus>,
+    bus: Arc<CommandBus>,
     clock: DomainServices,
 }
 
 impl BillingService {
     /// The service on `pool`, issuing commands through `bus`.
-    pub fn new(pool: PgPool, bus: Arc<OpsBus>, clock: DomainServices) -> Self {
+    pub fn new(pool: PgPool, bus: Arc<CommandBus>, clock: DomainServices) -> Self {
         Self { pool, bus, clock }
     }
 
@@ -65,7 +66,7 @@ impl BillingService {
         &self,
         input: NewPlan,
         metadata: &EventMetadata,
-    ) -> Result<PlanView, OpsError> {
+    ) -> Result<PlanView, CoreError> {
         let code = normalize_code(&input.code)?;
         let plan_id = PlanId::new();
         self.reserve_code(&code, plan_id).await?;
@@ -88,7 +89,8 @@ impl BillingService {
         });
         if let Err(e) = self
             .bus
-            .execute_plan(&plan_id.to_string(), command, metadata)
+            .plans()
+            .execute(&plan_id.to_string(), command, metadata)
             .await
         {
             // Refused: give the code back so the corrected form can use it.
@@ -97,12 +99,12 @@ impl BillingService {
                 .bind(plan_id.as_uuid())
                 .execute(&self.pool)
                 .await?;
-            return Err(e);
+            return Err(e.into());
         }
         self.get_plan(plan_id).await
     }
 
-    async fn reserve_code(&self, code: &str, plan_id: PlanId) -> Result<(), OpsError> {
+    async fn reserve_code(&self, code: &str, plan_id: PlanId) -> Result<(), CoreError> {
         let reserved = sqlx::query(
             "INSERT INTO plan_codes (code, plan_id) VALUES ($1, $2) ON CONFLICT (code) DO NOTHING",
         )
@@ -128,7 +130,7 @@ impl BillingService {
         };
         let holder: Uuid = row.try_get("plan_id")?;
         let stale: bool = row.try_get("stale")?;
-        let (_, sequence) = self.bus.load_plan(&holder.to_string()).await?;
+        let (_, sequence) = self.bus.plans().load(&holder.to_string()).await?;
         if sequence == 0 && stale {
             let taken = sqlx::query(
                 "UPDATE plan_codes SET plan_id = $3, reserved_at = now()
@@ -144,37 +146,37 @@ impl BillingService {
                 return Ok(());
             }
         }
-        Err(OpsError::Conflict(format!(
+        Err(CoreError::Conflict(format!(
             "plan code {code:?} is already used by plan {holder}; codes are never reused, \
              choose another (e.g. {code}_v2)"
         )))
     }
 
     /// The plan aggregate, or `NotFound`.
-    async fn load_plan(&self, plan_id: PlanId) -> Result<Plan, OpsError> {
-        let (plan, sequence) = self.bus.load_plan(&plan_id.to_string()).await?;
+    async fn load_plan(&self, plan_id: PlanId) -> Result<Plan, CoreError> {
+        let (plan, sequence) = self.bus.plans().load(&plan_id.to_string()).await?;
         if sequence == 0 {
-            return Err(OpsError::not_found("plan", plan_id));
+            return Err(CoreError::not_found("plan", plan_id));
         }
         Ok(plan)
     }
 
     /// One plan with its versions, notices and subscriber count (strongly consistent).
-    pub async fn get_plan(&self, plan_id: PlanId) -> Result<PlanView, OpsError> {
+    pub async fn get_plan(&self, plan_id: PlanId) -> Result<PlanView, CoreError> {
         let plan = self.load_plan(plan_id).await?;
         let subscribers = self.subscriber_count(plan_id).await?;
-        PlanView::detailed(&plan, subscribers).ok_or_else(|| OpsError::not_found("plan", plan_id))
+        PlanView::detailed(&plan, subscribers).ok_or_else(|| CoreError::not_found("plan", plan_id))
     }
 
     /// Resolves a plan code to its plan.
-    pub async fn plan_id_by_code(&self, code: &str) -> Result<PlanId, OpsError> {
-        let normalized = normalize_code(code).map_err(|_| OpsError::not_found("plan", code))?;
+    pub async fn plan_id_by_code(&self, code: &str) -> Result<PlanId, CoreError> {
+        let normalized = normalize_code(code).map_err(|_| CoreError::not_found("plan", code))?;
         let id: Option<Uuid> = sqlx::query_scalar("SELECT plan_id FROM plan_codes WHERE code = $1")
             .bind(&normalized)
             .fetch_optional(&self.pool)
             .await?;
         id.map(PlanId::from_uuid)
-            .ok_or_else(|| OpsError::not_found("plan", normalized))
+            .ok_or_else(|| CoreError::not_found("plan", normalized))
     }
 
     /// Changes name, description, features, limits or prices.
@@ -183,11 +185,11 @@ impl BillingService {
         plan_id: PlanId,
         changes: PlanChanges,
         metadata: &EventMetadata,
-    ) -> Result<PlanView, OpsError> {
+    ) -> Result<PlanView, CoreError> {
         let plan = self.load_plan(plan_id).await?;
         let current = plan
             .definition()
-            .ok_or_else(|| OpsError::not_found("plan", plan_id))?;
+            .ok_or_else(|| CoreError::not_found("plan", plan_id))?;
         let pricing = merged_pricing(&current.terms, &changes);
         let command = PlanCommand::UpdatePlan(UpdatePlan {
             name: changes.name,
@@ -198,7 +200,8 @@ impl BillingService {
             notice_days: changes.notice_days,
         });
         self.bus
-            .execute_plan(&plan_id.to_string(), command, metadata)
+            .plans()
+            .execute(&plan_id.to_string(), command, metadata)
             .await?;
         self.get_plan(plan_id).await
     }
@@ -209,11 +212,12 @@ impl BillingService {
         plan_id: PlanId,
         status: PlanStatus,
         metadata: &EventMetadata,
-    ) -> Result<PlanView, OpsError> {
+    ) -> Result<PlanView, CoreError> {
         self.load_plan(plan_id).await?;
         let subscribers = self.subscriber_count(plan_id).await?;
         self.bus
-            .execute_plan(
+            .plans()
+            .execute(
                 &plan_id.to_string(),
                 PlanCommand::ChangeStatus {
                     status,
@@ -230,20 +234,22 @@ impl BillingService {
         &self,
         plan_id: PlanId,
         metadata: &EventMetadata,
-    ) -> Result<(), OpsError> {
+    ) -> Result<(), CoreError> {
         self.load_plan(plan_id).await?;
         let subscribers = self.subscriber_count(plan_id).await?;
         self.bus
-            .execute_plan(
+            .plans()
+            .execute(
                 &plan_id.to_string(),
                 PlanCommand::DeletePlan { subscribers },
                 metadata,
             )
-            .await
+            .await?;
+        Ok(())
     }
 
     /// Tenants whose latest plan event puts them on `plan_id`, counted from the event store.
-    pub async fn subscriber_count(&self, plan_id: PlanId) -> Result<u32, OpsError> {
+    pub async fn subscriber_count(&self, plan_id: PlanId) -> Result<u32, CoreError> {
         let count: i64 = sqlx::query_scalar(
             "WITH latest AS (
                  SELECT DISTINCT ON (aggregate_id) event_type, payload
@@ -271,7 +277,7 @@ impl BillingService {
     }
 
     /// Plans from the read model, with counts for the Pricing Models page.
-    pub async fn list_plans(&self, query: &PlanQuery) -> Result<PlanList, OpsError> {
+    pub async fn list_plans(&self, query: &PlanQuery) -> Result<PlanList, CoreError> {
         let rows = sqlx::query(&format!(
             "{PLAN_SELECT}
               WHERE ($1::text IS NULL OR p.status = $1)
@@ -294,7 +300,7 @@ impl BillingService {
         })
     }
 
-    async fn plan_counts(&self) -> Result<PlanCounts, OpsError> {
+    async fn plan_counts(&self) -> Result<PlanCounts, CoreError> {
         let row = sqlx::query(
             "SELECT count(*) AS total,
                     count(*) FILTER (WHERE price_minor = 0 AND unit_price_minor IS NULL) AS free,
@@ -323,7 +329,7 @@ impl BillingService {
     pub async fn installation_app(
         &self,
         installation_id: InstallationId,
-    ) -> Result<Option<AppId>, OpsError> {
+    ) -> Result<Option<AppId>, CoreError> {
         let app: Option<String> = sqlx::query_scalar(
             "SELECT payload -> $2 ->> 'app_id' FROM events
               WHERE aggregate_type = 'installation' AND aggregate_id = $1 AND event_type = $2
@@ -337,11 +343,11 @@ impl BillingService {
         Ok(app.and_then(|a| a.parse().ok()))
     }
 
-    async fn snapshot(&self, plan_id: PlanId) -> Result<(Plan, PlanSnapshot), OpsError> {
+    async fn snapshot(&self, plan_id: PlanId) -> Result<(Plan, PlanSnapshot), CoreError> {
         let plan = self.load_plan(plan_id).await?;
         let d = plan
             .definition()
-            .ok_or_else(|| OpsError::not_found("plan", plan_id))?;
+            .ok_or_else(|| CoreError::not_found("plan", plan_id))?;
         let snapshot = PlanSnapshot {
             plan_id,
             code: d.code.clone(),
@@ -361,25 +367,25 @@ impl BillingService {
         request: AssignPlan,
         default_trigger: ChangeTrigger,
         metadata: &EventMetadata,
-    ) -> Result<PlanAssignment, OpsError> {
+    ) -> Result<PlanAssignment, CoreError> {
         let app_id = self
             .installation_app(installation_id)
             .await?
-            .ok_or_else(|| OpsError::not_found("installation", installation_id))?;
+            .ok_or_else(|| CoreError::not_found("installation", installation_id))?;
         let plan_id = match (&request.plan_id, &request.plan_code) {
             (Some(id), _) => id
                 .parse::<PlanId>()
-                .map_err(|e| OpsError::Invalid(e.to_string()))?,
+                .map_err(|e| CoreError::InvalidInput(e.to_string()))?,
             (None, Some(code)) => self.plan_id_by_code(code).await?,
             (None, None) => {
-                return Err(OpsError::Invalid(
+                return Err(CoreError::InvalidInput(
                     "give the plan as plan_id or plan_code".into(),
                 ))
             }
         };
         let trigger = request.trigger.unwrap_or(default_trigger);
         if trigger == ChangeTrigger::Registration {
-            return Err(OpsError::Invalid(
+            return Err(CoreError::InvalidInput(
                 "the registration trigger is Hubkeeper's own (the default plan of a new \
                  installation); use self_serve, admin or limit_reached"
                     .into(),
@@ -387,9 +393,10 @@ impl BillingService {
         }
         let (_, snapshot) = self.snapshot(plan_id).await?;
         let id = installation_id.to_string();
-        let (_, before) = self.bus.load_subscription(&id).await?;
+        let (_, before) = self.bus.subscriptions().load(&id).await?;
         self.bus
-            .execute_subscription(
+            .subscriptions()
+            .execute(
                 &id,
                 SubscriptionCommand::ChangePlan {
                     installation_id,
@@ -400,11 +407,11 @@ impl BillingService {
                 metadata,
             )
             .await?;
-        let (subscription, after) = self.bus.load_subscription(&id).await?;
+        let (subscription, after) = self.bus.subscriptions().load(&id).await?;
         let view = self
             .subscription_view(installation_id, &subscription)
             .await?
-            .ok_or_else(|| OpsError::not_found("subscription", installation_id))?;
+            .ok_or_else(|| CoreError::not_found("subscription", installation_id))?;
         Ok(PlanAssignment {
             changed: after > before,
             subscription: view,
@@ -420,7 +427,7 @@ impl BillingService {
         installation_id: InstallationId,
         app_id: AppId,
         metadata: &EventMetadata,
-    ) -> Result<bool, OpsError> {
+    ) -> Result<bool, CoreError> {
         let plan: Option<Uuid> = sqlx::query_scalar(
             "SELECT plan_id FROM rm_plans
               WHERE deleted_at IS NULL AND status = 'active' AND plan_type = 'free'
@@ -436,12 +443,13 @@ impl BillingService {
         };
         let (_, snapshot) = self.snapshot(plan_id).await?;
         let id = installation_id.to_string();
-        let (_, before) = self.bus.load_subscription(&id).await?;
+        let (_, before) = self.bus.subscriptions().load(&id).await?;
         if before > 0 {
             return Ok(false);
         }
         self.bus
-            .execute_subscription(
+            .subscriptions()
+            .execute(
                 &id,
                 SubscriptionCommand::ChangePlan {
                     installation_id,
@@ -459,10 +467,11 @@ impl BillingService {
     pub async fn subscription(
         &self,
         installation_id: InstallationId,
-    ) -> Result<Option<SubscriptionView>, OpsError> {
+    ) -> Result<Option<SubscriptionView>, CoreError> {
         let (subscription, _) = self
             .bus
-            .load_subscription(&installation_id.to_string())
+            .subscriptions()
+            .load(&installation_id.to_string())
             .await?;
         self.subscription_view(installation_id, &subscription).await
     }
@@ -471,13 +480,14 @@ impl BillingService {
         &self,
         installation_id: InstallationId,
         subscription: &Subscription,
-    ) -> Result<Option<SubscriptionView>, OpsError> {
+    ) -> Result<Option<SubscriptionView>, CoreError> {
         let Some(current) = subscription.current() else {
             return Ok(None);
         };
         let (plan, _) = self
             .bus
-            .load_plan(&current.plan.plan_id.to_string())
+            .plans()
+            .load(&current.plan.plan_id.to_string())
             .await?;
         Ok(Some(SubscriptionView {
             installation_id: installation_id.to_string(),
@@ -504,39 +514,39 @@ impl BillingService {
         &self,
         report: UsageReport,
         metadata: &EventMetadata,
-    ) -> Result<UsageAccepted, OpsError> {
+    ) -> Result<UsageAccepted, CoreError> {
         let key = report
             .idempotency_key
             .as_deref()
             .map(str::trim)
             .filter(|k| !k.is_empty())
             .ok_or_else(|| {
-                OpsError::Invalid(
+                CoreError::InvalidInput(
                     "an idempotency key is required (idempotency_key or the Idempotency-Key \
                      header), so a retried report is not counted twice"
                         .into(),
                 )
             })?;
         if key.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS || key.chars().any(char::is_control) {
-            return Err(OpsError::Invalid(format!(
+            return Err(CoreError::InvalidInput(format!(
                 "the idempotency key must be one line of at most {MAX_IDEMPOTENCY_KEY_CHARS} \
                  characters"
             )));
         }
         if !report.metric.reportable() {
-            return Err(OpsError::Invalid(format!(
+            return Err(CoreError::InvalidInput(format!(
                 "{} are counted by Hubkeeper itself and cannot be reported",
                 report.metric
             )));
         }
         if report.quantity > MAX_USAGE_QUANTITY {
-            return Err(OpsError::Invalid(format!(
+            return Err(CoreError::InvalidInput(format!(
                 "quantity must be at most {MAX_USAGE_QUANTITY} per report"
             )));
         }
         let installation = report.installation_id;
         if self.installation_app(installation).await?.is_none() {
-            return Err(OpsError::not_found("installation", installation));
+            return Err(CoreError::not_found("installation", installation));
         }
         let now = self.clock.now();
         let quantity = i64::try_from(report.quantity).unwrap_or(i64::MAX);
@@ -599,7 +609,7 @@ impl BillingService {
             .fetch_one(&mut *tx)
             .await?;
             if metric != report.metric.as_str() || stored != quantity {
-                return Err(OpsError::Conflict(format!(
+                return Err(CoreError::Conflict(format!(
                     "idempotency key {key:?} was already used for a different report \
                      ({stored} {metric}); use a new key for a new report"
                 )));
@@ -620,18 +630,18 @@ impl BillingService {
         &self,
         installation_id: InstallationId,
         metadata: &EventMetadata,
-    ) -> Result<Quota, OpsError> {
+    ) -> Result<Quota, CoreError> {
         let app_id = self
             .installation_app(installation_id)
             .await?
-            .ok_or_else(|| OpsError::not_found("installation", installation_id))?;
+            .ok_or_else(|| CoreError::not_found("installation", installation_id))?;
         let now = self.clock.now();
         let (period_start, period_end) = month_of(now);
         let usage = self
             .usage(installation_id, period_start, period_end)
             .await?;
         let id = installation_id.to_string();
-        let (subscription, _) = self.bus.load_subscription(&id).await?;
+        let (subscription, _) = self.bus.subscriptions().load(&id).await?;
         let mut quota = Quota {
             installation_id: id.clone(),
             plan: None,
@@ -650,7 +660,8 @@ impl BillingService {
         };
         let (plan, _) = self
             .bus
-            .load_plan(&current.plan.plan_id.to_string())
+            .plans()
+            .load(&current.plan.plan_id.to_string())
             .await?;
         let limits = plan.limits_for(current.joined_at, now);
         quota.features = plan.features_for(current.joined_at, now);
@@ -707,7 +718,8 @@ impl BillingService {
         }
         for (kind, limit, used) in newly_reached {
             self.bus
-                .execute_subscription(
+                .subscriptions()
+                .execute(
                     &id,
                     SubscriptionCommand::RecordLimitReached {
                         limit: kind,
@@ -731,7 +743,7 @@ impl BillingService {
         installation_id: InstallationId,
         start: NaiveDate,
         end: NaiveDate,
-    ) -> Result<BTreeMap<UsageMetric, u64>, OpsError> {
+    ) -> Result<BTreeMap<UsageMetric, u64>, CoreError> {
         let mut usage: BTreeMap<UsageMetric, u64> = BTreeMap::new();
         let counters: Vec<(String, i64)> = sqlx::query_as(
             "SELECT metric, COALESCE(sum(quantity), 0)::bigint FROM usage_daily
@@ -780,7 +792,7 @@ impl BillingService {
         current_terms: &PlanTerms,
         kind: LimitKind,
         used: u64,
-    ) -> Result<Option<PlanOffer>, OpsError> {
+    ) -> Result<Option<PlanOffer>, CoreError> {
         let rows = sqlx::query(&format!(
             "{PLAN_SELECT}
               WHERE p.deleted_at IS NULL AND p.status = 'active' AND p.plan_id <> $1
@@ -820,7 +832,7 @@ impl BillingService {
     // ---- overview --------------------------------------------------------------------------
 
     /// The Billing & Upgrades page.
-    pub async fn overview(&self, query: &OverviewQuery) -> Result<BillingOverview, OpsError> {
+    pub async fn overview(&self, query: &OverviewQuery) -> Result<BillingOverview, CoreError> {
         let now = self.clock.now();
         let (start, end) = month_of(now);
         let mut plans = self
@@ -870,12 +882,13 @@ impl BillingService {
         .await?;
         let requests_limit = match installation {
             Some(id) => {
-                let (subscription, _) = self.bus.load_subscription(&id.to_string()).await?;
+                let (subscription, _) = self.bus.subscriptions().load(&id.to_string()).await?;
                 match subscription.current() {
                     Some(current) => {
                         let (plan, _) = self
                             .bus
-                            .load_plan(&current.plan.plan_id.to_string())
+                            .plans()
+                            .load(&current.plan.plan_id.to_string())
                             .await?;
                         plan.limits_for(current.joined_at, now)
                             .get(&LimitKind::RequestsPerMonth)
@@ -905,12 +918,12 @@ impl BillingService {
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(|row| -> Result<PlanChangeView, OpsError> {
+        .map(|row| -> Result<PlanChangeView, CoreError> {
             let currency: String = row.try_get("currency")?;
             let amount = hubkeeper_domain::plan::Money {
                 amount_minor: row.try_get("amount_minor")?,
                 currency: hubkeeper_domain::plan::Currency::from_stored(&currency)
-                    .ok_or_else(|| OpsError::Store(format!("bad currency {currency:?}")))?,
+                    .ok_or_else(|| CoreError::Store(format!("bad currency {currency:?}")))?,
             };
             Ok(PlanChangeView {
                 occurred_at: row.try_get("occurred_at")?,
@@ -932,7 +945,7 @@ impl BillingService {
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(|row| -> Result<LimitReachedView, OpsError> {
+        .map(|row| -> Result<LimitReachedView, CoreError> {
             Ok(LimitReachedView {
                 occurred_at: row.try_get("occurred_at")?,
                 installation_id: row.try_get::<Uuid, _>("installation_id")?.to_string(),
@@ -973,7 +986,7 @@ impl BillingService {
     /// the aggregate): each moves to its plan's current version, which is when a price change
     /// reaches existing subscribers. Returns how many were renewed; failures are logged and
     /// retried on the next run.
-    pub async fn renew_due(&self, metadata: &EventMetadata) -> Result<u32, OpsError> {
+    pub async fn renew_due(&self, metadata: &EventMetadata) -> Result<u32, CoreError> {
         let due: Vec<Uuid> = sqlx::query_scalar(
             "SELECT installation_id FROM rm_subscriptions
               WHERE renews_at <= $1 ORDER BY renews_at LIMIT 500",
@@ -984,20 +997,21 @@ impl BillingService {
         let mut renewed = 0;
         for id in due {
             let installation = InstallationId::from_uuid(id);
-            let (subscription, _) = self.bus.load_subscription(&id.to_string()).await?;
+            let (subscription, _) = self.bus.subscriptions().load(&id.to_string()).await?;
             let Some(current) = subscription.current() else {
                 continue;
             };
             let result = match self.snapshot(current.plan.plan_id).await {
-                Ok((_, plan)) => {
-                    self.bus
-                        .execute_subscription(
-                            &id.to_string(),
-                            SubscriptionCommand::Renew { plan },
-                            metadata,
-                        )
-                        .await
-                }
+                Ok((_, plan)) => self
+                    .bus
+                    .subscriptions()
+                    .execute(
+                        &id.to_string(),
+                        SubscriptionCommand::Renew { plan },
+                        metadata,
+                    )
+                    .await
+                    .map_err(CoreError::from),
                 Err(e) => Err(e),
             };
             match result {
@@ -1006,7 +1020,7 @@ impl BillingService {
                     metrics::counter!("hk_subscriptions_renewed_total").increment(1);
                 }
                 // The read model was behind the aggregate (renewed meanwhile): nothing to do.
-                Err(OpsError::Subscription(
+                Err(CoreError::Subscription(
                     hubkeeper_domain::subscription::SubscriptionError::RenewalNotDue { .. },
                 )) => {}
                 Err(e) => {
@@ -1018,7 +1032,7 @@ impl BillingService {
     }
 
     /// Deletes usage receipts older than `retention_days` (their idempotency window).
-    pub async fn prune(&self, retention_days: u32) -> Result<u64, OpsError> {
+    pub async fn prune(&self, retention_days: u32) -> Result<u64, CoreError> {
         let deleted = sqlx::query(
             "DELETE FROM usage_reports WHERE reported_at < now() - make_interval(days => $1)",
         )
@@ -1070,8 +1084,8 @@ SELECT p.plan_id, p.code, p.name, p.description, p.app_id, p.plan_type, p.billin
        (SELECT count(*) FROM rm_subscriptions s WHERE s.plan_id = p.plan_id) AS subscribers
   FROM rm_plans p";
 
-fn plan_from_row(row: &sqlx::postgres::PgRow) -> Result<PlanView, OpsError> {
-    let bad = |what: &str| OpsError::Store(format!("rm_plans holds an unreadable {what}"));
+fn plan_from_row(row: &sqlx::postgres::PgRow) -> Result<PlanView, CoreError> {
+    let bad = |what: &str| CoreError::Store(format!("rm_plans holds an unreadable {what}"));
     let currency: String = row.try_get("currency")?;
     let currency =
         hubkeeper_domain::plan::Currency::from_stored(&currency).ok_or_else(|| bad("currency"))?;

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::BillingService;
-use crate::ops::OpsError;
+use crate::error::CoreError;
 
 /// Settings of the projector.
 #[derive(Debug, Clone)]
@@ -101,7 +101,7 @@ impl BillingProjector {
         &self,
         conn: &mut PgConnection,
         cursor: &mut GlobalCursor,
-    ) -> Result<usize, OpsError> {
+    ) -> Result<usize, CoreError> {
         let batch = read_after(&mut *conn, *cursor, self.config.batch_size).await?;
         let Some(last) = batch.last().map(StoredEvent::cursor) else {
             return Ok(0);
@@ -134,7 +134,7 @@ impl BillingProjector {
         &self,
         tx: &mut PgConnection,
         event: &StoredEvent,
-    ) -> Result<(), OpsError> {
+    ) -> Result<(), CoreError> {
         let (Ok(installation_id), Some(app_id)) = (
             event.aggregate_id.parse::<InstallationId>(),
             event
@@ -169,7 +169,7 @@ impl BillingProjector {
 }
 
 impl LeaderWork for BillingProjector {
-    type Error = OpsError;
+    type Error = CoreError;
 
     /// Projects on the leader's own session: the cursor is read and saved there, so a leader
     /// whose session died cannot apply another batch.
@@ -177,7 +177,7 @@ impl LeaderWork for BillingProjector {
         &self,
         leadership: &mut Leadership,
         shutdown: &CancellationToken,
-    ) -> Result<(), OpsError> {
+    ) -> Result<(), CoreError> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(EVENTS_CHANNEL).await?;
         let conn = leadership.connection();
@@ -205,7 +205,7 @@ impl LeaderWork for BillingProjector {
 }
 
 /// Folds the events of one aggregate up to `sequence`.
-async fn fold<A>(tx: &mut PgConnection, aggregate_id: &str, sequence: i64) -> Result<A, OpsError>
+async fn fold<A>(tx: &mut PgConnection, aggregate_id: &str, sequence: i64) -> Result<A, CoreError>
 where
     A: Aggregate,
     A::Event: DeserializeOwned,
@@ -223,7 +223,7 @@ where
     let mut aggregate = A::default();
     for payload in payloads {
         let event: A::Event = serde_json::from_value(payload).map_err(|e| {
-            OpsError::Store(format!(
+            CoreError::Store(format!(
                 "{} {aggregate_id}: an event does not decode: {e}",
                 A::TYPE
             ))
@@ -250,7 +250,7 @@ fn decode<E: DeserializeOwned>(event: &StoredEvent) -> Option<E> {
     }
 }
 
-async fn apply_plan(tx: &mut PgConnection, event: &StoredEvent) -> Result<(), OpsError> {
+async fn apply_plan(tx: &mut PgConnection, event: &StoredEvent) -> Result<(), CoreError> {
     if decode::<PlanEvent>(event).is_none() {
         return Ok(());
     }
@@ -305,7 +305,7 @@ async fn apply_plan(tx: &mut PgConnection, event: &StoredEvent) -> Result<(), Op
     Ok(())
 }
 
-async fn apply_subscription(tx: &mut PgConnection, event: &StoredEvent) -> Result<(), OpsError> {
+async fn apply_subscription(tx: &mut PgConnection, event: &StoredEvent) -> Result<(), CoreError> {
     let Some(decoded) = decode::<SubscriptionEvent>(event) else {
         return Ok(());
     };
@@ -431,7 +431,7 @@ async fn insert_change(
     amount: hubkeeper_domain::plan::Money,
     trigger: &str,
     actor: &str,
-) -> Result<(), OpsError> {
+) -> Result<(), CoreError> {
     sqlx::query(
         "INSERT INTO rm_plan_changes (global_position, installation_id, occurred_at,
                                       from_plan_code, to_plan_code, direction, amount_minor,
@@ -456,7 +456,7 @@ async fn insert_change(
 
 /// Copies each tenant's plan code into `rm_installations` rows the installations projection
 /// created after the subscription event was applied (the two projections run independently).
-async fn sync_plan_codes(conn: &mut PgConnection) -> Result<(), OpsError> {
+async fn sync_plan_codes(conn: &mut PgConnection) -> Result<(), CoreError> {
     sqlx::query(
         "UPDATE rm_installations i SET plan_code = s.plan_code
            FROM rm_subscriptions s
