@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
@@ -24,6 +24,7 @@ use uuid::Uuid;
 
 use crate::auth::{Caller, Permission};
 use crate::error::ApiError;
+use crate::extract::Query;
 use crate::state::AppState;
 
 /// How many of the newest rows each re-read looks at.

@@ -4,9 +4,8 @@
 //! command exists, and no response type has a field for it. (Lists of apps live with the read
 //! models.)
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -19,8 +18,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::{Caller, Permission};
-use crate::command::{parse, target};
-use crate::lifecycle::{metadata, services, Problem};
+use crate::error::ApiError;
+use crate::extract::{JsonBody, Query};
+use crate::params::{target, value};
+use crate::request::RequestId;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -97,24 +98,23 @@ struct DeleteParams {
     force: bool,
 }
 
-fn parse_versions(raw: Option<Vec<String>>) -> Result<Option<Vec<SignatureVersion>>, Problem> {
-    raw.map(|list| list.iter().map(|v| parse(v)).collect())
+fn parse_versions(raw: Option<Vec<String>>) -> Result<Option<Vec<SignatureVersion>>, ApiError> {
+    raw.map(|list| list.iter().map(|v| value(v)).collect())
         .transpose()
 }
 
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
-    body: Result<Json<CreateApp>, JsonRejection>,
-) -> Result<impl IntoResponse, Problem> {
+    request: RequestId,
+    JsonBody(body): JsonBody<CreateApp>,
+) -> Result<impl IntoResponse, ApiError> {
     caller.require(Permission::Administer)?;
-    let Json(body) = body?;
-    let services = services(&state)?;
+    let services = state.tokens()?;
     let new = NewApp {
         label: body.label,
         description: body.description,
-        environment: parse::<Environment>(&body.environment)?,
+        environment: value::<Environment>(&body.environment)?,
         client_id: body.client_id,
         client_secret: body.client_secret,
         redirect_uri: body.redirect_uri,
@@ -123,13 +123,13 @@ async fn create(
         oauth_generation: body
             .oauth_generation
             .as_deref()
-            .map(parse::<OAuthGeneration>)
+            .map(value::<OAuthGeneration>)
             .transpose()?,
         signature_versions: parse_versions(body.signature_versions)?,
     };
     let view = services
         .apps
-        .register(new, &metadata(caller.actor(), &headers))
+        .register(new, &request.metadata(caller.actor()))
         .await?;
     let location = format!("/v1/apps/{}", view.app_id);
     Ok((
@@ -143,28 +143,27 @@ async fn show(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<impl IntoResponse, Problem> {
+) -> Result<impl IntoResponse, ApiError> {
     let id: AppId = target(&caller, Permission::Read, &id)?;
-    let view = services(&state)?.apps.get(id).await?;
+    let view = state.tokens()?.apps.get(id).await?;
     Ok(Json(view))
 }
 
 async fn update(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
+    request: RequestId,
     Path(id): Path<String>,
-    body: Result<Json<PatchApp>, JsonRejection>,
-) -> Result<impl IntoResponse, Problem> {
+    JsonBody(body): JsonBody<PatchApp>,
+) -> Result<impl IntoResponse, ApiError> {
     let id: AppId = target(&caller, Permission::Administer, &id)?;
-    let Json(body) = body?;
     let changes = AppChanges {
         label: body.label,
         description: body.description,
         environment: body
             .environment
             .as_deref()
-            .map(parse::<Environment>)
+            .map(value::<Environment>)
             .transpose()?,
         redirect_uri: body.redirect_uri,
         scopes: body.scopes.map(Scopes::joined),
@@ -172,15 +171,16 @@ async fn update(
         oauth_generation: body
             .oauth_generation
             .as_deref()
-            .map(parse::<OAuthGeneration>)
+            .map(value::<OAuthGeneration>)
             .transpose()?,
         signature_versions: parse_versions(body.signature_versions)?,
         client_id: body.client_id,
         client_secret_supplied: body.client_secret.is_some(),
     };
-    let (app, warnings) = services(&state)?
+    let (app, warnings) = state
+        .tokens()?
         .apps
-        .update(id, changes, &metadata(caller.actor(), &headers))
+        .update(id, changes, &request.metadata(caller.actor()))
         .await?;
     Ok(Json(json!({ "app": app, "warnings": warnings })))
 }
@@ -188,15 +188,15 @@ async fn update(
 async fn remove(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
+    request: RequestId,
     Path(id): Path<String>,
-    params: Result<Query<DeleteParams>, QueryRejection>,
-) -> Result<impl IntoResponse, Problem> {
+    Query(params): Query<DeleteParams>,
+) -> Result<impl IntoResponse, ApiError> {
     let id: AppId = target(&caller, Permission::Administer, &id)?;
-    let Query(params) = params?;
-    let deletion = services(&state)?
+    let deletion = state
+        .tokens()?
         .apps
-        .delete(id, params.force, &metadata(caller.actor(), &headers))
+        .delete(id, params.force, &request.metadata(caller.actor()))
         .await?;
     Ok(Json(deletion))
 }

@@ -4,8 +4,7 @@
 //! The app's backend (a `service` key) reports usage, checks quotas and records self-serve
 //! plan changes; admins change plans for tenants; every role reads the overview.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -18,7 +17,9 @@ use hubkeeper_domain::InstallationId;
 
 use crate::auth::{Caller, Permission, Role};
 use crate::error::ApiError;
-use crate::operations::{bad_json, bad_query, metadata, operations};
+use crate::extract::{JsonBody, Query};
+use crate::params;
+use crate::request::RequestId;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -33,8 +34,7 @@ pub fn router() -> Router<AppState> {
 }
 
 fn installation(id: &str) -> Result<InstallationId, ApiError> {
-    id.parse()
-        .map_err(|e: hubkeeper_domain::ParseError| ApiError::BadRequest(e.to_string()))
+    params::path("id", id)
 }
 
 async fn show_subscription(
@@ -44,43 +44,41 @@ async fn show_subscription(
 ) -> Result<Json<SubscriptionView>, ApiError> {
     caller.require(Permission::Read)?;
     let id = installation(&id)?;
-    operations(&state)?
-        .billing
+    state
+        .billing()?
         .subscription(id)
         .await?
         .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("installation {id} is on no plan")))
+        .ok_or_else(|| ApiError::not_found(format!("installation {id} is on no plan")))
 }
 
 async fn assign(
     caller: Caller,
     State(state): State<AppState>,
-    headers: HeaderMap,
+    request_id: RequestId,
     Path(id): Path<String>,
-    body: Result<Json<AssignPlan>, JsonRejection>,
+    JsonBody(request): JsonBody<AssignPlan>,
 ) -> Result<Json<PlanAssignment>, ApiError> {
     caller.require(Permission::UseTokens)?;
-    let Json(request) = body.map_err(bad_json)?;
     let id = installation(&id)?;
     // The app's backend records what its tenants chose; only operators speak for "admin".
     let default_trigger = if caller.role == Role::Service {
         if request.trigger == Some(ChangeTrigger::Admin) {
-            return Err(ApiError::Forbidden(
-                "a service key records self_serve or limit_reached plan changes, not admin ones"
-                    .into(),
+            return Err(ApiError::forbidden(
+                "a service key records self_serve or limit_reached plan changes, not admin ones",
             ));
         }
         ChangeTrigger::SelfServe
     } else {
         ChangeTrigger::Admin
     };
-    let assignment = operations(&state)?
-        .billing
+    let assignment = state
+        .billing()?
         .assign_plan(
             id,
             request,
             default_trigger,
-            &metadata(caller.actor(), &headers, None),
+            &request_id.metadata(caller.actor()),
         )
         .await?;
     Ok(Json(assignment))
@@ -89,14 +87,14 @@ async fn assign(
 async fn quota(
     caller: Caller,
     State(state): State<AppState>,
-    headers: HeaderMap,
+    request: RequestId,
     Path(id): Path<String>,
 ) -> Result<Json<Quota>, ApiError> {
     caller.require(Permission::UseTokens)?;
     let id = installation(&id)?;
-    let quota = operations(&state)?
-        .billing
-        .quota(id, &metadata(caller.actor(), &headers, None))
+    let quota = state
+        .billing()?
+        .quota(id, &request.metadata(caller.actor()))
         .await?;
     Ok(Json(quota))
 }
@@ -104,27 +102,27 @@ async fn quota(
 async fn report_usage(
     caller: Caller,
     State(state): State<AppState>,
+    request: RequestId,
     headers: HeaderMap,
-    body: Result<Json<UsageReport>, JsonRejection>,
+    JsonBody(mut report): JsonBody<UsageReport>,
 ) -> Result<Json<UsageAccepted>, ApiError> {
     caller.require(Permission::UseTokens)?;
-    let Json(mut report) = body.map_err(bad_json)?;
     if let Some(header) = headers.get("idempotency-key") {
         let header = header
             .to_str()
-            .map_err(|_| ApiError::BadRequest("the Idempotency-Key header is not text".into()))?;
+            .map_err(|_| ApiError::bad_request("the Idempotency-Key header is not text"))?;
         match &report.idempotency_key {
             Some(body_key) if body_key != header => {
-                return Err(ApiError::BadRequest(
-                    "the Idempotency-Key header and idempotency_key differ".into(),
+                return Err(ApiError::bad_request(
+                    "the Idempotency-Key header and idempotency_key differ",
                 ))
             }
             _ => report.idempotency_key = Some(header.to_owned()),
         }
     }
-    let accepted = operations(&state)?
-        .billing
-        .report_usage(report, &metadata(caller.actor(), &headers, None))
+    let accepted = state
+        .billing()?
+        .report_usage(report, &request.metadata(caller.actor()))
         .await?;
     Ok(Json(accepted))
 }
@@ -132,9 +130,8 @@ async fn report_usage(
 async fn overview(
     caller: Caller,
     State(state): State<AppState>,
-    query: Result<Query<OverviewQuery>, QueryRejection>,
+    Query(query): Query<OverviewQuery>,
 ) -> Result<Json<BillingOverview>, ApiError> {
     caller.require(Permission::Read)?;
-    let Query(query) = query.map_err(bad_query)?;
-    Ok(Json(operations(&state)?.billing.overview(&query).await?))
+    Ok(Json(state.billing()?.overview(&query).await?))
 }

@@ -45,7 +45,6 @@ static ASSETS: &[(&str, &str, &[u8])] = assets! {
     "js/pages/billing.js" => "text/javascript; charset=utf-8",
     "js/pages/settings.js" => "text/javascript; charset=utf-8",
     "js/pages/activity.js" => "text/javascript; charset=utf-8",
-    // issue 7: pricing, billing and runtime settings
     "js/pages/pricing-plans.js" => "text/javascript; charset=utf-8",
     "js/pages/billing-usage.js" => "text/javascript; charset=utf-8",
     "js/pages/settings-runtime.js" => "text/javascript; charset=utf-8",
@@ -88,7 +87,7 @@ fn etags() -> &'static HashMap<&'static str, String> {
 
 fn serve(path: &str, headers: &HeaderMap) -> Response {
     let Some((name, mime, body)) = ASSETS.iter().find(|(p, _, _)| *p == path) else {
-        return ApiError::NotFound(format!("no dashboard file {path}")).into_response();
+        return ApiError::not_found(format!("no dashboard file {path}")).into_response();
     };
     let etag = etags().get(name).cloned().unwrap_or_default();
     let fresh = headers

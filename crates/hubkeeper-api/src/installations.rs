@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -20,8 +20,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::{Caller, Permission};
-use crate::command::target;
-use crate::lifecycle::{metadata, request_id, services, Problem};
+use crate::error::ApiError;
+use crate::extract::Query;
+use crate::params::target;
+use crate::request::RequestId;
 use crate::state::AppState;
 
 /// Largest validity margin a caller may ask for (HubSpot tokens live 30 minutes).
@@ -62,25 +64,25 @@ impl Justified {
     fn new(
         caller: &Caller,
         permission: Permission,
-        headers: &HeaderMap,
+        request: &RequestId,
         raw_id: &str,
         body: Result<Json<ReasonBody>, JsonRejection>,
-    ) -> Result<Self, Problem> {
+    ) -> Result<Self, ApiError> {
         let id = target(caller, permission, raw_id)?;
         Ok(Self {
             id,
             reason: reason(body)?,
-            metadata: metadata(caller.actor(), headers),
+            metadata: request.metadata(caller.actor()),
         })
     }
 }
 
 /// The mandatory reason of a state-changing command.
-fn reason(body: Result<Json<ReasonBody>, JsonRejection>) -> Result<String, Problem> {
+fn reason(body: Result<Json<ReasonBody>, JsonRejection>) -> Result<String, ApiError> {
     let Json(body) = match body {
         // No body at all: the reason is what is missing.
         Err(JsonRejection::MissingJsonContentType(_)) => {
-            return Err(Problem::bad_request(
+            return Err(ApiError::bad_request(
                 "a reason is required: send {\"reason\": \"…\"} as JSON",
             ))
         }
@@ -88,7 +90,7 @@ fn reason(body: Result<Json<ReasonBody>, JsonRejection>) -> Result<String, Probl
     };
     match body.reason.map(|r| r.trim().to_owned()) {
         Some(r) if !r.is_empty() => Ok(r),
-        _ => Err(Problem::bad_request(
+        _ => Err(ApiError::bad_request(
             "a reason is required: send {\"reason\": \"…\"}",
         )),
     }
@@ -98,24 +100,23 @@ async fn show(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<impl IntoResponse, Problem> {
+) -> Result<impl IntoResponse, ApiError> {
     let id: InstallationId = target(&caller, Permission::Read, &id)?;
-    Ok(Json(services(&state)?.tokens.details(&id).await?))
+    Ok(Json(state.tokens()?.tokens.details(&id).await?))
 }
 
 async fn token(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
+    request: RequestId,
     Path(id): Path<String>,
-    params: Result<Query<TokenParams>, QueryRejection>,
-) -> Result<impl IntoResponse, Problem> {
+    Query(params): Query<TokenParams>,
+) -> Result<impl IntoResponse, ApiError> {
     let id: InstallationId = target(&caller, Permission::UseTokens, &id)?;
-    let Query(params) = params?;
-    let tokens = &services(&state)?.tokens;
+    let tokens = &state.tokens()?.tokens;
     let min_validity = match params.min_validity_secs {
         Some(secs) if secs > MAX_MIN_VALIDITY_SECS => {
-            return Err(Problem::bad_request(format!(
+            return Err(ApiError::bad_request(format!(
                 "min_validity_secs must be at most {MAX_MIN_VALIDITY_SECS}"
             )))
         }
@@ -123,7 +124,7 @@ async fn token(
         None => tokens.config().default_min_validity,
     };
     let handed = tokens
-        .get_token(&id, min_validity, request_id(&headers).as_deref())
+        .get_token(&id, min_validity, Some(request.as_str()))
         .await?;
     let body = json!({
         "access_token": expose_for_response(&handed),
@@ -143,12 +144,12 @@ async fn token(
 async fn refresh(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
+    request: RequestId,
     Path(id): Path<String>,
-) -> Result<impl IntoResponse, Problem> {
+) -> Result<impl IntoResponse, ApiError> {
     let id: InstallationId = target(&caller, Permission::OperateInstallations, &id)?;
-    let trigger = RefreshTrigger::manual(caller.actor(), request_id(&headers));
-    let outcome = services(&state)?.tokens.refresh_now(&id, trigger).await;
+    let trigger = RefreshTrigger::manual(caller.actor(), Some(request.as_str().to_owned()));
+    let outcome = state.tokens()?.tokens.refresh_now(&id, trigger).await;
     match outcome {
         RefreshOutcome::Refreshed {
             expires_at,
@@ -165,31 +166,31 @@ async fn refresh(
             "expires_at": expires_at,
         }))),
         RefreshOutcome::NotRefreshable(reason) => {
-            Err(Problem::not_refreshable(&id.to_string(), &reason))
+            Err(ApiError::not_refreshable(&id.to_string(), &reason))
         }
-        RefreshOutcome::ReauthRequired => Err(Problem::for_status(
+        RefreshOutcome::ReauthRequired => Err(ApiError::for_status(
             &id.to_string(),
             hubkeeper_domain::installation::InstallationStatus::NeedsReauthorization,
         )),
-        RefreshOutcome::Failed(failure) => Err(Problem::refresh_failed(&failure)),
+        RefreshOutcome::Failed(failure) => Err(ApiError::refresh_failed(&failure)),
     }
 }
 
 async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
+    request: RequestId,
     Path(id): Path<String>,
     body: Result<Json<ReasonBody>, JsonRejection>,
-) -> Result<impl IntoResponse, Problem> {
+) -> Result<impl IntoResponse, ApiError> {
     let command = Justified::new(
         &caller,
         Permission::OperateInstallations,
-        &headers,
+        &request,
         &id,
         body,
     )?;
-    let tokens = &services(&state)?.tokens;
+    let tokens = &state.tokens()?.tokens;
     tokens
         .revoke(&command.id, &command.reason, command.metadata)
         .await?;
@@ -201,18 +202,18 @@ async fn revoke(
 async fn disconnect(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
+    request: RequestId,
     Path(id): Path<String>,
     body: Result<Json<ReasonBody>, JsonRejection>,
-) -> Result<impl IntoResponse, Problem> {
+) -> Result<impl IntoResponse, ApiError> {
     let command = Justified::new(
         &caller,
         Permission::OperateInstallations,
-        &headers,
+        &request,
         &id,
         body,
     )?;
-    let tokens = &services(&state)?.tokens;
+    let tokens = &state.tokens()?.tokens;
     tokens
         .disconnect(&command.id, &command.reason, command.metadata)
         .await?;
@@ -225,12 +226,13 @@ async fn disconnect(
 async fn forget(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
+    request: RequestId,
     Path(id): Path<String>,
     body: Result<Json<ReasonBody>, JsonRejection>,
-) -> Result<impl IntoResponse, Problem> {
-    let command = Justified::new(&caller, Permission::Administer, &headers, &id, body)?;
-    let outcome = services(&state)?
+) -> Result<impl IntoResponse, ApiError> {
+    let command = Justified::new(&caller, Permission::Administer, &request, &id, body)?;
+    let outcome = state
+        .tokens()?
         .tokens
         .forget_tenant(&command.id, &command.reason, command.metadata)
         .await?;

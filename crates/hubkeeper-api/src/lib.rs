@@ -1,39 +1,37 @@
-//! The HTTP API: a thin layer that turns requests into commands and queries. Each area has its own
-//! module with a `router()`; [`router`] merges them and adds the cross-cutting layers (request id,
-//! tracing, metrics, body limit).
+//! The HTTP API: a thin layer that turns requests into commands and queries. Each area has its
+//! own module with one `router()`; [`router`] merges them and adds the cross-cutting layers
+//! (request id, JSON errors, tracing, metrics, body limit, security headers). Every failure is an
+//! [`ApiError`], answered in one JSON shape.
 
-pub mod auth;
+// Shared by every route.
 pub mod error;
-pub mod health;
+pub mod extract;
 mod middleware;
-pub mod state;
-// issue 6: sessions, access policy, OpenAPI, dashboard
-pub mod activity_stream;
-mod console;
-pub mod dashboard;
-pub mod openapi;
+pub mod params;
 pub mod policy;
+pub mod request;
 pub mod security;
-pub mod server_config;
-pub mod session;
+pub mod state;
 
-// issue 4: apps, installations (tokens), OAuth install flow
+// Access: keys, sessions, the OpenAPI document that is also the access policy.
+pub mod auth;
+pub mod openapi;
+
+// Routes, one module per area.
+pub mod activity_stream;
 pub mod apps;
-mod command;
-pub mod installations;
-pub mod lifecycle;
-pub mod oauth;
-
-// issue 5: read models, audit history, webhooks, dead letters
-pub mod events;
-pub mod queries;
-pub mod webhooks;
-
-// issue 7: pricing, billing, settings, maintenance, backups, self-test
 pub mod billing;
-pub mod operations;
+pub mod dashboard;
+pub mod dead_letters;
+pub mod events;
+pub mod health;
+pub mod installations;
+pub mod oauth;
 pub mod plans;
+pub mod queries;
+pub mod server_config;
 pub mod settings;
+pub mod webhooks;
 
 pub use error::ApiError;
 pub use state::AppState;
@@ -45,23 +43,27 @@ use tokio_util::sync::CancellationToken;
 pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .merge(health::router())
-        // --- routers: one line per area; keep edits to your own line(s) ---
+        .merge(auth::router())
+        .merge(openapi::router())
+        .merge(dashboard::router())
+        .merge(server_config::router())
+        .merge(activity_stream::router())
         .merge(apps::router())
         .merge(installations::router())
         .merge(oauth::router())
-        .merge(console::router())
         .merge(queries::router())
         .merge(events::router())
         .merge(webhooks::router())
+        .merge(dead_letters::router())
         .merge(plans::router())
         .merge(billing::router())
         .merge(settings::router());
-    // Who may call what, from the OpenAPI document (issue 6): before any handler runs.
+    // Who may call what, from the OpenAPI document: before any handler runs.
     let routes = routes.layer(axum::middleware::from_fn_with_state(
         state.clone(),
         policy::enforce,
     ));
-    middleware::layer(routes.fallback(error::not_found)).with_state(state)
+    middleware::layer(routes.fallback(not_found)).with_state(state)
 }
 
 /// Health and metrics only, for worker processes that have no API.
@@ -70,7 +72,7 @@ pub async fn serve_health(
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = middleware::layer(health::router().fallback(error::not_found)).with_state(state);
+    let app = middleware::layer(health::router().fallback(not_found)).with_state(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
@@ -86,4 +88,8 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {}", uri.path()))
 }

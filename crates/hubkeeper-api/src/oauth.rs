@@ -10,16 +10,20 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{header, Extensions, HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, Extensions, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
+use hubkeeper_core::selftest::RateLimitProbe;
+use hubkeeper_core::settings::{SettingsApplier, SettingsSnapshot};
 use hubkeeper_core::CallbackParams;
 use hubkeeper_domain::AppId;
 
-use crate::lifecycle::{request_id, services, Problem};
+use crate::error::ApiError;
+use crate::extract::Query;
+use crate::params;
+use crate::request::RequestId;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -108,6 +112,41 @@ impl OAuthRateLimiter {
     }
 }
 
+/// The OAuth limiter follows the rate-limiting settings (once they were set; before, the
+/// process's `HK_OAUTH_RATE_LIMIT_*` stand) and the "clear" action.
+impl SettingsApplier for OAuthRateLimiter {
+    fn apply(&self, settings: &SettingsSnapshot) {
+        if !settings.customized.oauth_rate_limit {
+            return;
+        }
+        let r = settings.values.oauth_rate_limit;
+        self.reconfigure(
+            r.enabled,
+            r.max_per_ip,
+            Duration::from_secs(u64::from(r.window_secs)),
+        );
+    }
+
+    fn clear_rate_limits(&self) {
+        self.clear();
+    }
+}
+
+/// The self-test drives the live limiter with a documentation address.
+impl RateLimitProbe for OAuthRateLimiter {
+    fn limits(&self) -> (bool, u32, Duration) {
+        OAuthRateLimiter::limits(self)
+    }
+
+    fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+        OAuthRateLimiter::check(self, ip)
+    }
+
+    fn forget(&self, ip: IpAddr) {
+        OAuthRateLimiter::forget(self, ip)
+    }
+}
+
 fn client_ip(extensions: &Extensions) -> IpAddr {
     extensions
         .get::<ConnectInfo<SocketAddr>>()
@@ -115,12 +154,12 @@ fn client_ip(extensions: &Extensions) -> IpAddr {
         .unwrap_or(IpAddr::from([0, 0, 0, 0]))
 }
 
-fn limited(state: &AppState, extensions: &Extensions) -> Result<(), Problem> {
-    let limiter = &services(state)?.oauth_limiter;
+fn limited(state: &AppState, extensions: &Extensions) -> Result<(), ApiError> {
+    let limiter = &state.tokens()?.oauth_limiter;
     let ip = client_ip(extensions);
     limiter.check(ip).map_err(|wait| {
         metrics::counter!("hk_oauth_rate_limited_total").increment(1);
-        Problem::new(
+        ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
             format!(
@@ -136,12 +175,10 @@ async fn install(
     State(state): State<AppState>,
     extensions: Extensions,
     Path(app_id): Path<String>,
-) -> Result<Response, Problem> {
+) -> Result<Response, ApiError> {
     limited(&state, &extensions)?;
-    let app_id: AppId = app_id
-        .parse()
-        .map_err(|e: hubkeeper_domain::ParseError| Problem::bad_request(e.to_string()))?;
-    let url = services(&state)?.oauth.install_url(app_id).await?;
+    let app_id: AppId = params::path("app_id", &app_id)?;
+    let url = state.tokens()?.oauth.install_url(app_id).await?;
     metrics::counter!("hk_oauth_installs_started_total").increment(1);
     Ok((
         [(header::CACHE_CONTROL, "no-store")],
@@ -153,11 +190,11 @@ async fn install(
 async fn callback(
     State(state): State<AppState>,
     extensions: Extensions,
-    headers: HeaderMap,
-    params: Result<Query<CallbackParams>, QueryRejection>,
-) -> Result<Response, Problem> {
+    request: RequestId,
+    params: Result<Query<CallbackParams>, ApiError>,
+) -> Result<Response, ApiError> {
     limited(&state, &extensions)?;
-    let services = services(&state)?;
+    let services = state.tokens()?;
     let base = services
         .public_url
         .as_deref()
@@ -168,7 +205,7 @@ async fn callback(
         Ok(Query(params)) => {
             match services
                 .oauth
-                .complete(params, request_id(&headers).as_deref())
+                .complete(params, Some(request.as_str()))
                 .await
             {
                 Ok(id) => {
@@ -191,6 +228,57 @@ async fn callback(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hubkeeper_domain::settings::{Customized, OAuthRateLimit, SettingsValues};
+
+    fn snapshot(values: SettingsValues, customized: bool) -> SettingsSnapshot {
+        SettingsSnapshot {
+            values,
+            version: 1,
+            changed_at: None,
+            customized: Customized {
+                oauth_rate_limit: customized,
+                ..Customized::default()
+            },
+        }
+    }
+
+    #[test]
+    fn the_limiter_follows_settings_at_once() {
+        let limiter = OAuthRateLimiter::new(10, Duration::from_secs(60));
+        let ip = IpAddr::from([203, 0, 113, 7]);
+        let mut values = SettingsValues {
+            oauth_rate_limit: OAuthRateLimit {
+                enabled: true,
+                window_secs: 60,
+                max_per_ip: 2,
+            },
+            ..SettingsValues::default()
+        };
+        SettingsApplier::apply(&limiter, &snapshot(values, false));
+        assert_eq!(
+            RateLimitProbe::limits(&limiter),
+            (true, 10, Duration::from_secs(60)),
+            "never customized: the process configuration stands"
+        );
+        SettingsApplier::apply(&limiter, &snapshot(values, true));
+        assert!(limiter.check(ip).is_ok());
+        assert!(limiter.check(ip).is_ok());
+        assert!(
+            limiter.check(ip).is_err(),
+            "third request over a limit of 2"
+        );
+        limiter.clear_rate_limits();
+        assert!(limiter.check(ip).is_ok(), "cleared counters start over");
+        values.oauth_rate_limit.enabled = false;
+        SettingsApplier::apply(&limiter, &snapshot(values, true));
+        for _ in 0..10 {
+            assert!(limiter.check(ip).is_ok(), "disabled: nothing is refused");
+        }
+        assert_eq!(
+            RateLimitProbe::limits(&limiter),
+            (false, 2, Duration::from_secs(60))
+        );
+    }
 
     #[test]
     fn the_limiter_allows_max_per_window_per_ip() {

@@ -4,9 +4,8 @@
 //! Reads are open to every role; changes need the `administer` permission. Prices are integer
 //! minor units with an ISO 4217 currency: a JSON number with a fraction is refused.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, put};
 use axum::{Json, Router};
@@ -16,7 +15,8 @@ use serde::Deserialize;
 
 use crate::auth::{Caller, Permission};
 use crate::error::ApiError;
-use crate::operations::{bad_json, bad_query, metadata, operations};
+use crate::extract::{JsonBody, Query};
+use crate::request::RequestId;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -30,31 +30,29 @@ pub fn router() -> Router<AppState> {
 async fn resolve(state: &AppState, id: &str) -> Result<PlanId, ApiError> {
     match id.parse::<PlanId>() {
         Ok(plan_id) => Ok(plan_id),
-        Err(_) => Ok(operations(state)?.billing.plan_id_by_code(id).await?),
+        Err(_) => Ok(state.billing()?.plan_id_by_code(id).await?),
     }
 }
 
 async fn list(
     caller: Caller,
     State(state): State<AppState>,
-    query: Result<Query<PlanQuery>, QueryRejection>,
+    Query(query): Query<PlanQuery>,
 ) -> Result<Json<PlanList>, ApiError> {
     caller.require(Permission::Read)?;
-    let Query(query) = query.map_err(bad_query)?;
-    Ok(Json(operations(&state)?.billing.list_plans(&query).await?))
+    Ok(Json(state.billing()?.list_plans(&query).await?))
 }
 
 async fn create(
     caller: Caller,
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Json<NewPlan>, JsonRejection>,
+    request: RequestId,
+    JsonBody(body): JsonBody<NewPlan>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Permission::Administer)?;
-    let Json(body) = body.map_err(bad_json)?;
-    let plan = operations(&state)?
-        .billing
-        .create_plan(body, &metadata(caller.actor(), &headers, None))
+    let plan = state
+        .billing()?
+        .create_plan(body, &request.metadata(caller.actor()))
         .await?;
     Ok((StatusCode::CREATED, Json(plan)))
 }
@@ -66,22 +64,21 @@ async fn show(
 ) -> Result<Json<PlanView>, ApiError> {
     caller.require(Permission::Read)?;
     let plan_id = resolve(&state, &id).await?;
-    Ok(Json(operations(&state)?.billing.get_plan(plan_id).await?))
+    Ok(Json(state.billing()?.get_plan(plan_id).await?))
 }
 
 async fn update(
     caller: Caller,
     State(state): State<AppState>,
-    headers: HeaderMap,
+    request: RequestId,
     Path(id): Path<String>,
-    body: Result<Json<PlanChanges>, JsonRejection>,
+    JsonBody(changes): JsonBody<PlanChanges>,
 ) -> Result<Json<PlanView>, ApiError> {
     caller.require(Permission::Administer)?;
-    let Json(changes) = body.map_err(bad_json)?;
     let plan_id = resolve(&state, &id).await?;
-    let plan = operations(&state)?
-        .billing
-        .update_plan(plan_id, changes, &metadata(caller.actor(), &headers, None))
+    let plan = state
+        .billing()?
+        .update_plan(plan_id, changes, &request.metadata(caller.actor()))
         .await?;
     Ok(Json(plan))
 }
@@ -96,18 +93,17 @@ struct Reason {
 async fn remove(
     caller: Caller,
     State(state): State<AppState>,
-    headers: HeaderMap,
+    request: RequestId,
     Path(id): Path<String>,
-    query: Result<Query<Reason>, QueryRejection>,
+    Query(reason): Query<Reason>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Permission::Administer)?;
-    let Query(reason) = query.map_err(bad_query)?;
     let plan_id = resolve(&state, &id).await?;
-    operations(&state)?
-        .billing
+    state
+        .billing()?
         .delete_plan(
             plan_id,
-            &metadata(caller.actor(), &headers, reason.reason.as_deref()),
+            &request.metadata_with_reason(caller.actor(), reason.reason.as_deref()),
         )
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -124,19 +120,18 @@ struct StatusChange {
 async fn set_status(
     caller: Caller,
     State(state): State<AppState>,
-    headers: HeaderMap,
+    request: RequestId,
     Path(id): Path<String>,
-    body: Result<Json<StatusChange>, JsonRejection>,
+    JsonBody(change): JsonBody<StatusChange>,
 ) -> Result<Json<PlanView>, ApiError> {
     caller.require(Permission::Administer)?;
-    let Json(change) = body.map_err(bad_json)?;
     let plan_id = resolve(&state, &id).await?;
-    let plan = operations(&state)?
-        .billing
+    let plan = state
+        .billing()?
         .set_plan_status(
             plan_id,
             change.status,
-            &metadata(caller.actor(), &headers, change.reason.as_deref()),
+            &request.metadata_with_reason(caller.actor(), change.reason.as_deref()),
         )
         .await?;
     Ok(Json(plan))

@@ -154,7 +154,7 @@ pub async fn enforce(State(state): State<AppState>, mut req: Request, next: Next
         } else {
             "a dashboard session"
         };
-        return ApiError::Forbidden(format!("this endpoint must be called with {how}"))
+        return ApiError::forbidden(format!("this endpoint must be called with {how}"))
             .into_response();
     }
     if let Some(permission) = rule.permission {

@@ -61,5 +61,5 @@ async fn show(
     State(state): State<AppState>,
 ) -> Result<Json<ServerConfigView>, ApiError> {
     caller.require(Permission::Read)?;
-    Ok(Json(state.services().server_config.as_ref().clone()))
+    Ok(Json(state.server_config().clone()))
 }

@@ -5,9 +5,8 @@
 //! so every running process applies it within moments (see `hubkeeper_core::settings`). The
 //! effective static configuration is `GET /v1/server/config`.
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -20,7 +19,8 @@ use serde_json::json;
 
 use crate::auth::{Caller, Permission};
 use crate::error::ApiError;
-use crate::operations::{bad_json, metadata, operations};
+use crate::extract::JsonBody;
+use crate::request::RequestId;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -46,7 +46,7 @@ async fn show(
     State(state): State<AppState>,
 ) -> Result<Json<SettingsAnswer>, ApiError> {
     caller.require(Permission::Read)?;
-    let ops = operations(&state)?;
+    let ops = state.maintenance()?;
     let stored = ops.settings.current().await?;
     Ok(Json(SettingsAnswer {
         stored,
@@ -57,15 +57,14 @@ async fn show(
 async fn update(
     caller: Caller,
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Json<SettingsChange>, JsonRejection>,
+    request: RequestId,
+    JsonBody(change): JsonBody<SettingsChange>,
 ) -> Result<Json<SettingsAnswer>, ApiError> {
     caller.require(Permission::Administer)?;
-    let Json(change) = body.map_err(bad_json)?;
-    let ops = operations(&state)?;
+    let ops = state.maintenance()?;
     let stored = ops
         .settings
-        .update(change, &metadata(caller.actor(), &headers, None))
+        .update(change, &request.metadata(caller.actor()))
         .await?;
     Ok(Json(SettingsAnswer {
         stored,
@@ -78,7 +77,7 @@ async fn reload(
     State(state): State<AppState>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Permission::Administer)?;
-    operations(&state)?.settings.reload_everywhere().await?;
+    state.maintenance()?.settings.reload_everywhere().await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"status": "sent", "message": "every process re-reads the settings now"})),
@@ -90,7 +89,8 @@ async fn clear_rate_limits(
     State(state): State<AppState>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Permission::Administer)?;
-    operations(&state)?
+    state
+        .maintenance()?
         .settings
         .clear_rate_limits_everywhere()
         .await?;
@@ -124,7 +124,7 @@ async fn backups(
     State(state): State<AppState>,
 ) -> Result<Json<BackupsAnswer>, ApiError> {
     caller.require(Permission::Read)?;
-    let ops = operations(&state)?;
+    let ops = state.maintenance()?;
     let Some(backups) = &ops.backups else {
         return Ok(Json(BackupsAnswer {
             dir: None,
@@ -157,11 +157,11 @@ async fn backup_now(
     State(state): State<AppState>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Permission::Administer)?;
-    let ops = operations(&state)?;
+    let ops = state.maintenance()?;
     let backups = ops
         .backups
         .as_ref()
-        .ok_or_else(|| ApiError::Unavailable("this process makes no backups".into()))?;
+        .ok_or_else(|| ApiError::not_configured("this process makes no backups"))?;
     let keep = ops.live.get().values.backups.keep;
     let outcome = backups.backup("api", keep).await?;
     Ok((
@@ -193,9 +193,9 @@ async fn run_selftest(
         SelfTestRequest::default()
     } else {
         serde_json::from_slice(&body)
-            .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
     };
-    let ops = operations(&state)?;
+    let ops = state.maintenance()?;
     Ok(Json(selftest::run(&ops.selftest, request.app_id).await))
 }
 

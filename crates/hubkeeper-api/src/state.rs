@@ -1,12 +1,49 @@
+//! What every handler can reach, and the service bundles behind the routes. The binary's role
+//! wiring fills them in; a process that lacks a bundle answers its routes with 503
+//! `not_configured`.
+
 use std::sync::Arc;
 
+use hubkeeper_core::backup::BackupService;
+use hubkeeper_core::billing::BillingService;
+use hubkeeper_core::selftest::SelfTestDeps;
+use hubkeeper_core::settings::{LiveSettings, SettingsService};
+use hubkeeper_core::{AppService, OAuthService, TokenService};
+use hubkeeper_webhooks::WebhookIngest;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 
-/// What every handler can reach. Cheap to clone.
-///
-/// Each area adds what it needs in its own section below (keep edits inside your section so
-/// parallel work does not collide); the binary's role wiring fills them in.
+use crate::auth::Authenticator;
+use crate::error::ApiError;
+use crate::oauth::OAuthRateLimiter;
+use crate::server_config::ServerConfigView;
+
+/// Apps, tokens and the install flow: everything that opens sealed secrets, so it exists only
+/// on processes with master keys.
+#[derive(Clone)]
+pub struct TokenServices {
+    pub apps: AppService,
+    pub tokens: TokenService,
+    pub oauth: OAuthService,
+    pub oauth_limiter: Arc<OAuthRateLimiter>,
+    /// Base URL the dashboard is reached at (`HK_PUBLIC_URL`); `None`: relative redirects.
+    pub public_url: Option<String>,
+}
+
+/// Runtime settings, backups and the self-test.
+#[derive(Clone)]
+pub struct MaintenanceServices {
+    /// Runtime settings and the control channel.
+    pub settings: SettingsService,
+    /// The settings this process applied last.
+    pub live: LiveSettings,
+    /// Backups; `None` when this process cannot make them.
+    pub backups: Option<BackupService>,
+    /// What the self-test uses.
+    pub selftest: SelfTestDeps,
+}
+
+/// Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     inner: Arc<Inner>,
@@ -15,26 +52,23 @@ pub struct AppState {
 pub struct Inner {
     pub pool: PgPool,
     pub nats: async_nats::Client,
+    /// Dead letters live in JetStream.
+    pub jetstream: async_nats::jetstream::Context,
     pub metrics: PrometheusHandle,
-    // --- section: tokens, apps, OAuth install flow (issue 4) ---
-    /// Apps, tokens and the install flow; `None` on processes without master keys (then the
-    /// issue-4 routes answer 503 `not_configured`).
-    pub lifecycle: Option<crate::lifecycle::LifecycleServices>,
-    // --- end section: issue 4 ---
-    // --- section: webhooks, queries, audit (issue 5) ---
-    /// Read models, audit history, webhook ingestion and dead letters.
-    pub read_side: crate::queries::ReadSide,
-    // --- end section: issue 5 ---
-    // --- section: auth and dashboard (issue 6) ---
-    pub auth: Arc<crate::auth::Authenticator>,
+    pub auth: Arc<Authenticator>,
     /// The effective, non-secret configuration (`GET /v1/server/config`).
-    pub server_config: Arc<crate::server_config::ServerConfigView>,
-    // --- end section: issue 6 ---
-    // --- section: pricing, billing, settings (issue 7) ---
-    /// Plans, billing, settings, backups and the self-test; `None` on processes that do not
-    /// serve them (the issue-7 routes then answer 503).
-    pub operations: Option<crate::operations::OperationsServices>,
-    // --- end section: issue 7 ---
+    pub server_config: Arc<ServerConfigView>,
+    /// `None` on processes without master keys.
+    pub tokens: Option<TokenServices>,
+    /// HubSpot webhook ingestion; `None` on processes without master keys (it needs the apps'
+    /// client secrets to check signatures).
+    pub webhooks: Option<Arc<WebhookIngest>>,
+    /// Plans, subscriptions, usage and quotas.
+    pub billing: Option<BillingService>,
+    pub maintenance: Option<MaintenanceServices>,
+    /// "Expiring soon" on the overview: active tokens expiring within this window, unless the
+    /// request asks for another.
+    pub expiring_window: chrono::Duration,
 }
 
 impl AppState {
@@ -52,16 +86,49 @@ impl AppState {
         &self.inner.nats
     }
 
+    pub fn jetstream(&self) -> &async_nats::jetstream::Context {
+        &self.inner.jetstream
+    }
+
     pub fn metrics(&self) -> &PrometheusHandle {
         &self.inner.metrics
     }
 
-    pub fn auth(&self) -> &crate::auth::Authenticator {
+    pub fn auth(&self) -> &Authenticator {
         &self.inner.auth
     }
 
-    /// Every service, for handlers that need one not given an accessor above.
-    pub fn services(&self) -> &Inner {
-        &self.inner
+    pub fn server_config(&self) -> &ServerConfigView {
+        &self.inner.server_config
+    }
+
+    pub fn expiring_window(&self) -> chrono::Duration {
+        self.inner.expiring_window
+    }
+
+    pub fn webhooks(&self) -> Option<&Arc<WebhookIngest>> {
+        self.inner.webhooks.as_ref()
+    }
+
+    pub fn tokens(&self) -> Result<&TokenServices, ApiError> {
+        self.inner.tokens.as_ref().ok_or_else(|| {
+            ApiError::not_configured(
+                "token services are not configured on this process (HK_MASTER_KEYS is missing)",
+            )
+        })
+    }
+
+    pub fn billing(&self) -> Result<&BillingService, ApiError> {
+        self.inner.billing.as_ref().ok_or_else(|| {
+            ApiError::not_configured("plans and billing are not served by this process")
+        })
+    }
+
+    pub fn maintenance(&self) -> Result<&MaintenanceServices, ApiError> {
+        self.inner.maintenance.as_ref().ok_or_else(|| {
+            ApiError::not_configured(
+                "settings, backups and the self-test are not served by this process",
+            )
+        })
     }
 }

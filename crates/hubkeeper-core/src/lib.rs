@@ -1,6 +1,7 @@
 //! Hubkeeper's application layer: where the pure domain meets Postgres, NATS and HubSpot.
 //! Handlers (HTTP, workers) call these services; they never talk to cqrs-es directly.
 //!
+//! * [`access`]: API keys with their roles, and dashboard sessions.
 //! * [`vault`]: envelope encryption of tokens and client secrets, crypto-shredding, key rotation.
 //! * [`apps`]: app registration and credentials.
 //! * [`tokens`]: token hand-out, single-flight refresh, revoke, disconnect, forget.
@@ -10,6 +11,7 @@
 //!   subscriptions and usage; runtime settings and the control channel; backups and restores;
 //!   the integration self-test.
 
+pub mod access;
 pub mod apps;
 pub mod backup;
 pub mod billing;

@@ -2,7 +2,7 @@
 //! come from somewhere that does not need a key).
 
 use clap::Subcommand;
-use hubkeeper_api::auth::{create_key, revoke_key, Role};
+use hubkeeper_core::access::{create_key, list_keys, revoke_key, Role};
 use secrecy::ExposeSecret;
 
 use crate::config::Config;
@@ -23,16 +23,6 @@ pub enum AdminCommand {
     /// Lists API keys with their last use and open sessions (never their secrets).
     ListKeys,
 }
-
-type KeyRow = (
-    String,
-    String,
-    String,
-    chrono::DateTime<chrono::Utc>,
-    Option<chrono::DateTime<chrono::Utc>>,
-    Option<chrono::DateTime<chrono::Utc>>,
-    i64,
-);
 
 pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
     let pool = crate::roles::connect_store(config)?;
@@ -63,19 +53,16 @@ pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
         }
         AdminCommand::ListKeys => {
             // Last use and open dashboard sessions tell which keys are still needed.
-            let rows: Vec<KeyRow> = sqlx::query_as(
-                "SELECT k.id, k.name, k.role, k.created_at, k.revoked_at, k.last_used_at,
-                        (SELECT count(*) FROM sessions s
-                          WHERE s.key_id = k.id AND s.expires_at > now())
-                   FROM api_keys k ORDER BY k.created_at",
-            )
-            .fetch_all(&pool)
-            .await?;
-            for (id, name, role, created, revoked, last_used, sessions) in rows {
-                let state = revoked.map_or("active".to_string(), |r| format!("revoked {r}"));
-                let used = last_used.map_or("never used".to_string(), |t| format!("last used {t}"));
+            for key in list_keys(&pool).await? {
+                let state = key
+                    .revoked_at
+                    .map_or("active".to_string(), |r| format!("revoked {r}"));
+                let used = key
+                    .last_used_at
+                    .map_or("never used".to_string(), |t| format!("last used {t}"));
                 println!(
-                    "{id}\t{role}\t{name}\tcreated {created}\t{state}\t{used}\t{sessions} session(s)"
+                    "{}\t{}\t{}\tcreated {}\t{state}\t{used}\t{} session(s)",
+                    key.id, key.role, key.name, key.created_at, key.open_sessions
                 );
             }
         }

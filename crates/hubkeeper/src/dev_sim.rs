@@ -57,7 +57,7 @@ fn callback_url(config: &Config) -> String {
 pub fn register_demo_app_when_ready(config: &Config, data_dir: &Path) {
     let base = api_base(config);
     let callback = callback_url(config);
-    let key_file: PathBuf = data_dir.join(crate::access::ADMIN_KEY_FILE);
+    let key_file: PathBuf = data_dir.join(crate::services::access::ADMIN_KEY_FILE);
     tokio::spawn(async move {
         if let Err(e) = register(&base, &callback, &key_file).await {
             tracing::warn!(error = %e, "could not register the simulator's demo app");

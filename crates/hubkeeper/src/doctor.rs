@@ -285,7 +285,7 @@ async fn check_hubspot(config: &Config) -> Outcome {
 }
 
 fn check_backup_dir(config: &Config) -> Outcome {
-    let dir = crate::operations::backup_dir(config);
+    let dir = crate::services::maintenance::backup_dir(config);
     match probe_writable(&dir) {
         Ok(()) => Outcome::Ok(format!("{} is writable", dir.display())),
         Err(e) => Outcome::Fail {

@@ -2,7 +2,6 @@
 //! local Postgres and nats-server when no URLs are configured); the other subcommands run one role
 //! each, so any role can be scaled out as N processes on N machines.
 
-mod access;
 mod admin;
 #[cfg(feature = "bench")]
 mod bench;
@@ -11,12 +10,12 @@ mod config;
 mod dev_sim;
 mod doctor;
 mod health;
+mod history;
 mod keys;
-mod lifecycle;
-mod operations;
-mod read_side;
+mod maintenance;
 mod refresh_executor;
 mod roles;
+mod services;
 mod shutdown;
 mod up;
 
@@ -116,14 +115,14 @@ enum Command {
         #[command(flatten)]
         settings: StoreSettings,
         #[command(subcommand)]
-        command: read_side::EventsCommand,
+        command: history::EventsCommand,
     },
     /// Dead letters of every worker: list, show, re-drive.
     Dlq {
         #[command(flatten)]
         settings: StoreAndNatsSettings,
         #[command(subcommand)]
-        command: read_side::DlqCommand,
+        command: history::DlqCommand,
     },
     /// Dumps the database (pg_dump custom format) to a timestamped file and keeps the newest N.
     Backup {
@@ -206,30 +205,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             projection,
             batch_size,
             settings,
-        } => read_side::replay(&settings.into_config()?, &projection, batch_size).await,
+        } => history::replay(&settings.into_config()?, &projection, batch_size).await,
         Command::Events { settings, command } => {
-            read_side::events(&settings.into_config()?, command).await
+            history::events(&settings.into_config()?, command).await
         }
-        Command::Dlq { settings, command } => {
-            read_side::dlq(&settings.into_config()?, command).await
-        }
+        Command::Dlq { settings, command } => history::dlq(&settings.into_config()?, command).await,
         Command::Backup {
             out,
             keep,
             settings,
-        } => operations::backup_command(&settings.into_config()?, out, keep).await,
+        } => maintenance::backup_command(&settings.into_config()?, out, keep).await,
         Command::Restore {
             file,
             purge_events_stream,
             settings,
         } => {
-            operations::restore_command(&settings.into_config()?, &file, purge_events_stream).await
+            maintenance::restore_command(&settings.into_config()?, &file, purge_events_stream).await
         }
         Command::Selftest {
             app,
             json,
             settings,
-        } => operations::selftest_command(&settings.into_config()?, app, json).await,
+        } => maintenance::selftest_command(&settings.into_config()?, app, json).await,
         #[cfg(feature = "bench")]
         Command::Bench { settings, scenario } => {
             bench::run(&settings.into_config()?, scenario).await
@@ -254,7 +251,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             hubkeeper_store::migrate(&pool).await?;
             tracing::info!("migrations applied");
             if let Some(key) = &config.bootstrap.bootstrap_admin_key {
-                let message = access::install_bootstrap_key(&pool, key).await?;
+                let message = services::access::install_bootstrap_key(&pool, key).await?;
                 println!("{message}");
             }
             pool.close().await;

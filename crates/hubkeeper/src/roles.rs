@@ -194,30 +194,39 @@ pub async fn run_roles(
     .await?;
 
     // Token services (vault, tokens, apps, HubSpot client); the refresher drives `tokens`.
-    let lifecycle = crate::lifecycle::build(config, &pool, &nats).await?;
-    let usage_flusher = lifecycle
+    let tokens = crate::services::tokens::build(config, &pool, &nats).await?;
+    let usage_flusher = tokens
         .as_ref()
-        .map(|l| l.tokens.usage_flusher(shutdown.clone()));
-    // Read models and webhook intake.
-    let read_side = crate::read_side::services(config, &js, lifecycle.as_ref(), &shutdown).await?;
+        .map(|t| t.tokens.usage_flusher(shutdown.clone()));
+    let webhooks =
+        crate::services::webhooks::ingest(config, &js, tokens.as_ref(), &shutdown).await?;
     // Access (keys, sessions), runtime settings, billing and backups.
     let auth = std::sync::Arc::new(
         hubkeeper_api::auth::Authenticator::new(pool.clone())
-            .with_sessions(crate::access::session_settings(config)),
+            .with_sessions(crate::services::access::session_settings(config)),
     );
-    let server_config = std::sync::Arc::new(crate::access::server_config_view(&label));
-    let operations =
-        crate::operations::build(config, &pool, &nats, database_url, lifecycle.as_ref())?;
+    let server_config = std::sync::Arc::new(crate::services::access::server_config_view(&label));
+    let maintenance =
+        crate::services::maintenance::build(config, &pool, &nats, database_url, tokens.as_ref())?;
     let mut tasks: JoinSet<anyhow::Result<&'static str>> = JoinSet::new();
     let state = hubkeeper_api::AppState::new(hubkeeper_api::state::Inner {
         pool: pool.clone(),
         nats: nats.clone(),
+        jetstream: js.clone(),
         metrics,
         auth,
         server_config,
-        lifecycle: lifecycle.clone(),
-        read_side,
-        operations: Some(operations.services.clone()),
+        tokens: tokens.clone(),
+        webhooks,
+        billing: Some(maintenance.billing.clone()),
+        maintenance: Some(maintenance.services.clone()),
+        expiring_window: chrono::Duration::from_std(
+            config
+                .dashboard
+                .overview_expiring_within
+                .max(Duration::from_secs(1)),
+        )
+        .unwrap_or(chrono::Duration::MAX),
     });
     if roles.api {
         let listener = tokio::net::TcpListener::bind(config.http.bind)
@@ -281,7 +290,7 @@ pub async fn run_roles(
         });
     }
     if roles.refresher {
-        let Some(services) = lifecycle.as_ref() else {
+        let Some(services) = tokens.as_ref() else {
             anyhow::bail!("the refresher needs HK_MASTER_KEYS to open and seal tokens");
         };
         let worker = hubkeeper_workers::refresher::RefreshWorker::new(
@@ -298,7 +307,7 @@ pub async fn run_roles(
         });
     }
     if roles.projector {
-        let projector = crate::read_side::projector(config, &pool, &js);
+        let projector = crate::services::projections::projector(config, &pool, &js);
         let token = shutdown.clone();
         tasks.spawn(async move {
             projector.run(token).await;
@@ -306,7 +315,7 @@ pub async fn run_roles(
         });
     }
     if roles.webhooks {
-        let worker = crate::read_side::webhook_worker(config, &pool, &js);
+        let worker = crate::services::webhooks::worker(config, &pool, &js);
         let token = shutdown.clone();
         tasks.spawn(async move {
             worker.run(token).await;
@@ -314,7 +323,7 @@ pub async fn run_roles(
         });
     }
     // Every process follows the settings; the projector role also runs billing and backups.
-    crate::operations::spawn(&operations, roles, &pool, &mut tasks, &shutdown).await?;
+    crate::services::maintenance::spawn(&maintenance, roles, &pool, &mut tasks, &shutdown).await?;
     tracing::info!(roles = %label, "roles started");
 
     let mut failure = None;

@@ -62,7 +62,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "  health    http://{0}/healthz  ready: http://{0}/readyz  metrics: http://{0}/metrics",
         config.http.bind
     );
-    let login = crate::access::bootstrap_admin_key(&config, &database_url, &data_dir).await?;
+    let login =
+        crate::services::access::bootstrap_admin_key(&config, &database_url, &data_dir).await?;
     #[cfg(feature = "simulator")]
     let simulator = crate::dev_sim::start_if_unconfigured(&mut config).await?;
     #[cfg(feature = "simulator")]
@@ -72,7 +73,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // The two things a newcomer needs, together and last, so they are not lost among the lines
     // above.
     println!();
-    println!("  Dashboard  {}", crate::access::dashboard_url(&config));
+    println!(
+        "  Dashboard  {}",
+        crate::services::access::dashboard_url(&config)
+    );
     println!("  Log in     {login}");
     println!();
     println!("Hubkeeper is starting; Ctrl-C stops everything.");

@@ -26,7 +26,7 @@ pub async fn connect_installations(
 ) -> anyhow::Result<Vec<InstallationId>> {
     let mut config = config.clone();
     config.keys.master_keys = stack.var("HK_MASTER_KEYS").map(SecretString::from);
-    let services = crate::lifecycle::build(&config, &stack.pool, &stack.nats)
+    let services = crate::services::tokens::build(&config, &stack.pool, &stack.nats)
         .await?
         .ok_or_else(|| anyhow::anyhow!("no master keys for seeding"))?;
     let app: AppId = app.parse()?;

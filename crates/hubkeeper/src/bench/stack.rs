@@ -106,17 +106,17 @@ impl Stack {
         let nats = hubkeeper_bus::connect(&SecretString::from(env.nats.url()), "bench").await?;
         let sim = hubkeeper_sim::spawn(sim_config).await?;
         let control = sim.control()?;
-        let admin = hubkeeper_api::auth::create_key(
+        let admin = hubkeeper_core::access::create_key(
             &pool,
             "bench admin",
-            hubkeeper_api::auth::Role::Admin,
+            hubkeeper_core::access::Role::Admin,
             "bench",
         )
         .await?;
-        let service = hubkeeper_api::auth::create_key(
+        let service = hubkeeper_core::access::create_key(
             &pool,
             "bench app",
-            hubkeeper_api::auth::Role::Service,
+            hubkeeper_core::access::Role::Service,
             "bench",
         )
         .await?;

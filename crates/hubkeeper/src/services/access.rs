@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::CommandFactory;
-use hubkeeper_api::auth::{self, Installed, Role, SessionSettings};
+use hubkeeper_api::auth::{Authenticator, SessionSettings};
 use hubkeeper_api::server_config::{ConfigEntry, ServerConfigView};
+use hubkeeper_core::access::{self, Installed, Role};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 
@@ -99,13 +100,8 @@ async fn ensure_admin_key(
         return install_bootstrap_key(pool, key).await;
     }
     let file = data_dir.join(ADMIN_KEY_FILE);
-    let active_admins: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM api_keys WHERE role = 'admin' AND revoked_at IS NULL",
-    )
-    .fetch_one(pool)
-    .await?;
-    if active_admins == 0 {
-        let key = auth::create_key(pool, BOOTSTRAP_KEY_NAME, Role::Admin, CREATED_BY).await?;
+    if access::count_active(pool, Role::Admin).await? == 0 {
+        let key = access::create_key(pool, BOOTSTRAP_KEY_NAME, Role::Admin, CREATED_BY).await?;
         write_key_file(&file, &key.token)
             .with_context(|| format!("cannot write the admin key to {}", file.display()))?;
         return Ok(format!(
@@ -127,9 +123,10 @@ async fn ensure_admin_key(
 /// same key on every start is fine; a key whose id exists with another secret, or was revoked,
 /// is refused.
 pub async fn install_bootstrap_key(pool: &PgPool, key: &SecretString) -> anyhow::Result<String> {
-    let (id, installed) = auth::install_key(pool, key, BOOTSTRAP_KEY_NAME, Role::Admin, CREATED_BY)
-        .await
-        .context("HK_BOOTSTRAP_ADMIN_KEY")?;
+    let (id, installed) =
+        access::install_key(pool, key, BOOTSTRAP_KEY_NAME, Role::Admin, CREATED_BY)
+            .await
+            .context("HK_BOOTSTRAP_ADMIN_KEY")?;
     let what = match installed {
         Installed::Added => "installed",
         Installed::AlreadyPresent => "in place",
@@ -144,7 +141,7 @@ async fn file_key_is_active(pool: &PgPool, file: &Path) -> bool {
     let Ok(text) = std::fs::read_to_string(file) else {
         return false;
     };
-    auth::Authenticator::new(pool.clone())
+    Authenticator::new(pool.clone())
         .verify(text.trim())
         .await
         .ok()

@@ -1,5 +1,5 @@
 //! Dashboard login, logout and "who am I": the only place an API key is traded for a session
-//! cookie. See [`crate::auth`] for why sessions and CSRF tokens look the way they do.
+//! cookie. See [`super::sessions`] and [`super::csrf`] for why they look the way they do.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -10,10 +10,8 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{
-    authenticate, cookie_is_secure, session_clear_cookie, session_cookie, session_set_cookie,
-    AuthMethod, Authenticated, Permission, Role,
-};
+use super::sessions::{clear_cookie, cookie_is_secure, session_cookie, set_cookie};
+use super::{authenticate, AuthMethod, Authenticated, Permission, Role};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -60,25 +58,25 @@ async fn login(
     let is_form = content_type.starts_with("application/x-www-form-urlencoded");
     let request: LoginRequest = if is_form {
         serde_urlencoded::from_bytes(&body).map_err(|_| {
-            ApiError::BadRequest("expected a form field `api_key` with your API key".into())
+            ApiError::bad_request("expected a form field `api_key` with your API key")
         })?
     } else if content_type.starts_with("application/json") {
         serde_json::from_slice(&body)
-            .map_err(|_| ApiError::BadRequest("expected JSON `{\"api_key\": \"hk_…\"}`".into()))?
+            .map_err(|_| ApiError::bad_request("expected JSON `{\"api_key\": \"hk_…\"}`"))?
     } else {
-        return Err(ApiError::BadRequest(
-            "send the API key as JSON `{\"api_key\": …}` or as a form field `api_key`".into(),
+        return Err(ApiError::bad_request(
+            "send the API key as JSON `{\"api_key\": …}` or as a form field `api_key`",
         ));
     };
     let auth = state.auth();
     let Some(caller) = auth.verify(&request.api_key).await? else {
         tracing::info!("dashboard login refused: unknown, malformed or revoked key");
-        return Err(ApiError::Unauthorized(
-            "this API key is unknown or revoked: check it, or ask an admin for a new one".into(),
+        return Err(ApiError::unauthorized(
+            "this API key is unknown or revoked: check it, or ask an admin for a new one",
         ));
     };
     if !caller.role.allows(Permission::Read) {
-        return Err(ApiError::Forbidden(format!(
+        return Err(ApiError::forbidden(format!(
             "{} keys are for the app's backend and cannot open the dashboard; use an admin, operator or auditor key",
             caller.role.as_str()
         )));
@@ -86,11 +84,11 @@ async fn login(
     let user_agent = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok());
-    let session = auth.start_session(&caller, user_agent).await?;
+    let (session, csrf_token) = auth.start_session(&caller, user_agent).await?;
     let secure = cookie_is_secure(auth.session_settings(), &headers);
-    let cookie = session_set_cookie(&session.secret, auth.session_settings().ttl, secure);
+    let cookie = set_cookie(&session.secret, auth.session_settings().ttl, secure);
     let cookie = HeaderValue::from_str(&cookie)
-        .map_err(|_| ApiError::Internal("session cookie is not a valid header".into()))?;
+        .map_err(|_| ApiError::internal("session cookie is not a valid header"))?;
     tracing::info!(key_id = %caller.key_id, role = caller.role.as_str(), "dashboard login");
     let mut response = if is_form {
         Redirect::to("/dashboard").into_response()
@@ -101,7 +99,7 @@ async fn login(
             key_name: caller.key_name,
             role: caller.role,
             auth: "session",
-            csrf_token: Some(session.csrf_token),
+            csrf_token: Some(csrf_token),
             session_expires_at: Some(session.expires_at),
         })
         .into_response()
@@ -115,9 +113,8 @@ async fn login(
 async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let auth = state.auth();
     if headers.contains_key(header::AUTHORIZATION) {
-        return Err(ApiError::BadRequest(
-            "logout ends a dashboard session; an API key is ended with `hubkeeper admin revoke-key`"
-                .into(),
+        return Err(ApiError::bad_request(
+            "logout ends a dashboard session; an API key is ended with `hubkeeper admin revoke-key`",
         ));
     }
     if let Some(secret) = session_cookie(&headers) {
@@ -126,13 +123,13 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Res
                 auth.end_session(secret).await?;
                 tracing::info!(key_id = %who.caller.key_id, "dashboard logout");
             }
-            Err(ApiError::Unauthorized(_)) => {}
+            Err(e) if e.status() == StatusCode::UNAUTHORIZED => {}
             Err(other) => return Err(other),
         }
     }
     let secure = cookie_is_secure(auth.session_settings(), &headers);
-    let cookie = HeaderValue::from_str(&session_clear_cookie(secure))
-        .map_err(|_| ApiError::Internal("session cookie is not a valid header".into()))?;
+    let cookie = HeaderValue::from_str(&clear_cookie(secure))
+        .map_err(|_| ApiError::internal("session cookie is not a valid header"))?;
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response())
 }
 
@@ -148,11 +145,12 @@ async fn session_state(
     match authenticate(state.auth(), &axum::http::Method::GET, &headers).await {
         Ok(who) if matches!(who.method, AuthMethod::Session { .. }) => {
             let mut value = serde_json::to_value(me_of(who))
-                .map_err(|e| ApiError::Internal(format!("session view: {e}")))?;
+                .map_err(|e| ApiError::internal(format!("session view: {e}")))?;
             value["authenticated"] = serde_json::Value::Bool(true);
             Ok(Json(value))
         }
-        Ok(_) | Err(ApiError::Unauthorized(_)) => {
+        Ok(_) => Ok(Json(serde_json::json!({ "authenticated": false }))),
+        Err(e) if e.status() == StatusCode::UNAUTHORIZED => {
             Ok(Json(serde_json::json!({ "authenticated": false })))
         }
         Err(other) => Err(other),

@@ -1,122 +1,16 @@
-//! Wiring of issue 5's roles (projector, webhook workers, the API's read side) and its commands:
-//! `hubkeeper replay`, `hubkeeper events export`, `hubkeeper dlq list|show|redrive`.
+//! Commands over the event history and the workers' leftovers: `hubkeeper replay`,
+//! `hubkeeper events export`, `hubkeeper dlq list|show|redrive`.
 
 use std::io::Write;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{anyhow, Context};
-use async_nats::jetstream;
 use clap::Subcommand;
-use hubkeeper_api::lifecycle::LifecycleServices;
-use hubkeeper_api::queries::ReadSide;
-use hubkeeper_core::CommandBus;
-use hubkeeper_domain::DomainServices;
 use hubkeeper_projections::history::{list_events, AuditEvent, EventFilter, PositionCursor};
-use hubkeeper_projections::{Projection, Projector, ProjectorConfig, ReplayOptions};
-use hubkeeper_webhooks::{
-    ensure_webhook_streams, AppServiceCredentials, IngestConfig, WebhookIngest,
-    WebhookStreamsConfig, WebhookWorker, WebhookWorkerConfig,
-};
+use hubkeeper_projections::{Projection, ReplayOptions};
 use indicatif::{ProgressBar, ProgressStyle};
-use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-
-/// Streams, webhook ingestion and the API's read-side state.
-pub async fn services(
-    config: &Config,
-    js: &jetstream::Context,
-    lifecycle: Option<&LifecycleServices>,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<ReadSide> {
-    let streams = WebhookStreamsConfig {
-        replicas: config.nats.nats_replicas,
-        events_max_age: config
-            .webhook_ingest
-            .webhook_events_max_age
-            .max(Duration::from_secs(60)),
-        ..WebhookStreamsConfig::default()
-    };
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match ensure_webhook_streams(js, &streams).await {
-            Ok(()) => break,
-            Err(e) => {
-                tracing::warn!(error = %e, "webhook streams not ready; retrying in {delay:?}");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Err(anyhow!("shut down while creating webhook streams")),
-                    _ = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-    let public_url = config
-        .http
-        .public_url
-        .as_ref()
-        .map(|u| u.as_str().trim_end_matches('/').to_owned())
-        .unwrap_or_else(|| format!("http://{}", config.http.bind));
-    let webhooks = lifecycle.map(|l| {
-        Arc::new(WebhookIngest::new(
-            js.clone(),
-            Arc::new(AppServiceCredentials::new(l.apps.clone())),
-            IngestConfig {
-                public_url: public_url.clone(),
-                max_body_bytes: config.webhook_ingest.webhook_max_body_bytes,
-                max_age: config.webhook_ingest.webhook_max_age,
-                ..IngestConfig::default()
-            },
-        ))
-    });
-    Ok(ReadSide {
-        jetstream: js.clone(),
-        webhooks,
-        expiring_window: chrono::Duration::from_std(
-            config
-                .dashboard
-                .overview_expiring_within
-                .max(Duration::from_secs(1)),
-        )
-        .unwrap_or(chrono::Duration::MAX),
-    })
-}
-
-pub fn projector(config: &Config, pool: &PgPool, js: &jetstream::Context) -> Projector {
-    Projector::new(
-        pool.clone(),
-        js.clone(),
-        ProjectorConfig {
-            batch_size: config.projector.projector_batch_size.max(1),
-            max_deliver: config.projector.projector_max_deliver.max(1),
-            ack_wait: config
-                .projector
-                .projector_ack_wait
-                .max(Duration::from_secs(1)),
-            ..ProjectorConfig::default()
-        },
-    )
-}
-
-pub fn webhook_worker(config: &Config, pool: &PgPool, js: &jetstream::Context) -> WebhookWorker {
-    WebhookWorker::new(
-        pool.clone(),
-        js.clone(),
-        Arc::new(CommandBus::new(pool, DomainServices::system())),
-        WebhookWorkerConfig {
-            concurrency: config.webhook_worker.webhook_concurrency.max(1),
-            ack_wait: config
-                .webhook_worker
-                .webhook_ack_wait
-                .max(Duration::from_secs(1)),
-            max_deliver: config.webhook_worker.webhook_max_deliver.max(1),
-            backoff: config.webhook_worker.webhook_backoff.0.clone(),
-            ..WebhookWorkerConfig::default()
-        },
-    )
-}
 
 /// `hubkeeper replay [--projection installations|apps|activity|all]`.
 pub async fn replay(config: &Config, projection: &str, batch_size: i64) -> anyhow::Result<()> {

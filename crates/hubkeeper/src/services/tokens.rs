@@ -1,11 +1,11 @@
-//! Builds the token-lifecycle services (vault, apps, tokens, install flow) from configuration,
-//! for the API and the refresher roles.
+//! The token services (vault, apps, tokens, the install flow) from configuration, for the API
+//! and the refresher roles.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use hubkeeper_api::lifecycle::LifecycleServices;
 use hubkeeper_api::oauth::OAuthRateLimiter;
+use hubkeeper_api::state::TokenServices;
 use hubkeeper_core::{
     AppService, Broadcaster, CommandBus, OAuthConfig, OAuthService, TokenConfig, TokenDeps,
     TokenService, Vault,
@@ -31,7 +31,7 @@ pub async fn build(
     config: &Config,
     pool: &PgPool,
     nats: &async_nats::Client,
-) -> anyhow::Result<Option<LifecycleServices>> {
+) -> anyhow::Result<Option<TokenServices>> {
     let Some(keyring) = crate::keys::keyring(config)? else {
         tracing::warn!(
             "HK_MASTER_KEYS is not set: token, app and install routes answer 503 on this process"
@@ -82,7 +82,7 @@ pub async fn build(
         },
     )
     .await?;
-    Ok(Some(LifecycleServices {
+    Ok(Some(TokenServices {
         apps,
         tokens,
         oauth,
