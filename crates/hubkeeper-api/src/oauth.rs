@@ -91,11 +91,15 @@ impl OAuthRateLimiter {
 
     /// `Err(wait)` when `ip` has used up its budget for the current window.
     pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+        self.check_at(ip, Instant::now())
+    }
+
+    /// [`OAuthRateLimiter::check`] at a given instant (tests move time instead of sleeping).
+    fn check_at(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
         let (enabled, max, window) = self.limits();
         if !enabled {
             return Ok(());
         }
-        let now = Instant::now();
         let mut hits = self.hits.lock().unwrap_or_else(PoisonError::into_inner);
         if hits.len() > 100_000 {
             hits.retain(|_, (start, _)| now.duration_since(*start) < window);
@@ -314,9 +318,15 @@ mod tests {
     fn the_limiter_recovers_after_the_window() {
         let limiter = OAuthRateLimiter::new(1, Duration::from_secs(1));
         let a = IpAddr::from([10, 0, 0, 1]);
-        assert!(limiter.check(a).is_ok());
-        assert!(limiter.check(a).is_err());
-        std::thread::sleep(Duration::from_millis(1010));
-        assert!(limiter.check(a).is_ok());
+        let start = Instant::now();
+        assert!(limiter.check_at(a, start).is_ok());
+        let refused = limiter.check_at(a, start + Duration::from_millis(999));
+        assert_eq!(
+            refused,
+            Err(Duration::from_millis(1)),
+            "1 ms left in the window"
+        );
+        assert!(limiter.check_at(a, start + Duration::from_secs(1)).is_ok());
+        assert!(limiter.check_at(a, start + Duration::from_secs(1)).is_err());
     }
 }

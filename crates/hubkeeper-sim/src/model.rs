@@ -369,6 +369,11 @@ pub struct InstallationCounters {
     /// installation (the call that minted it excluded). Above 1 means the client refreshed twice
     /// while a token was still valid.
     pub max_refreshes_per_token_lifetime: u32,
+    /// For every access token of this installation during whose lifetime more than one refresh
+    /// call was made (the call that minted it excluded): the Unix milliseconds of those calls.
+    /// Lets a test ask what caused each repeated refresh, not only how many there were.
+    #[serde(default)]
+    pub repeated_refreshes_ms: Vec<Vec<i64>>,
     pub refresh_tokens: Vec<RefreshTokenCounters>,
 }
 

@@ -682,17 +682,18 @@ impl Store {
             .installations
             .iter()
             .map(|(key, inst)| {
-                let max_refreshes = inst
+                let within_lifetimes: Vec<Vec<i64>> = inst
                     .access_tokens
                     .iter()
                     .map(|(issued, expires)| {
                         inst.refresh_calls
                             .iter()
                             .filter(|(t, _)| t > issued && t < expires)
-                            .count()
+                            .map(|(_, at)| at.timestamp_millis())
+                            .collect()
                     })
-                    .max()
-                    .unwrap_or(0);
+                    .collect();
+                let max_refreshes = within_lifetimes.iter().map(Vec::len).max().unwrap_or(0);
                 InstallationCounters {
                     client_id: key.client_id.clone(),
                     app_id: inst.app_id,
@@ -708,6 +709,10 @@ impl Store {
                         .collect(),
                     max_refreshes_per_token_lifetime: u32::try_from(max_refreshes)
                         .unwrap_or(u32::MAX),
+                    repeated_refreshes_ms: within_lifetimes
+                        .into_iter()
+                        .filter(|calls| calls.len() > 1)
+                        .collect(),
                     refresh_tokens: inst
                         .refresh_tokens
                         .iter()
