@@ -5,39 +5,17 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::time::Duration;
 
-use hubkeeper_testkit::{wait_until, HkProcess, TestEnv};
-use support::{free_port, http, BIN};
+use hubkeeper_testkit::{free_port, wait_until, Server, TestEnv};
+use support::http;
 
-struct Up {
-    process: HkProcess,
-    base: String,
-}
-
-async fn up(env: &TestEnv, name: &str, extra: &[(&str, &str)]) -> Up {
-    let port = free_port();
+async fn up(env: &TestEnv, name: &str, extra: &[(&str, &str)]) -> Server {
     let mut vars = env.process_env();
-    vars.push(("HK_BIND".into(), format!("127.0.0.1:{port}")));
     for (k, v) in extra {
         vars.push((k.to_string(), v.to_string()));
     }
-    let process = HkProcess::spawn(
-        Path::new(BIN),
-        name,
-        &["up"],
-        &vars,
-        &env.path().join("logs"),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    let ready = format!("{base}/readyz");
-    wait_until("up is ready", Duration::from_secs(90), || {
-        let ready = ready.clone();
-        async move { matches!(reqwest::get(&ready).await, Ok(r) if r.status().is_success()) }
-    })
-    .await;
-    Up { process, base }
+    Server::start(name, &["up"], &vars, &env.path().join("logs")).await
 }
 
 async fn can_log_in(base: &str, key: &str) -> bool {
@@ -121,10 +99,11 @@ async fn up_installs_the_admin_key_it_is_given_and_refuses_a_malformed_one() {
 
     // A malformed key stops `up` with a message naming the variable.
     let mut vars = env.process_env();
-    vars.push(("HK_BIND".into(), format!("127.0.0.1:{}", free_port())));
     vars.push(("HK_BOOTSTRAP_ADMIN_KEY".into(), "letmein".into()));
-    let mut bad = HkProcess::spawn(
-        Path::new(BIN),
+    let Server {
+        process: mut bad, ..
+    } = Server::spawn_on(
+        free_port(),
         "up-bad",
         &["up"],
         &vars,

@@ -275,7 +275,7 @@ async fn sessions_expire_and_revoking_the_key_ends_them() {
     let session = login(&server, &operator).await;
     assert_eq!(me(session.cookie.clone()).await.status(), 200);
     let key_id = operator.split('_').nth(1).unwrap().to_string();
-    let status = tokio::process::Command::new(support::BIN)
+    let status = tokio::process::Command::new(hubkeeper_testkit::hubkeeper_binary())
         .args(["admin", "revoke-key", &key_id])
         .env("DATABASE_URL", server.env.database_url())
         .env("NATS_URL", server.env.nats_url())
@@ -289,7 +289,7 @@ async fn sessions_expire_and_revoking_the_key_ends_them() {
         .await
         .unwrap();
     assert_eq!(left, 0, "revoking deletes the key's sessions");
-    let listed = tokio::process::Command::new(support::BIN)
+    let listed = tokio::process::Command::new(hubkeeper_testkit::hubkeeper_binary())
         .args(["admin", "list-keys"])
         .env("DATABASE_URL", server.env.database_url())
         .env("NATS_URL", server.env.nats_url())

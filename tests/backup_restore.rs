@@ -26,10 +26,8 @@ use hubkeeper_domain::subscription::ChangeTrigger;
 use hubkeeper_domain::{AppId, DomainServices, HubId, InstallationId};
 use hubkeeper_embedded::{LocalPostgres, PostgresOptions};
 use hubkeeper_store::{load_cursor, read_after, GlobalCursor};
-use hubkeeper_testkit::TestEnv;
+use hubkeeper_testkit::{hubkeeper_binary, TestEnv};
 use sqlx::PgPool;
-
-const BIN: &str = env!("CARGO_BIN_EXE_hubkeeper");
 
 fn meta() -> EventMetadata {
     EventMetadata::new(Actor::AdminKey("ak_test".into()), Utc::now()).request_id("req-backup")
@@ -238,7 +236,7 @@ async fn fingerprint(pool: &PgPool) -> Vec<(String, String)> {
 }
 
 fn hubkeeper(args: &[&str], database_url: &str, data_dir: &Path) -> (bool, String) {
-    let output = Command::new(BIN)
+    let output = Command::new(hubkeeper_binary())
         .args(args)
         .env("DATABASE_URL", database_url)
         .env("HK_DATA_DIR", data_dir)

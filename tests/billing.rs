@@ -5,16 +5,16 @@
 #[path = "tokens_support/mod.rs"]
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use hubkeeper_api::auth::{create_key, Role};
 use hubkeeper_sim::SimConfig;
-use hubkeeper_testkit::{wait_until, HkProcess};
+use hubkeeper_testkit::{free_port, hubkeeper_binary, wait_until, HkProcess, SecretKind};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
-use support::{Harness, BIN};
+use sqlx::PgPool;
+use support::Harness;
 
 async fn call(
     h: &Harness,
@@ -48,9 +48,9 @@ async fn plans_subscriptions_usage_quota_and_the_billing_overview() {
     let mut h = Harness::start(SimConfig::default()).await;
     let api = h.spawn_api("api", &[]).await;
     let base = h.api(api).to_string();
-    let workers_env = h.api_env(support::free_port(), &[("HK_LOG", "info")]);
-    let _workers = HkProcess::spawn(
-        Path::new(BIN),
+    let workers_env = h.api_env(free_port(), &[("HK_LOG", "info")]);
+    let mut workers = HkProcess::spawn(
+        &hubkeeper_binary(),
         "workers",
         &["worker", "all"],
         &workers_env,
@@ -518,4 +518,88 @@ async fn plans_subscriptions_usage_quota_and_the_billing_overview() {
         },
     )
     .await;
+
+    // ---- replay equals live: the billing read models rebuilt from the events alone --------
+    wait_until(
+        "the billing projection applied every event",
+        Duration::from_secs(30),
+        || billing_caught_up(&h.pool),
+    )
+    .await;
+    let live = billing_checksums(&h.pool).await;
+    for (table, rows, _) in &live {
+        assert!(*rows > 0, "{table} has rows to compare");
+    }
+    workers.stop(Duration::from_secs(30));
+    sqlx::raw_sql(
+        "TRUNCATE rm_plans, rm_subscriptions, rm_plan_changes, rm_limits_reached;
+         UPDATE rm_installations SET plan_code = NULL;
+         DELETE FROM stream_cursors WHERE name = 'billing-projection';",
+    )
+    .execute(&h.pool)
+    .await
+    .expect("reset the billing read models");
+    let mut rebuilt = HkProcess::spawn(
+        &hubkeeper_binary(),
+        "workers-replay",
+        &["worker", "all"],
+        &workers_env,
+        &h.env.path().join("logs"),
+    );
+    wait_until(
+        "the billing read models are rebuilt",
+        Duration::from_secs(60),
+        || billing_caught_up(&h.pool),
+    )
+    .await;
+    assert_eq!(
+        billing_checksums(&h.pool).await,
+        live,
+        "the billing read models rebuilt from the events differ from the live ones"
+    );
+    rebuilt.stop(Duration::from_secs(30));
+
+    h.scan_for_leaks(&[
+        SecretKind::AccessToken,
+        SecretKind::RefreshToken,
+        SecretKind::Code,
+        SecretKind::ClientSecret,
+    ])
+    .await;
+}
+
+/// The billing read models: `(table, rows, md5 of every row)`.
+async fn billing_checksums(pool: &PgPool) -> Vec<(String, i64, String)> {
+    let mut out = Vec::new();
+    for (table, rows) in [
+        ("rm_plans", "SELECT t::text FROM rm_plans t"),
+        ("rm_subscriptions", "SELECT t::text FROM rm_subscriptions t"),
+        ("rm_plan_changes", "SELECT t::text FROM rm_plan_changes t"),
+        (
+            "rm_limits_reached",
+            "SELECT t::text FROM rm_limits_reached t",
+        ),
+    ] {
+        let (count, md5): (i64, Option<String>) = sqlx::query_as(&format!(
+            "SELECT count(*), md5(string_agg(r, E'\\n' ORDER BY r)) FROM ({rows}) AS x(r)"
+        ))
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|e| panic!("checksum of {table}: {e}"));
+        out.push((table.to_owned(), count, md5.unwrap_or_default()));
+    }
+    out
+}
+
+/// Whether the billing projection has applied every stored event.
+async fn billing_caught_up(pool: &PgPool) -> bool {
+    sqlx::query_scalar::<_, Option<bool>>(
+        "SELECT (SELECT last_position FROM stream_cursors WHERE name = 'billing-projection')
+                = (SELECT max(global_position) FROM events)",
+    )
+    .fetch_one(pool)
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or(false)
 }

@@ -7,97 +7,17 @@
 //!
 //! Needs `chromium` and `chromedriver` (scripts/bootstrap.sh --browser installs them).
 
-#[path = "auth_support/mod.rs"]
-mod support;
-
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::elements::Element;
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use hubkeeper_sim::{AccountSpec, AppSpec, ClientSecret, SeedFile, SimConfig, UserSpec};
-use hubkeeper_testkit::{wait_until, HkProcess, TestEnv};
-use support::{free_port, BIN};
+use hubkeeper_testkit::{free_port, Browser, HubSpotTap, SecretKind, Server, TapRecord, TestEnv};
 
 const CLIENT_ID: &str = "5b1f0d3e-7c2a-4e8b-9f61-3a2d4c5e6f71";
 const CLIENT_SECRET: &str = "sim-secret-for-the-billing-browser-test-01";
 const WAIT: Duration = Duration::from_secs(20);
-
-fn find_program(names: &[&str]) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin")])
-        .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
-        .find(|p| p.is_file())
-}
-
-struct Driver {
-    child: Child,
-    port: u16,
-    _profile: tempfile::TempDir,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_browser() -> (Driver, Client) {
-    let chromium = find_program(&["chromium", "chromium-browser"])
-        .expect("chromium is not installed: run scripts/bootstrap.sh --browser");
-    let chromedriver = find_program(&["chromedriver"])
-        .expect("chromedriver is not installed: run scripts/bootstrap.sh --browser");
-    let port = free_port();
-    let child = Command::new(chromedriver)
-        .arg(format!("--port={port}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start chromedriver");
-    let profile = tempfile::Builder::new()
-        .prefix("hk-chromium-")
-        .tempdir()
-        .expect("profile dir");
-    let profile_dir = profile.path().display().to_string();
-    let driver = Driver {
-        child,
-        port,
-        _profile: profile,
-    };
-    let status = format!("http://127.0.0.1:{port}/status");
-    wait_until("chromedriver is up", Duration::from_secs(20), || {
-        let status = status.clone();
-        async move { reqwest::get(&status).await.is_ok() }
-    })
-    .await;
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({
-            "binary": chromium.display().to_string(),
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--window-size=1366,1000", "--lang=en-GB",
-                format!("--user-data-dir={profile_dir}"),
-            ],
-        }),
-    );
-    caps.insert(
-        "goog:loggingPrefs".into(),
-        serde_json::json!({ "browser": "ALL" }),
-    );
-    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("open a browser session");
-    (driver, client)
-}
 
 struct Ui {
     c: Client,
@@ -250,22 +170,11 @@ async fn pricing_billing_and_settings_pages_work_in_a_browser() {
     .await
     .expect("simulator");
     let mut vars = env.process_env();
-    vars.push(("HK_BIND".into(), format!("127.0.0.1:{port}")));
-    vars.push(("HK_HUBSPOT_API_URL".into(), sim.base_url.clone()));
+    // Through a tap: the leak check learns every token HubSpot issued.
+    let tap = HubSpotTap::start(&sim.base_url, "up", &TapRecord::default()).await;
+    vars.push(("HK_HUBSPOT_API_URL".into(), tap.url.clone()));
     vars.push(("HK_HUBSPOT_APP_URL".into(), sim.base_url.clone()));
-    let _hubkeeper = HkProcess::spawn(
-        Path::new(BIN),
-        "up",
-        &["up"],
-        &vars,
-        &env.path().join("logs"),
-    );
-    let ready = format!("{base}/readyz");
-    wait_until("hubkeeper up is ready", Duration::from_secs(90), || {
-        let ready = ready.clone();
-        async move { matches!(reqwest::get(&ready).await, Ok(r) if r.status().is_success()) }
-    })
-    .await;
+    let _hubkeeper = Server::start_on(port, "up", &["up"], &vars, &env.path().join("logs")).await;
     let admin_key = std::fs::read_to_string(env.path().join("data/admin-key"))
         .expect("up wrote the first admin key")
         .trim()
@@ -288,12 +197,12 @@ async fn pricing_billing_and_settings_pages_work_in_a_browser() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test-artifacts/dashboard-billing");
     let _ = std::fs::remove_dir_all(&shots);
     std::fs::create_dir_all(&shots).expect("shots dir");
-    let (driver, client) = start_browser().await;
+    let browser = Browser::start(1366, 1000).await;
     let mut ui = Ui {
-        c: client,
+        c: browser.client.clone(),
         base: base.clone(),
         shots,
-        driver_port: driver.port,
+        driver_port: browser.driver_port,
         count: 0,
     };
 
@@ -381,5 +290,20 @@ async fn pricing_billing_and_settings_pages_work_in_a_browser() {
     assert_eq!(settings["values"]["oauth_rate_limit"]["max_per_ip"], 20);
     ui.assert_clean_console().await;
     let _ = ui.c.close().await;
-    drop(driver);
+    drop(browser);
+
+    // Nothing secret in any table or in the process's log.
+    let mut secrets = tap.record.secrets();
+    secrets.add(SecretKind::ClientSecret, CLIENT_SECRET);
+    secrets
+        .assert_nowhere(
+            &[
+                SecretKind::AccessToken,
+                SecretKind::RefreshToken,
+                SecretKind::ClientSecret,
+            ],
+            &env.pool(),
+            &env.path().join("logs"),
+        )
+        .await;
 }

@@ -10,105 +10,22 @@
 //! Needs `chromium` and `chromedriver` (scripts/bootstrap.sh --browser installs them); without
 //! them the test fails with that instruction rather than passing silently.
 
-#[path = "auth_support/mod.rs"]
-mod support;
-
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::elements::Element;
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use hubkeeper_api::auth::{create_key, Role};
 use hubkeeper_sim::{AccountSpec, AppSpec, ClientSecret, SeedFile, SimConfig, UserSpec};
-use hubkeeper_testkit::{wait_until, HkProcess, TestEnv};
+use hubkeeper_testkit::{
+    free_port, wait_until, Browser, HubSpotTap, SecretKind, Server, TapRecord, TestEnv,
+};
 use secrecy::ExposeSecret;
-use support::{free_port, BIN};
 
 const CLIENT_ID: &str = "5b1f0d3e-7c2a-4e8b-9f61-3a2d4c5e6f70";
 const CLIENT_SECRET: &str = "sim-secret-for-the-browser-test-0123456789";
 const HUB_ID: u64 = 40_000_001;
 const WAIT: Duration = Duration::from_secs(20);
-
-fn find_program(names: &[&str]) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/bin")]) {
-        for name in names {
-            let candidate = dir.join(name);
-            if candidate.is_file() {
-                return Some(candidate);
-            }
-        }
-    }
-    None
-}
-
-struct Driver {
-    child: Child,
-    port: u16,
-    profile: tempfile::TempDir,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_browser() -> (Driver, Client) {
-    let chromium = find_program(&["chromium", "chromium-browser"]).expect(
-        "chromium is not installed: run scripts/bootstrap.sh --browser (Debian packages chromium, chromium-driver)",
-    );
-    let chromedriver = find_program(&["chromedriver"])
-        .expect("chromedriver is not installed: run scripts/bootstrap.sh --browser");
-    let port = free_port();
-    let child = Command::new(chromedriver)
-        .arg(format!("--port={port}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start chromedriver");
-    let profile = tempfile::Builder::new()
-        .prefix("hk-chromium-")
-        .tempdir()
-        .unwrap();
-    let driver = Driver {
-        child,
-        port,
-        profile,
-    };
-    let status = format!("http://127.0.0.1:{port}/status");
-    wait_until("chromedriver is up", Duration::from_secs(20), || {
-        let status = status.clone();
-        async move { reqwest::get(&status).await.is_ok() }
-    })
-    .await;
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({
-            "binary": chromium.display().to_string(),
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--window-size=1366,900", "--lang=en-GB",
-                format!("--user-data-dir={}", driver.profile.path().display()),
-            ],
-        }),
-    );
-    caps.insert(
-        "goog:loggingPrefs".into(),
-        serde_json::json!({ "browser": "ALL" }),
-    );
-    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("open a browser session");
-    (driver, client)
-}
 
 /// Screenshots and console checks around one browser session.
 struct Ui {
@@ -300,22 +217,11 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
     .unwrap();
 
     let mut vars = env.process_env();
-    vars.push(("HK_BIND".into(), format!("127.0.0.1:{port}")));
-    vars.push(("HK_HUBSPOT_API_URL".into(), sim.base_url.clone()));
+    // Through a tap: the leak check learns every token HubSpot issued.
+    let tap = HubSpotTap::start(&sim.base_url, "up", &TapRecord::default()).await;
+    vars.push(("HK_HUBSPOT_API_URL".into(), tap.url.clone()));
     vars.push(("HK_HUBSPOT_APP_URL".into(), sim.base_url.clone()));
-    let _hubkeeper = HkProcess::spawn(
-        Path::new(BIN),
-        "up",
-        &["up"],
-        &vars,
-        &env.path().join("logs"),
-    );
-    let ready = format!("{base}/readyz");
-    wait_until("hubkeeper up is ready", Duration::from_secs(90), || {
-        let ready = ready.clone();
-        async move { matches!(reqwest::get(&ready).await, Ok(r) if r.status().is_success()) }
-    })
-    .await;
+    let _hubkeeper = Server::start_on(port, "up", &["up"], &vars, &env.path().join("logs")).await;
     let admin_key = std::fs::read_to_string(env.path().join("data/admin-key"))
         .expect("up wrote the first admin key")
         .trim()
@@ -330,12 +236,12 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test-artifacts/dashboard");
     let _ = std::fs::remove_dir_all(&shots);
     std::fs::create_dir_all(&shots).unwrap();
-    let (driver, client) = start_browser().await;
+    let browser = Browser::start(1366, 900).await;
     let mut ui = Ui {
-        c: client,
+        c: browser.client.clone(),
         base: base.clone(),
         shots,
-        driver_port: driver.port,
+        driver_port: browser.driver_port,
         count: 0,
     };
 
@@ -563,6 +469,31 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
     ui.shot("user-details").await;
 
     // --- activity log filters ---
+    // An event this version cannot read (stored by a newer or broken writer) is an error line:
+    // the error filter then has something to show.
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                             payload, metadata)
+         VALUES ('app', $1, 1, 'AppUpdated', '1.0', '{\"AppUpdated\": {\"label\": 7}}',
+                 '{\"actor\": \"key:akadmin0000001\"}')",
+    )
+    .bind(uuid::Uuid::new_v4().to_string())
+    .execute(&env.pool())
+    .await
+    .expect("store an unreadable event");
+    wait_until("the unreadable event is projected", WAIT, || async {
+        let errors: serde_json::Value = reqwest::Client::new()
+            .get(format!("{base}/v1/activity?level=error"))
+            .bearer_auth(&admin_key)
+            .send()
+            .await
+            .expect("activity")
+            .json()
+            .await
+            .expect("activity json");
+        errors["total"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
     ui.nav("Activity Logs").await;
     ui.heading("Activity Logs").await;
     ui.until_text("#activity-list td", "revoked").await;
@@ -592,11 +523,15 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
         .query()
         .unwrap_or("")
         .contains("level=error"));
-    for cell in
+    let levels =
         ui.c.find_all(Locator::Css("#activity-list td[data-label=Level]"))
             .await
-            .unwrap()
-    {
+            .unwrap();
+    assert!(
+        !levels.is_empty(),
+        "the error filter lists the errors on record"
+    );
+    for cell in levels {
         assert_eq!(
             cell.text().await.unwrap(),
             "Error",
@@ -737,6 +672,7 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
         ["PATCH", format!("/v1/apps/{app_id}")],
         ["DELETE", format!("/v1/apps/{app_id}")],
     ]);
+    let attempts_made = attempts.as_array().map_or(0, Vec::len);
     let statuses = ui
         .c
         .execute_async(
@@ -754,7 +690,13 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
         )
         .await
         .unwrap();
-    for attempt in statuses.as_array().unwrap() {
+    let statuses = statuses.as_array().unwrap();
+    assert_eq!(
+        statuses.len(),
+        attempts_made,
+        "every attempt answered: {statuses:?}"
+    );
+    for attempt in statuses {
         assert_eq!(attempt[1], 403, "auditor: {attempt}");
         assert_eq!(attempt[2], "forbidden", "auditor: {attempt}");
     }
@@ -762,7 +704,23 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
         .await;
 
     ui.c.close().await.unwrap();
-    drop(driver);
+    drop(browser);
+
+    // Nothing secret in any table or in the process's log.
+    let mut secrets = tap.record.secrets();
+    secrets.add(SecretKind::ClientSecret, CLIENT_SECRET);
+    secrets
+        .assert_nowhere(
+            &[
+                SecretKind::AccessToken,
+                SecretKind::RefreshToken,
+                SecretKind::Code,
+                SecretKind::ClientSecret,
+            ],
+            &env.pool(),
+            &env.path().join("logs"),
+        )
+        .await;
     sim.shutdown().await.unwrap();
     eprintln!(
         "browser test: {} screenshots in test-artifacts/dashboard, {:?}",

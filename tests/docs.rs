@@ -6,10 +6,10 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_hubkeeper");
+use hubkeeper_testkit::hubkeeper_binary;
 
 fn help(args: &[&str]) -> String {
-    let out = Command::new(BIN)
+    let out = Command::new(hubkeeper_binary())
         .args(args)
         .arg("--help")
         .output()

@@ -6,19 +6,16 @@
 #[path = "support/read_side.rs"]
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use chrono::{Duration as Span, Utc};
 use hubkeeper_api::auth::{create_key, Role};
 use hubkeeper_domain::AppId;
 use hubkeeper_projections::{replay, ReplayOptions};
-use hubkeeper_testkit::{wait_until, HkProcess, TestEnv};
+use hubkeeper_testkit::{hubkeeper_binary, wait_until, Server, TestEnv};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use support::{app_rows, connected_row, insert_rows, installation_id, lifecycle_row, Row, SEALED};
-
-const BIN: &str = env!("CARGO_BIN_EXE_hubkeeper");
 
 struct Api {
     base: String,
@@ -198,24 +195,10 @@ async fn queries_audit_history_point_in_time_and_upcasting() {
     assert_eq!(generation, "v1");
 
     // The API.
-    let port = hubkeeper_embedded::free_port().unwrap();
     let mut vars = env.process_env();
-    vars.push(("HK_BIND".into(), format!("127.0.0.1:{port}")));
     vars.push(("HK_MASTER_KEYS".into(), String::new()));
-    let _api = HkProcess::spawn(
-        Path::new(BIN),
-        "api",
-        &["api"],
-        &vars,
-        &env.path().join("logs"),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    wait_until("api ready", Duration::from_secs(60), || async {
-        reqwest::get(format!("{base}/readyz"))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    })
-    .await;
+    let server = Server::start("api", &["api"], &vars, &env.path().join("logs")).await;
+    let base = server.base.clone();
     let auditor = create_key(&pool, "auditor", Role::Auditor, "test")
         .await
         .unwrap();
@@ -282,7 +265,7 @@ async fn queries_audit_history_point_in_time_and_upcasting() {
     let exported = api
         .text("/v1/events/export?aggregate_type=installation")
         .await;
-    let cli = std::process::Command::new(BIN)
+    let cli = std::process::Command::new(hubkeeper_binary())
         .args(["events", "export", "--aggregate-type", "installation"])
         .env("DATABASE_URL", env.database_url())
         .env("HK_LOG", "warn")
@@ -399,7 +382,11 @@ async fn queries_audit_history_point_in_time_and_upcasting() {
     let (_, errors) = api
         .get(&format!("/v1/activity?level=error&app_id={app}&limit=3"))
         .await;
-    for a in errors["items"].as_array().unwrap() {
+    let error_items = errors["items"].as_array().unwrap();
+    let error_total = errors["total"].as_u64().expect("total");
+    assert!(error_total > 0, "the fixture has errors: {errors}");
+    assert_eq!(error_items.len() as u64, error_total.min(3), "{errors}");
+    for a in error_items {
         assert_eq!(a["level"], "error");
         assert_eq!(a["app_id"], app.to_string());
     }

@@ -7,19 +7,17 @@
 #[path = "support/read_side.rs"]
 mod support;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chrono::{Duration as Span, Utc};
 use hubkeeper_domain::AppId;
-use hubkeeper_testkit::{wait_until, HkProcess, TestEnv};
+use hubkeeper_testkit::{free_port, hubkeeper_binary, wait_until, HkProcess, TestEnv};
 use sqlx::PgPool;
 use support::{
     app_rows, checksums, connected_row, differences, insert_rows, lifecycle_row, metric, snapshot,
     Row,
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_hubkeeper");
 const INSTALLATIONS: u64 = 2_600;
 const EVENTS_EACH: i64 = 20;
 const HUB_BASE: u64 = 60_000_000;
@@ -58,7 +56,13 @@ fn spawn(env: &TestEnv, name: &str, args: &[&str], extra: &[(&str, String)]) -> 
     for (k, v) in extra {
         vars.push(((*k).into(), v.clone()));
     }
-    HkProcess::spawn(Path::new(BIN), name, args, &vars, &env.path().join("logs"))
+    HkProcess::spawn(
+        &hubkeeper_binary(),
+        name,
+        args,
+        &vars,
+        &env.path().join("logs"),
+    )
 }
 
 async fn projected(pool: &PgPool) -> (i64, i64) {
@@ -214,7 +218,7 @@ async fn replay_checked(env: &TestEnv, pool: &PgPool) -> String {
 }
 
 fn replay(env: &TestEnv) -> String {
-    let out = std::process::Command::new(BIN)
+    let out = std::process::Command::new(hubkeeper_binary())
         .args(["replay", "--projection", "all"])
         .env("DATABASE_URL", env.database_url())
         .env("HK_LOG", "warn")
@@ -259,9 +263,7 @@ async fn three_projectors_with_restarts_match_a_full_replay() {
         insert_rows(&pool, chunk).await.expect("insert events");
     }
 
-    let metrics_ports: Vec<u16> = (0..6)
-        .map(|_| hubkeeper_embedded::free_port().expect("free port"))
-        .collect();
+    let metrics_ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
     let started = Instant::now();
     let _relay = spawn(
         &env,

@@ -7,8 +7,9 @@ mod support;
 use std::process::Command;
 
 use hubkeeper_sim::{FaultEndpoint, FaultMode, FaultRule, SimConfig};
+use hubkeeper_testkit::{free_port, hubkeeper_binary, SecretKind};
 use serde_json::Value;
-use support::{free_port, Harness, BIN};
+use support::Harness;
 
 const STEPS: [&str; 6] = [
     "database_schema",
@@ -20,7 +21,7 @@ const STEPS: [&str; 6] = [
 ];
 
 fn cli(env: &[(String, String)]) -> (bool, String) {
-    let mut command = Command::new(BIN);
+    let mut command = Command::new(hubkeeper_binary());
     command.args(["selftest"]);
     for (key, value) in env {
         command.env(key, value);
@@ -145,4 +146,13 @@ async fn the_self_test_passes_against_the_simulator_and_names_the_failing_step_w
         "{text}"
     );
     assert!(text.contains("FAIL token_exchange_and_refresh"), "{text}");
+
+    // The self-test exchanged and refreshed real tokens: none of them, nor the app's secret, is
+    // stored or logged.
+    h.scan_for_leaks(&[
+        SecretKind::AccessToken,
+        SecretKind::RefreshToken,
+        SecretKind::ClientSecret,
+    ])
+    .await;
 }

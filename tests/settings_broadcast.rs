@@ -34,13 +34,29 @@ async fn settings_of(h: &Harness, api: usize) -> Value {
     body
 }
 
+/// When process `api` says it started (`GET /v1/server/config`).
+async fn started_at(h: &Harness, api: usize) -> String {
+    let (status, body) = h
+        .admin(
+            Method::GET,
+            &format!("{}/v1/server/config", h.api(api)),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["started_at"]
+        .as_str()
+        .unwrap_or_else(|| panic!("started_at in {body}"))
+        .to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_settings_change_through_one_process_takes_effect_in_another_without_restart() {
     let mut h = Harness::start(SimConfig::default()).await;
     let limit = [("HK_OAUTH_RATE_LIMIT_MAX", "1000"), ("HK_LOG", "info")];
     let a = h.spawn_api("api-a", &limit).await;
     let b = h.spawn_api("api-b", &limit).await;
-    let b_pid = h.apis[b].process.pid();
+    let b_started = started_at(&h, b).await;
     let b_base = h.api(b).to_string();
 
     // Before any change B runs with its own configuration (1000 per window).
@@ -153,9 +169,23 @@ async fn a_settings_change_through_one_process_takes_effect_in_another_without_r
     })
     .await;
 
-    // The same process all along, and the change is on record with its actor.
-    assert!(h.apis[b].process.is_running(), "B never restarted");
-    assert_eq!(h.apis[b].process.pid(), b_pid);
+    // The same process all along (B says it started when it first did, and its log shows one
+    // start), and the change is on record with its actor.
+    assert!(h.apis[b].process.is_running(), "B is still running");
+    assert_eq!(
+        started_at(&h, b).await,
+        b_started,
+        "B never restarted: its start time changed"
+    );
+    assert_eq!(
+        h.apis[b]
+            .process
+            .log_text()
+            .matches("API listening")
+            .count(),
+        1,
+        "B started once"
+    );
     let actors: Vec<String> = sqlx::query_scalar(
         "SELECT metadata->>'actor' FROM events WHERE aggregate_type = 'settings' ORDER BY sequence",
     )

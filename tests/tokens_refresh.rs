@@ -10,9 +10,16 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use hubkeeper_sim::{RotationMode, SimConfig};
-use hubkeeper_testkit::wait_until;
+use hubkeeper_testkit::{hubkeeper_binary, wait_until, SecretKind};
 use serde_json::{json, Value};
-use support::{master_key, Harness, BIN};
+use support::{master_key, Harness};
+
+const ALL_SECRETS: [SecretKind; 4] = [
+    SecretKind::AccessToken,
+    SecretKind::RefreshToken,
+    SecretKind::Code,
+    SecretKind::ClientSecret,
+];
 
 fn expires_at(token: &Value) -> DateTime<Utc> {
     token["expires_at"].as_str().unwrap().parse().unwrap()
@@ -139,6 +146,7 @@ async fn hand_out_refreshes_near_expiry(rotation: RotationMode) {
     assert_eq!(details["status"], "connected");
     assert!(details["consecutive_failures"].as_u64().unwrap() >= 1);
     h.ctl.clear_faults().await.unwrap();
+    h.scan_for_leaks(&ALL_SECRETS).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -245,6 +253,7 @@ async fn fifty_concurrent_hand_outs_on_two_processes_refresh_once() {
         },
     )
     .await;
+    h.scan_for_leaks(&ALL_SECRETS).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -272,7 +281,7 @@ async fn key_rotation_rewraps_without_downtime() {
     let mut vars = h.env.process_env();
     vars.push(("HK_MASTER_KEYS".into(), both.clone()));
     vars.push(("HK_ACTIVE_KEY_ID".into(), "k2".into()));
-    let output = std::process::Command::new(BIN)
+    let output = std::process::Command::new(hubkeeper_binary())
         .args(["keys", "rotate"])
         .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .output()
@@ -309,11 +318,12 @@ async fn key_rotation_rewraps_without_downtime() {
     );
 
     // `keys status` reports it; `keys generate` prints a usable entry.
-    let output = std::process::Command::new(BIN)
+    let output = std::process::Command::new(hubkeeper_binary())
         .args(["keys", "generate", "--kid", "k3"])
         .output()
         .unwrap();
     let entry = String::from_utf8_lossy(&output.stdout).trim().to_string();
     assert!(entry.starts_with("k3:") && entry.len() > 40, "{entry}");
     assert!(hubkeeper_crypto::MasterKeyring::parse(&entry, None).is_ok());
+    h.scan_for_leaks(&ALL_SECRETS).await;
 }

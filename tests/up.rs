@@ -1,12 +1,9 @@
 //! `hubkeeper up` with no URLs: starts its own Postgres and nats-server, reaches ready, leaves no
 //! process behind on Ctrl-C (SIGINT), and reuses its data on the next start.
 
-use std::path::Path;
 use std::time::Duration;
 
-use hubkeeper_testkit::{wait_until, HkProcess};
-
-const BIN: &str = env!("CARGO_BIN_EXE_hubkeeper");
+use hubkeeper_testkit::{free_port, wait_until, Server};
 
 /// Processes whose command line mentions `needle` (our data dir), from /proc.
 fn processes_mentioning(needle: &str) -> Vec<String> {
@@ -23,13 +20,6 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
     found
 }
 
-async fn ready(port: u16) -> bool {
-    match reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await {
-        Ok(r) => r.status().is_success(),
-        Err(_) => false,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_starts_everything_and_leaves_nothing_behind() {
     let dir = tempfile::Builder::new().prefix("hk-up-").tempdir().unwrap();
@@ -39,32 +29,28 @@ async fn up_starts_everything_and_leaves_nothing_behind() {
     }
     let data_dir = dir.path().join("state");
     let data = data_dir.display().to_string();
-    let port = hubkeeper_embedded_free_port();
+    let port = free_port();
     let env = vec![
         ("HK_DATA_DIR".to_string(), data.clone()),
-        ("HK_BIND".to_string(), format!("127.0.0.1:{port}")),
-        (
-            "HK_LOCAL_PG_PORT".to_string(),
-            hubkeeper_embedded_free_port().to_string(),
-        ),
-        (
-            "HK_LOCAL_NATS_PORT".to_string(),
-            hubkeeper_embedded_free_port().to_string(),
-        ),
+        ("HK_LOCAL_PG_PORT".to_string(), free_port().to_string()),
+        ("HK_LOCAL_NATS_PORT".to_string(), free_port().to_string()),
         ("HK_LOG_FORMAT".to_string(), "json".to_string()),
     ];
     let env: Vec<(String, String)> = env;
     let logs = dir.path().join("logs");
 
+    let mut first_start: Option<(Vec<u8>, String)> = None;
     for round in 0..2 {
-        let mut up = HkProcess::spawn(
-            Path::new(BIN),
+        let Server {
+            process: mut up, ..
+        } = Server::start_on(
+            port,
             &format!("up-{round}"),
             &["up"],
             &env_without_urls(&env),
             &logs,
-        );
-        wait_until("up reaches ready", Duration::from_secs(90), || ready(port)).await;
+        )
+        .await;
         assert!(
             processes_mentioning(&data)
                 .iter()
@@ -82,14 +68,41 @@ async fn up_starts_everything_and_leaves_nothing_behind() {
             pg_version.exists(),
             "cluster initialised under the data dir"
         );
-        if round == 1 {
-            assert!(
-                up.log_text()
-                    .matches("initialising a local Postgres cluster")
-                    .count()
-                    == 0,
-                "the second start reuses the cluster"
-            );
+        // The cluster's identity (the system identifier at the head of pg_control, set by
+        // initdb) and the admin key written on the first start, which only the first start's
+        // database knows.
+        let control =
+            std::fs::read(data_dir.join("postgres/data/global/pg_control")).expect("pg_control");
+        let identity = control[..8].to_vec();
+        let admin_key = std::fs::read_to_string(data_dir.join("admin-key"))
+            .expect("up wrote the first admin key")
+            .trim()
+            .to_owned();
+        match &first_start {
+            None => first_start = Some((identity, admin_key)),
+            Some((first_identity, first_key)) => {
+                assert_eq!(
+                    &identity, first_identity,
+                    "the second start reuses the cluster (same system identifier)"
+                );
+                assert_eq!(&admin_key, first_key, "the admin key file is kept");
+                let login = reqwest::Client::new()
+                    .post(format!("http://127.0.0.1:{port}/auth/login"))
+                    .json(&serde_json::json!({ "api_key": first_key }))
+                    .send()
+                    .await
+                    .expect("login");
+                assert_eq!(
+                    login.status(),
+                    200,
+                    "the first start's admin key is still in the database"
+                );
+                assert!(
+                    !up.log_text()
+                        .contains("initialising a local Postgres cluster"),
+                    "the second start does not run initdb"
+                );
+            }
         }
 
         // Ctrl-C is SIGINT to the process.
@@ -115,12 +128,4 @@ fn env_without_urls(env: &[(String, String)]) -> Vec<(String, String)> {
     vars.push(("DATABASE_URL".into(), String::new()));
     vars.push(("NATS_URL".into(), String::new()));
     vars
-}
-
-fn hubkeeper_embedded_free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

@@ -1,8 +1,9 @@
 //! Webhooks end to end: the HubSpot simulator delivers 10,000 events in signed batches (v1 + v3),
 //! with deliberate duplicates and HubSpot's retries, to a Hubkeeper API and two webhook worker
-//! processes, while nats-server is restarted once. Every unique event must be processed exactly
-//! once (recorded once, counted once, republished once), nothing lost; an uninstall webhook
-//! disconnects its installation; events for an unknown portal are kept for review.
+//! processes, while nats-server is restarted once and later SIGKILLed and started again. Every
+//! unique event must be processed exactly once (recorded once, counted once, republished once),
+//! nothing lost, nothing dead-lettered; an uninstall webhook disconnects its installation; events
+//! for an unknown portal are kept for review.
 
 #[path = "support/read_side.rs"]
 mod read_side;
@@ -149,6 +150,25 @@ async fn ten_thousand_events_exactly_once_across_a_nats_restart() {
     env.nats.restart().await.expect("restart nats-server");
     deliveries.extend(during_outage);
 
+    // Then nats-server crashes (SIGKILL: no chance to flush or say goodbye) while the second
+    // half is being delivered and processed, and is started again on its store.
+    wait_until(
+        "three fifths of the events processed",
+        Duration::from_secs(120),
+        || async { seen(&pool).await >= unique * 3 / 5 },
+    )
+    .await;
+    env.nats.kill();
+    let at_crash = seen(&pool).await;
+    assert!(
+        at_crash < unique,
+        "the crash must hit delivery in progress ({at_crash} of {unique} processed)"
+    );
+    env.nats
+        .restart()
+        .await
+        .expect("start nats-server after the crash");
+
     let mut attempts = 0usize;
     let mut batches = 0usize;
     let mut duplicate_batches = 0usize;
@@ -267,7 +287,7 @@ async fn ten_thousand_events_exactly_once_across_a_nats_restart() {
     );
     let dead = hubkeeper_webhooks::dlq::list(&js, Some("webhooks"), 10, None)
         .await
-        .unwrap_or_default();
+        .expect("list dead letters");
     assert!(dead.is_empty(), "nothing dead-lettered: {dead:?}");
 
     // The uninstall disconnected the installation (as HubSpot, by the webhook).
@@ -335,7 +355,7 @@ async fn dead_letters_can_be_listed_inspected_and_redriven() {
     let mut vars = hk.vars.clone();
     vars.push(("HK_WEBHOOK_MAX_DELIVER".into(), "2".into()));
     let _worker = hubkeeper_testkit::HkProcess::spawn(
-        std::path::Path::new(webhooks::BIN),
+        &hubkeeper_testkit::hubkeeper_binary(),
         "webhooks",
         &["worker", "webhooks"],
         &vars,
@@ -400,7 +420,7 @@ async fn dead_letters_can_be_listed_inspected_and_redriven() {
 
     // The CLI sees the same, with the payload.
     let cli = |args: &[&str]| {
-        let out = std::process::Command::new(webhooks::BIN)
+        let out = std::process::Command::new(hubkeeper_testkit::hubkeeper_binary())
             .args(args)
             .env("NATS_URL", env.nats_url())
             .env("HK_LOG", "warn")

@@ -1,31 +1,18 @@
-//! Shared by the auth_* and dashboard tests: a `hubkeeper` process on a test Postgres/NATS,
+//! Shared by the auth_* tests: a `hubkeeper` process on a test Postgres/NATS,
 //! API keys of each role, and a small HTTP client that keeps the session cookie by hand (so the
 //! tests see exactly what a browser would be sent).
 
 #![allow(dead_code)]
 
-use std::path::Path;
-use std::time::Duration;
-
 use hubkeeper_api::auth::{create_key, Role};
-use hubkeeper_testkit::{wait_until, HkProcess, TestEnv};
+use hubkeeper_testkit::TestEnv;
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
-
-pub const BIN: &str = env!("CARGO_BIN_EXE_hubkeeper");
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// One `hubkeeper <args>` process serving HTTP on a free port.
 pub struct Server {
     pub env: TestEnv,
-    pub process: HkProcess,
+    pub server: hubkeeper_testkit::Server,
     pub base: String,
     pub port: u16,
     pub pool: PgPool,
@@ -39,32 +26,19 @@ impl Server {
 
     pub async fn start(args: &[&str], extra: &[(&str, &str)]) -> Server {
         let env = TestEnv::start().await;
-        let port = free_port();
         let mut vars = env.process_env();
-        vars.push(("HK_BIND".into(), format!("127.0.0.1:{port}")));
         for (k, v) in extra {
             vars.push((k.to_string(), v.to_string()));
         }
-        let process = HkProcess::spawn(
-            Path::new(BIN),
-            "hubkeeper",
-            args,
-            &vars,
-            &env.path().join("logs"),
-        );
-        let base = format!("http://127.0.0.1:{port}");
-        let ready = format!("{base}/readyz");
-        wait_until("hubkeeper is ready", Duration::from_secs(60), || {
-            let ready = ready.clone();
-            async move { matches!(reqwest::get(&ready).await, Ok(r) if r.status().is_success()) }
-        })
-        .await;
+        let server =
+            hubkeeper_testkit::Server::start("hubkeeper", args, &vars, &env.path().join("logs"))
+                .await;
         let pool = env.pool();
         Server {
+            base: server.base.clone(),
+            port: server.port,
+            server,
             env,
-            process,
-            base,
-            port,
             pool,
         }
     }

@@ -2,15 +2,10 @@
 //! an admin key, and the simulator's development app registered in Hubkeeper.
 #![allow(dead_code)]
 
-use std::path::Path;
-use std::time::Duration;
-
 use hubkeeper_api::auth::{create_key, Role};
-use hubkeeper_testkit::{wait_until, HkProcess, TestEnv};
+use hubkeeper_testkit::{free_port, hubkeeper_binary, HkProcess, Server, TestEnv};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
-
-pub const BIN: &str = env!("CARGO_BIN_EXE_hubkeeper");
 
 pub struct Hubkeeper {
     pub api: HkProcess,
@@ -41,28 +36,15 @@ pub fn process_vars(env: &TestEnv, port: u16, extra: &[(&str, &str)]) -> Vec<(St
 }
 
 pub async fn start_api(env: &TestEnv, extra: &[(&str, &str)]) -> Hubkeeper {
-    let port = hubkeeper_embedded::free_port().expect("free port");
+    let port = free_port();
     let vars = process_vars(env, port, extra);
-    let api = HkProcess::spawn(
-        Path::new(BIN),
-        "api",
-        &["api"],
-        &vars,
-        &env.path().join("logs"),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    wait_until("api ready", Duration::from_secs(60), || async {
-        reqwest::get(format!("{base}/readyz"))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    })
-    .await;
+    let server = Server::start_on(port, "api", &["api"], &vars, &env.path().join("logs")).await;
     let admin = create_key(&env.pool(), "test admin", Role::Admin, "test")
         .await
         .expect("admin key");
     Hubkeeper {
-        api,
-        base,
+        base: server.base,
+        api: server.process,
         admin_key: admin.token.expose_secret().to_owned(),
         vars,
         http: reqwest::Client::new(),
@@ -116,7 +98,7 @@ impl Hubkeeper {
         vars.retain(|(k, _)| k != "HK_BIND");
         vars.push(("HK_BIND".into(), "127.0.0.1:0".into()));
         HkProcess::spawn(
-            Path::new(BIN),
+            &hubkeeper_binary(),
             name,
             &["worker", role],
             &vars,

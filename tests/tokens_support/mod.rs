@@ -1,29 +1,26 @@
 //! Shared harness of the token-lifecycle integration tests: real Postgres and NATS
 //! (`TestEnv`), the HubSpot simulator over real HTTP, `hubkeeper api` processes, and a recording
 //! tap in front of the simulator's API host that remembers every token HubSpot issued (so tests
-//! can prove none of them leaks into logs or tables).
+//! can prove none of them leaks into logs or tables: [`Harness::scan_for_leaks`]).
 
 #![allow(dead_code)]
 
-use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::http::{Method, StatusCode};
 use hubkeeper_api::auth::{create_key, Role};
 use hubkeeper_sim::{
     AccountSpec, AppSpec, ApproveRequest, ClientSecret, SimConfig, SimControl, SimHandle, UserSpec,
 };
-use hubkeeper_testkit::{wait_until, HkProcess, TestEnv};
+use hubkeeper_testkit::{
+    wait_until, HubSpotTap, SecretKind, SecretScan, Server, TapRecord, TestEnv,
+};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_hubkeeper");
 pub const SCOPES: &str = "crm.objects.contacts.read oauth";
 
 /// A 32-byte master key in configuration form.
@@ -51,105 +48,18 @@ pub fn fresh_browser() -> reqwest::Client {
     client_from(std::net::IpAddr::from([127, a, b, c.max(2)]))
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// Forwards everything to the simulator and records the tokens of every successful token
-/// response (exchange and refresh) and every authorization code seen.
-pub struct Tap {
-    pub url: String,
-    pub seen: Arc<Mutex<BTreeSet<String>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Tap {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-#[derive(Clone)]
-struct TapState {
-    target: String,
-    http: reqwest::Client,
-    seen: Arc<Mutex<BTreeSet<String>>>,
-}
-
-async fn forward(
-    State(tap): State<TapState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut request = tap
-        .http
-        .request(method, format!("{}{path}", tap.target))
-        .body(body.to_vec());
-    for (name, value) in &headers {
-        if name != "host" && name != "content-length" {
-            request = request.header(name, value);
-        }
-    }
-    let Ok(answer) = request.send().await else {
-        return StatusCode::BAD_GATEWAY.into_response();
-    };
-    let status = answer.status();
-    let content_type = answer.headers().get("content-type").cloned();
-    let bytes = answer.bytes().await.unwrap_or_default();
-    if uri.path().ends_with("/token") && status.is_success() {
-        if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
-            let mut seen = tap.seen.lock().unwrap();
-            for field in ["access_token", "refresh_token"] {
-                if let Some(t) = v[field].as_str() {
-                    seen.insert(t.to_string());
-                }
-            }
-        }
-    }
-    let mut response = (status, bytes.to_vec()).into_response();
-    if let Some(ct) = content_type {
-        response.headers_mut().insert("content-type", ct);
-    }
-    response
-}
-
-pub async fn spawn_tap(target: &str) -> Tap {
-    let seen = Arc::new(Mutex::new(BTreeSet::new()));
-    let state = TapState {
-        target: target.trim_end_matches('/').to_string(),
-        http: reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap(),
-        seen: seen.clone(),
-    };
-    let app = axum::Router::new().fallback(forward).with_state(state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Tap { url, seen, task }
-}
-
 /// One `hubkeeper api` process.
 pub struct Api {
     pub base: String,
     pub port: u16,
-    pub process: HkProcess,
+    pub process: hubkeeper_testkit::HkProcess,
 }
 
 pub struct Harness {
     pub env: TestEnv,
     pub sim: SimHandle,
     pub ctl: SimControl,
-    pub tap: Tap,
+    pub tap: HubSpotTap,
     pub pool: PgPool,
     pub http: reqwest::Client,
     pub admin_key: String,
@@ -159,6 +69,8 @@ pub struct Harness {
     pub client_secrets: Vec<String>,
     /// Authorization codes seen (for the leak scan).
     pub codes: Vec<String>,
+    /// Tokens handed out through [`Harness::token`] (the usage counters must account for them).
+    pub handouts: AtomicU64,
 }
 
 /// An app known both to the simulator and to Hubkeeper.
@@ -174,7 +86,7 @@ impl Harness {
         let env = TestEnv::start().await;
         let sim = hubkeeper_sim::spawn(sim).await.expect("simulator");
         let ctl = sim.control().expect("sim control");
-        let tap = spawn_tap(&sim.base_url).await;
+        let tap = HubSpotTap::start(&sim.base_url, "api", &TapRecord::default()).await;
         let pool = env.pool();
         let admin = create_key(&pool, "test-admin", Role::Admin, "test")
             .await
@@ -194,6 +106,7 @@ impl Harness {
             apis: Vec::new(),
             client_secrets: Vec::new(),
             codes: Vec::new(),
+            handouts: AtomicU64::new(0),
         }
     }
 
@@ -216,35 +129,16 @@ impl Harness {
         vars
     }
 
-    /// Starts `hubkeeper api` and waits until it answers; returns its index.
+    /// Starts `hubkeeper api` and waits until it is ready; returns its index.
     pub async fn spawn_api(&mut self, name: &str, extra: &[(&str, &str)]) -> usize {
-        let port = free_port();
+        let port = hubkeeper_testkit::free_port();
         let vars = self.api_env(port, extra);
-        let process = HkProcess::spawn(
-            Path::new(BIN),
-            name,
-            &["api"],
-            &vars,
-            &self.env.path().join("logs"),
-        );
-        let base = format!("http://127.0.0.1:{port}");
-        let http = self.http.clone();
-        let url = format!("{base}/healthz");
-        wait_until(&format!("{name} answers"), Duration::from_secs(60), || {
-            let http = http.clone();
-            let url = url.clone();
-            async move {
-                http.get(&url)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            }
-        })
-        .await;
+        let server =
+            Server::start_on(port, name, &["api"], &vars, &self.env.path().join("logs")).await;
         self.apis.push(Api {
-            base,
+            base: server.base,
             port,
-            process,
+            process: server.process,
         });
         self.apis.len() - 1
     }
@@ -435,15 +329,42 @@ impl Harness {
     }
 
     pub async fn token(&self, api: usize, id: &str, min_validity_secs: u64) -> (StatusCode, Value) {
-        self.admin(
-            Method::GET,
-            &format!(
-                "{}/v1/installations/{id}/token?min_validity_secs={min_validity_secs}",
-                self.api(api)
-            ),
-            None,
+        let answer = self
+            .admin(
+                Method::GET,
+                &format!(
+                    "{}/v1/installations/{id}/token?min_validity_secs={min_validity_secs}",
+                    self.api(api)
+                ),
+                None,
+            )
+            .await;
+        if answer.0 == StatusCode::OK {
+            self.handouts.fetch_add(1, Ordering::Relaxed);
+        }
+        answer
+    }
+
+    /// Waits until the hand-out counters (flushed in batches) account for every token handed
+    /// out through [`Harness::token`].
+    pub async fn wait_for_usage_flush(&self) {
+        let expected = self.handouts.load(Ordering::Relaxed) as i64;
+        wait_until(
+            "hand-out counters flushed",
+            Duration::from_secs(30),
+            || async {
+                sqlx::query_scalar::<_, Option<i64>>(
+                    "SELECT sum(handouts)::bigint FROM token_usage",
+                )
+                .fetch_one(&self.pool)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(0)
+                    >= expected
+            },
         )
-        .await
+        .await;
     }
 
     pub async fn details(&self, api: usize, id: &str) -> Value {
@@ -478,32 +399,20 @@ impl Harness {
     }
 
     /// Every secret the simulator issued or the test registered.
-    pub fn secrets(&self) -> Vec<String> {
-        let mut all: Vec<String> = self.tap.seen.lock().unwrap().iter().cloned().collect();
-        all.extend(self.client_secrets.iter().cloned());
-        all.extend(self.codes.iter().cloned());
-        all.sort();
-        all.dedup();
-        all
+    pub fn secrets(&self) -> SecretScan {
+        let mut scan = self.tap.record.secrets();
+        scan.extend(SecretKind::ClientSecret, &self.client_secrets);
+        scan.extend(SecretKind::Code, &self.codes);
+        scan
     }
 
-    /// The text of every row of every table.
-    pub async fn all_table_text(&self) -> Vec<(String, String)> {
-        let tables: Vec<String> = sqlx::query_scalar(
-            "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .unwrap();
-        let mut out = Vec::new();
-        for table in tables {
-            let rows: Vec<String> =
-                sqlx::query_scalar(&format!("SELECT t::text FROM \"{table}\" t"))
-                    .fetch_all(&self.pool)
-                    .await
-                    .unwrap();
-            out.push((table, rows.join("\n")));
-        }
-        out
+    /// The leak check over every table and every process's log, once the hand-out counters
+    /// have landed (so their table is covered too); `kinds` are the secrets the test must have
+    /// handled.
+    pub async fn scan_for_leaks(&self, kinds: &[SecretKind]) {
+        self.wait_for_usage_flush().await;
+        self.secrets()
+            .assert_nowhere(kinds, &self.pool, &self.env.path().join("logs"))
+            .await;
     }
 }

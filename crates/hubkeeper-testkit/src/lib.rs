@@ -1,6 +1,21 @@
 //! Test harness: real Postgres and a real nats-server on free loopback ports in a temporary
 //! directory, per test, cleaned up on drop; helpers to run `hubkeeper` processes and kill them;
 //! and condition waits (tests wait on facts, never on fixed sleeps).
+//!
+//! One of each: [`free_port`], [`hubkeeper_binary`], [`Server`] (a `hubkeeper` process serving
+//! HTTP, ready when `/readyz` says so), [`Browser`] (headless Chromium through chromedriver),
+//! [`HubSpotTap`] (a recording proxy in front of the simulator) and [`SecretScan`] (no secret in
+//! any table or log).
+
+mod browser;
+mod leaks;
+mod server;
+mod tap;
+
+pub use browser::Browser;
+pub use leaks::{SecretKind, SecretScan};
+pub use server::{wait_ready, Server};
+pub use tap::{HubSpotTap, TapRecord, TokenCall};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -138,7 +153,33 @@ pub fn tools_dir() -> Option<PathBuf> {
     tools.exists().then_some(tools)
 }
 
-fn set_mode(path: &Path, mode: u32) {
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    hubkeeper_embedded::free_port().expect("free port")
+}
+
+/// The `hubkeeper` binary Cargo built for this test run: `$CARGO_BIN_EXE_hubkeeper` when the
+/// runner sets it, else `target/<profile>/hubkeeper`, next to the `deps/` directory that holds
+/// the test executable.
+pub fn hubkeeper_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("CARGO_BIN_EXE_hubkeeper").filter(|b| !b.is_empty()) {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().expect("path of the test executable");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|profile| profile.join("hubkeeper"))
+        .expect("the test executable lives in target/<profile>/deps");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p hubkeeper`",
+        bin.display()
+    );
+    bin
+}
+
+pub(crate) fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
@@ -216,6 +257,48 @@ impl HkProcess {
         let _ = child.kill();
         let _ = child.wait();
         false
+    }
+
+    /// Whether the test has already killed or terminated it (a process that exited by itself
+    /// has not been stopped: [`HkProcess::stop`] reports it).
+    pub fn was_stopped(&self) -> bool {
+        self.child.is_none()
+    }
+
+    /// SIGKILL of a process that must still be running: a process that had already exited by
+    /// itself would otherwise go unnoticed behind the kill.
+    pub fn crash(&mut self) {
+        assert!(
+            self.is_running(),
+            "{} had already exited before it was to be killed: {}",
+            self.name,
+            self.log_tail()
+        );
+        self.kill();
+    }
+
+    /// The end of a run for a process that must have survived it: it is still running, and
+    /// exits successfully on SIGTERM within `grace`.
+    pub fn stop(&mut self, grace: Duration) {
+        assert!(
+            self.is_running(),
+            "{} died during the run: {}",
+            self.name,
+            self.log_tail()
+        );
+        assert!(
+            self.terminate(grace),
+            "{} did not exit cleanly on SIGTERM: {}",
+            self.name,
+            self.log_tail()
+        );
+    }
+
+    /// The last lines of the log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = self.log_text();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
     pub fn is_running(&mut self) -> bool {
