@@ -533,12 +533,16 @@ async fn plans_subscriptions_usage_quota_and_the_billing_overview() {
     workers.stop(Duration::from_secs(30));
     sqlx::raw_sql(
         "TRUNCATE rm_plans, rm_subscriptions, rm_plan_changes, rm_limits_reached;
-         UPDATE rm_installations SET plan_code = NULL;
-         DELETE FROM stream_cursors WHERE name = 'billing-projection';",
+         UPDATE rm_installations SET plan_code = NULL;",
     )
     .execute(&h.pool)
     .await
     .expect("reset the billing read models");
+    sqlx::query("DELETE FROM stream_cursors WHERE name = $1")
+        .bind(hubkeeper_bus::registry::BILLING_PROJECTION_CURSOR)
+        .execute(&h.pool)
+        .await
+        .expect("reset the billing projection's cursor");
     let mut rebuilt = HkProcess::spawn(
         &hubkeeper_binary(),
         "workers-replay",
@@ -594,9 +598,10 @@ async fn billing_checksums(pool: &PgPool) -> Vec<(String, i64, String)> {
 /// Whether the billing projection has applied every stored event.
 async fn billing_caught_up(pool: &PgPool) -> bool {
     sqlx::query_scalar::<_, Option<bool>>(
-        "SELECT (SELECT last_position FROM stream_cursors WHERE name = 'billing-projection')
+        "SELECT (SELECT last_position FROM stream_cursors WHERE name = $1)
                 = (SELECT max(global_position) FROM events)",
     )
+    .bind(hubkeeper_bus::registry::BILLING_PROJECTION_CURSOR)
     .fetch_one(pool)
     .await
     .ok()

@@ -158,9 +158,10 @@ async fn relayed_count(js: &async_nats::jetstream::Context) -> u64 {
 /// relay to publish.
 async fn relay_cursor_at_end(pool: &PgPool) -> bool {
     sqlx::query_scalar::<_, Option<bool>>(
-        "SELECT (SELECT last_position FROM stream_cursors WHERE name = 'relay')
+        "SELECT (SELECT last_position FROM stream_cursors WHERE name = $1)
                 = (SELECT max(global_position) FROM events)",
     )
+    .bind(hubkeeper_bus::registry::RELAY_CURSOR)
     .fetch_one(pool)
     .await
     .ok()
