@@ -15,7 +15,7 @@ async fn up(env: &TestEnv, name: &str, extra: &[(&str, &str)]) -> Server {
     for (k, v) in extra {
         vars.push((k.to_string(), v.to_string()));
     }
-    Server::start(name, &["up"], &vars, &env.path().join("logs")).await
+    Server::start(free_port(), name, &["up"], &vars, &env.path().join("logs")).await
 }
 
 async fn can_log_in(base: &str, key: &str) -> bool {
@@ -102,7 +102,7 @@ async fn up_installs_the_admin_key_it_is_given_and_refuses_a_malformed_one() {
     vars.push(("HK_BOOTSTRAP_ADMIN_KEY".into(), "letmein".into()));
     let Server {
         process: mut bad, ..
-    } = Server::spawn_on(
+    } = Server::spawn(
         free_port(),
         "up-bad",
         &["up"],

@@ -9,8 +9,11 @@ use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use hubkeeper_api::auth::{create_key, Role};
+use hubkeeper_bus::registry::BILLING_PROJECTION_CURSOR;
 use hubkeeper_sim::SimConfig;
-use hubkeeper_testkit::{free_port, hubkeeper_binary, wait_until, HkProcess, SecretKind};
+use hubkeeper_testkit::{
+    cursor_at_end, free_port, hubkeeper_binary, wait_until, HkProcess, SecretKind,
+};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -523,7 +526,7 @@ async fn plans_subscriptions_usage_quota_and_the_billing_overview() {
     wait_until(
         "the billing projection applied every event",
         Duration::from_secs(30),
-        || billing_caught_up(&h.pool),
+        || cursor_at_end(&h.pool, BILLING_PROJECTION_CURSOR),
     )
     .await;
     let live = billing_checksums(&h.pool).await;
@@ -539,7 +542,7 @@ async fn plans_subscriptions_usage_quota_and_the_billing_overview() {
     .await
     .expect("reset the billing read models");
     sqlx::query("DELETE FROM stream_cursors WHERE name = $1")
-        .bind(hubkeeper_bus::registry::BILLING_PROJECTION_CURSOR)
+        .bind(BILLING_PROJECTION_CURSOR)
         .execute(&h.pool)
         .await
         .expect("reset the billing projection's cursor");
@@ -553,7 +556,7 @@ async fn plans_subscriptions_usage_quota_and_the_billing_overview() {
     wait_until(
         "the billing read models are rebuilt",
         Duration::from_secs(60),
-        || billing_caught_up(&h.pool),
+        || cursor_at_end(&h.pool, BILLING_PROJECTION_CURSOR),
     )
     .await;
     assert_eq!(
@@ -563,13 +566,7 @@ async fn plans_subscriptions_usage_quota_and_the_billing_overview() {
     );
     rebuilt.stop(Duration::from_secs(30));
 
-    h.scan_for_leaks(&[
-        SecretKind::AccessToken,
-        SecretKind::RefreshToken,
-        SecretKind::Code,
-        SecretKind::ClientSecret,
-    ])
-    .await;
+    h.scan_for_leaks(&SecretKind::ALL).await;
 }
 
 /// The billing read models: `(table, rows, md5 of every row)`.
@@ -593,18 +590,4 @@ async fn billing_checksums(pool: &PgPool) -> Vec<(String, i64, String)> {
         out.push((table.to_owned(), count, md5.unwrap_or_default()));
     }
     out
-}
-
-/// Whether the billing projection has applied every stored event.
-async fn billing_caught_up(pool: &PgPool) -> bool {
-    sqlx::query_scalar::<_, Option<bool>>(
-        "SELECT (SELECT last_position FROM stream_cursors WHERE name = $1)
-                = (SELECT max(global_position) FROM events)",
-    )
-    .bind(hubkeeper_bus::registry::BILLING_PROJECTION_CURSOR)
-    .fetch_one(pool)
-    .await
-    .ok()
-    .flatten()
-    .unwrap_or(false)
 }

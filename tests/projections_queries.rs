@@ -12,7 +12,7 @@ use chrono::{Duration as Span, Utc};
 use hubkeeper_api::auth::{create_key, Role};
 use hubkeeper_domain::AppId;
 use hubkeeper_projections::{replay, ReplayOptions};
-use hubkeeper_testkit::{hubkeeper_binary, wait_until, Server, TestEnv};
+use hubkeeper_testkit::{free_port, hubkeeper_binary, wait_until, Server, TestEnv};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use support::{app_rows, connected_row, insert_rows, installation_id, lifecycle_row, Row, SEALED};
@@ -197,7 +197,14 @@ async fn queries_audit_history_point_in_time_and_upcasting() {
     // The API.
     let mut vars = env.process_env();
     vars.push(("HK_MASTER_KEYS".into(), String::new()));
-    let server = Server::start("api", &["api"], &vars, &env.path().join("logs")).await;
+    let server = Server::start(
+        free_port(),
+        "api",
+        &["api"],
+        &vars,
+        &env.path().join("logs"),
+    )
+    .await;
     let base = server.base.clone();
     let auditor = create_key(&pool, "auditor", Role::Auditor, "test")
         .await

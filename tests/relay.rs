@@ -7,9 +7,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hubkeeper_bus::registry::RELAY_CURSOR;
 use hubkeeper_bus::{RelayedEvent, EVENTS_STREAM};
 use hubkeeper_store::{read_after, GlobalCursor};
-use hubkeeper_testkit::{free_port, hubkeeper_binary, wait_until, HkProcess, TestEnv};
+use hubkeeper_testkit::{
+    cursor_at_end, free_port, hubkeeper_binary, wait_until, HkProcess, TestEnv,
+};
 use rand::{Rng, SeedableRng};
 use sqlx::PgPool;
 
@@ -154,21 +157,6 @@ async fn relayed_count(js: &async_nats::jetstream::Context) -> u64 {
     }
 }
 
-/// Whether the relay's saved cursor has reached the last stored event: nothing is left for any
-/// relay to publish.
-async fn relay_cursor_at_end(pool: &PgPool) -> bool {
-    sqlx::query_scalar::<_, Option<bool>>(
-        "SELECT (SELECT last_position FROM stream_cursors WHERE name = $1)
-                = (SELECT max(global_position) FROM events)",
-    )
-    .bind(hubkeeper_bus::registry::RELAY_CURSOR)
-    .fetch_one(pool)
-    .await
-    .ok()
-    .flatten()
-    .unwrap_or(false)
-}
-
 /// 8 concurrent writers append 20,000+ events over 400 aggregates (some transactions held open,
 /// some rolled back) while relay processes run; relays are SIGKILLed and replaced twice. JetStream
 /// must end up with every committed event exactly once, each aggregate's events in order, no gap,
@@ -258,12 +246,15 @@ async fn relay_delivers_every_event_once_in_order_across_relay_crashes() {
     wait_until(
         "the relay's cursor reaches the last event",
         Duration::from_secs(180),
-        || relay_cursor_at_end(&pool),
+        || cursor_at_end(&pool, RELAY_CURSOR),
     )
     .await;
     let stream = js.get_stream(EVENTS_STREAM).await.unwrap();
     let last = relayed_count(&js).await;
-    assert!(relay_cursor_at_end(&pool).await, "the relay moved on");
+    assert!(
+        cursor_at_end(&pool, RELAY_CURSOR).await,
+        "the relay moved on"
+    );
     assert_eq!(
         last, total as u64,
         "JetStream holds exactly one message per event"

@@ -15,19 +15,12 @@ use support::{Harness, SCOPES};
 
 /// Fails if any token, refresh token, code or client secret appears in any table or log.
 async fn assert_no_secret_leaks(h: &Harness) {
-    h.scan_for_leaks(&ALL_SECRETS).await;
+    h.scan_for_leaks(&SecretKind::ALL).await;
     assert!(
         h.logs().contains("installation connected"),
         "the scan reads the logs"
     );
 }
-
-const ALL_SECRETS: [SecretKind; 4] = [
-    SecretKind::AccessToken,
-    SecretKind::RefreshToken,
-    SecretKind::Code,
-    SecretKind::ClientSecret,
-];
 
 fn error_code(target: &str) -> &str {
     target

@@ -14,13 +14,6 @@ use hubkeeper_testkit::{hubkeeper_binary, wait_until, SecretKind};
 use serde_json::{json, Value};
 use support::{master_key, Harness};
 
-const ALL_SECRETS: [SecretKind; 4] = [
-    SecretKind::AccessToken,
-    SecretKind::RefreshToken,
-    SecretKind::Code,
-    SecretKind::ClientSecret,
-];
-
 fn expires_at(token: &Value) -> DateTime<Utc> {
     token["expires_at"].as_str().unwrap().parse().unwrap()
 }
@@ -146,7 +139,7 @@ async fn hand_out_refreshes_near_expiry(rotation: RotationMode) {
     assert_eq!(details["status"], "connected");
     assert!(details["consecutive_failures"].as_u64().unwrap() >= 1);
     h.ctl.clear_faults().await.unwrap();
-    h.scan_for_leaks(&ALL_SECRETS).await;
+    h.scan_for_leaks(&SecretKind::ALL).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -253,7 +246,7 @@ async fn fifty_concurrent_hand_outs_on_two_processes_refresh_once() {
         },
     )
     .await;
-    h.scan_for_leaks(&ALL_SECRETS).await;
+    h.scan_for_leaks(&SecretKind::ALL).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -325,5 +318,5 @@ async fn key_rotation_rewraps_without_downtime() {
     let entry = String::from_utf8_lossy(&output.stdout).trim().to_string();
     assert!(entry.starts_with("k3:") && entry.len() > 40, "{entry}");
     assert!(hubkeeper_crypto::MasterKeyring::parse(&entry, None).is_ok());
-    h.scan_for_leaks(&ALL_SECRETS).await;
+    h.scan_for_leaks(&SecretKind::ALL).await;
 }

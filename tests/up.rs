@@ -43,7 +43,7 @@ async fn up_starts_everything_and_leaves_nothing_behind() {
     for round in 0..2 {
         let Server {
             process: mut up, ..
-        } = Server::start_on(
+        } = Server::start(
             port,
             &format!("up-{round}"),
             &["up"],

@@ -30,9 +30,14 @@ impl Server {
         for (k, v) in extra {
             vars.push((k.to_string(), v.to_string()));
         }
-        let server =
-            hubkeeper_testkit::Server::start("hubkeeper", args, &vars, &env.path().join("logs"))
-                .await;
+        let server = hubkeeper_testkit::Server::start(
+            hubkeeper_testkit::free_port(),
+            "hubkeeper",
+            args,
+            &vars,
+            &env.path().join("logs"),
+        )
+        .await;
         let pool = env.pool();
         Server {
             base: server.base.clone(),

@@ -181,17 +181,8 @@ impl Fleet {
 
     /// The leak check over every table and every process's log (NATS nodes' included).
     pub async fn assert_no_secrets(&self) {
-        self.secrets()
-            .assert_nowhere(
-                &[
-                    SecretKind::AccessToken,
-                    SecretKind::RefreshToken,
-                    SecretKind::Code,
-                    SecretKind::ClientSecret,
-                ],
-                &self.env.pool(),
-                &self.logs(),
-            )
+        self.env
+            .assert_no_secrets(&self.secrets(), &SecretKind::ALL)
             .await;
     }
 
@@ -219,7 +210,7 @@ async fn start_api(vars: &[(String, String)], i: usize, port: u16, logs: &Path) 
     let mut v = vars.to_vec();
     // Webhook signatures (v3) cover the URL HubSpot called: each API knows its own address.
     v.push(("HK_PUBLIC_URL".into(), format!("http://127.0.0.1:{port}")));
-    Server::start_on(port, &format!("api-{i}"), &["api"], &v, logs)
+    Server::start(port, &format!("api-{i}"), &["api"], &v, logs)
         .await
         .process
 }

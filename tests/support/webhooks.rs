@@ -38,7 +38,7 @@ pub fn process_vars(env: &TestEnv, port: u16, extra: &[(&str, &str)]) -> Vec<(St
 pub async fn start_api(env: &TestEnv, extra: &[(&str, &str)]) -> Hubkeeper {
     let port = free_port();
     let vars = process_vars(env, port, extra);
-    let server = Server::start_on(port, "api", &["api"], &vars, &env.path().join("logs")).await;
+    let server = Server::start(port, "api", &["api"], &vars, &env.path().join("logs")).await;
     let admin = create_key(&env.pool(), "test admin", Role::Admin, "test")
         .await
         .expect("admin key");

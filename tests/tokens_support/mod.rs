@@ -134,7 +134,7 @@ impl Harness {
         let port = hubkeeper_testkit::free_port();
         let vars = self.api_env(port, extra);
         let server =
-            Server::start_on(port, name, &["api"], &vars, &self.env.path().join("logs")).await;
+            Server::start(port, name, &["api"], &vars, &self.env.path().join("logs")).await;
         self.apis.push(Api {
             base: server.base,
             port,
@@ -411,8 +411,6 @@ impl Harness {
     /// handled.
     pub async fn scan_for_leaks(&self, kinds: &[SecretKind]) {
         self.wait_for_usage_flush().await;
-        self.secrets()
-            .assert_nowhere(kinds, &self.pool, &self.env.path().join("logs"))
-            .await;
+        self.env.assert_no_secrets(&self.secrets(), kinds).await;
     }
 }

@@ -17,6 +17,15 @@ pub enum SecretKind {
     ClientSecret,
 }
 
+impl SecretKind {
+    pub const ALL: [SecretKind; 4] = [
+        SecretKind::AccessToken,
+        SecretKind::RefreshToken,
+        SecretKind::Code,
+        SecretKind::ClientSecret,
+    ];
+}
+
 /// The secrets a test saw, by kind.
 #[derive(Debug, Default, Clone)]
 pub struct SecretScan {

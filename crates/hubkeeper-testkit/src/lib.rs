@@ -114,6 +114,42 @@ impl TestEnv {
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Where the processes of this test write their logs.
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.path().join("logs")
+    }
+
+    /// The leak check over every table of this test's database and every log in
+    /// [`TestEnv::log_dir`]; see [`SecretScan::assert_nowhere`].
+    pub async fn assert_no_secrets(&self, secrets: &SecretScan, kinds: &[SecretKind]) {
+        let pool = self.pool();
+        secrets.assert_nowhere(kinds, &pool, &self.log_dir()).await;
+        pool.close().await;
+    }
+
+    /// Whether the reader of the global order with cursor `name` has passed the last stored
+    /// event (nothing is left for it to read).
+    pub async fn cursor_at_end(&self, name: &str) -> bool {
+        let pool = self.pool();
+        let at_end = cursor_at_end(&pool, name).await;
+        pool.close().await;
+        at_end
+    }
+}
+
+/// Whether the reader of the global order with cursor `name` has passed the last stored event.
+pub async fn cursor_at_end(pool: &PgPool, name: &str) -> bool {
+    sqlx::query_scalar::<_, Option<bool>>(
+        "SELECT (SELECT last_position FROM stream_cursors WHERE name = $1)
+                = (SELECT max(global_position) FROM events)",
+    )
+    .bind(name)
+    .fetch_one(pool)
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or(false)
 }
 
 impl Drop for TestEnv {

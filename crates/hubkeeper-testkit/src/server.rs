@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::{free_port, hubkeeper_binary, wait_until, HkProcess};
+use crate::{hubkeeper_binary, wait_until, HkProcess};
 
 /// How long a process may take to become ready (`up` initialises Postgres first).
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -18,32 +18,23 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `hubkeeper <args>` on a free port with `env` on top of the inherited environment
-    /// (an empty value unsets), logging to `log_dir/<name>.log`, and waits until it is ready.
+    /// Starts `hubkeeper <args>` on `port` (from [`crate::free_port`], or one already written
+    /// into a redirect URI) with `env` on top of the inherited environment (an empty value
+    /// unsets), logging to `log_dir/<name>.log`, and waits until it is ready.
     pub async fn start(
-        name: &str,
-        args: &[&str],
-        env: &[(String, String)],
-        log_dir: &Path,
-    ) -> Server {
-        Self::start_on(free_port(), name, args, env, log_dir).await
-    }
-
-    /// [`Server::start`] on a given port (e.g. one already written into a redirect URI).
-    pub async fn start_on(
         port: u16,
         name: &str,
         args: &[&str],
         env: &[(String, String)],
         log_dir: &Path,
     ) -> Server {
-        let mut server = Self::spawn_on(port, name, args, env, log_dir);
+        let mut server = Self::spawn(port, name, args, env, log_dir);
         server.wait_ready().await;
         server
     }
 
     /// Spawns without waiting (a test that expects the process to refuse to start).
-    pub fn spawn_on(
+    pub fn spawn(
         port: u16,
         name: &str,
         args: &[&str],
