@@ -16,17 +16,16 @@ fn root() -> PathBuf {
 
 /// `docker-compose config` with `vars` as the only Compose variables; (success, stdout, stderr).
 fn compose_config(vars: &[(&str, &str)]) -> (bool, String, String) {
+    // A developer's own .env must not decide the outcome: an empty project env file.
+    let scratch = tempfile::tempdir().unwrap();
+    let empty_env = scratch.path().join("empty.env");
+    std::fs::write(&empty_env, "").unwrap();
     let mut command = Command::new("docker-compose");
     command
         .current_dir(root())
-        // A developer's own .env must not decide the outcome: an empty project env file.
-        .args([
-            "--env-file",
-            "/dev/null",
-            "-f",
-            "docker-compose.yml",
-            "config",
-        ])
+        .arg("--env-file")
+        .arg(&empty_env)
+        .args(["-f", "docker-compose.yml", "config"])
         .env_remove("HK_MASTER_KEYS")
         .env_remove("POSTGRES_PASSWORD")
         .env_remove("HK_PUBLIC_URL");
