@@ -7,18 +7,12 @@
 use std::process::Command;
 use std::time::Duration;
 
-use hubkeeper_testkit::{wait_until, HkProcess, TestEnv};
-
-const BIN: &str = env!("CARGO_BIN_EXE_hubkeeper");
-
-fn free_port() -> u16 {
-    hubkeeper_embedded::free_port().expect("a free port")
-}
+use hubkeeper_testkit::{free_port, hubkeeper_binary, wait_until, HkProcess, TestEnv};
 
 /// `hubkeeper doctor` with exactly these settings (the test's own environment cleared of
 /// Hubkeeper variables): (exit success, stdout + stderr).
 fn doctor(env: &[(&str, String)]) -> (bool, String) {
-    let mut command = Command::new(BIN);
+    let mut command = Command::new(hubkeeper_binary());
     command.arg("doctor");
     for (key, _) in std::env::vars() {
         if key.starts_with("HK_") || key == "DATABASE_URL" || key == "NATS_URL" {
@@ -43,7 +37,7 @@ fn doctor(env: &[(&str, String)]) -> (bool, String) {
 }
 
 fn master_key() -> String {
-    let out = Command::new(BIN)
+    let out = Command::new(hubkeeper_binary())
         .args(["keys", "generate", "--kid", "doctor1"])
         .output()
         .expect("keys generate");
@@ -56,7 +50,7 @@ async fn doctor_passes_a_working_setup() {
     let env = TestEnv::start().await;
     let sim_addr = format!("127.0.0.1:{}", free_port());
     let _sim = HkProcess::spawn(
-        BIN.as_ref(),
+        &hubkeeper_binary(),
         "sim",
         &["sim", "--bind", &sim_addr],
         &[],
