@@ -310,7 +310,7 @@ pub async fn run(deps: &SelfTestDeps, app_id: Option<AppId>) -> SelfTestReport {
                     sim_tokens = Some(set);
                     step.end(StepStatus::Passed, detail)
                 }
-                Err(e) => step.end(StepStatus::Failed, e),
+                Err(e) => step.end(StepStatus::Failed, e.to_string()),
             }
         }
         Some(Ok(creds)) => match deps
@@ -564,34 +564,55 @@ async fn connected_installation(
     id.map(hubkeeper_domain::InstallationId::from_uuid)
 }
 
+/// Why the self-test's install flow against the simulator failed; the text is the step's detail.
+#[derive(Debug, thiserror::Error)]
+enum SimExchangeError {
+    #[error("the simulator's control URL cannot be built: {0}")]
+    Url(#[from] url::ParseError),
+    #[error("simulator control API: {0}")]
+    ControlApi(String),
+    #[error("the simulator has no account to install into")]
+    NoAccount,
+    #[error("the simulator does not know the app's client id")]
+    UnknownApp,
+    #[error("simulator consent: {0}")]
+    Consent(String),
+    #[error("the simulator refused the consent ({status}): {message}")]
+    ConsentRefused { status: u16, message: String },
+    #[error("code exchange failed: {0}")]
+    Exchange(HubSpotError),
+    #[error("code exchange worked, refresh failed: {0}")]
+    Refresh(HubSpotError),
+}
+
 async fn sim_exchange(
     http: &reqwest::Client,
     base: &url::Url,
     hubspot: &HubSpotClient,
     creds: &hubkeeper_hubspot::AppCredentials,
-) -> Result<(hubkeeper_hubspot::TokenSet, String), String> {
+) -> Result<(hubkeeper_hubspot::TokenSet, String), SimExchangeError> {
     let accounts: serde_json::Value = http
-        .get(base.join("_sim/accounts").map_err(|e| e.to_string())?)
+        .get(base.join("_sim/accounts")?)
         .send()
         .await
-        .map_err(|e| format!("simulator control API: {}", reason(e)))?
+        .map_err(|e| SimExchangeError::ControlApi(reason(e)))?
         .json()
         .await
-        .map_err(|e| format!("simulator control API: {e}"))?;
+        .map_err(|e| SimExchangeError::ControlApi(e.to_string()))?;
     let hub_id = accounts
         .as_array()
         .and_then(|a| a.first())
         .and_then(|a| a.get("hub_id"))
         .and_then(|h| h.as_u64())
-        .ok_or("the simulator has no account to install into")?;
+        .ok_or(SimExchangeError::NoAccount)?;
     let apps: serde_json::Value = http
-        .get(base.join("_sim/apps").map_err(|e| e.to_string())?)
+        .get(base.join("_sim/apps")?)
         .send()
         .await
-        .map_err(|e| format!("simulator control API: {}", reason(e)))?
+        .map_err(|e| SimExchangeError::ControlApi(reason(e)))?
         .json()
         .await
-        .map_err(|e| format!("simulator control API: {e}"))?;
+        .map_err(|e| SimExchangeError::ControlApi(e.to_string()))?;
     let scopes: Vec<serde_json::Value> = apps
         .as_array()
         .into_iter()
@@ -600,9 +621,9 @@ async fn sim_exchange(
         .and_then(|a| a.get("scopes"))
         .and_then(|s| s.as_array())
         .cloned()
-        .ok_or("the simulator does not know the app's client id")?;
+        .ok_or(SimExchangeError::UnknownApp)?;
     let approval = http
-        .post(base.join("_sim/approve").map_err(|e| e.to_string())?)
+        .post(base.join("_sim/approve")?)
         .json(&serde_json::json!({
             "client_id": creds.client_id,
             "redirect_uri": creds.redirect_uri,
@@ -612,36 +633,35 @@ async fn sim_exchange(
         }))
         .send()
         .await
-        .map_err(|e| format!("simulator consent: {}", reason(e)))?;
+        .map_err(|e| SimExchangeError::Consent(reason(e)))?;
     let status = approval.status();
     let body: serde_json::Value = approval
         .json()
         .await
-        .map_err(|e| format!("simulator consent: {e}"))?;
+        .map_err(|e| SimExchangeError::Consent(e.to_string()))?;
     let code = body
         .get("code")
         .and_then(|c| c.as_str())
         .filter(|_| status.is_success())
-        .ok_or_else(|| {
-            format!(
-                "the simulator refused the consent ({}): {}",
-                status.as_u16(),
-                body.get("message")
-                    .and_then(|m| m.as_str())
-                    .unwrap_or("no reason given")
-            )
+        .ok_or_else(|| SimExchangeError::ConsentRefused {
+            status: status.as_u16(),
+            message: body
+                .get("message")
+                .and_then(|m| m.as_str())
+                .unwrap_or("no reason given")
+                .to_owned(),
         })?;
     let started = Instant::now();
     let first = hubspot
         .exchange_code(creds, code)
         .await
-        .map_err(|e| format!("code exchange failed: {e}"))?;
+        .map_err(SimExchangeError::Exchange)?;
     let exchange_ms = started.elapsed().as_millis();
     let started = Instant::now();
     let refreshed = hubspot
         .refresh(creds, &first.refresh_token, first.hub_id)
         .await
-        .map_err(|e| format!("code exchange worked, refresh failed: {e}"))?;
+        .map_err(SimExchangeError::Refresh)?;
     Ok((
         refreshed,
         format!(

@@ -174,9 +174,7 @@ pub async fn run_roles(
     let metrics = hubkeeper_telemetry::metrics_handle()?;
     let pool = pool_for(config, database_url, &format!("hubkeeper-{label}"))?;
     wait_for("postgres migrations", &shutdown, || async {
-        hubkeeper_store::migrate(&pool)
-            .await
-            .map_err(|e| e.to_string())
+        hubkeeper_store::migrate(&pool).await
     })
     .await?;
     let nats = hubkeeper_bus::connect(nats_url, &format!("hubkeeper-{label}")).await?;
@@ -187,9 +185,7 @@ pub async fn run_roles(
         refresh_dedup_window: config.tokens.refresh_lead.max(Duration::from_secs(60)),
     };
     wait_for("JetStream streams", &shutdown, || async {
-        hubkeeper_bus::ensure_streams(&js, &streams)
-            .await
-            .map_err(|e| e.to_string())
+        hubkeeper_bus::ensure_streams(&js, &streams).await
     })
     .await?;
 
@@ -355,14 +351,15 @@ pub async fn run_roles(
 }
 
 /// Retries a start-up step (a dependency may still be coming up) until it works or shutdown.
-async fn wait_for<F, Fut>(
+async fn wait_for<F, Fut, E>(
     what: &str,
     shutdown: &CancellationToken,
     mut step: F,
 ) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
 {
     let mut delay = Duration::from_millis(200);
     loop {

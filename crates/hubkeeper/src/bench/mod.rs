@@ -87,15 +87,27 @@ pub enum Scenario {
 }
 
 /// Every bench size, rate, count and duration: zero would divide by zero or pick from nothing.
-fn positive<T>(raw: &str) -> Result<T, String>
+fn positive<T>(raw: &str) -> Result<T, NotPositive>
 where
     T: std::str::FromStr + PartialOrd + Default,
 {
     match raw.trim().parse::<T>() {
         Ok(n) if n > T::default() => Ok(n),
-        _ => Err(format!("`{raw}` is not a positive whole number")),
+        _ => Err(NotPositive(raw.to_owned())),
     }
 }
+
+/// A bench argument that is not a positive whole number (clap prints it under the flag).
+#[derive(Debug)]
+struct NotPositive(String);
+
+impl std::fmt::Display for NotPositive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}` is not a positive whole number", self.0)
+    }
+}
+
+impl std::error::Error for NotPositive {}
 
 /// Servers for one bench run, removed afterwards.
 pub struct BenchEnv {
