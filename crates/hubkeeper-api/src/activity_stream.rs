@@ -17,10 +17,9 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use axum::Router;
-use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+use hubkeeper_projections::queries::{newest_activity, ActivityView};
+use serde::Deserialize;
 
 use crate::auth::{Caller, Permission};
 use crate::error::ApiError;
@@ -38,38 +37,10 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/activity/stream", get(stream))
 }
 
-/// One activity-log row, in the same JSON shape as the items of `GET /v1/activity`.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct ActivityItem {
-    #[serde(rename = "position")]
-    pub global_position: i64,
-    pub occurred_at: DateTime<Utc>,
-    pub level: String,
-    pub actor: String,
-    pub aggregate_type: String,
-    pub aggregate_id: String,
-    pub event_type: String,
-    pub installation_id: Option<Uuid>,
-    pub app_id: Option<Uuid>,
-    pub hub_id: Option<i64>,
-    pub message: String,
-}
-
 #[derive(Debug, Deserialize)]
 struct StreamQuery {
     /// Rows up to this position are already on the client's screen.
     after: Option<i64>,
-}
-
-async fn newest(pool: &sqlx::PgPool) -> Result<Vec<ActivityItem>, sqlx::Error> {
-    sqlx::query_as::<_, ActivityItem>(
-        "SELECT global_position, occurred_at, level, actor, aggregate_type, aggregate_id,
-                event_type, installation_id, app_id, hub_id, message
-           FROM rm_activity ORDER BY global_position DESC LIMIT $1",
-    )
-    .bind(WINDOW)
-    .fetch_all(pool)
-    .await
 }
 
 struct Cursor {
@@ -100,10 +71,10 @@ async fn stream(
             None
         }
     };
-    let sent = newest(state.pool())
+    let sent = newest_activity(state.pool(), WINDOW)
         .await?
         .into_iter()
-        .map(|row| row.global_position)
+        .map(|row| row.position)
         .filter(|p| *p <= after)
         .collect();
     let cursor = Cursor {
@@ -117,20 +88,20 @@ async fn stream(
             wait_for_change(&mut cursor.wake).await;
         }
         cursor.first = false;
-        let rows = match newest(cursor.state.pool()).await {
+        let rows = match newest_activity(cursor.state.pool(), WINDOW).await {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::warn!(error = %e, "activity stream: cannot read the activity log");
                 Vec::new()
             }
         };
-        let mut fresh: Vec<ActivityItem> = rows
+        let mut fresh: Vec<ActivityView> = rows
             .into_iter()
-            .filter(|row| !cursor.sent.contains(&row.global_position))
+            .filter(|row| !cursor.sent.contains(&row.position))
             .collect();
-        fresh.sort_by_key(|row| row.global_position);
+        fresh.sort_by_key(|row| row.position);
         for row in &fresh {
-            cursor.sent.insert(row.global_position);
+            cursor.sent.insert(row.position);
         }
         while cursor.sent.len() > (WINDOW as usize) * 4 {
             cursor.sent.pop_first();
@@ -140,7 +111,7 @@ async fn stream(
             .filter_map(|row| {
                 Event::default()
                     .event("activity")
-                    .id(row.global_position.to_string())
+                    .id(row.position.to_string())
                     .json_data(row)
                     .ok()
             })

@@ -65,9 +65,11 @@ pub struct AppChanges {
     pub client_secret_supplied: bool,
 }
 
-/// What the API shows of an app. There is deliberately no secret field.
+/// One app as `GET /v1/apps/{id}` and the app commands answer it, read from the aggregate (so
+/// an answer always includes the command just made); lists come from the `rm_apps` read model
+/// (`hubkeeper_projections::queries::AppView`). There is deliberately no secret field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct AppView {
+pub struct AppDetails {
     pub app_id: AppId,
     pub label: String,
     pub description: String,
@@ -85,7 +87,7 @@ pub struct AppView {
     pub install_path: String,
 }
 
-impl AppView {
+impl AppDetails {
     fn of(app_id: AppId, app: &App, config: &AppConfig) -> Self {
         Self {
             app_id,
@@ -176,7 +178,7 @@ impl AppService {
         &self,
         new: NewApp,
         metadata: &EventMetadata,
-    ) -> Result<AppView, CoreError> {
+    ) -> Result<AppDetails, CoreError> {
         if new.client_secret.expose_secret_len() == 0 {
             return Err(CoreError::InvalidInput(
                 "client secret must not be empty".into(),
@@ -218,12 +220,12 @@ impl AppService {
     }
 
     /// An app's details (also after deletion, for the record).
-    pub async fn get(&self, app_id: AppId) -> Result<AppView, CoreError> {
+    pub async fn get(&self, app_id: AppId) -> Result<AppDetails, CoreError> {
         let app = self.load(app_id).await?;
         let config = app
             .config()
             .ok_or_else(|| CoreError::not_found("app", app_id))?;
-        Ok(AppView::of(app_id, &app, config))
+        Ok(AppDetails::of(app_id, &app, config))
     }
 
     /// Applies `changes` and returns the new state with the domain's warnings (scopes, redirect
@@ -233,7 +235,7 @@ impl AppService {
         app_id: AppId,
         changes: AppChanges,
         metadata: &EventMetadata,
-    ) -> Result<(AppView, Vec<String>), CoreError> {
+    ) -> Result<(AppDetails, Vec<String>), CoreError> {
         if changes.client_secret_supplied {
             return Err(CoreError::App(AppError::ClientSecretImmutable));
         }

@@ -24,13 +24,13 @@ pub mod settings;
 pub mod tokens;
 pub mod vault;
 
-pub use apps::{AppChanges, AppDeletion, AppService, AppView, NewApp};
+pub use apps::{AppChanges, AppDeletion, AppDetails, AppService, NewApp};
 pub use broadcast::{Broadcaster, Invalidation, INVALIDATE_SUBJECT};
 pub use commands::{CommandBus, CommandError};
 pub use error::CoreError;
 pub use oauth::{CallbackError, CallbackParams, OAuthConfig, OAuthService};
 pub use tokens::{
-    ForgetOutcome, HandedOutToken, InstallationView, NotRefreshable, RefreshFailure,
+    ForgetOutcome, HandedOutToken, InstallationDetails, NotRefreshable, RefreshFailure,
     RefreshOutcome, RefreshTrigger, TokenConfig, TokenDeps, TokenService, TokenUsage, TriggerKind,
 };
 pub use vault::{RotationProgress, RotationReport, Vault};

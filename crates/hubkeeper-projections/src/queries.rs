@@ -635,6 +635,18 @@ fn activity_from_row(row: &PgRow) -> Result<ActivityView, sqlx::Error> {
     })
 }
 
+/// The newest `limit` activity rows, newest first: the live activity stream's window, in the
+/// same shape as the items of [`list_activity`].
+pub async fn newest_activity(pool: &PgPool, limit: i64) -> Result<Vec<ActivityView>, sqlx::Error> {
+    sqlx::query("SELECT * FROM rm_activity ORDER BY global_position DESC LIMIT $1")
+        .bind(limit)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(activity_from_row)
+        .collect()
+}
+
 fn push_activity_filters(b: &mut QueryBuilder<'_, Postgres>, q: &ActivityQuery) {
     b.push(" WHERE true");
     if !q.levels.is_empty() {

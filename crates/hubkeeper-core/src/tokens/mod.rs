@@ -95,9 +95,11 @@ impl Default for TokenConfig {
     }
 }
 
-/// An installation as the API shows it. No tokens, sealed or not.
+/// One installation as `GET /v1/installations/{id}` answers it, read from the aggregate (with
+/// its history and hand-out usage); lists come from the `rm_installations` read model
+/// (`hubkeeper_projections::queries::InstallationView`). No tokens, sealed or not.
 #[derive(Debug, Clone, Serialize)]
-pub struct InstallationView {
+pub struct InstallationDetails {
     pub installation_id: InstallationId,
     pub app_id: AppId,
     pub hub_id: HubId,
@@ -228,7 +230,7 @@ impl TokenService {
     }
 
     /// An installation's details for the API.
-    pub async fn details(&self, id: &InstallationId) -> Result<InstallationView, CoreError> {
+    pub async fn details(&self, id: &InstallationId) -> Result<InstallationDetails, CoreError> {
         let installation = self.inner.load(id).await?;
         let now = self.inner.clock.now();
         let (Some(status), Some(app_id), Some(hub_id)) = (
@@ -238,7 +240,7 @@ impl TokenService {
         ) else {
             return Err(CoreError::not_found("installation", id));
         };
-        Ok(InstallationView {
+        Ok(InstallationDetails {
             installation_id: *id,
             app_id,
             hub_id,
