@@ -2,14 +2,18 @@
 //! Handlers (HTTP, workers) call these services; they never talk to cqrs-es directly.
 //!
 //! * [`access`]: API keys with their roles, and dashboard sessions.
+//! * [`commands`]: the command bus every aggregate's commands go through (conflict retries,
+//!   event metadata, each aggregate's snapshot policy).
+//! * [`error`]: [`CoreError`], the one error type of these services.
 //! * [`vault`]: envelope encryption of tokens and client secrets, crypto-shredding, key rotation.
 //! * [`apps`]: app registration and credentials.
 //! * [`tokens`]: token hand-out, single-flight refresh, revoke, disconnect, forget.
 //! * [`oauth`]: the install flow (signed single-use state, code exchange, connect).
 //! * [`broadcast`]: cross-process cache invalidation.
-//! * [`billing`], [`settings`], [`backup`], [`selftest`] (with [`ops`]): pricing plans,
-//!   subscriptions and usage; runtime settings and the control channel; backups and restores;
-//!   the integration self-test.
+//! * [`billing`]: pricing plans, subscriptions, usage and quotas.
+//! * [`settings`]: runtime settings and the control channel that applies them everywhere.
+//! * [`backup`]: backups, restores and the maintenance schedule.
+//! * [`selftest`]: the integration self-test.
 
 pub mod access;
 pub mod apps;
