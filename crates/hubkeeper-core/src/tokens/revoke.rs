@@ -23,6 +23,15 @@ pub struct ForgetOutcome {
     pub shredded: bool,
 }
 
+/// The two ways an operator ends an installation's access.
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    /// For good, at HubSpot too.
+    Revoke,
+    /// Tokens removed; a reconnect restores access.
+    Disconnect,
+}
+
 impl TokenService {
     /// Revokes the refresh token at HubSpot, then records the revocation. Cannot be undone: only
     /// a new install flow restores access. If HubSpot cannot be reached nothing is recorded and
@@ -43,12 +52,7 @@ impl TokenService {
             }
             Some(_) => {}
         }
-        let (inner, id) = (self.inner.clone(), *id);
-        inner
-            .exclusive(id, move |inner| async move {
-                inner.revoke_locked(&id, &reason, metadata).await
-            })
-            .await
+        self.end_access(*id, Ending::Revoke, reason, metadata).await
     }
 
     /// Removes the tokens (status disconnected, data kept, reconnect possible) and revokes the
@@ -61,10 +65,25 @@ impl TokenService {
         metadata: EventMetadata,
     ) -> Result<(), CoreError> {
         let reason = check_reason(reason)?;
-        let (inner, id) = (self.inner.clone(), *id);
-        inner
+        self.end_access(*id, Ending::Disconnect, reason, metadata)
+            .await
+    }
+
+    /// Revokes or disconnects under the installation's locks, so neither races a refresh.
+    async fn end_access(
+        &self,
+        id: InstallationId,
+        ending: Ending,
+        reason: String,
+        metadata: EventMetadata,
+    ) -> Result<(), CoreError> {
+        self.inner
+            .clone()
             .exclusive(id, move |inner| async move {
-                inner.disconnect_locked(&id, &reason, metadata).await
+                match ending {
+                    Ending::Revoke => inner.revoke_locked(&id, &reason, metadata).await,
+                    Ending::Disconnect => inner.disconnect_locked(&id, &reason, metadata).await,
+                }
             })
             .await
     }
