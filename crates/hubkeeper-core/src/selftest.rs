@@ -585,34 +585,35 @@ enum SimExchangeError {
     Refresh(HubSpotError),
 }
 
+/// A JSON answer of the simulator's control API.
+async fn control_get(
+    http: &reqwest::Client,
+    base: &url::Url,
+    path: &str,
+) -> Result<serde_json::Value, SimExchangeError> {
+    http.get(base.join(path)?)
+        .send()
+        .await
+        .map_err(|e| SimExchangeError::ControlApi(reason(e)))?
+        .json()
+        .await
+        .map_err(|e| SimExchangeError::ControlApi(e.to_string()))
+}
+
 async fn sim_exchange(
     http: &reqwest::Client,
     base: &url::Url,
     hubspot: &HubSpotClient,
     creds: &hubkeeper_hubspot::AppCredentials,
 ) -> Result<(hubkeeper_hubspot::TokenSet, String), SimExchangeError> {
-    let accounts: serde_json::Value = http
-        .get(base.join("_sim/accounts")?)
-        .send()
-        .await
-        .map_err(|e| SimExchangeError::ControlApi(reason(e)))?
-        .json()
-        .await
-        .map_err(|e| SimExchangeError::ControlApi(e.to_string()))?;
+    let accounts = control_get(http, base, "_sim/accounts").await?;
     let hub_id = accounts
         .as_array()
         .and_then(|a| a.first())
         .and_then(|a| a.get("hub_id"))
         .and_then(|h| h.as_u64())
         .ok_or(SimExchangeError::NoAccount)?;
-    let apps: serde_json::Value = http
-        .get(base.join("_sim/apps")?)
-        .send()
-        .await
-        .map_err(|e| SimExchangeError::ControlApi(reason(e)))?
-        .json()
-        .await
-        .map_err(|e| SimExchangeError::ControlApi(e.to_string()))?;
+    let apps = control_get(http, base, "_sim/apps").await?;
     let scopes: Vec<serde_json::Value> = apps
         .as_array()
         .into_iter()

@@ -158,9 +158,8 @@ impl Vault {
         installation: &InstallationId,
         sealed: &Sealed,
     ) -> Result<SecretString, CoreError> {
-        let owner = installation_owner(installation);
-        let key = self.key_for_open(&owner, sealed.dek_id()).await?;
-        Ok(open_string(&key, sealed, &Aad::access_token(&owner))?)
+        self.open_token(installation, sealed, Aad::access_token)
+            .await
     }
 
     /// Opens an installation's sealed refresh token. Never cache the result.
@@ -169,9 +168,21 @@ impl Vault {
         installation: &InstallationId,
         sealed: &Sealed,
     ) -> Result<SecretString, CoreError> {
+        self.open_token(installation, sealed, Aad::refresh_token)
+            .await
+    }
+
+    /// Opens one of an installation's tokens; `aad` names its kind, so a token of one kind
+    /// never opens as another.
+    async fn open_token(
+        &self,
+        installation: &InstallationId,
+        sealed: &Sealed,
+        aad: fn(String) -> Aad,
+    ) -> Result<SecretString, CoreError> {
         let owner = installation_owner(installation);
         let key = self.key_for_open(&owner, sealed.dek_id()).await?;
-        Ok(open_string(&key, sealed, &Aad::refresh_token(&owner))?)
+        Ok(open_string(&key, sealed, &aad(owner))?)
     }
 
     /// Seals an app's client secret (before the RegisterApp command carries it).

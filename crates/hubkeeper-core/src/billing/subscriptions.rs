@@ -81,22 +81,11 @@ impl BillingService {
                     .into(),
             ));
         }
-        let (_, snapshot) = self.snapshot(plan_id).await?;
+        let before = self
+            .change_plan(installation_id, app_id, plan_id, trigger, metadata)
+            .await?
+            .unwrap_or_default();
         let id = installation_id.to_string();
-        let (_, before) = self.bus.subscriptions().load(&id).await?;
-        self.bus
-            .subscriptions()
-            .execute(
-                &id,
-                SubscriptionCommand::ChangePlan {
-                    installation_id,
-                    app_id,
-                    plan: snapshot,
-                    trigger,
-                },
-                metadata,
-            )
-            .await?;
         let (subscription, after) = self.bus.subscriptions().load(&id).await?;
         let view = self
             .subscription_view(installation_id, &subscription)
@@ -131,11 +120,34 @@ impl BillingService {
         let Some(plan_id) = plan.map(PlanId::from_uuid) else {
             return Ok(false);
         };
+        let changed = self
+            .change_plan(
+                installation_id,
+                app_id,
+                plan_id,
+                ChangeTrigger::Registration,
+                metadata,
+            )
+            .await?;
+        Ok(changed.is_some())
+    }
+
+    /// Moves a tenant onto the current version of `plan_id` and returns its subscription's
+    /// sequence before the command. A registration only ever starts a subscription: for a
+    /// tenant that has one already it does nothing and answers `None`.
+    async fn change_plan(
+        &self,
+        installation_id: InstallationId,
+        app_id: AppId,
+        plan_id: PlanId,
+        trigger: ChangeTrigger,
+        metadata: &EventMetadata,
+    ) -> Result<Option<usize>, CoreError> {
         let (_, snapshot) = self.snapshot(plan_id).await?;
         let id = installation_id.to_string();
         let (_, before) = self.bus.subscriptions().load(&id).await?;
-        if before > 0 {
-            return Ok(false);
+        if trigger == ChangeTrigger::Registration && before > 0 {
+            return Ok(None);
         }
         self.bus
             .subscriptions()
@@ -145,12 +157,12 @@ impl BillingService {
                     installation_id,
                     app_id,
                     plan: snapshot,
-                    trigger: ChangeTrigger::Registration,
+                    trigger,
                 },
                 metadata,
             )
             .await?;
-        Ok(true)
+        Ok(Some(before))
     }
 
     /// A tenant's subscription; `None` when it is on no plan.

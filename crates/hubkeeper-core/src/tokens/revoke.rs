@@ -161,18 +161,39 @@ impl Inner {
                 Err(e) => return Err(CoreError::HubSpot(e)),
             }
         }
-        self.bus
-            .installations()
-            .execute(
-                &id.to_string(),
+        self.record_ending(id, Ending::Revoke, reason, metadata)
+            .await
+    }
+
+    /// Records a revoke or disconnect with the operator's reason and drops the installation's
+    /// cached tokens in every process.
+    async fn record_ending(
+        &self,
+        id: &InstallationId,
+        ending: Ending,
+        reason: &str,
+        metadata: EventMetadata,
+    ) -> Result<(), CoreError> {
+        let (command, done) = match ending {
+            Ending::Revoke => (
                 InstallationCommand::Revoke {
                     reason: reason.to_owned(),
                 },
-                &metadata.reason(reason),
-            )
+                "installation revoked",
+            ),
+            Ending::Disconnect => (
+                InstallationCommand::Disconnect {
+                    reason: reason.to_owned(),
+                },
+                "installation disconnected",
+            ),
+        };
+        self.bus
+            .installations()
+            .execute(&id.to_string(), command, &metadata.reason(reason))
             .await?;
         self.changed(id, None).await;
-        tracing::info!(installation_id = %id, "installation revoked");
+        tracing::info!(installation_id = %id, "{done}");
         Ok(())
     }
 
@@ -198,18 +219,8 @@ impl Inner {
             }
             _ => None,
         };
-        self.bus
-            .installations()
-            .execute(
-                &id.to_string(),
-                InstallationCommand::Disconnect {
-                    reason: reason.to_owned(),
-                },
-                &metadata.reason(reason),
-            )
+        self.record_ending(id, Ending::Disconnect, reason, metadata)
             .await?;
-        self.changed(id, None).await;
-        tracing::info!(installation_id = %id, "installation disconnected");
         if let Some((creds, refresh)) = grant {
             match self.hubspot.revoke_refresh_token(&creds, &refresh).await {
                 Ok(()) => {}
