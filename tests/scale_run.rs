@@ -372,7 +372,7 @@ async fn scale_run_survives_killing_one_of_each_role_and_a_nats_node() {
         },
     )
     .await;
-    let dead = hubkeeper_webhooks::dlq::list(&js, None, 10, None)
+    let dead = hubkeeper_bus::dead_letter::list(&js, None, 10, None)
         .await
         .expect("list dead letters");
     assert!(dead.is_empty(), "nothing dead-lettered: {dead:?}");

@@ -285,7 +285,7 @@ async fn ten_thousand_events_exactly_once_across_a_nats_restart() {
         unique,
         "redelivered batches recorded nothing twice"
     );
-    let dead = hubkeeper_webhooks::dlq::list(&js, Some("webhooks"), 10, None)
+    let dead = hubkeeper_bus::dead_letter::list(&js, Some("webhooks"), 10, None)
         .await
         .expect("list dead letters");
     assert!(dead.is_empty(), "nothing dead-lettered: {dead:?}");

@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use hubkeeper_webhooks::dlq::{self, DlqError};
+use hubkeeper_bus::dead_letter::{self, DeadLetterError};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -31,14 +31,14 @@ pub struct DlqParams {
     before: Option<String>,
 }
 
-fn dlq_error(e: DlqError) -> ApiError {
+fn dlq_error(e: DeadLetterError) -> ApiError {
     match e {
-        DlqError::NotFound(seq) => ApiError::not_found(format!("no dead letter {seq}")),
-        DlqError::NoSource(seq) => ApiError::conflict(
+        DeadLetterError::NotFound(seq) => ApiError::not_found(format!("no dead letter {seq}")),
+        DeadLetterError::NoSource(seq) => ApiError::conflict(
             "conflict",
             format!("dead letter {seq} names no source subject to re-drive to"),
         ),
-        DlqError::Bus(cause) => ApiError::unavailable(format!("NATS: {cause}")),
+        DeadLetterError::Bus(cause) => ApiError::unavailable(format!("NATS: {cause}")),
     }
 }
 
@@ -68,7 +68,7 @@ async fn list_dead_letters(
         })
         .transpose()?;
     let kind = text("kind", &p.kind)?;
-    let items = dlq::list(state.jetstream(), kind.as_deref(), limit, before)
+    let items = dead_letter::list(state.jetstream(), kind.as_deref(), limit, before)
         .await
         .map_err(dlq_error)?;
     let next_before = (items.len() == limit)
@@ -85,7 +85,9 @@ async fn show_dead_letter(
 ) -> Result<Response, ApiError> {
     caller.require(Permission::ReadAudit)?;
     let seq = parse_seq(&seq)?;
-    let letter = dlq::show(state.jetstream(), seq).await.map_err(dlq_error)?;
+    let letter = dead_letter::show(state.jetstream(), seq)
+        .await
+        .map_err(dlq_error)?;
     Ok(Json(letter).into_response())
 }
 
@@ -97,7 +99,7 @@ async fn redrive_dead_letter(
 ) -> Result<Response, ApiError> {
     caller.require(Permission::Administer)?;
     let seq = parse_seq(&seq)?;
-    let subject = dlq::redrive(state.jetstream(), seq)
+    let subject = dead_letter::redrive(state.jetstream(), seq)
         .await
         .map_err(dlq_error)?;
     tracing::info!(seq, %subject, key = %caller.key_id, "dead letter re-driven by an operator");

@@ -3,8 +3,12 @@
 //! every worker builds on:
 //!
 //! * [`leadership`]: single active roles (leader election and the loop they share);
+//! * [`consume`]: the consume loop of every JetStream worker (concurrency, retries, shutdown);
+//! * [`dead_letter`]: the dead-letter stream's one writer and reader;
 //! * [`registry`]: advisory-lock keys and cursor names, each defined once.
 
+pub mod consume;
+pub mod dead_letter;
 pub mod envelope;
 pub mod leadership;
 pub mod registry;

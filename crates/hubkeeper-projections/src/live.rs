@@ -15,6 +15,10 @@
 //! Sorting gives every batch the same lock order (app rows before installation rows, each by id),
 //! so concurrent batches wait for each other instead of deadlocking.
 //!
+//! The queue mechanics (pulling, NAK delays, dead letters after the last delivery, finishing the
+//! batch in flight on shutdown) are `hubkeeper_bus::consume`'s, in its batch form: the loop
+//! hands over whatever the subscription has buffered, this module orders and applies it.
+//!
 //! Lag, reported as `hk_projector_lag_events` and `hk_projector_lag_seconds`, is measured against
 //! `HK_EVENTS`: messages not yet delivered or not yet acknowledged, and the age (since it was
 //! recorded in the store) of the oldest unacknowledged one. The relay's own lag
@@ -23,19 +27,19 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer, message::PublishMessage, AckKind};
-use bytes::Bytes;
-use futures::{FutureExt, StreamExt};
-use hubkeeper_bus::{RelayedEvent, DLQ_SUBJECT_PREFIX, EVENTS_STREAM};
+use async_nats::jetstream;
+use hubkeeper_bus::consume::{
+    consume_batches, Backoff, BatchHandler, ConsumerSpec, Delivery, Outcome,
+};
+use hubkeeper_bus::{dead_letter, RelayedEvent, EVENTS_STREAM};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::apply::{apply_events, ApplyReport, Outcome};
+use crate::apply::{apply_events, ApplyReport, Outcome as ApplyOutcome};
 use crate::counts::{recount_all, recount_apps};
 use crate::event::ProjectedEvent;
 use crate::tables::Tables;
-use crate::ProjectionError;
 
 /// The durable consumer all projector processes share.
 pub const PROJECTOR_CONSUMER: &str = "projector";
@@ -75,7 +79,7 @@ impl Default for ProjectorConfig {
     }
 }
 
-/// One projector worker process's loop.
+/// One projector worker process.
 pub struct Projector {
     pool: PgPool,
     js: jetstream::Context,
@@ -84,7 +88,8 @@ pub struct Projector {
 }
 
 struct Item {
-    message: jetstream::Message,
+    /// Index of its delivery in the batch.
+    index: usize,
     event: ProjectedEvent,
 }
 
@@ -98,96 +103,57 @@ impl Projector {
         }
     }
 
-    pub fn consumer_config(&self) -> consumer::pull::Config {
-        consumer::pull::Config {
-            durable_name: Some(PROJECTOR_CONSUMER.into()),
-            description: Some("Projector workers (shared): events -> Postgres read models".into()),
-            deliver_policy: consumer::DeliverPolicy::All,
-            ack_policy: consumer::AckPolicy::Explicit,
+    /// Where the workers consume from and how they retry. Batches are applied one at a time per
+    /// process (concurrency 1): each batch is sorted and applied in one transaction, and what
+    /// the next one may apply depends on what this one committed.
+    pub fn consumer_spec(&self) -> ConsumerSpec {
+        ConsumerSpec {
+            stream: EVENTS_STREAM.into(),
+            durable_name: PROJECTOR_CONSUMER.into(),
+            description: "Projector workers (shared): events -> Postgres read models".into(),
+            filter_subject: None,
+            dead_letter_kind: dead_letter::kind::PROJECTOR,
             ack_wait: self.config.ack_wait,
-            // Spare deliveries: a worker dying during the last one still leaves one to
-            // dead-letter the message instead of stranding it.
-            max_deliver: self.config.max_deliver + 2,
+            max_deliver: self.config.max_deliver,
+            backoff: Backoff(self.config.backoff.clone()),
+            concurrency: 1,
+            batch_size: self.config.batch_size,
             max_ack_pending: (self.config.batch_size as i64 * 8).max(1024),
-            ..Default::default()
+            errors_counter: "hk_projector_errors_total",
+            // A redelivered event is a duplicate by its sequence: not worth a round trip.
+            confirm_acks: false,
         }
     }
 
-    /// Consumes until `shutdown`, resubscribing after errors (NATS restart, stream missing).
+    /// Consumes until `shutdown` (the batch in flight is committed and acknowledged first),
+    /// reporting the lag alongside.
     pub async fn run(self, shutdown: CancellationToken) {
-        while !shutdown.is_cancelled() {
-            if let Err(error) = self.consume(&shutdown).await {
-                metrics::counter!("hk_projector_errors_total").increment(1);
-                tracing::warn!(%error, "projector interrupted; resubscribing");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
+        let spec = self.consumer_spec();
+        let js = self.js.clone();
+        let lag = tokio::spawn(report_lag(
+            js.clone(),
+            self.config.lag_interval,
+            shutdown.clone(),
+        ));
+        consume_batches(&js, &spec, self, &shutdown).await;
+        let _ = lag.await;
         tracing::info!("projector stopped");
     }
 
-    async fn consume(&self, shutdown: &CancellationToken) -> Result<(), ProjectionError> {
-        let stream = self
-            .js
-            .get_stream(EVENTS_STREAM)
-            .await
-            .map_err(|e| ProjectionError::Bus(e.to_string()))?;
-        let consumer: consumer::PullConsumer = stream
-            .get_or_create_consumer(PROJECTOR_CONSUMER, self.consumer_config())
-            .await
-            .map_err(|e| ProjectionError::Bus(e.to_string()))?;
-        // Counts left stale by a crash between commit and recount are fixed here.
-        let mut conn = self.pool.acquire().await?;
-        recount_all(&mut conn, &self.tables.apps, &self.tables.installations).await?;
-        drop(conn);
-        let mut messages = consumer
-            .stream()
-            .max_messages_per_batch(self.config.batch_size)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await
-            .map_err(|e| ProjectionError::Bus(e.to_string()))?;
-        tracing::info!("projector consuming {EVENTS_STREAM}");
-        let mut lag_due = Instant::now();
-        loop {
-            if Instant::now() >= lag_due {
-                self.report_lag(&stream, &consumer).await;
-                lag_due = Instant::now() + self.config.lag_interval;
-            }
-            let first = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(self.config.lag_interval) => continue,
-                next = messages.next() => next,
-            };
-            let mut batch = vec![next_message(first)?];
-            while batch.len() < self.config.batch_size {
-                match messages.next().now_or_never() {
-                    Some(next) => batch.push(next_message(next)?),
-                    None => break,
-                }
-            }
-            self.process(batch).await;
-        }
-    }
-
-    /// Applies one batch and acknowledges each message according to its outcome.
-    pub async fn process(&self, batch: Vec<jetstream::Message>) {
+    /// Applies one batch; returns each delivery's outcome, in the order given.
+    async fn process(&self, deliveries: &[Delivery]) -> Vec<Outcome> {
         let started = Instant::now();
-        let size = batch.len();
+        let size = deliveries.len();
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; size];
         let mut items = Vec::with_capacity(size);
-        for message in batch {
-            let decoded = serde_json::from_slice::<RelayedEvent>(&message.payload)
+        for (index, delivery) in deliveries.iter().enumerate() {
+            let decoded = serde_json::from_slice::<RelayedEvent>(delivery.payload())
                 .ok()
                 .and_then(ProjectedEvent::from_relayed);
             match decoded {
-                Some(event) => items.push(Item { message, event }),
+                Some(event) => items.push(Item { index, event }),
                 None => {
-                    let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
-                    self.dead_letter(&message, "not a relayed event envelope", delivered)
-                        .await;
+                    outcomes[index] = Some(Outcome::dead_letter("not a relayed event envelope"))
                 }
             }
         }
@@ -207,7 +173,8 @@ impl Projector {
             Ok(reports) => {
                 self.recount(&reports).await;
                 for (item, report) in items.iter().zip(&reports) {
-                    self.settle(item, Ok(report.outcome)).await;
+                    outcomes[item.index] =
+                        Some(self.judge(item, &deliveries[item.index], Ok(report.outcome)));
                 }
             }
             Err(error) => {
@@ -218,12 +185,17 @@ impl Projector {
                     if let Ok(reports) = &result {
                         self.recount(reports).await;
                     }
-                    let outcome = result.map(|r| r.first().map_or(Outcome::Skipped, |r| r.outcome));
-                    self.settle(item, outcome).await;
+                    let outcome =
+                        result.map(|r| r.first().map_or(ApplyOutcome::Skipped, |r| r.outcome));
+                    outcomes[item.index] = Some(self.judge(item, &deliveries[item.index], outcome));
                 }
             }
         }
         metrics::histogram!("hk_projector_batch_seconds").record(started.elapsed().as_secs_f64());
+        outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Outcome::retry("not applied")))
+            .collect()
     }
 
     async fn apply_batch(&self, items: &[Item]) -> Result<Vec<ApplyReport>, sqlx::Error> {
@@ -253,123 +225,100 @@ impl Projector {
         }
     }
 
-    async fn settle(&self, item: &Item, outcome: Result<Outcome, sqlx::Error>) {
-        let message = &item.message;
-        let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
-        let label = match &outcome {
-            Ok(Outcome::Applied) => "applied",
-            Ok(Outcome::Duplicate) => "duplicate",
-            Ok(Outcome::Skipped) => "skipped",
-            Ok(Outcome::Gap { .. }) => "gap",
+    /// What an apply result means for the event's message.
+    fn judge(
+        &self,
+        item: &Item,
+        delivery: &Delivery,
+        applied: Result<ApplyOutcome, sqlx::Error>,
+    ) -> Outcome {
+        let label = match &applied {
+            Ok(ApplyOutcome::Applied) => "applied",
+            Ok(ApplyOutcome::Duplicate) => "duplicate",
+            Ok(ApplyOutcome::Skipped) => "skipped",
+            Ok(ApplyOutcome::Gap { .. }) => "gap",
             Err(_) => "error",
         };
         metrics::counter!("hk_projector_events_total", "outcome" => label).increment(1);
-        let result = match outcome {
-            Ok(Outcome::Applied | Outcome::Duplicate | Outcome::Skipped) => message.ack().await,
-            Ok(Outcome::Gap { last_sequence }) if delivered >= self.config.max_deliver => {
-                let reason = format!(
-                    "sequence {} never became applicable: the aggregate's last applied sequence \
-                     is {last_sequence} (replay the projections to repair)",
-                    item.event.sequence
-                );
-                self.dead_letter(message, &reason, delivered).await;
-                return;
+        let delivered = delivery.delivered();
+        match applied {
+            Ok(ApplyOutcome::Applied | ApplyOutcome::Duplicate | ApplyOutcome::Skipped) => {
+                Outcome::Ack
             }
-            Ok(Outcome::Gap { .. }) => {
+            Ok(ApplyOutcome::Gap { last_sequence }) => {
                 let delay = (self.config.gap_delay * delivered.clamp(1, 100) as u32)
                     .min(Duration::from_secs(5));
-                message.ack_with(AckKind::Nak(Some(delay))).await
-            }
-            Err(error) if delivered >= self.config.max_deliver => {
-                self.dead_letter(message, &format!("apply failed: {error}"), delivered)
-                    .await;
-                return;
+                Outcome::retry_after(
+                    delay,
+                    format!(
+                        "sequence {} never became applicable: the aggregate's last applied \
+                         sequence is {last_sequence} (replay the projections to repair)",
+                        item.event.sequence
+                    ),
+                )
             }
             Err(error) => {
-                let index = (delivered.max(1) as usize - 1)
-                    .min(self.config.backoff.len().saturating_sub(1));
-                let delay = self.config.backoff.get(index).copied();
-                tracing::warn!(
-                    %error,
-                    event_type = %item.event.event_type,
-                    aggregate_id = %item.event.aggregate_id,
-                    sequence = item.event.sequence,
-                    delivered,
-                    "projecting an event failed; will retry"
-                );
-                message.ack_with(AckKind::Nak(delay)).await
-            }
-        };
-        if let Err(e) = result {
-            // Redelivered after ack_wait; applying again is a duplicate.
-            tracing::debug!(error = %e, "acknowledgement failed");
-        }
-    }
-
-    async fn dead_letter(&self, message: &jetstream::Message, reason: &str, delivered: i64) {
-        let stream_seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-        let one_line: String = reason
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .take(300)
-            .collect();
-        let publish = PublishMessage::build()
-            .payload(Bytes::copy_from_slice(&message.payload))
-            .message_id(format!("dlq:projector:{stream_seq}"))
-            .header("Hk-Dlq-Reason", one_line.as_str())
-            .header("Hk-Dlq-Source-Subject", message.subject.as_str())
-            .header("Hk-Dlq-Deliveries", delivered.to_string().as_str());
-        let stored = match self
-            .js
-            .send_publish(format!("{DLQ_SUBJECT_PREFIX}.projector"), publish)
-            .await
-        {
-            Ok(ack) => ack.await.is_ok(),
-            Err(_) => false,
-        };
-        if stored {
-            metrics::counter!("hk_dead_letters_total", "kind" => "projector").increment(1);
-            tracing::error!(reason, delivered, "event dead-lettered by the projector");
-            let _ = message.ack_with(AckKind::Term).await;
-        } else {
-            let _ = message
-                .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
-                .await;
-        }
-    }
-
-    async fn report_lag(
-        &self,
-        stream: &jetstream::stream::Stream,
-        consumer: &consumer::PullConsumer,
-    ) {
-        let Ok(info) = consumer.get_info().await else {
-            return;
-        };
-        let behind = info.num_pending + info.num_ack_pending as u64;
-        metrics::gauge!("hk_projector_lag_events").set(behind as f64);
-        let mut seconds = 0.0;
-        if behind > 0 {
-            let oldest = info.ack_floor.stream_sequence + 1;
-            if let Ok(raw) = stream.get_raw_message(oldest).await {
-                if let Ok(event) = serde_json::from_slice::<RelayedEvent>(&raw.payload) {
-                    seconds = (chrono::Utc::now() - event.recorded_at)
-                        .to_std()
-                        .map(|d| d.as_secs_f64())
-                        .unwrap_or(0.0);
+                if !delivery.is_last() {
+                    tracing::warn!(
+                        %error,
+                        event_type = %item.event.event_type,
+                        aggregate_id = %item.event.aggregate_id,
+                        sequence = item.event.sequence,
+                        delivered,
+                        "projecting an event failed; will retry"
+                    );
                 }
+                Outcome::retry(format!("apply failed: {error}"))
             }
         }
-        metrics::gauge!("hk_projector_lag_seconds").set(seconds);
     }
 }
 
-fn next_message(
-    next: Option<Result<jetstream::Message, consumer::pull::MessagesError>>,
-) -> Result<jetstream::Message, ProjectionError> {
-    match next {
-        Some(Ok(message)) => Ok(message),
-        Some(Err(e)) => Err(ProjectionError::Bus(e.to_string())),
-        None => Err(ProjectionError::Bus("message stream ended".into())),
+impl BatchHandler for Projector {
+    async fn handle_batch(&self, deliveries: &[Delivery]) -> Vec<Outcome> {
+        self.process(deliveries).await
     }
+
+    /// Counts left stale by a crash between commit and recount are fixed here.
+    async fn prepare(&self) -> Result<(), String> {
+        let mut conn = self.pool.acquire().await.map_err(|e| e.to_string())?;
+        recount_all(&mut conn, &self.tables.apps, &self.tables.installations)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Refreshes the lag gauges every `interval` until `shutdown`.
+async fn report_lag(js: jetstream::Context, interval: Duration, shutdown: CancellationToken) {
+    loop {
+        if let Ok(stream) = js.get_stream(EVENTS_STREAM).await {
+            report_lag_once(&stream).await;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+async fn report_lag_once(stream: &jetstream::stream::Stream) {
+    let Ok(info) = stream.consumer_info(PROJECTOR_CONSUMER).await else {
+        return;
+    };
+    let behind = info.num_pending + info.num_ack_pending as u64;
+    metrics::gauge!("hk_projector_lag_events").set(behind as f64);
+    let mut seconds = 0.0;
+    if behind > 0 {
+        let oldest = info.ack_floor.stream_sequence + 1;
+        if let Ok(raw) = stream.get_raw_message(oldest).await {
+            if let Ok(event) = serde_json::from_slice::<RelayedEvent>(&raw.payload) {
+                seconds = (chrono::Utc::now() - event.recorded_at)
+                    .to_std()
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0);
+            }
+        }
+    }
+    metrics::gauge!("hk_projector_lag_seconds").set(seconds);
 }

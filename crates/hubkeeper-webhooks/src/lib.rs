@@ -3,14 +3,12 @@
 //! * [`ingest`]: the HTTP side's logic: verify, validate, store the raw batch in JetStream
 //!   (`HK_WEBHOOKS`) before answering 200.
 //! * [`worker`]: webhook workers (N processes) that dedupe, route, record and republish.
-//! * [`dlq`]: the shared dead-letter stream: list, inspect, re-drive.
 //! * [`streams`]: stream definitions and the subjects the app's consumers read.
 //!
 //! docs/webhooks.md has the flow, the subjects and the operator runbook.
 
 pub mod batch;
 pub mod credentials;
-pub mod dlq;
 pub mod ingest;
 pub mod streams;
 pub mod worker;

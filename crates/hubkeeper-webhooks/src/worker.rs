@@ -24,28 +24,28 @@
 //! 6. acknowledge the batch.
 //!
 //! A crash anywhere before 5 commits redoes the batch (commands idempotent, republish
-//! deduplicated); a crash after it finds every event seen. Failures are NAKed with backoff; at
-//! the last delivery the batch is copied to the dead-letter stream (`hk.dlq.webhooks`).
+//! deduplicated); a crash after it finds every event seen. Failures are retried with backoff; at
+//! the last delivery the batch is copied to the dead-letter stream (`hk.dlq.webhooks`). The queue
+//! mechanics are `hubkeeper_bus::consume`'s.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer, message::PublishMessage, AckKind};
+use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
+use hubkeeper_bus::consume::{consume, Backoff, ConsumerSpec, Delivery, Handler, Outcome};
+use hubkeeper_bus::dead_letter;
 use hubkeeper_core::tokens::record_uninstall;
 use hubkeeper_core::{Broadcaster, CommandBus, CommandError};
 use hubkeeper_domain::metadata::{Actor, EventMetadata};
 use hubkeeper_domain::{AppId, HubId, InstallationId, UserId};
 use sqlx::PgPool;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::batch::{parse_batch, WebhookEvent};
-use crate::dlq::dead_letter;
 use crate::streams::{event_subject, BATCH_STREAM, BATCH_SUBJECT_PREFIX};
 
 pub const WEBHOOK_CONSUMER: &str = "webhooks";
@@ -204,150 +204,31 @@ impl WebhookWorker {
         }
     }
 
-    pub fn consumer_config(&self) -> consumer::pull::Config {
-        consumer::pull::Config {
-            durable_name: Some(WEBHOOK_CONSUMER.into()),
-            description: Some("Webhook workers (shared)".into()),
-            ack_policy: consumer::AckPolicy::Explicit,
+    /// Where the workers consume from and how they retry.
+    pub fn consumer_spec(&self) -> ConsumerSpec {
+        ConsumerSpec {
+            stream: BATCH_STREAM.into(),
+            durable_name: WEBHOOK_CONSUMER.into(),
+            description: "Webhook workers (shared)".into(),
+            filter_subject: Some(format!("{BATCH_SUBJECT_PREFIX}.>")),
+            dead_letter_kind: dead_letter::kind::WEBHOOKS,
             ack_wait: self.config.ack_wait,
-            max_deliver: self.config.max_deliver + 2,
+            max_deliver: self.config.max_deliver,
+            backoff: Backoff(self.config.backoff.clone()),
+            concurrency: self.config.concurrency,
+            batch_size: 1,
             max_ack_pending: (self.config.concurrency as i64 * 16).max(128),
-            filter_subject: format!("{BATCH_SUBJECT_PREFIX}.>"),
-            ..Default::default()
+            errors_counter: "hk_webhook_errors_total",
+            // A redelivered batch finds every event already seen: not worth a round trip.
+            confirm_acks: false,
         }
     }
 
+    /// Consumes until shutdown; batches in flight finish first.
     pub async fn run(self, shutdown: CancellationToken) {
-        let this = Arc::new(self);
-        while !shutdown.is_cancelled() {
-            if let Err(error) = this.clone().consume(&shutdown).await {
-                tracing::warn!(%error, "webhook consumer interrupted; resubscribing");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
-        tracing::info!("webhook worker stopped");
-    }
-
-    async fn consume(self: Arc<Self>, shutdown: &CancellationToken) -> Result<(), String> {
-        let stream = self
-            .js
-            .get_stream(BATCH_STREAM)
-            .await
-            .map_err(|e| e.to_string())?;
-        let consumer: consumer::PullConsumer = stream
-            .get_or_create_consumer(WEBHOOK_CONSUMER, self.consumer_config())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut messages = consumer
-            .stream()
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await
-            .map_err(|e| e.to_string())?;
-        let permits = Arc::new(Semaphore::new(self.config.concurrency));
-        loop {
-            let next = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                next = messages.next() => next,
-            };
-            let message = match next {
-                Some(Ok(message)) => message,
-                Some(Err(e)) => return Err(e.to_string()),
-                None => return Err("message stream ended".into()),
-            };
-            let permit = permits
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|e| e.to_string())?;
-            let this = self.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                this.handle(message).await;
-            });
-        }
-        let _ = permits.acquire_many(self.config.concurrency as u32).await;
-        Ok(())
-    }
-
-    async fn handle(&self, message: jetstream::Message) {
-        let started = Instant::now();
-        let (delivered, stream_seq) = message
-            .info()
-            .map(|i| (i.delivered, i.stream_sequence))
-            .unwrap_or((1, 0));
-        let app = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("Hk-App-Id"))
-            .map(|v| v.as_str().to_owned())
-            .or_else(|| {
-                message
-                    .subject
-                    .as_str()
-                    .strip_prefix(&format!("{BATCH_SUBJECT_PREFIX}."))
-                    .map(str::to_owned)
-            });
-        let result = match app.as_deref().map(Uuid::parse_str) {
-            Some(Ok(app_id)) => self.process(app_id, &message.payload, stream_seq).await,
-            _ => Err(ProcessError::Poison("no app id on the batch".into())),
-        };
-        metrics::histogram!("hk_webhook_processing_seconds")
-            .record(started.elapsed().as_secs_f64());
-        let ack = match result {
-            Ok(outcome) => {
-                metrics::counter!("hk_webhook_events_total", "outcome" => "new")
-                    .increment(outcome.new_events as u64);
-                metrics::counter!("hk_webhook_events_total", "outcome" => "duplicate")
-                    .increment(outcome.duplicates as u64);
-                metrics::counter!("hk_webhook_events_total", "outcome" => "unrouted")
-                    .increment(outcome.unrouted as u64);
-                metrics::counter!("hk_webhook_batches_total", "result" => "processed").increment(1);
-                message.ack().await
-            }
-            Err(ProcessError::Poison(reason)) => {
-                metrics::counter!("hk_webhook_batches_total", "result" => "poison").increment(1);
-                dead_letter(&self.js, "webhooks", &message, &reason, delivered).await;
-                return;
-            }
-            Err(error) if delivered >= self.config.max_deliver => {
-                metrics::counter!("hk_webhook_batches_total", "result" => "dead_lettered")
-                    .increment(1);
-                dead_letter(
-                    &self.js,
-                    "webhooks",
-                    &message,
-                    &error.to_string(),
-                    delivered,
-                )
-                .await;
-                return;
-            }
-            Err(ProcessError::AwaitingProjection(portal)) => {
-                metrics::counter!("hk_webhook_batches_total", "result" => "awaiting_projection")
-                    .increment(1);
-                tracing::debug!(portal, "batch waits for the projector");
-                message
-                    .ack_with(AckKind::Nak(Some(self.config.projection_wait)))
-                    .await
-            }
-            Err(error) => {
-                metrics::counter!("hk_webhook_batches_total", "result" => "retry").increment(1);
-                let index = (delivered.max(1) as usize - 1)
-                    .min(self.config.backoff.len().saturating_sub(1));
-                let delay = self.config.backoff.get(index).copied();
-                tracing::warn!(%error, delivered, ?delay, "webhook batch failed; will retry");
-                message.ack_with(AckKind::Nak(delay)).await
-            }
-        };
-        if let Err(e) = ack {
-            // Redelivered after ack_wait: every event is then found already seen.
-            tracing::debug!(error = %e, "acknowledgement failed");
-        }
+        let spec = self.consumer_spec();
+        let js = self.js.clone();
+        consume(&js, &spec, self, &shutdown).await;
     }
 
     /// Processes one raw batch of `app_id` (steps 1-5 of the module docs). Public so tests and the
@@ -641,6 +522,60 @@ impl WebhookWorker {
         }
         tx.commit().await?;
         Ok((inserted.len(), unrouted))
+    }
+}
+
+impl Handler for WebhookWorker {
+    async fn handle(&self, delivery: &Delivery) -> Outcome {
+        let started = Instant::now();
+        let app = delivery.header("Hk-App-Id").map(str::to_owned).or_else(|| {
+            delivery
+                .subject()
+                .strip_prefix(&format!("{BATCH_SUBJECT_PREFIX}."))
+                .map(str::to_owned)
+        });
+        let result = match app.as_deref().map(Uuid::parse_str) {
+            Some(Ok(app_id)) => {
+                self.process(app_id, delivery.payload(), delivery.stream_sequence())
+                    .await
+            }
+            _ => Err(ProcessError::Poison("no app id on the batch".into())),
+        };
+        metrics::histogram!("hk_webhook_processing_seconds")
+            .record(started.elapsed().as_secs_f64());
+        let (label, outcome) = match result {
+            Ok(outcome) => {
+                metrics::counter!("hk_webhook_events_total", "outcome" => "new")
+                    .increment(outcome.new_events as u64);
+                metrics::counter!("hk_webhook_events_total", "outcome" => "duplicate")
+                    .increment(outcome.duplicates as u64);
+                metrics::counter!("hk_webhook_events_total", "outcome" => "unrouted")
+                    .increment(outcome.unrouted as u64);
+                ("processed", Outcome::Ack)
+            }
+            Err(ProcessError::Poison(reason)) => ("poison", Outcome::dead_letter(reason)),
+            Err(error) if delivery.is_last() => {
+                ("dead_lettered", Outcome::retry(error.to_string()))
+            }
+            Err(error @ ProcessError::AwaitingProjection(_)) => {
+                tracing::debug!(%error, "batch waits for the projector");
+                (
+                    "awaiting_projection",
+                    Outcome::retry_after(self.config.projection_wait, error.to_string()),
+                )
+            }
+            Err(error) => {
+                tracing::warn!(
+                    %error,
+                    delivered = delivery.delivered(),
+                    delay = ?delivery.backoff_delay(),
+                    "webhook batch failed; will retry"
+                );
+                ("retry", Outcome::retry(error.to_string()))
+            }
+        };
+        metrics::counter!("hk_webhook_batches_total", "result" => label).increment(1);
+        outcome
     }
 }
 

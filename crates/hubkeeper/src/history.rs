@@ -165,7 +165,8 @@ pub async fn dlq(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
     let js = hubkeeper_bus::jetstream(client);
     match command {
         DlqCommand::List { kind, limit } => {
-            let letters = hubkeeper_webhooks::dlq::list(&js, kind.as_deref(), limit, None).await?;
+            let letters =
+                hubkeeper_bus::dead_letter::list(&js, kind.as_deref(), limit, None).await?;
             if letters.is_empty() {
                 println!("no dead letters");
             }
@@ -182,11 +183,11 @@ pub async fn dlq(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
             }
         }
         DlqCommand::Show { seq } => {
-            let letter = hubkeeper_webhooks::dlq::show(&js, seq).await?;
+            let letter = hubkeeper_bus::dead_letter::show(&js, seq).await?;
             println!("{}", serde_json::to_string_pretty(&letter)?);
         }
         DlqCommand::Redrive { seq } => {
-            let subject = hubkeeper_webhooks::dlq::redrive(&js, seq).await?;
+            let subject = hubkeeper_bus::dead_letter::redrive(&js, seq).await?;
             println!("re-drove dead letter {seq} to {subject}");
         }
     }
