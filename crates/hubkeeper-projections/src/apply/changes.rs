@@ -1,78 +1,20 @@
-//! Applying events to the read models: the only code that writes them from events, shared by the
-//! live projector and replay.
-//!
-//! A batch is applied in four steps, inside the caller's transaction:
-//! 1. the rows of every aggregate in the batch are loaded and locked (`FOR UPDATE`, apps before
-//!    installations, each by id, so concurrent batches queue instead of deadlocking);
-//! 2. each event is judged against its aggregate's row, which remembers the sequence of the last
-//!    event applied:
-//!    - `sequence <= last_sequence`: already applied (redelivery, or a replay got there first):
-//!      [`Outcome::Duplicate`];
-//!    - `sequence == last_sequence + 1`: applied to the in-memory row by the pure functions
-//!      [`InstallationRow::apply`] and [`AppRow::apply`];
-//!    - `sequence > last_sequence + 1`: an earlier event is still in flight elsewhere:
-//!      [`Outcome::Gap`], nothing written; the caller retries it a moment later;
-//! 3. the activity line and status-history period of every applied event are derived;
-//! 4. everything changed is written back with a handful of set-based statements.
-//!
-//! An aggregate's row is created by its first *creating* event (`InstallationConnected`,
-//! `AppRegistered`). Events before it that cannot create a row (types this version does not
-//! know, or known ones that make no sense before a create) are skipped, and a creating event
-//! creates the row whatever its sequence. Without a row, a non-creating event is a gap only
-//! when the store holds the creating event before it (in flight elsewhere); otherwise nothing
-//! could ever fill the gap, so it is skipped instead of being retried forever. Unknown event
-//! types are counted (`hk_projector_unknown_events_total`) and logged once per type.
-//!
-//! Rows that do not exist yet cannot be locked; two batches may both create one. Their upserts
-//! only overwrite a row with a higher `last_sequence`, period ends only ever go from open to
-//! closed, and activity lines are keyed by global position, so whichever commits last cannot
-//! move a read model backwards.
+//! What an event does to a read-model row, in memory: the rows of a batch's aggregates (loaded
+//! by [`super::sql`]) are judged and changed here, and the status periods, activity lines and
+//! subjects they imply are collected, all without a database. [`super::sql::write`] then writes
+//! back what [`Changes`] holds.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use hubkeeper_domain::app::AppEvent;
 use hubkeeper_domain::installation::InstallationEvent;
 use serde::Serialize;
-use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::{ApplyReport, Outcome};
 use crate::activity::{describe, serde_name, Context};
 use crate::event::{DomainEvent, ProjectedEvent};
 use crate::tables::{Projection, Tables};
-
-/// What applying an event did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Applied,
-    /// Already applied earlier; acknowledge and move on.
-    Duplicate,
-    /// An earlier event of the same aggregate has not been applied yet.
-    Gap {
-        last_sequence: i64,
-    },
-    /// Nothing to project (an event this version does not understand, or for no projection
-    /// enabled); acknowledged.
-    Skipped,
-}
-
-/// [`Outcome`] plus what the caller must do after committing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ApplyReport {
-    pub outcome: Outcome,
-    /// An app whose installation counts may have changed (see [`crate::counts`]).
-    pub recount_app: Option<Uuid>,
-}
-
-impl ApplyReport {
-    fn of(outcome: Outcome) -> Self {
-        Self {
-            outcome,
-            recount_app: None,
-        }
-    }
-}
 
 fn judge(sequence: i64, last: i64) -> Option<Outcome> {
     if sequence <= last {
@@ -95,30 +37,6 @@ fn judge_without_row(creates: bool, sequence: i64, creator: Option<i64>) -> Opti
         Some(created) if created < sequence => Some(Outcome::Gap { last_sequence: 0 }),
         // Nothing before this event can create the row: waiting would never end.
         _ => Some(Outcome::Skipped),
-    }
-}
-
-/// Counts an event of a type this version does not project, and says so once per type and
-/// process (a newer release may write many of them during a rolling deploy).
-fn note_unknown(event: &ProjectedEvent) {
-    static SEEN: OnceLock<Mutex<HashSet<(String, String)>>> = OnceLock::new();
-    metrics::counter!(
-        "hk_projector_unknown_events_total",
-        "aggregate_type" => event.aggregate_type.clone(),
-        "event_type" => event.event_type.clone()
-    )
-    .increment(1);
-    let first = SEEN
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert((event.aggregate_type.clone(), event.event_type.clone()));
-    if first {
-        tracing::warn!(
-            aggregate_type = %event.aggregate_type,
-            event_type = %event.event_type,
-            "event type unknown to this version: skipped by the read models (logged once per type)"
-        );
     }
 }
 
@@ -157,12 +75,6 @@ pub struct InstallationRow {
     pub last_position: i64,
     pub updated_at: DateTime<Utc>,
 }
-
-const INSTALLATION_COLUMNS: &str = "installation_id, app_id, hub_id, user_id, hub_domain, \
-    installer_user_id, installer_email, scopes, app_version, status, disconnect_cause, \
-    status_reason, status_changed_at, access_expires_at, first_connected_at, last_connected_at, \
-    last_refreshed_at, consecutive_failures, last_failure_class, last_failure_message, \
-    last_failure_at, generation, forgotten_at, last_sequence, last_position, updated_at";
 
 impl InstallationRow {
     /// The row an installation's first event creates; `None` for any other first event.
@@ -320,10 +232,6 @@ pub struct AppRow {
     pub last_position: i64,
 }
 
-const APP_COLUMNS: &str = "app_id, label, client_id, environment, description, redirect_uri, \
-    scopes, optional_scopes, oauth_generation, signature_versions, created_at, updated_at, \
-    deleted_at, last_sequence, last_position";
-
 impl AppRow {
     pub fn create(id: Uuid, event: &ProjectedEvent, e: &AppEvent) -> Option<Self> {
         let AppEvent::Registered(r) = e else {
@@ -391,7 +299,7 @@ impl AppRow {
 
 /// A row of `rm_installation_status_periods`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-struct Period {
+pub(super) struct Period {
     installation_id: Uuid,
     sequence: i64,
     app_id: Uuid,
@@ -402,7 +310,7 @@ struct Period {
 
 /// A row of `rm_activity`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-struct ActivityRow {
+pub(super) struct ActivityRow {
     global_position: i64,
     occurred_at: DateTime<Utc>,
     level: &'static str,
@@ -417,7 +325,7 @@ struct ActivityRow {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-struct Subject {
+pub(super) struct Subject {
     installation_id: Uuid,
     app_id: Uuid,
     hub_id: i64,
@@ -426,31 +334,33 @@ struct Subject {
 /// The open period of an installation: already stored, or opened by this batch (an index into
 /// the batch's new periods).
 #[derive(Debug, Clone, Copy)]
-enum OpenPeriod {
+pub(super) enum OpenPeriod {
     Stored(i64),
     New(usize),
 }
 
+/// What a batch of events changes: the rows of its aggregates (as loaded, then changed), which of
+/// them to write back, and the status periods, subjects and activity lines to add.
 #[derive(Default)]
-struct Batch {
-    installations: HashMap<Uuid, InstallationRow>,
-    dirty_installations: Vec<Uuid>,
-    apps: HashMap<Uuid, AppRow>,
-    dirty_apps: Vec<Uuid>,
-    open_periods: HashMap<Uuid, OpenPeriod>,
-    closes: Vec<(Uuid, i64, DateTime<Utc>)>,
-    new_periods: Vec<Period>,
-    subjects: HashMap<Uuid, (Uuid, i64)>,
-    new_subjects: Vec<Subject>,
-    activity: Vec<ActivityRow>,
+pub(super) struct Changes {
+    pub(super) installations: HashMap<Uuid, InstallationRow>,
+    pub(super) dirty_installations: Vec<Uuid>,
+    pub(super) apps: HashMap<Uuid, AppRow>,
+    pub(super) dirty_apps: Vec<Uuid>,
+    pub(super) open_periods: HashMap<Uuid, OpenPeriod>,
+    pub(super) closes: Vec<(Uuid, i64, DateTime<Utc>)>,
+    pub(super) new_periods: Vec<Period>,
+    pub(super) subjects: HashMap<Uuid, (Uuid, i64)>,
+    pub(super) new_subjects: Vec<Subject>,
+    pub(super) activity: Vec<ActivityRow>,
     /// Sequence of the creating event in the store, for aggregates without a row that have
     /// non-creating events in this batch (see the module docs).
-    creators: HashMap<String, i64>,
+    pub(super) creators: HashMap<String, i64>,
     /// Plan codes by plan id, for activity lines of plan events that do not carry theirs.
-    plan_codes: HashMap<String, String>,
+    pub(super) plan_codes: HashMap<String, String>,
 }
 
-impl Batch {
+impl Changes {
     /// `None`: apply the event; otherwise what it is. `last` is the sequence of the last event
     /// applied to the aggregate's row, `None` without a row.
     fn judge(
@@ -537,149 +447,50 @@ impl Batch {
             message,
         });
     }
-}
 
-/// Applies one event (a batch of one).
-pub async fn apply_event(
-    conn: &mut PgConnection,
-    tables: &Tables,
-    event: &ProjectedEvent,
-) -> Result<ApplyReport, sqlx::Error> {
-    let reports = apply_events(conn, tables, std::slice::from_ref(event)).await?;
-    Ok(reports
-        .into_iter()
-        .next()
-        .unwrap_or(ApplyReport::of(Outcome::Skipped)))
-}
-
-/// Applies `events` (in the order given, which must keep each aggregate's events in sequence
-/// order) to the read models in `tables`, inside the caller's transaction. Returns one report
-/// per event, in the same order.
-pub async fn apply_events(
-    conn: &mut PgConnection,
-    tables: &Tables,
-    events: &[ProjectedEvent],
-) -> Result<Vec<ApplyReport>, sqlx::Error> {
-    let decoded: Vec<DomainEvent> = events.iter().map(ProjectedEvent::decode).collect();
-    for (event, d) in events.iter().zip(&decoded) {
-        match d {
-            DomainEvent::Undecodable(reason) => {
-                metrics::counter!("hk_projector_undecodable_total").increment(1);
-                tracing::error!(
-                    event_type = %event.event_type,
-                    aggregate_id = %event.aggregate_id,
-                    sequence = event.sequence,
-                    %reason,
-                    "event payload does not decode; projected as unknown"
-                );
-            }
-            DomainEvent::Unknown => note_unknown(event),
-            _ => {}
-        }
-    }
-    let ids = |kind: &str| -> Vec<Uuid> {
-        let mut ids: Vec<Uuid> = events
-            .iter()
-            .filter(|e| e.aggregate_type == kind)
-            .filter_map(|e| Uuid::parse_str(&e.aggregate_id).ok())
-            .collect();
-        ids.sort();
-        ids.dedup();
-        ids
-    };
-    let app_ids = ids("app");
-    let installation_ids = ids("installation");
-    // Subscriptions are keyed by their installation: their activity lines name it.
-    let mut subject_ids = installation_ids.clone();
-    subject_ids.extend(ids("subscription"));
-    subject_ids.sort();
-    subject_ids.dedup();
-
-    let mut batch = Batch::default();
-    if tables.has(Projection::Apps) && !app_ids.is_empty() {
-        let rows: Vec<AppRow> = sqlx::query_as(&format!(
-            "SELECT {APP_COLUMNS} FROM {} WHERE app_id = ANY($1) ORDER BY app_id FOR UPDATE",
-            tables.apps
-        ))
-        .bind(&app_ids)
-        .fetch_all(&mut *conn)
-        .await?;
-        batch.apps = rows.into_iter().map(|r| (r.app_id, r)).collect();
-    }
-    if tables.has(Projection::Installations) && !installation_ids.is_empty() {
-        let rows: Vec<InstallationRow> = sqlx::query_as(&format!(
-            "SELECT {INSTALLATION_COLUMNS} FROM {} WHERE installation_id = ANY($1)
-              ORDER BY installation_id FOR UPDATE",
-            tables.installations
-        ))
-        .bind(&installation_ids)
-        .fetch_all(&mut *conn)
-        .await?;
-        batch.installations = rows.into_iter().map(|r| (r.installation_id, r)).collect();
-        let open: Vec<(Uuid, i64)> = sqlx::query_as(&format!(
-            "SELECT installation_id, sequence FROM {} WHERE installation_id = ANY($1)
-                AND ended_at IS NULL",
-            tables.status_periods
-        ))
-        .bind(&installation_ids)
-        .fetch_all(&mut *conn)
-        .await?;
-        batch.open_periods = open
-            .into_iter()
-            .map(|(id, seq)| (id, OpenPeriod::Stored(seq)))
-            .collect();
-    }
-    if tables.has(Projection::Activity) && !subject_ids.is_empty() {
-        let subjects: Vec<(Uuid, Uuid, i64)> = sqlx::query_as(&format!(
-            "SELECT installation_id, app_id, hub_id FROM {} WHERE installation_id = ANY($1)",
-            tables.activity_subjects
-        ))
-        .bind(&subject_ids)
-        .fetch_all(&mut *conn)
-        .await?;
-        batch.subjects = subjects
-            .into_iter()
-            .map(|(id, app, hub)| (id, (app, hub)))
-            .collect();
-    }
-    batch.creators = creating_sequences(&mut *conn, tables, &batch, events, &decoded).await?;
-    if tables.has(Projection::Activity) {
-        batch.plan_codes = plan_codes(&mut *conn, events, &decoded).await?;
-    }
-
-    let mut reports = Vec::with_capacity(events.len());
-    for (event, decoded) in events.iter().zip(&decoded) {
-        let report = match event.aggregate_type.as_str() {
-            "installation" => apply_installation_event(&mut batch, tables, event, decoded),
-            "app" => apply_app_event(&mut batch, tables, event, decoded),
-            _ => {
-                if tables.has(Projection::Activity) {
-                    let installation = match decoded {
-                        DomainEvent::Subscription(_) => Uuid::parse_str(&event.aggregate_id).ok(),
-                        _ => None,
-                    };
-                    let subject = installation.and_then(|id| batch.subjects.get(&id).copied());
-                    batch.add_activity(
-                        event,
-                        decoded,
-                        installation,
-                        subject.map(|s| s.0),
-                        subject.map(|s| s.1),
-                    );
-                    ApplyReport::of(Outcome::Applied)
-                } else {
-                    ApplyReport::of(Outcome::Skipped)
+    /// Applies `events` (decoded as `decoded`) to the loaded rows; one report per event, in the
+    /// same order.
+    pub(super) fn apply_all(
+        &mut self,
+        tables: &Tables,
+        events: &[ProjectedEvent],
+        decoded: &[DomainEvent],
+    ) -> Vec<ApplyReport> {
+        let mut reports = Vec::with_capacity(events.len());
+        for (event, decoded) in events.iter().zip(decoded) {
+            let report = match event.aggregate_type.as_str() {
+                "installation" => apply_installation_event(self, tables, event, decoded),
+                "app" => apply_app_event(self, tables, event, decoded),
+                _ => {
+                    if tables.has(Projection::Activity) {
+                        let installation = match decoded {
+                            DomainEvent::Subscription(_) => {
+                                Uuid::parse_str(&event.aggregate_id).ok()
+                            }
+                            _ => None,
+                        };
+                        let subject = installation.and_then(|id| self.subjects.get(&id).copied());
+                        self.add_activity(
+                            event,
+                            decoded,
+                            installation,
+                            subject.map(|s| s.0),
+                            subject.map(|s| s.1),
+                        );
+                        ApplyReport::of(Outcome::Applied)
+                    } else {
+                        ApplyReport::of(Outcome::Skipped)
+                    }
                 }
-            }
-        };
-        reports.push(report);
+            };
+            reports.push(report);
+        }
+        reports
     }
-    write(conn, tables, &batch).await?;
-    Ok(reports)
 }
 
 fn apply_installation_event(
-    batch: &mut Batch,
+    batch: &mut Changes,
     tables: &Tables,
     event: &ProjectedEvent,
     decoded: &DomainEvent,
@@ -762,7 +573,7 @@ fn apply_installation_event(
 }
 
 fn apply_app_event(
-    batch: &mut Batch,
+    batch: &mut Changes,
     tables: &Tables,
     event: &ProjectedEvent,
     decoded: &DomainEvent,
@@ -815,7 +626,7 @@ fn apply_app_event(
 }
 
 /// Whether `decoded` is the event that creates its aggregate's row.
-fn creates_row(decoded: &DomainEvent) -> bool {
+pub(super) fn creates_row(decoded: &DomainEvent) -> bool {
     matches!(
         decoded,
         DomainEvent::Installation(InstallationEvent::Connected(_))
@@ -823,216 +634,19 @@ fn creates_row(decoded: &DomainEvent) -> bool {
     )
 }
 
-/// For aggregates of the batch that have no row and a non-creating event in the batch: the
-/// sequence of their creating event in the store (absent if there is none). One query, and only
-/// when such aggregates exist (rarely: a new aggregate's events normally start with its create).
-async fn creating_sequences(
-    conn: &mut PgConnection,
-    tables: &Tables,
-    batch: &Batch,
-    events: &[ProjectedEvent],
-    decoded: &[DomainEvent],
-) -> Result<HashMap<String, i64>, sqlx::Error> {
-    let mut pending: Vec<String> = Vec::new();
-    for (event, d) in events.iter().zip(decoded) {
-        let Ok(id) = Uuid::parse_str(&event.aggregate_id) else {
-            continue;
-        };
-        let without_row = match event.aggregate_type.as_str() {
-            "installation" => {
-                tables.has(Projection::Installations) && !batch.installations.contains_key(&id)
-            }
-            "app" => tables.has(Projection::Apps) && !batch.apps.contains_key(&id),
-            _ => false,
-        };
-        if without_row && !creates_row(d) && !pending.contains(&event.aggregate_id) {
-            pending.push(event.aggregate_id.clone());
-        }
-    }
-    if pending.is_empty() {
-        return Ok(HashMap::new());
-    }
-    use hubkeeper_domain::app::event_types::APP_REGISTERED;
-    use hubkeeper_domain::installation::event_types::CONNECTED;
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT aggregate_id, min(sequence) FROM events
-          WHERE aggregate_id = ANY($1)
-            AND ((aggregate_type = 'installation' AND event_type = $2)
-              OR (aggregate_type = 'app' AND event_type = $3))
-          GROUP BY aggregate_id",
-    )
-    .bind(&pending)
-    .bind(CONNECTED)
-    .bind(APP_REGISTERED)
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(rows.into_iter().collect())
-}
-
-/// Codes of the plans whose events in the batch do not carry one, from their `PlanCreated`
-/// (committed before any later event of the plan, so a replay finds the same).
-async fn plan_codes(
-    conn: &mut PgConnection,
-    events: &[ProjectedEvent],
-    decoded: &[DomainEvent],
-) -> Result<HashMap<String, String>, sqlx::Error> {
-    use hubkeeper_domain::plan::{event_types::PLAN_CREATED, PlanEvent};
-    let mut ids: Vec<String> = events
-        .iter()
-        .zip(decoded)
-        .filter(|(_, d)| {
-            matches!(
-                d,
-                DomainEvent::Plan(
-                    PlanEvent::DetailsChanged(_)
-                        | PlanEvent::ReductionAnnounced(_)
-                        | PlanEvent::Repriced(_)
-                        | PlanEvent::StatusChanged(_)
-                )
-            )
-        })
-        .map(|(e, _)| e.aggregate_id.clone())
-        .collect();
-    if ids.is_empty() {
-        return Ok(HashMap::new());
-    }
-    ids.sort();
-    ids.dedup();
-    let rows: Vec<(String, Option<String>)> = sqlx::query_as(
-        "SELECT aggregate_id, payload -> $2 ->> 'code' FROM events
-          WHERE aggregate_type = 'plan' AND event_type = $2 AND aggregate_id = ANY($1)",
-    )
-    .bind(&ids)
-    .bind(PLAN_CREATED)
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(id, code)| code.map(|c| (id, c)))
-        .collect())
-}
-
-fn json<T: Serialize>(rows: &[T]) -> Result<serde_json::Value, sqlx::Error> {
-    serde_json::to_value(rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))
-}
-
-fn assignments(columns: &str, key: &str) -> String {
-    columns
-        .split(',')
-        .map(str::trim)
-        .filter(|c| *c != key)
-        .map(|c| format!("{c} = EXCLUDED.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Upserts aggregate rows keyed by `key`, never replacing a row with one that is not newer (the
-/// guard against two batches that both created a row, see the module docs).
-async fn upsert_rows<T: Serialize>(
-    conn: &mut PgConnection,
-    table: &str,
-    columns: &str,
-    key: &str,
-    rows: &[&T],
-) -> Result<(), sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(&format!(
-        "INSERT INTO {table} ({columns})
-         SELECT {columns} FROM jsonb_populate_recordset(NULL::{table}, $1)
-         ON CONFLICT ({key}) DO UPDATE SET {}
-         WHERE {table}.last_sequence < EXCLUDED.last_sequence",
-        assignments(columns, key)
-    ))
-    .bind(json(rows)?)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// Writes everything the batch changed, with one statement per table.
-async fn write(conn: &mut PgConnection, tables: &Tables, batch: &Batch) -> Result<(), sqlx::Error> {
-    let apps: Vec<&AppRow> = batch
-        .dirty_apps
-        .iter()
-        .filter_map(|id| batch.apps.get(id))
-        .collect();
-    upsert_rows(conn, &tables.apps, APP_COLUMNS, "app_id", &apps).await?;
-    let installations: Vec<&InstallationRow> = batch
-        .dirty_installations
-        .iter()
-        .filter_map(|id| batch.installations.get(id))
-        .collect();
-    upsert_rows(
-        conn,
-        &tables.installations,
-        INSTALLATION_COLUMNS,
-        "installation_id",
-        &installations,
-    )
-    .await?;
-    let p = &tables.status_periods;
-    if !batch.closes.is_empty() {
-        // Through JSON like every other write here: Postgres rounds sub-microsecond digits when
-        // parsing text, while a binary bind truncates them, and a period closed in this batch
-        // must end at the same microsecond as one closed when its successor came in a later one.
-        let closes: Vec<serde_json::Value> = batch
-            .closes
-            .iter()
-            .map(|(id, seq, at)| serde_json::json!({"i": id, "s": seq, "e": at}))
-            .collect();
-        sqlx::query(&format!(
-            "UPDATE {p} p SET ended_at = u.e
-               FROM jsonb_to_recordset($1) AS u(i uuid, s bigint, e timestamptz)
-              WHERE p.installation_id = u.i AND p.sequence = u.s AND p.ended_at IS NULL"
-        ))
-        .bind(serde_json::Value::Array(closes))
-        .execute(&mut *conn)
-        .await?;
-    }
-    if !batch.new_periods.is_empty() {
-        sqlx::query(&format!(
-            "INSERT INTO {p} (installation_id, sequence, app_id, status, started_at, ended_at)
-             SELECT installation_id, sequence, app_id, status, started_at, ended_at
-               FROM jsonb_populate_recordset(NULL::{p}, $1)
-             ON CONFLICT (installation_id, sequence)
-             DO UPDATE SET ended_at = COALESCE({p}.ended_at, EXCLUDED.ended_at)"
-        ))
-        .bind(json(&batch.new_periods)?)
-        .execute(&mut *conn)
-        .await?;
-    }
-    if !batch.new_subjects.is_empty() {
-        let s = &tables.activity_subjects;
-        sqlx::query(&format!(
-            "INSERT INTO {s} (installation_id, app_id, hub_id)
-             SELECT installation_id, app_id, hub_id FROM jsonb_populate_recordset(NULL::{s}, $1)
-             ON CONFLICT (installation_id) DO NOTHING"
-        ))
-        .bind(json(&batch.new_subjects)?)
-        .execute(&mut *conn)
-        .await?;
-    }
-    if !batch.activity.is_empty() {
-        let a = &tables.activity;
-        let columns = "global_position, occurred_at, level, actor, aggregate_type, aggregate_id, \
-                       event_type, installation_id, app_id, hub_id, message";
-        sqlx::query(&format!(
-            "INSERT INTO {a} ({columns})
-             SELECT {columns} FROM jsonb_populate_recordset(NULL::{a}, $1)
-             ON CONFLICT (global_position) DO NOTHING"
-        ))
-        .bind(json(&batch.activity)?)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
+    use chrono::TimeZone;
+    use hubkeeper_domain::installation::{
+        event_types, InstallationConnected, InstallationRevoked, Installer, SealedTokens,
+        TokensRefreshed,
+    };
+    use hubkeeper_domain::{AppId, HubId, InstallationId};
+    use serde_json::{json, Value};
+
     use super::*;
+
+    const SEALED: &str = "v1.dk0011223344556677.AAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
     #[test]
     fn sequences_are_judged_against_the_last_applied() {
@@ -1058,11 +672,172 @@ mod tests {
         assert_eq!(judge_without_row(false, 2, Some(5)), Some(Outcome::Skipped));
     }
 
+    fn minute(n: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0)
+            .single()
+            .expect("a valid time")
+            + chrono::Duration::minutes(n)
+    }
+
+    fn tokens() -> SealedTokens {
+        SealedTokens {
+            access: SEALED.parse().expect("sealed"),
+            refresh: SEALED.parse().expect("sealed"),
+            access_expires_at: minute(60),
+        }
+    }
+
+    /// An installation event as the store would hand it over, with its decoded payload.
+    fn stored(
+        id: Uuid,
+        sequence: i64,
+        event_type: &str,
+        event: InstallationEvent,
+    ) -> (ProjectedEvent, DomainEvent) {
+        let envelope = ProjectedEvent {
+            global_position: 100 + sequence,
+            tx_id: 1000 + sequence as u64,
+            aggregate_type: "installation".into(),
+            aggregate_id: id.to_string(),
+            sequence,
+            event_type: event_type.into(),
+            event_version: "1".into(),
+            stored_version: "1".into(),
+            // The changes read the decoded event only.
+            payload: Value::Null,
+            metadata: json!({ "actor": "system:test" }),
+            recorded_at: minute(sequence),
+        };
+        (envelope, DomainEvent::Installation(event))
+    }
+
+    fn history(id: Uuid, app: Uuid) -> Vec<(ProjectedEvent, DomainEvent)> {
+        vec![
+            stored(
+                id,
+                1,
+                event_types::CONNECTED,
+                InstallationEvent::Connected(InstallationConnected {
+                    installation_id: InstallationId::from_uuid(id),
+                    app_id: AppId::from_uuid(app),
+                    hub_id: HubId(40_000_001),
+                    user_id: None,
+                    hub_domain: "portal.hubspot.com".into(),
+                    installer: Installer::default(),
+                    scopes: vec!["oauth".into()],
+                    tokens: tokens(),
+                    app_version: None,
+                    generation: 1,
+                    connected_at: minute(0),
+                }),
+            ),
+            stored(
+                id,
+                2,
+                event_types::TOKENS_REFRESHED,
+                InstallationEvent::TokensRefreshed(TokensRefreshed {
+                    tokens: tokens(),
+                    generation: 2,
+                    refreshed_at: minute(10),
+                }),
+            ),
+            stored(
+                id,
+                3,
+                event_types::REVOKED,
+                InstallationEvent::Revoked(InstallationRevoked {
+                    reason: "offboarded".into(),
+                    revoked_at: minute(20),
+                }),
+            ),
+        ]
+    }
+
+    fn apply(changes: &mut Changes, events: &[(ProjectedEvent, DomainEvent)]) -> Vec<ApplyReport> {
+        let (envelopes, decoded): (Vec<_>, Vec<_>) = events.iter().cloned().unzip();
+        changes.apply_all(&Tables::live(), &envelopes, &decoded)
+    }
+
     #[test]
-    fn upserts_assign_every_column_but_the_key() {
-        let sql = assignments(APP_COLUMNS, "app_id");
-        assert!(!sql.contains("app_id = "));
-        assert!(sql.contains("label = EXCLUDED.label"));
-        assert!(sql.contains("last_position = EXCLUDED.last_position"));
+    fn a_new_installation_is_created_refreshed_and_revoked_in_memory() {
+        let (id, app) = (Uuid::from_u128(7), Uuid::from_u128(1));
+        let mut changes = Changes::default();
+        let reports = apply(&mut changes, &history(id, app));
+
+        let applied = |recount_app| ApplyReport {
+            outcome: Outcome::Applied,
+            recount_app,
+        };
+        // A create and a status change can change the app's counts; a refresh cannot.
+        assert_eq!(
+            reports,
+            [applied(Some(app)), applied(None), applied(Some(app))]
+        );
+        let row = &changes.installations[&id];
+        assert_eq!(row.status, "revoked");
+        assert_eq!(row.status_reason.as_deref(), Some("offboarded"));
+        assert_eq!(row.status_changed_at, minute(20));
+        assert_eq!(row.generation, 2);
+        assert_eq!(row.last_refreshed_at, Some(minute(10)));
+        assert_eq!(row.access_expires_at, None);
+        assert_eq!((row.last_sequence, row.last_position), (3, 103));
+        assert_eq!(changes.dirty_installations, [id]);
+        // Two periods, the first closed when the second began; nothing stored to close.
+        let periods: Vec<_> = changes
+            .new_periods
+            .iter()
+            .map(|p| (p.status.as_str(), p.started_at, p.ended_at))
+            .collect();
+        assert_eq!(
+            periods,
+            [
+                ("connected", minute(0), Some(minute(20))),
+                ("revoked", minute(20), None)
+            ]
+        );
+        assert!(changes.closes.is_empty());
+        // One activity line per event, all naming the subject the connect introduced.
+        assert_eq!(changes.activity.len(), 3);
+        assert!(changes
+            .activity
+            .iter()
+            .all(|a| a.installation_id == Some(id) && a.app_id == Some(app)));
+        assert_eq!(changes.new_subjects.len(), 1);
+    }
+
+    #[test]
+    fn a_loaded_row_closes_its_stored_period_and_ignores_what_it_has_seen() {
+        let (id, app) = (Uuid::from_u128(7), Uuid::from_u128(1));
+        let events = history(id, app);
+        let mut earlier = Changes::default();
+        apply(&mut earlier, &events[..2]);
+
+        // The next batch, as loaded from the read model: the row after sequence 2 and its open
+        // period, which began at sequence 1.
+        let mut changes = Changes {
+            installations: earlier.installations.clone(),
+            open_periods: HashMap::from([(id, OpenPeriod::Stored(1))]),
+            subjects: HashMap::from([(id, (app, 40_000_001))]),
+            ..Changes::default()
+        };
+        let reports = apply(&mut changes, &[events[1].clone(), events[2].clone()]);
+        assert_eq!(reports[0].outcome, Outcome::Duplicate);
+        assert_eq!(reports[1].outcome, Outcome::Applied);
+        assert_eq!(changes.closes, [(id, 1, minute(20))]);
+        assert_eq!(changes.new_periods.len(), 1);
+        assert_eq!(changes.activity.len(), 1, "a duplicate gets no second line");
+        assert!(changes.new_subjects.is_empty());
+
+        // An event ahead of the row waits, and changes nothing.
+        let mut ahead = events[2].clone();
+        ahead.0.sequence = 5;
+        let mut changes = Changes {
+            installations: earlier.installations,
+            ..Changes::default()
+        };
+        let reports = apply(&mut changes, &[ahead]);
+        assert_eq!(reports[0].outcome, Outcome::Gap { last_sequence: 2 });
+        assert!(changes.dirty_installations.is_empty());
+        assert!(changes.new_periods.is_empty() && changes.activity.is_empty());
     }
 }
