@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
+use hubkeeper_bus::registry::TOKEN_REFRESH_LOCK_CLASS;
 use hubkeeper_domain::InstallationId;
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection, PgPool, Postgres};
@@ -15,8 +16,8 @@ use super::Inner;
 use crate::error::CoreError;
 
 /// Advisory-lock class of refresh locks (two-int form, which never overlaps the single-bigint
-/// keys used for leader election). "HKTF".
-const LOCK_CLASS: i32 = 0x484B_5446;
+/// keys used for leader election).
+const LOCK_CLASS: i32 = TOKEN_REFRESH_LOCK_CLASS.class;
 
 /// Holds the per-installation mutex and removes it from the map once nobody else wants it.
 struct LocalGuard<'a> {
