@@ -33,6 +33,9 @@ impl Leadership {
     ) -> Option<Leadership> {
         let mut standby: Option<PgConnection> = None;
         loop {
+            if shutdown.is_cancelled() {
+                return None;
+            }
             match try_acquire(pool, lock, &mut standby).await {
                 Ok(Some(leadership)) => return Some(leadership),
                 Ok(None) => {}
