@@ -15,6 +15,8 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 const STREAM: &str = "HK_CONSUME_TEST";
+/// Counted nowhere: no metrics recorder is installed in this test.
+const TEST_ERRORS_COUNTER: &str = "hk_consume_test_errors_total";
 const KIND: &str = "consume-test";
 
 async fn setup(env: &TestEnv) -> jetstream::Context {
@@ -45,7 +47,7 @@ fn spec(max_deliver: i64, concurrency: usize, confirm_acks: bool) -> ConsumerSpe
         concurrency,
         batch_size: 1,
         max_ack_pending: 64,
-        errors_counter: "hk_consume_test_errors_total",
+        errors_counter: TEST_ERRORS_COUNTER,
         confirm_acks,
     }
 }

@@ -10,6 +10,10 @@ use hubkeeper_testkit::{wait_until, TestEnv};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+/// Recorded nowhere: no metrics recorder is installed in this test.
+const TEST_LEADER_GAUGE: &str = "hk_test_role_leader";
+const TEST_ERRORS_COUNTER: &str = "hk_test_role_errors_total";
+
 const LOCK: LockKey = LockKey {
     name: "test role",
     key: 0x7465_7374,
@@ -98,8 +102,8 @@ async fn a_standby_takes_over_when_the_leaders_session_dies_and_shutdown_release
         lock: LOCK,
         standby_poll: Duration::from_millis(50),
         retry_after: Duration::from_millis(50),
-        leader_gauge: "hk_test_role_leader",
-        errors_counter: "hk_test_role_errors_total",
+        leader_gauge: TEST_LEADER_GAUGE,
+        errors_counter: TEST_ERRORS_COUNTER,
     };
     let board = Board::default();
     let shutdown = CancellationToken::new();

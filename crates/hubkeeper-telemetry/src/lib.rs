@@ -394,6 +394,11 @@ pub const METRICS_DESCRIBED: &[(&str, MetricKind, &str)] = &[
     ),
     ("hk_refresh_total", Counter, "Token refreshes by outcome."),
     (
+        "hk_refresher_errors_total",
+        Counter,
+        "Refresher subscriptions to the refresh queue that were lost and resumed.",
+    ),
+    (
         "hk_refresher_results_total",
         Counter,
         "Refresh commands handled by the refreshers, by result.",
@@ -504,6 +509,11 @@ pub const METRICS_DESCRIBED: &[(&str, MetricKind, &str)] = &[
         "hk_webhook_batches_total",
         Counter,
         "Webhook batches by outcome.",
+    ),
+    (
+        "hk_webhook_errors_total",
+        Counter,
+        "Webhook worker subscriptions to the batch queue that were lost and resumed.",
     ),
     (
         "hk_webhook_events_total",
