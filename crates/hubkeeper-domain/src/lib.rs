@@ -7,10 +7,12 @@
 //! * [`app`]: the configuration of one HubSpot OAuth app ([`app::App`]).
 //! * [`installation`]: one app installed in one hub, with its sealed tokens and lifecycle
 //!   ([`installation::Installation`]).
-//! * [`plan`], [`subscription`]: pricing plans and which plan each tenant is on (issue 7).
-//! * [`settings`]: the deployment's operator-editable runtime settings (issue 7).
+//! * [`plan`], [`subscription`]: pricing plans and which plan each tenant is on.
+//! * [`settings`]: the deployment's operator-editable runtime settings.
 //! * [`ids`], [`metadata`], [`clock`]: shared vocabulary.
 //! * [`upcasters`]: how stored events of older versions are read today.
+//! * [`catalog`]: every stored event type and version, each pinned by a fixture of its stored
+//!   form (`tests/fixtures/events`).
 //!
 //! Events are a compatibility boundary: they are persisted forever and relayed to other
 //! services. Each variant has a stable `event_type()` (also its serde tag) and an
@@ -19,6 +21,7 @@
 //! needs a version bump and an upcaster.
 
 pub mod app;
+pub mod catalog;
 pub mod clock;
 pub mod ids;
 pub mod installation;

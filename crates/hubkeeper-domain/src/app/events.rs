@@ -17,6 +17,9 @@ pub mod event_types {
     pub const APP_UPDATED: &str = "AppUpdated";
     /// [`super::AppEvent::Deleted`].
     pub const APP_DELETED: &str = "AppDeleted";
+
+    /// Every app event type.
+    pub const ALL: [&str; 3] = [APP_REGISTERED, APP_UPDATED, APP_DELETED];
 }
 
 /// Current payload version of `AppRegistered`. 1.0 is the shape the first prototype wrote

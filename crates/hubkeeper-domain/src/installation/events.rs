@@ -26,6 +26,18 @@ pub mod event_types {
     pub const DISCONNECTED: &str = "InstallationDisconnected";
     /// [`super::InstallationEvent::TenantForgotten`].
     pub const TENANT_FORGOTTEN: &str = "InstallationTenantForgotten";
+
+    /// Every installation event type.
+    pub const ALL: [&str; 8] = [
+        CONNECTED,
+        RECONNECTED,
+        TOKENS_REFRESHED,
+        REFRESH_FAILED,
+        REAUTHORIZATION_REQUIRED,
+        REVOKED,
+        DISCONNECTED,
+        TENANT_FORGOTTEN,
+    ];
 }
 
 /// Everything that can happen to an installation.
