@@ -36,7 +36,7 @@ mod validate;
 
 pub use clock::{Clock, DomainServices, ManualClock, SystemClock};
 pub use error::ParseError;
-pub use ids::{AppId, HubId, InstallationId, UserId};
+pub use ids::{AppId, HubId, InstallationId, PlanId, UserId};
 
 /// Sealed secrets, re-exported so callers name one crate for domain types.
 pub use hubkeeper_crypto::Sealed;

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use cqrs_es::persist::{EventUpcaster, SerializedEvent};
+use cqrs_es::persist::SerializedEvent;
 use cqrs_es::{Aggregate, DomainEvent};
 use hubkeeper_domain::app::App;
 use hubkeeper_domain::catalog::{event_types_by_aggregate, StoredEventType, STORED_EVENT_TYPES};

@@ -10,38 +10,9 @@ use sha2::{Digest, Sha256};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 
-/// Which signature scheme a request carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SignatureVersion {
-    V1,
-    V2,
-    V3,
-}
-
-impl SignatureVersion {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SignatureVersion::V1 => "v1",
-            SignatureVersion::V2 => "v2",
-            SignatureVersion::V3 => "v3",
-        }
-    }
-}
-
-impl std::str::FromStr for SignatureVersion {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "v1" => Ok(SignatureVersion::V1),
-            "v2" => Ok(SignatureVersion::V2),
-            "v3" => Ok(SignatureVersion::V3),
-            other => Err(format!(
-                "unknown signature version `{other}` (expected v1, v2 or v3)"
-            )),
-        }
-    }
-}
+/// Which signature scheme a request carries: the domain's type, so the versions an app accepts
+/// and the versions the verifier checks are one vocabulary.
+pub use hubkeeper_domain::app::SignatureVersion;
 
 /// v1: lowercase hex SHA-256 of `client_secret + body`.
 pub fn sign_v1(client_secret: &str, body: &[u8]) -> String {

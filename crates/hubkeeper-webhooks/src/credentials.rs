@@ -4,7 +4,6 @@
 use hubkeeper_core::apps::AppService;
 use hubkeeper_core::error::CoreError;
 use hubkeeper_domain::AppId;
-use hubkeeper_hubspot::signature::SignatureVersion;
 use uuid::Uuid;
 
 use crate::ingest::{CredentialSource, WebhookCredentials};
@@ -36,11 +35,7 @@ impl CredentialSource for AppServiceCredentials {
         let Some(config) = app.config() else {
             return Ok(None);
         };
-        let accepted = config
-            .signature_versions
-            .iter()
-            .filter_map(|v| v.as_str().parse::<SignatureVersion>().ok())
-            .collect();
+        let accepted = config.signature_versions.iter().copied().collect();
         Ok(Some(WebhookCredentials {
             client_secret: credentials.client_secret,
             accepted,

@@ -28,7 +28,6 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use uuid::Uuid;
 
 pub use events::{
     event_types, LimitReduction, PlanCreated, PlanDeleted, PlanDetailsChanged, PlanEvent,
@@ -41,6 +40,8 @@ pub use terms::{
 };
 
 use crate::clock::DomainServices;
+pub use crate::ids::PlanId;
+
 use crate::ids::AppId;
 use crate::validate::{shorten, single_line};
 use crate::ParseError;
@@ -57,50 +58,6 @@ pub const MAX_FEATURES: usize = 50;
 pub const DEFAULT_NOTICE_DAYS: u32 = 30;
 /// Longest notice accepted.
 pub const MAX_NOTICE_DAYS: u32 = 365;
-
-/// Identifies one plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct PlanId(Uuid);
-
-impl PlanId {
-    /// A new time-ordered id.
-    pub fn new() -> Self {
-        Self(Uuid::now_v7())
-    }
-
-    /// Wraps an existing UUID.
-    pub fn from_uuid(id: Uuid) -> Self {
-        Self(id)
-    }
-
-    /// The underlying UUID.
-    pub fn as_uuid(&self) -> Uuid {
-        self.0
-    }
-}
-
-impl Default for PlanId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Display for PlanId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.hyphenated().fmt(f)
-    }
-}
-
-impl FromStr for PlanId {
-    type Err = ParseError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::try_parse(s.trim())
-            .map(Self)
-            .map_err(|_| ParseError::new("plan id", s, "expected a UUID"))
-    }
-}
 
 /// Whether a plan takes new subscribers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
