@@ -31,6 +31,7 @@ pub mod settings;
 pub mod subscription;
 pub mod upcasters;
 
+mod aggregate;
 mod error;
 mod validate;
 

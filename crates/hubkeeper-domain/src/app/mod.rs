@@ -13,8 +13,6 @@ mod events;
 mod tests;
 
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::Aggregate;
 use hubkeeper_crypto::Sealed;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -27,7 +25,7 @@ pub use events::{
     event_types, AppDeleted, AppEvent, AppRegistered, AppUpdated, APP_REGISTERED_VERSION,
 };
 
-use crate::clock::DomainServices;
+use crate::aggregate::aggregate;
 use crate::ids::AppId;
 use config::{
     check_scope_overlap, validate_client_id, validate_description, validate_label,
@@ -320,20 +318,12 @@ impl App {
     }
 }
 
-impl Aggregate for App {
-    const TYPE: &'static str = "app";
-    type Command = AppCommand;
-    type Event = AppEvent;
-    type Error = AppError;
-    type Services = DomainServices;
+aggregate!(App, "app", AppCommand, AppEvent, AppError);
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        let now = services.now();
+impl App {
+    /// The events `command` leads to at `now`, from the state before it; none when it
+    /// changes nothing.
+    fn decide(&self, command: AppCommand, now: DateTime<Utc>) -> Result<Vec<AppEvent>, AppError> {
         let event = match command {
             AppCommand::RegisterApp(cmd) => Some(self.register(cmd, now)?),
             AppCommand::UpdateApp(cmd) => self.update(&cmd, now)?,
@@ -342,13 +332,10 @@ impl Aggregate for App {
                 active_installations,
             } => Some(self.delete(force, active_installations, now)?),
         };
-        if let Some(event) = event {
-            sink.write(event, self).await;
-        }
-        Ok(())
+        Ok(event.into_iter().collect())
     }
 
-    fn apply(&mut self, event: Self::Event) {
+    fn evolve(&mut self, event: AppEvent) {
         match event {
             AppEvent::Registered(e) => {
                 self.app_id = Some(e.app_id);

@@ -6,6 +6,8 @@ use cqrs_es::DomainEvent;
 use hubkeeper_crypto::{seal, Aad, DataKey, Sealed};
 
 use super::*;
+use crate::clock::DomainServices;
+use cqrs_es::Aggregate;
 
 type AppTest = TestFramework<App>;
 

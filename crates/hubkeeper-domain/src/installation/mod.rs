@@ -35,8 +35,6 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use chrono::{DateTime, Duration, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::Aggregate;
 use hubkeeper_crypto::Sealed;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -47,7 +45,7 @@ pub use events::{
     TenantForgotten, TokensRefreshed,
 };
 
-use crate::clock::DomainServices;
+use crate::aggregate::aggregate;
 use crate::ids::{AppId, HubId, InstallationId, UserId};
 use crate::validate::{scope_set, shorten, single_line};
 
@@ -764,20 +762,22 @@ impl Installation {
     }
 }
 
-impl Aggregate for Installation {
-    const TYPE: &'static str = "installation";
-    type Command = InstallationCommand;
-    type Event = InstallationEvent;
-    type Error = InstallationError;
-    type Services = DomainServices;
+aggregate!(
+    Installation,
+    "installation",
+    InstallationCommand,
+    InstallationEvent,
+    InstallationError
+);
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        let now = services.now();
+impl Installation {
+    /// The events `command` leads to at `now`, from the state before it; none when it
+    /// changes nothing.
+    fn decide(
+        &self,
+        command: InstallationCommand,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<InstallationEvent>, InstallationError> {
         let event = match command {
             InstallationCommand::Connect(cmd) => self.connect(cmd, now)?,
             InstallationCommand::RecordRefresh {
@@ -807,13 +807,10 @@ impl Aggregate for Installation {
             }
             InstallationCommand::ForgetTenant { reason } => self.forget(&reason, now)?,
         };
-        if let Some(event) = event {
-            sink.write(event, self).await;
-        }
-        Ok(())
+        Ok(event.into_iter().collect())
     }
 
-    fn apply(&mut self, event: Self::Event) {
+    fn evolve(&mut self, event: InstallationEvent) {
         match event {
             InstallationEvent::Connected(e) => {
                 self.identity = Some(Identity {

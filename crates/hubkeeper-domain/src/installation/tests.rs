@@ -4,6 +4,8 @@ use cqrs_es::DomainEvent;
 use hubkeeper_crypto::{seal, Aad, DataKey};
 
 use super::*;
+use crate::clock::DomainServices;
+use cqrs_es::Aggregate;
 
 type InstallationTest = TestFramework<Installation>;
 

@@ -24,8 +24,6 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Duration, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -39,7 +37,7 @@ pub use terms::{
     UsageMetric,
 };
 
-use crate::clock::DomainServices;
+use crate::aggregate::aggregate;
 pub use crate::ids::PlanId;
 
 use crate::ids::AppId;
@@ -587,20 +585,16 @@ impl Plan {
     }
 }
 
-impl Aggregate for Plan {
-    const TYPE: &'static str = "plan";
-    type Command = PlanCommand;
-    type Event = PlanEvent;
-    type Error = PlanError;
-    type Services = DomainServices;
+aggregate!(Plan, "plan", PlanCommand, PlanEvent, PlanError);
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        let now = services.now();
+impl Plan {
+    /// The events `command` leads to at `now`, from the state before it; none when it
+    /// changes nothing.
+    fn decide(
+        &self,
+        command: PlanCommand,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<PlanEvent>, PlanError> {
         let events = match command {
             PlanCommand::CreatePlan(cmd) => vec![self.create(cmd, now)?],
             PlanCommand::UpdatePlan(cmd) => self.update(cmd, now)?,
@@ -613,13 +607,10 @@ impl Aggregate for Plan {
                 .collect(),
             PlanCommand::DeletePlan { subscribers } => vec![self.delete(subscribers, now)?],
         };
-        for event in events {
-            sink.write(event, self).await;
-        }
-        Ok(())
+        Ok(events)
     }
 
-    fn apply(&mut self, event: Self::Event) {
+    fn evolve(&mut self, event: PlanEvent) {
         match event {
             PlanEvent::Created(e) => {
                 self.plan_id = Some(e.plan_id);

@@ -5,6 +5,8 @@ use cqrs_es::test::TestFramework;
 use cqrs_es::DomainEvent;
 
 use super::*;
+use crate::clock::DomainServices;
+use cqrs_es::Aggregate;
 
 type PlanTest = TestFramework<Plan>;
 

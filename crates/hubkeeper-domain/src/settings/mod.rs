@@ -13,12 +13,11 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::clock::DomainServices;
+use crate::aggregate::aggregate;
 use crate::ParseError;
 
 /// The aggregate id of the one settings instance.
@@ -368,20 +367,22 @@ fn in_range(setting: &'static str, value: u32, min: u32, max: u32) -> Result<(),
     }
 }
 
-impl Aggregate for Settings {
-    const TYPE: &'static str = "settings";
-    type Command = SettingsCommand;
-    type Event = SettingsEvent;
-    type Error = SettingsError;
-    type Services = DomainServices;
+aggregate!(
+    Settings,
+    "settings",
+    SettingsCommand,
+    SettingsEvent,
+    SettingsError
+);
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        let now = services.now();
+impl Settings {
+    /// The events `command` leads to at `now`, from the state before it; none when it
+    /// changes nothing.
+    fn decide(
+        &self,
+        command: SettingsCommand,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<SettingsEvent>, SettingsError> {
         let SettingsCommand::Update {
             oauth_rate_limit,
             logging,
@@ -421,13 +422,10 @@ impl Aggregate for Settings {
                 changed_at: now,
             }));
         }
-        for event in events {
-            sink.write(event, self).await;
-        }
-        Ok(())
+        Ok(events)
     }
 
-    fn apply(&mut self, event: Self::Event) {
+    fn evolve(&mut self, event: SettingsEvent) {
         match event {
             SettingsEvent::OAuthRateLimitChanged(e) => {
                 self.values.oauth_rate_limit = e.current;

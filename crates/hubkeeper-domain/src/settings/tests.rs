@@ -2,6 +2,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use cqrs_es::test::TestFramework;
 
 use super::*;
+use crate::clock::DomainServices;
+use cqrs_es::Aggregate;
 
 type SettingsTest = TestFramework<Settings>;
 

@@ -23,8 +23,6 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Datelike, Months, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -33,7 +31,7 @@ pub use events::{
     SubscriptionStarted, UsageLimitReached,
 };
 
-use crate::clock::DomainServices;
+use crate::aggregate::aggregate;
 use crate::ids::{AppId, InstallationId};
 use crate::plan::{LimitKind, PlanId, PlanStatus, PlanTerms};
 use crate::ParseError;
@@ -488,20 +486,22 @@ fn valid_period(period: &str) -> bool {
         && period[5..].bytes().all(|b| b.is_ascii_digit())
 }
 
-impl Aggregate for Subscription {
-    const TYPE: &'static str = "subscription";
-    type Command = SubscriptionCommand;
-    type Event = SubscriptionEvent;
-    type Error = SubscriptionError;
-    type Services = DomainServices;
+aggregate!(
+    Subscription,
+    "subscription",
+    SubscriptionCommand,
+    SubscriptionEvent,
+    SubscriptionError
+);
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        let now = services.now();
+impl Subscription {
+    /// The events `command` leads to at `now`, from the state before it; none when it
+    /// changes nothing.
+    fn decide(
+        &self,
+        command: SubscriptionCommand,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<SubscriptionEvent>, SubscriptionError> {
         let event = match command {
             SubscriptionCommand::ChangePlan {
                 installation_id,
@@ -518,13 +518,10 @@ impl Aggregate for Subscription {
                 offer,
             } => self.record_limit(limit, limit_value, used, period, offer, now)?,
         };
-        if let Some(event) = event {
-            sink.write(event, self).await;
-        }
-        Ok(())
+        Ok(event.into_iter().collect())
     }
 
-    fn apply(&mut self, event: Self::Event) {
+    fn evolve(&mut self, event: SubscriptionEvent) {
         match event {
             SubscriptionEvent::Started(e) => {
                 self.installation_id = Some(e.installation_id);

@@ -2,7 +2,9 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use cqrs_es::test::TestFramework;
 
 use super::*;
+use crate::clock::DomainServices;
 use crate::plan::{BillingInterval, Currency, Money, PlanType};
+use cqrs_es::Aggregate;
 
 type SubTest = TestFramework<Subscription>;
 
