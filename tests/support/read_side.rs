@@ -5,13 +5,14 @@
 
 use chrono::{DateTime, Duration, Utc};
 use hubkeeper_domain::app::{
-    AppEvent, AppRegistered, AppUpdated, Environment, OAuthGeneration, SignatureVersion,
+    AppEvent, AppRegistered, AppUpdated, StoredEnvironment, StoredOAuthGeneration,
+    StoredSignatureVersion,
 };
 use hubkeeper_domain::installation::{
-    DisconnectCause, InstallationConnected, InstallationDisconnected, InstallationEvent,
-    InstallationReconnected, InstallationRevoked, InstallationStatus, Installer,
-    ReauthorizationRequired, RefreshFailed, RefreshFailureClass, SealedTokens, TenantForgotten,
-    TokensRefreshed,
+    InstallationConnected, InstallationDisconnected, InstallationEvent, InstallationReconnected,
+    InstallationRevoked, ReauthorizationRequired, RefreshFailed, StoredDisconnectCause,
+    StoredInstallationStatus, StoredInstaller, StoredRefreshFailureClass, StoredTokens,
+    TenantForgotten, TokensRefreshed,
 };
 use hubkeeper_domain::{AppId, HubId, InstallationId, Sealed, UserId};
 use serde_json::{json, Value};
@@ -35,8 +36,8 @@ pub fn sealed() -> Sealed {
     SEALED.parse().expect("valid sealed value")
 }
 
-fn tokens(expires: DateTime<Utc>) -> SealedTokens {
-    SealedTokens {
+fn tokens(expires: DateTime<Utc>) -> StoredTokens {
+    StoredTokens {
         access: sealed(),
         refresh: sealed(),
         access_expires_at: expires,
@@ -56,26 +57,30 @@ pub fn app_rows(app: AppId, label: &str, at: DateTime<Utc>) -> Vec<Row> {
         app_id: app,
         label: label.into(),
         description: format!("{label} description"),
-        environment: Environment::Production,
+        environment: StoredEnvironment::Production,
         client_id: "12345678-abcd-ef01-2345-6789abcdef01".into(),
         client_secret: sealed(),
         redirect_uri: "https://example.com/oauth/callback".into(),
         scopes: vec!["crm.objects.contacts.read".into(), "oauth".into()],
         optional_scopes: vec![],
-        oauth_generation: OAuthGeneration::V2026_03,
-        signature_versions: SignatureVersion::ALL.to_vec(),
+        oauth_generation: StoredOAuthGeneration::V2026_03,
+        signature_versions: vec![
+            StoredSignatureVersion::V1,
+            StoredSignatureVersion::V2,
+            StoredSignatureVersion::V3,
+        ],
         registered_at: at,
     });
     let updated = AppEvent::Updated(AppUpdated {
         app_id: app,
         label: Some(format!("{label} (renamed)")),
         description: None,
-        environment: Some(Environment::Staging),
+        environment: Some(StoredEnvironment::Staging),
         redirect_uri: None,
         scopes: None,
         optional_scopes: None,
         oauth_generation: None,
-        signature_versions: Some(vec![SignatureVersion::V3]),
+        signature_versions: Some(vec![StoredSignatureVersion::V3]),
         updated_at: at + Duration::minutes(1),
     });
     vec![
@@ -116,7 +121,7 @@ pub fn connected_row(app: AppId, hub: u64, at: DateTime<Utc>, expires: DateTime<
             hub_id: HubId(hub),
             user_id: None,
             hub_domain: format!("portal-{hub}.hubspot.com"),
-            installer: Installer {
+            installer: StoredInstaller {
                 user_id: Some(UserId(7_000_000 + hub % 1000)),
                 email: Some(format!("owner{hub}@example.com")),
             },
@@ -172,14 +177,14 @@ pub fn lifecycle_row(app: AppId, hub: u64, k: u64, sequence: i64, at: DateTime<U
             refreshed_at: at,
         }),
         10 | 11 => InstallationEvent::RefreshFailed(RefreshFailed {
-            class: RefreshFailureClass::ServerError,
+            class: StoredRefreshFailureClass::ServerError,
             message: format!("HubSpot answered 503 (attempt {sequence})"),
             generation,
             consecutive_failures: (kind - 9) as u32,
             failed_at: at,
         }),
         12 => InstallationEvent::ReauthorizationRequired(ReauthorizationRequired {
-            class: RefreshFailureClass::InvalidGrant,
+            class: StoredRefreshFailureClass::InvalidGrant,
             message: "BAD_REFRESH_TOKEN".into(),
             generation,
             failed_at: at,
@@ -187,7 +192,7 @@ pub fn lifecycle_row(app: AppId, hub: u64, k: u64, sequence: i64, at: DateTime<U
         13 => InstallationEvent::Reconnected(InstallationReconnected {
             installation_id: id,
             hub_domain: format!("portal-{hub}.hubspot.com"),
-            installer: Installer {
+            installer: StoredInstaller {
                 user_id: None,
                 email: Some(format!("admin{hub}@example.com")),
             },
@@ -198,15 +203,15 @@ pub fn lifecycle_row(app: AppId, hub: u64, k: u64, sequence: i64, at: DateTime<U
             ],
             tokens: tokens(at + Duration::minutes(30)),
             app_version: Some(format!("1.{}.0", sequence % 4)),
-            previous_status: InstallationStatus::NeedsReauthorization,
+            previous_status: StoredInstallationStatus::NeedsReauthorization,
             generation,
             connected_at: at,
         }),
         14 => InstallationEvent::Disconnected(InstallationDisconnected {
             cause: if k.is_multiple_of(2) {
-                DisconnectCause::Operator
+                StoredDisconnectCause::Operator
             } else {
-                DisconnectCause::Uninstalled
+                StoredDisconnectCause::Uninstalled
             },
             reason: k.is_multiple_of(2).then(|| "customer asked".to_owned()),
             disconnected_at: at,
@@ -218,11 +223,11 @@ pub fn lifecycle_row(app: AppId, hub: u64, k: u64, sequence: i64, at: DateTime<U
         16 => InstallationEvent::Reconnected(InstallationReconnected {
             installation_id: id,
             hub_domain: format!("portal-{hub}.hubspot.com"),
-            installer: Installer::default(),
+            installer: StoredInstaller::default(),
             scopes: vec!["crm.objects.contacts.read".into(), "oauth".into()],
             tokens: tokens(at + Duration::minutes(30)),
             app_version: None,
-            previous_status: InstallationStatus::Disconnected,
+            previous_status: StoredInstallationStatus::Disconnected,
             generation,
             connected_at: at,
         }),

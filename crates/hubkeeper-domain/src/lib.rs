@@ -33,6 +33,7 @@ pub mod upcasters;
 
 mod aggregate;
 mod error;
+mod stored;
 mod validate;
 
 pub use clock::{Clock, DomainServices, ManualClock, SystemClock};

@@ -70,7 +70,7 @@ fn edit_tagged(payload: Value, tag: &str, edit: impl FnOnce(&mut Map<String, Val
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::{AppEvent, Environment, OAuthGeneration, SignatureVersion};
+    use crate::app::{AppEvent, StoredEnvironment, StoredOAuthGeneration, StoredSignatureVersion};
     use cqrs_es::persist::SerializedEvent;
     use cqrs_es::DomainEvent;
 
@@ -119,13 +119,17 @@ mod tests {
             vec!["oauth", "crm.objects.contacts.read"]
         );
         assert!(registered.optional_scopes.is_empty());
-        assert_eq!(registered.oauth_generation, OAuthGeneration::V1);
+        assert_eq!(registered.oauth_generation, StoredOAuthGeneration::V1);
         assert_eq!(
             registered.signature_versions,
-            SignatureVersion::ALL.to_vec()
+            vec![
+                StoredSignatureVersion::V1,
+                StoredSignatureVersion::V2,
+                StoredSignatureVersion::V3
+            ]
         );
         assert_eq!(registered.description, "");
-        assert_eq!(registered.environment, Environment::Production);
+        assert_eq!(registered.environment, StoredEnvironment::Production);
         assert_eq!(event.event_version(), APP_REGISTERED_VERSION);
     }
 
@@ -147,7 +151,7 @@ mod tests {
         let AppEvent::Registered(registered) = event else {
             panic!("expected AppRegistered");
         };
-        assert_eq!(registered.oauth_generation, OAuthGeneration::V2026_03);
+        assert_eq!(registered.oauth_generation, StoredOAuthGeneration::V2026_03);
     }
 
     #[test]

@@ -4,7 +4,9 @@
 use hubkeeper_domain::app::AppEvent;
 use hubkeeper_domain::installation::{DisconnectCause, InstallationEvent};
 use hubkeeper_domain::plan::{BillingInterval, Money, PlanEvent, PlanTerms, PlanType};
-use hubkeeper_domain::subscription::{ChangeDirection, ChangeTrigger, PlanRef, SubscriptionEvent};
+use hubkeeper_domain::subscription::{
+    ChangeDirection, ChangeTrigger, StoredPlanRef, SubscriptionEvent,
+};
 use serde::Serialize;
 
 use crate::event::{DomainEvent, ProjectedEvent};
@@ -140,7 +142,7 @@ fn describe_installation(event: &InstallationEvent, hub: &str) -> (Level, String
         InstallationEvent::Revoked(e) => {
             (Level::Warn, format!("Tokens revoked{hub}: {}", e.reason))
         }
-        InstallationEvent::Disconnected(e) => match e.cause {
+        InstallationEvent::Disconnected(e) => match DisconnectCause::from(e.cause) {
             DisconnectCause::Uninstalled => (
                 Level::Warn,
                 format!("App uninstalled in HubSpot{hub}; tokens removed"),
@@ -277,7 +279,7 @@ fn describe_plan(event: &PlanEvent, code: Option<&str>) -> (Level, String) {
                 "{} created: {}, {} (version {})",
                 plan(Some(&e.code)),
                 e.terms.plan_type,
-                price(&e.terms),
+                price(&PlanTerms::from(e.terms)),
                 e.version
             ),
         ),
@@ -330,7 +332,7 @@ fn describe_plan(event: &PlanEvent, code: Option<&str>) -> (Level, String) {
             format!(
                 "{} price changed {} (version {})",
                 plan(code),
-                price_change(&e.previous_terms, &e.terms),
+                price_change(&e.previous_terms.into(), &e.terms.into()),
                 e.version
             ),
         ),
@@ -357,7 +359,7 @@ fn trigger_text(trigger: ChangeTrigger) -> &'static str {
     }
 }
 
-fn plan_name(plan: &PlanRef) -> String {
+fn plan_name(plan: &StoredPlanRef) -> String {
     format!("`{}`", plan.code)
 }
 
@@ -368,13 +370,13 @@ fn describe_subscription(event: &SubscriptionEvent, hub: &str) -> (Level, String
             format!(
                 "Installation{hub} started on plan {} at {} ({} registration, {})",
                 plan_name(&e.plan),
-                price(&e.plan.terms),
+                price(&PlanTerms::from(e.plan.terms)),
                 if e.started_paid { "paid" } else { "free" },
-                trigger_text(e.trigger)
+                trigger_text(e.trigger.into())
             ),
         ),
         SubscriptionEvent::PlanChanged(e) => {
-            let direction = match e.direction {
+            let direction = match ChangeDirection::from(e.direction) {
                 ChangeDirection::Upgrade => "upgrade",
                 ChangeDirection::Downgrade => "downgrade",
                 ChangeDirection::Lateral => "same price",
@@ -385,8 +387,8 @@ fn describe_subscription(event: &SubscriptionEvent, hub: &str) -> (Level, String
                     "Installation{hub} moved from {} to {} ({direction} to {}, {})",
                     plan_name(&e.from),
                     plan_name(&e.to),
-                    price(&e.to.terms),
-                    trigger_text(e.trigger)
+                    price(&PlanTerms::from(e.to.terms)),
+                    trigger_text(e.trigger.into())
                 ),
             )
         }
@@ -396,7 +398,7 @@ fn describe_subscription(event: &SubscriptionEvent, hub: &str) -> (Level, String
                 "Subscription{hub} to {} renewed until {} at {}{}",
                 plan_name(&e.plan),
                 e.renews_at.format("%Y-%m-%d"),
-                price(&e.plan.terms),
+                price(&PlanTerms::from(e.plan.terms)),
                 if e.from_version == e.plan.version {
                     format!(" (version {})", e.plan.version)
                 } else {
@@ -426,9 +428,12 @@ mod tests {
     use super::*;
     use chrono::{TimeZone, Utc};
     use hubkeeper_domain::plan::{
-        Currency, LimitKind, PlanId, PlanRepriced, UnitPricing, UsageMetric,
+        Currency, PlanId, PlanRepriced, StoredLimitKind, UnitPricing, UsageMetric,
     };
-    use hubkeeper_domain::subscription::{PlanOffer, SubscriptionPlanChanged, UsageLimitReached};
+    use hubkeeper_domain::subscription::{
+        StoredChangeDirection, StoredChangeTrigger, StoredPlanOffer, SubscriptionPlanChanged,
+        UsageLimitReached,
+    };
     use hubkeeper_domain::InstallationId;
 
     fn eur(minor: i64) -> Money {
@@ -456,12 +461,12 @@ mod tests {
         }
     }
 
-    fn plan_ref(code: &str, terms: PlanTerms) -> PlanRef {
-        PlanRef {
+    fn plan_ref(code: &str, terms: PlanTerms) -> StoredPlanRef {
+        StoredPlanRef {
             plan_id: PlanId::new(),
             code: code.into(),
             version: 1,
-            terms,
+            terms: terms.into(),
         }
     }
 
@@ -492,8 +497,8 @@ mod tests {
             plan_id: PlanId::new(),
             previous_version: 2,
             version: 3,
-            previous_terms: recurring(1000),
-            terms: recurring(1200),
+            previous_terms: recurring(1000).into(),
+            terms: recurring(1200).into(),
             repriced_at: at(),
         }));
         let context = Context {
@@ -516,9 +521,9 @@ mod tests {
                 installation_id: InstallationId::from_uuid(uuid::Uuid::nil()),
                 from: plan_ref("free", free()),
                 to: plan_ref("pro", recurring(1000)),
-                direction: ChangeDirection::Upgrade,
-                amount: eur(1000),
-                trigger: ChangeTrigger::Admin,
+                direction: StoredChangeDirection::Upgrade,
+                amount: eur(1000).into(),
+                trigger: StoredChangeTrigger::Admin,
                 changed_at: at(),
                 renews_at: None,
             }));
@@ -543,11 +548,11 @@ mod tests {
                 installation_id: InstallationId::from_uuid(uuid::Uuid::nil()),
                 plan_id: PlanId::new(),
                 plan_code: "starter".into(),
-                limit: LimitKind::RequestsPerMonth,
+                limit: StoredLimitKind::RequestsPerMonth,
                 limit_value: 10_000,
                 used: 10_000,
                 period: "2026-03".into(),
-                offer: Some(PlanOffer {
+                offer: Some(StoredPlanOffer {
                     plan_id: PlanId::new(),
                     code: "pro".into(),
                 }),

@@ -4,10 +4,10 @@
 
 use chrono::{Duration, Utc};
 use hubkeeper_domain::app::{
-    AppEvent, AppRegistered, Environment, OAuthGeneration, SignatureVersion,
+    AppEvent, AppRegistered, StoredEnvironment, StoredOAuthGeneration, StoredSignatureVersion,
 };
 use hubkeeper_domain::installation::{
-    InstallationConnected, InstallationEvent, InstallationRevoked, Installer, SealedTokens,
+    InstallationConnected, InstallationEvent, InstallationRevoked, StoredInstaller, StoredTokens,
     TokensRefreshed,
 };
 use hubkeeper_domain::{AppId, HubId, InstallationId};
@@ -20,8 +20,8 @@ use uuid::Uuid;
 
 const SEALED: &str = "v1.dk0011223344556677.AAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
-fn tokens() -> SealedTokens {
-    SealedTokens {
+fn tokens() -> StoredTokens {
+    StoredTokens {
         access: SEALED.parse().unwrap(),
         refresh: SEALED.parse().unwrap(),
         access_expires_at: Utc::now() + Duration::hours(1),
@@ -35,7 +35,7 @@ fn connected(id: InstallationId, app: AppId, hub: u64) -> Value {
         hub_id: HubId(hub),
         user_id: None,
         hub_domain: format!("portal-{hub}.hubspot.com"),
-        installer: Installer::default(),
+        installer: StoredInstaller::default(),
         scopes: vec!["oauth".into()],
         tokens: tokens(),
         app_version: None,
@@ -67,14 +67,14 @@ fn registered(app: AppId) -> Value {
         app_id: app,
         label: "Future app".into(),
         description: String::new(),
-        environment: Environment::Production,
+        environment: StoredEnvironment::Production,
         client_id: "12345678-abcd-ef01-2345-6789abcdef01".into(),
         client_secret: SEALED.parse().unwrap(),
         redirect_uri: "https://example.com/oauth/callback".into(),
         scopes: vec!["oauth".into()],
         optional_scopes: vec![],
-        oauth_generation: OAuthGeneration::V2026_03,
-        signature_versions: SignatureVersion::ALL.to_vec(),
+        oauth_generation: StoredOAuthGeneration::V2026_03,
+        signature_versions: vec![StoredSignatureVersion::V3],
         registered_at: Utc::now(),
     }))
     .unwrap()

@@ -368,7 +368,7 @@ async fn apply_subscription(tx: &mut PgConnection, event: &StoredEvent) -> Resul
                 None,
                 &e.plan.code,
                 "new",
-                e.plan.terms.price,
+                e.plan.terms.price.into(),
                 e.trigger.as_str(),
                 &actor,
             )
@@ -383,7 +383,7 @@ async fn apply_subscription(tx: &mut PgConnection, event: &StoredEvent) -> Resul
                 Some(&e.from.code),
                 &e.to.code,
                 e.direction.as_str(),
-                e.amount,
+                e.amount.into(),
                 e.trigger.as_str(),
                 &actor,
             )

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{Environment, OAuthGeneration, SignatureVersion};
 use crate::ids::AppId;
+use crate::stored::stored_enum;
 
 /// Stable event type names (also the serde tags of [`AppEvent`]).
 pub mod event_types {
@@ -71,7 +72,7 @@ pub struct AppRegistered {
     #[serde(default)]
     pub description: String,
     /// Deployment tag.
-    pub environment: Environment,
+    pub environment: StoredEnvironment,
     /// HubSpot client id.
     pub client_id: String,
     /// Client secret, sealed by the edge.
@@ -83,9 +84,9 @@ pub struct AppRegistered {
     /// Optional scopes, sorted.
     pub optional_scopes: Vec<String>,
     /// OAuth endpoint generation.
-    pub oauth_generation: OAuthGeneration,
+    pub oauth_generation: StoredOAuthGeneration,
     /// Accepted webhook signature versions, sorted.
-    pub signature_versions: Vec<SignatureVersion>,
+    pub signature_versions: Vec<StoredSignatureVersion>,
     /// When the app was registered.
     pub registered_at: DateTime<Utc>,
 }
@@ -104,7 +105,7 @@ pub struct AppUpdated {
     pub description: Option<String>,
     /// New environment tag.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub environment: Option<Environment>,
+    pub environment: Option<StoredEnvironment>,
     /// New redirect URI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect_uri: Option<String>,
@@ -116,10 +117,10 @@ pub struct AppUpdated {
     pub optional_scopes: Option<Vec<String>>,
     /// New OAuth endpoint generation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub oauth_generation: Option<OAuthGeneration>,
+    pub oauth_generation: Option<StoredOAuthGeneration>,
     /// New accepted signature versions (complete list).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signature_versions: Option<Vec<SignatureVersion>>,
+    pub signature_versions: Option<Vec<StoredSignatureVersion>>,
     /// When the change was made.
     pub updated_at: DateTime<Utc>,
 }
@@ -136,3 +137,29 @@ pub struct AppDeleted {
     /// When the app was deleted.
     pub deleted_at: DateTime<Utc>,
 }
+
+stored_enum!(
+    /// [`Environment`] as app events store it.
+    StoredEnvironment <=> Environment {
+        Development = "development",
+        Staging = "staging",
+        Production = "production",
+    }
+);
+
+stored_enum!(
+    /// [`OAuthGeneration`] as app events store it.
+    StoredOAuthGeneration <=> OAuthGeneration {
+        V1 = "v1",
+        V2026_03 = "2026-03",
+    }
+);
+
+stored_enum!(
+    /// [`SignatureVersion`] as app events store it.
+    StoredSignatureVersion <=> SignatureVersion {
+        V1 = "v1",
+        V2 = "v2",
+        V3 = "v3",
+    }
+);

@@ -22,11 +22,13 @@ pub use config::{
     MAX_DESCRIPTION_CHARS, MAX_LABEL_CHARS,
 };
 pub use events::{
-    event_types, AppDeleted, AppEvent, AppRegistered, AppUpdated, APP_REGISTERED_VERSION,
+    event_types, AppDeleted, AppEvent, AppRegistered, AppUpdated, StoredEnvironment,
+    StoredOAuthGeneration, StoredSignatureVersion, APP_REGISTERED_VERSION,
 };
 
 use crate::aggregate::aggregate;
 use crate::ids::AppId;
+use crate::stored::convert_all;
 use config::{
     check_scope_overlap, validate_client_id, validate_description, validate_label,
     validate_optional_scopes, validate_redirect_uri, validate_scopes, validate_signature_versions,
@@ -255,14 +257,14 @@ impl App {
             app_id: cmd.app_id,
             label: validate_label(&cmd.label)?,
             description: validate_description(cmd.description.as_deref().unwrap_or_default())?,
-            environment: cmd.environment,
+            environment: cmd.environment.into(),
             client_id: validate_client_id(&cmd.client_id)?,
             client_secret: cmd.client_secret,
             redirect_uri: validate_redirect_uri(&cmd.redirect_uri)?,
             scopes: scopes.into_iter().collect(),
             optional_scopes: optional_scopes.into_iter().collect(),
-            oauth_generation: cmd.oauth_generation.unwrap_or_default(),
-            signature_versions: signature_versions.into_iter().collect(),
+            oauth_generation: cmd.oauth_generation.unwrap_or_default().into(),
+            signature_versions: convert_all(signature_versions),
             registered_at: now,
         }))
     }
@@ -274,14 +276,14 @@ impl App {
         if &next == current {
             return Ok(None);
         }
-        fn changed<T: PartialEq + Clone>(old: &T, new: &T) -> Option<T> {
-            (old != new).then(|| new.clone())
+        fn changed<T: PartialEq + Clone, S: From<T>>(old: &T, new: &T) -> Option<S> {
+            (old != new).then(|| new.clone().into())
         }
-        fn changed_list<T: PartialEq + Clone + Ord>(
+        fn changed_list<T: PartialEq + Clone + Ord, S: From<T>>(
             old: &std::collections::BTreeSet<T>,
             new: &std::collections::BTreeSet<T>,
-        ) -> Option<Vec<T>> {
-            (old != new).then(|| new.iter().cloned().collect())
+        ) -> Option<Vec<S>> {
+            (old != new).then(|| convert_all(new.iter().cloned()))
         }
         Ok(Some(AppEvent::Updated(AppUpdated {
             app_id,
@@ -342,14 +344,14 @@ impl App {
                 self.config = Some(AppConfig {
                     label: e.label,
                     description: e.description,
-                    environment: e.environment,
+                    environment: e.environment.into(),
                     client_id: e.client_id,
                     client_secret: e.client_secret,
                     redirect_uri: e.redirect_uri,
                     scopes: e.scopes.into_iter().collect(),
                     optional_scopes: e.optional_scopes.into_iter().collect(),
-                    oauth_generation: e.oauth_generation,
-                    signature_versions: e.signature_versions.into_iter().collect(),
+                    oauth_generation: e.oauth_generation.into(),
+                    signature_versions: convert_all(e.signature_versions),
                     registered_at: e.registered_at,
                 });
             }
@@ -367,7 +369,7 @@ impl App {
                     config.description = description;
                 }
                 if let Some(environment) = e.environment {
-                    config.environment = environment;
+                    config.environment = environment.into();
                 }
                 if let Some(uri) = e.redirect_uri {
                     config.redirect_uri = uri;
@@ -379,10 +381,10 @@ impl App {
                     config.optional_scopes = optional.into_iter().collect();
                 }
                 if let Some(generation) = e.oauth_generation {
-                    config.oauth_generation = generation;
+                    config.oauth_generation = generation.into();
                 }
                 if let Some(versions) = e.signature_versions {
-                    config.signature_versions = versions.into_iter().collect();
+                    config.signature_versions = convert_all(versions);
                 }
             }
             AppEvent::Deleted(e) => {

@@ -61,7 +61,7 @@ fn registered(secret: &Sealed) -> AppEvent {
         app_id: app_id(),
         label: "Production CRM sync".into(),
         description: "Syncs contacts".into(),
-        environment: Environment::Production,
+        environment: StoredEnvironment::Production,
         client_id: CLIENT_ID.into(),
         client_secret: secret.clone(),
         redirect_uri: REDIRECT.into(),
@@ -71,11 +71,11 @@ fn registered(secret: &Sealed) -> AppEvent {
             "oauth".into(),
         ],
         optional_scopes: vec!["tickets".into()],
-        oauth_generation: OAuthGeneration::V2026_03,
+        oauth_generation: StoredOAuthGeneration::V2026_03,
         signature_versions: vec![
-            SignatureVersion::V1,
-            SignatureVersion::V2,
-            SignatureVersion::V3,
+            StoredSignatureVersion::V1,
+            StoredSignatureVersion::V2,
+            StoredSignatureVersion::V3,
         ],
         registered_at: t0(),
     })
@@ -145,8 +145,8 @@ async fn register_keeps_explicit_generation_and_signature_versions() {
     let [AppEvent::Registered(e)] = events.as_slice() else {
         panic!("expected one AppRegistered, got {events:?}");
     };
-    assert_eq!(e.oauth_generation, OAuthGeneration::V1);
-    assert_eq!(e.signature_versions, vec![SignatureVersion::V3]);
+    assert_eq!(e.oauth_generation, StoredOAuthGeneration::V1);
+    assert_eq!(e.signature_versions, vec![StoredSignatureVersion::V3]);
     assert_eq!(e.description, "");
 }
 
@@ -341,7 +341,7 @@ async fn safe_fields_update_freely() {
         .then_expect_events(vec![AppEvent::Updated(AppUpdated {
             label: Some("Renamed".into()),
             description: Some("".into()),
-            environment: Some(Environment::Staging),
+            environment: Some(StoredEnvironment::Staging),
             ..update_event()
         })]);
 }
@@ -397,8 +397,8 @@ async fn risky_fields_update_and_are_validated() {
         .then_expect_events(vec![AppEvent::Updated(AppUpdated {
             redirect_uri: Some("https://oauth.test.pdl.no/v2/callback".into()),
             optional_scopes: Some(vec![]),
-            oauth_generation: Some(OAuthGeneration::V1),
-            signature_versions: Some(vec![SignatureVersion::V3]),
+            oauth_generation: Some(StoredOAuthGeneration::V1),
+            signature_versions: Some(vec![StoredSignatureVersion::V3]),
             ..update_event()
         })]);
 
@@ -479,7 +479,7 @@ fn applying_an_update_changes_the_config() {
         AppEvent::Updated(AppUpdated {
             label: Some("New".into()),
             scopes: Some(vec!["oauth".into()]),
-            signature_versions: Some(vec![SignatureVersion::V2]),
+            signature_versions: Some(vec![StoredSignatureVersion::V2]),
             ..update_event()
         }),
     ]);

@@ -5,8 +5,11 @@ use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
+use hubkeeper_crypto::Sealed;
+
 use super::{DisconnectCause, InstallationStatus, Installer, RefreshFailureClass, SealedTokens};
 use crate::ids::{AppId, HubId, InstallationId, UserId};
+use crate::stored::stored_enum;
 
 /// Stable event type names (also the serde tags of [`InstallationEvent`]).
 pub mod event_types {
@@ -108,11 +111,11 @@ pub struct InstallationConnected {
     /// The hub's domain, e.g. `acme.hubspot.com`.
     pub hub_domain: String,
     /// Who clicked install.
-    pub installer: Installer,
+    pub installer: StoredInstaller,
     /// Granted scopes, sorted.
     pub scopes: Vec<String>,
     /// The sealed token pair.
-    pub tokens: SealedTokens,
+    pub tokens: StoredTokens,
     /// Version of our app the user installed, if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_version: Option<String>,
@@ -130,16 +133,16 @@ pub struct InstallationReconnected {
     /// The hub's domain (may have changed).
     pub hub_domain: String,
     /// Who re-authorized.
-    pub installer: Installer,
+    pub installer: StoredInstaller,
     /// Granted scopes now, sorted.
     pub scopes: Vec<String>,
     /// The new sealed token pair.
-    pub tokens: SealedTokens,
+    pub tokens: StoredTokens,
     /// Version of our app, if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_version: Option<String>,
     /// Status just before the reconnect, for "recovered from ..." reporting.
-    pub previous_status: InstallationStatus,
+    pub previous_status: StoredInstallationStatus,
     /// Token generation after this event.
     pub generation: u64,
     /// When the reconnect was recorded.
@@ -150,7 +153,7 @@ pub struct InstallationReconnected {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokensRefreshed {
     /// The new pair; the refresh token is stored whether or not HubSpot rotated it.
-    pub tokens: SealedTokens,
+    pub tokens: StoredTokens,
     /// Token generation after this event.
     pub generation: u64,
     /// When HubSpot answered.
@@ -161,7 +164,7 @@ pub struct TokensRefreshed {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefreshFailed {
     /// Failure category.
-    pub class: RefreshFailureClass,
+    pub class: StoredRefreshFailureClass,
     /// Diagnostic text from the refresher (bounded; must not contain secrets).
     pub message: String,
     /// Generation the failed attempt used.
@@ -176,7 +179,7 @@ pub struct RefreshFailed {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReauthorizationRequired {
     /// Failure category (typically `invalid_grant`).
-    pub class: RefreshFailureClass,
+    pub class: StoredRefreshFailureClass,
     /// Diagnostic text (bounded; must not contain secrets).
     pub message: String,
     /// Generation whose refresh token was found dead.
@@ -198,7 +201,7 @@ pub struct InstallationRevoked {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstallationDisconnected {
     /// Operator action or HubSpot uninstall.
-    pub cause: DisconnectCause,
+    pub cause: StoredDisconnectCause,
     /// Operator's justification (none for uninstalls).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -214,3 +217,100 @@ pub struct TenantForgotten {
     /// When it was recorded.
     pub forgotten_at: DateTime<Utc>,
 }
+
+/// A sealed token pair as installation events store it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredTokens {
+    /// The access token.
+    pub access: Sealed,
+    /// The refresh token.
+    pub refresh: Sealed,
+    /// When the access token stops working.
+    pub access_expires_at: DateTime<Utc>,
+}
+
+impl From<SealedTokens> for StoredTokens {
+    fn from(value: SealedTokens) -> Self {
+        let SealedTokens {
+            access,
+            refresh,
+            access_expires_at,
+        } = value;
+        Self {
+            access,
+            refresh,
+            access_expires_at,
+        }
+    }
+}
+
+impl From<StoredTokens> for SealedTokens {
+    fn from(value: StoredTokens) -> Self {
+        let StoredTokens {
+            access,
+            refresh,
+            access_expires_at,
+        } = value;
+        Self {
+            access,
+            refresh,
+            access_expires_at,
+        }
+    }
+}
+
+/// The installing user as installation events store it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredInstaller {
+    /// HubSpot user id, if HubSpot reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<UserId>,
+    /// E-mail address, if HubSpot reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+impl From<Installer> for StoredInstaller {
+    fn from(value: Installer) -> Self {
+        let Installer { user_id, email } = value;
+        Self { user_id, email }
+    }
+}
+
+impl From<StoredInstaller> for Installer {
+    fn from(value: StoredInstaller) -> Self {
+        let StoredInstaller { user_id, email } = value;
+        Self { user_id, email }
+    }
+}
+
+stored_enum!(
+    /// [`InstallationStatus`] as installation events store it.
+    StoredInstallationStatus <=> InstallationStatus {
+        Connected = "connected",
+        Expired = "expired",
+        NeedsReauthorization = "needs_reauthorization",
+        Disconnected = "disconnected",
+        Revoked = "revoked",
+    }
+);
+
+stored_enum!(
+    /// [`RefreshFailureClass`] as installation events store it.
+    StoredRefreshFailureClass <=> RefreshFailureClass {
+        InvalidGrant = "invalid_grant",
+        Unauthorized = "unauthorized",
+        RateLimited = "rate_limited",
+        ServerError = "server_error",
+        Network = "network",
+        Other = "other",
+    }
+);
+
+stored_enum!(
+    /// [`DisconnectCause`] as installation events store it.
+    StoredDisconnectCause <=> DisconnectCause {
+        Operator = "operator",
+        Uninstalled = "uninstalled",
+    }
+);

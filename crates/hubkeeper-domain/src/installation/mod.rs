@@ -42,7 +42,8 @@ use thiserror::Error;
 pub use events::{
     event_types, InstallationConnected, InstallationDisconnected, InstallationEvent,
     InstallationReconnected, InstallationRevoked, ReauthorizationRequired, RefreshFailed,
-    TenantForgotten, TokensRefreshed,
+    StoredDisconnectCause, StoredInstallationStatus, StoredInstaller, StoredRefreshFailureClass,
+    StoredTokens, TenantForgotten, TokensRefreshed,
 };
 
 use crate::aggregate::aggregate;
@@ -571,9 +572,9 @@ impl Installation {
                 hub_id: cmd.hub_id,
                 user_id: cmd.user_id,
                 hub_domain,
-                installer,
+                installer: installer.into(),
                 scopes,
-                tokens: cmd.tokens,
+                tokens: cmd.tokens.into(),
                 app_version,
                 generation: 1,
                 connected_at: now,
@@ -587,11 +588,11 @@ impl Installation {
             InstallationReconnected {
                 installation_id,
                 hub_domain,
-                installer,
+                installer: installer.into(),
                 scopes,
-                tokens: cmd.tokens,
+                tokens: cmd.tokens.into(),
                 app_version,
-                previous_status,
+                previous_status: previous_status.into(),
                 generation: self.generation + 1,
                 connected_at: now,
             },
@@ -633,7 +634,7 @@ impl Installation {
         self.check_generation(expected_generation)?;
         check_expiry(&tokens, refreshed_at)?;
         Ok(Some(InstallationEvent::TokensRefreshed(TokensRefreshed {
-            tokens,
+            tokens: tokens.into(),
             generation: self.generation + 1,
             refreshed_at,
         })))
@@ -656,7 +657,7 @@ impl Installation {
             }
             return Ok(Some(InstallationEvent::ReauthorizationRequired(
                 ReauthorizationRequired {
-                    class,
+                    class: class.into(),
                     message,
                     generation: self.generation,
                     failed_at: now,
@@ -664,7 +665,7 @@ impl Installation {
             )));
         }
         Ok(Some(InstallationEvent::RefreshFailed(RefreshFailed {
-            class,
+            class: class.into(),
             message,
             generation: self.generation,
             consecutive_failures: self.consecutive_failures.saturating_add(1),
@@ -703,7 +704,7 @@ impl Installation {
             Lifecycle::Disconnected | Lifecycle::Revoked => Ok(None),
             Lifecycle::Active | Lifecycle::NeedsReauthorization => Ok(Some(
                 InstallationEvent::Disconnected(InstallationDisconnected {
-                    cause,
+                    cause: cause.into(),
                     reason,
                     disconnected_at: now,
                 }),
@@ -820,11 +821,11 @@ impl Installation {
                     user_id: e.user_id,
                 });
                 self.hub_domain = e.hub_domain;
-                self.installer = e.installer;
+                self.installer = e.installer.into();
                 self.scopes = e.scopes.iter().cloned().collect();
                 self.app_version = e.app_version.clone();
                 self.lifecycle = Lifecycle::Active;
-                self.tokens = Some(e.tokens);
+                self.tokens = Some(e.tokens.into());
                 self.generation = e.generation;
                 self.first_connected_at = Some(e.connected_at);
                 self.last_connected_at = Some(e.connected_at);
@@ -843,7 +844,7 @@ impl Installation {
                 self.push_history(
                     at,
                     HistoryChange::Reconnected {
-                        previous_status: e.previous_status,
+                        previous_status: e.previous_status.into(),
                     },
                 );
                 let scopes: BTreeSet<String> = e.scopes.into_iter().collect();
@@ -855,9 +856,9 @@ impl Installation {
                 }
                 self.record_version_change(at, e.app_version);
                 self.hub_domain = e.hub_domain;
-                self.installer = e.installer;
+                self.installer = e.installer.into();
                 self.lifecycle = Lifecycle::Active;
-                self.tokens = Some(e.tokens);
+                self.tokens = Some(e.tokens.into());
                 self.generation = e.generation;
                 self.last_connected_at = Some(at);
                 self.consecutive_failures = 0;
@@ -866,7 +867,7 @@ impl Installation {
             }
             InstallationEvent::TokensRefreshed(e) => {
                 self.lifecycle = Lifecycle::Active;
-                self.tokens = Some(e.tokens);
+                self.tokens = Some(e.tokens.into());
                 self.generation = e.generation;
                 self.last_refreshed_at = Some(e.refreshed_at);
                 self.consecutive_failures = 0;
@@ -875,7 +876,7 @@ impl Installation {
             InstallationEvent::RefreshFailed(e) => {
                 self.consecutive_failures = e.consecutive_failures;
                 self.last_failure = Some(LastFailure {
-                    class: e.class,
+                    class: e.class.into(),
                     message: e.message,
                     at: e.failed_at,
                 });
@@ -885,10 +886,12 @@ impl Installation {
                 self.consecutive_failures = self.consecutive_failures.saturating_add(1);
                 self.push_history(
                     e.failed_at,
-                    HistoryChange::ReauthorizationRequired { class: e.class },
+                    HistoryChange::ReauthorizationRequired {
+                        class: e.class.into(),
+                    },
                 );
                 self.last_failure = Some(LastFailure {
-                    class: e.class,
+                    class: e.class.into(),
                     message: e.message,
                     at: e.failed_at,
                 });
@@ -904,7 +907,7 @@ impl Installation {
                 self.push_history(
                     e.disconnected_at,
                     HistoryChange::Disconnected {
-                        cause: e.cause,
+                        cause: e.cause.into(),
                         reason: e.reason,
                     },
                 );

@@ -71,9 +71,9 @@ fn connected(tokens: &SealedTokens) -> InstallationEvent {
         hub_id: hub(),
         user_id: None,
         hub_domain: "acme.example".into(),
-        installer: installer(),
+        installer: installer().into(),
         scopes: vec!["crm.objects.contacts.read".into(), "oauth".into()],
-        tokens: tokens.clone(),
+        tokens: tokens.clone().into(),
         app_version: Some("1.4.0".into()),
         generation: 1,
         connected_at: t0(),
@@ -82,7 +82,7 @@ fn connected(tokens: &SealedTokens) -> InstallationEvent {
 
 fn refreshed(tokens: &SealedTokens, generation: u64, at: DateTime<Utc>) -> InstallationEvent {
     InstallationEvent::TokensRefreshed(TokensRefreshed {
-        tokens: tokens.clone(),
+        tokens: tokens.clone().into(),
         generation,
         refreshed_at: at,
     })
@@ -90,7 +90,7 @@ fn refreshed(tokens: &SealedTokens, generation: u64, at: DateTime<Utc>) -> Insta
 
 fn disconnected(at: DateTime<Utc>) -> InstallationEvent {
     InstallationEvent::Disconnected(InstallationDisconnected {
-        cause: DisconnectCause::Operator,
+        cause: StoredDisconnectCause::Operator,
         reason: Some("customer cancelled".into()),
         disconnected_at: at,
     })
@@ -105,7 +105,7 @@ fn revoked(at: DateTime<Utc>) -> InstallationEvent {
 
 fn reauth_required(at: DateTime<Utc>) -> InstallationEvent {
     InstallationEvent::ReauthorizationRequired(ReauthorizationRequired {
-        class: RefreshFailureClass::InvalidGrant,
+        class: StoredRefreshFailureClass::InvalidGrant,
         message: "BAD_REFRESH_TOKEN".into(),
         generation: 1,
         failed_at: at,
@@ -341,15 +341,15 @@ async fn reconnect_while_connected_starts_a_new_generation() {
             InstallationReconnected {
                 installation_id: id(),
                 hub_domain: "acme.example".into(),
-                installer: installer(),
+                installer: installer().into(),
                 scopes: vec![
                     "crm.objects.contacts.read".into(),
                     "oauth".into(),
                     "tickets".into(),
                 ],
-                tokens: new.clone(),
+                tokens: new.clone().into(),
                 app_version: Some("1.4.0".into()),
-                previous_status: InstallationStatus::Connected,
+                previous_status: StoredInstallationStatus::Connected,
                 generation: 2,
                 connected_at: mins(10),
             },
@@ -390,7 +390,7 @@ async fn reconnect_records_the_previous_status() {
         let InstallationEvent::Reconnected(e) = event else {
             panic!("expected Reconnected");
         };
-        assert_eq!(e.previous_status, previous);
+        assert_eq!(e.previous_status, previous.into());
         assert_eq!(e.generation, 2);
     }
 }
@@ -405,11 +405,11 @@ fn reconnect_after_revoke_restores_access_and_tracks_history() {
         InstallationEvent::Reconnected(InstallationReconnected {
             installation_id: id(),
             hub_domain: "acme.example".into(),
-            installer: Installer::default(),
+            installer: StoredInstaller::default(),
             scopes: vec!["oauth".into(), "tickets".into()],
-            tokens: second.clone(),
+            tokens: second.clone().into(),
             app_version: Some("2.0.0".into()),
-            previous_status: InstallationStatus::Revoked,
+            previous_status: StoredInstallationStatus::Revoked,
             generation: 2,
             connected_at: mins(70),
         }),
@@ -468,7 +468,7 @@ fn refresh_resets_failures_and_updates_helpers() {
     let inst = state(vec![
         connected(&tokens(mins(30))),
         InstallationEvent::RefreshFailed(RefreshFailed {
-            class: RefreshFailureClass::ServerError,
+            class: StoredRefreshFailureClass::ServerError,
             message: "502".into(),
             generation: 1,
             consecutive_failures: 1,
@@ -600,7 +600,7 @@ async fn successful_refresh_after_reauthorization_required_recovers() {
 #[tokio::test]
 async fn transient_failures_count_up() {
     let first_failure = InstallationEvent::RefreshFailed(RefreshFailed {
-        class: RefreshFailureClass::RateLimited,
+        class: StoredRefreshFailureClass::RateLimited,
         message: "429".into(),
         generation: 1,
         consecutive_failures: 1,
@@ -616,7 +616,7 @@ async fn transient_failures_count_up() {
         })
         .await
         .then_expect_events(vec![InstallationEvent::RefreshFailed(RefreshFailed {
-            class: RefreshFailureClass::ServerError,
+            class: StoredRefreshFailureClass::ServerError,
             message: "HubSpot returned 503".into(),
             generation: 1,
             consecutive_failures: 2,
@@ -629,7 +629,7 @@ fn transient_failure_keeps_the_installation_refreshable() {
     let inst = state(vec![
         connected(&tokens(mins(30))),
         InstallationEvent::RefreshFailed(RefreshFailed {
-            class: RefreshFailureClass::Network,
+            class: StoredRefreshFailureClass::Network,
             message: "timeout".into(),
             generation: 1,
             consecutive_failures: 1,
@@ -706,11 +706,11 @@ async fn stale_failure_cannot_mark_a_fresh_grant_as_needing_reauthorization() {
     let reconnect = InstallationEvent::Reconnected(InstallationReconnected {
         installation_id: id(),
         hub_domain: "acme.example".into(),
-        installer: installer(),
+        installer: installer().into(),
         scopes: vec!["oauth".into()],
-        tokens: tokens(mins(50)),
+        tokens: tokens(mins(50)).into(),
         app_version: None,
-        previous_status: InstallationStatus::Connected,
+        previous_status: StoredInstallationStatus::Connected,
         generation: 2,
         connected_at: mins(20),
     });
@@ -882,7 +882,7 @@ async fn hubspot_uninstall_disconnects() {
         .await
         .then_expect_events(vec![InstallationEvent::Disconnected(
             InstallationDisconnected {
-                cause: DisconnectCause::Uninstalled,
+                cause: StoredDisconnectCause::Uninstalled,
                 reason: None,
                 disconnected_at: mins(10),
             },
@@ -894,11 +894,11 @@ async fn late_uninstall_webhook_does_not_disconnect_a_newer_grant() {
     let reconnect = InstallationEvent::Reconnected(InstallationReconnected {
         installation_id: id(),
         hub_domain: "acme.example".into(),
-        installer: installer(),
+        installer: installer().into(),
         scopes: vec!["oauth".into()],
-        tokens: tokens(mins(90)),
+        tokens: tokens(mins(90)).into(),
         app_version: None,
-        previous_status: InstallationStatus::Disconnected,
+        previous_status: StoredInstallationStatus::Disconnected,
         generation: 2,
         connected_at: mins(60),
     });
@@ -1005,11 +1005,11 @@ fn reconnect_after_forget_clears_the_flag() {
         InstallationEvent::Reconnected(InstallationReconnected {
             installation_id: id(),
             hub_domain: "acme.example".into(),
-            installer: installer(),
+            installer: installer().into(),
             scopes: vec!["oauth".into()],
-            tokens: tokens(mins(90)),
+            tokens: tokens(mins(90)).into(),
             app_version: None,
-            previous_status: InstallationStatus::Disconnected,
+            previous_status: StoredInstallationStatus::Disconnected,
             generation: 2,
             connected_at: mins(60),
         }),
@@ -1031,17 +1031,17 @@ fn event_types_match_serde_tags() {
         InstallationEvent::Reconnected(InstallationReconnected {
             installation_id: id(),
             hub_domain: "acme.example".into(),
-            installer: Installer::default(),
+            installer: StoredInstaller::default(),
             scopes: vec![],
-            tokens: pair.clone(),
+            tokens: pair.clone().into(),
             app_version: None,
-            previous_status: InstallationStatus::Expired,
+            previous_status: StoredInstallationStatus::Expired,
             generation: 2,
             connected_at: t0(),
         }),
         refreshed(&pair, 3, t0()),
         InstallationEvent::RefreshFailed(RefreshFailed {
-            class: RefreshFailureClass::RateLimited,
+            class: StoredRefreshFailureClass::RateLimited,
             message: "429".into(),
             generation: 3,
             consecutive_failures: 1,

@@ -7,9 +7,13 @@ use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
-use super::terms::{LimitKind, PlanTerms, UsageLimits};
-use super::{PlanId, PlanStatus};
+use super::money::{Currency, Money};
+use super::terms::{
+    BillingInterval, LimitKind, PlanTerms, PlanType, UnitPricing, UsageLimits, UsageMetric,
+};
+use super::{LimitReduction, PlanId, PlanStatus};
 use crate::ids::AppId;
+use crate::stored::stored_enum;
 
 /// Stable event type names (also the serde tags of [`PlanEvent`]).
 pub mod event_types {
@@ -96,13 +100,13 @@ pub struct PlanCreated {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_id: Option<AppId>,
     /// Prices of version 1.
-    pub terms: PlanTerms,
+    pub terms: StoredPlanTerms,
     /// Included features, in display order.
     pub features: Vec<String>,
     /// Usage limits; an absent limit is unlimited.
-    pub limits: UsageLimits,
+    pub limits: StoredLimits,
     /// Initial status (active or inactive).
-    pub status: PlanStatus,
+    pub status: StoredPlanStatus,
     /// Always 1.
     pub version: u32,
     /// When the plan was created.
@@ -125,18 +129,32 @@ pub struct PlanDetailsChanged {
     pub features: Option<Vec<String>>,
     /// Limits raised, with their new value (`None`: now unlimited).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub limits_raised: BTreeMap<LimitKind, Option<u64>>,
+    pub limits_raised: BTreeMap<StoredLimitKind, Option<u64>>,
     /// When the change was made.
     pub changed_at: DateTime<Utc>,
 }
 
-/// One lowered limit.
+/// One lowered limit, as plan events store it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LimitReduction {
+pub struct StoredLimitReduction {
     /// The limit before (`None`: unlimited).
     pub from: Option<u64>,
     /// The limit after.
     pub to: u64,
+}
+
+impl From<LimitReduction> for StoredLimitReduction {
+    fn from(value: LimitReduction) -> Self {
+        let LimitReduction { from, to } = value;
+        Self { from, to }
+    }
+}
+
+impl From<StoredLimitReduction> for LimitReduction {
+    fn from(value: StoredLimitReduction) -> Self {
+        let StoredLimitReduction { from, to } = value;
+        Self { from, to }
+    }
 }
 
 /// Payload of `PlanReductionAnnounced` (version 1.0).
@@ -152,7 +170,7 @@ pub struct PlanReductionAnnounced {
     pub features_removed: Vec<String>,
     /// Limits lowered.
     #[serde(default)]
-    pub limits_lowered: BTreeMap<LimitKind, LimitReduction>,
+    pub limits_lowered: BTreeMap<StoredLimitKind, StoredLimitReduction>,
     /// When subscribers were notified (the change was made).
     pub announced_at: DateTime<Utc>,
     /// When the reduction applies to subscribers who joined before `announced_at`.
@@ -169,9 +187,9 @@ pub struct PlanRepriced {
     /// The new version.
     pub version: u32,
     /// Terms of the previous version.
-    pub previous_terms: PlanTerms,
+    pub previous_terms: StoredPlanTerms,
     /// Terms of the new version.
-    pub terms: PlanTerms,
+    pub terms: StoredPlanTerms,
     /// When the new version took effect for new subscribers.
     pub repriced_at: DateTime<Utc>,
 }
@@ -182,9 +200,9 @@ pub struct PlanStatusChanged {
     /// The plan's id.
     pub plan_id: PlanId,
     /// Status before.
-    pub from: PlanStatus,
+    pub from: StoredPlanStatus,
     /// Status after.
-    pub to: PlanStatus,
+    pub to: StoredPlanStatus,
     /// Subscribers the caller counted at the time (audit).
     pub subscribers: u32,
     /// When the status changed.
@@ -200,4 +218,195 @@ pub struct PlanDeleted {
     pub code: String,
     /// When the plan was deleted.
     pub deleted_at: DateTime<Utc>,
+}
+
+stored_enum!(
+    /// [`PlanStatus`] as plan events store it.
+    StoredPlanStatus <=> PlanStatus {
+        Active = "active",
+        Inactive = "inactive",
+        Deprecated = "deprecated",
+        Archived = "archived",
+    }
+);
+
+stored_enum!(
+    /// [`PlanType`] as plan and subscription events store it.
+    StoredPlanType <=> PlanType {
+        Free = "free",
+        OneTime = "one_time",
+        Recurring = "recurring",
+        UsageBased = "usage_based",
+        Hybrid = "hybrid",
+    }
+);
+
+stored_enum!(
+    /// [`BillingInterval`] as plan and subscription events store it.
+    StoredBillingInterval <=> BillingInterval {
+        Monthly = "monthly",
+        Annual = "annual",
+    }
+);
+
+stored_enum!(
+    /// [`UsageMetric`] as plan and subscription events store it.
+    StoredUsageMetric <=> UsageMetric {
+        Requests = "requests",
+        TokenHandouts = "token_handouts",
+        Contacts = "contacts",
+        Users = "users",
+        StorageMb = "storage_mb",
+        ConcurrentConnections = "concurrent_connections",
+    }
+);
+
+stored_enum!(
+    /// [`LimitKind`] as plan and subscription events store it.
+    StoredLimitKind <=> LimitKind {
+        RequestsPerMonth = "requests_per_month",
+        TokenHandoutsPerMonth = "token_handouts_per_month",
+        Contacts = "contacts",
+        Users = "users",
+        StorageMb = "storage_mb",
+        ConcurrentConnections = "concurrent_connections",
+    }
+);
+
+/// Usage limits as plan events store them: an absent limit is unlimited.
+pub type StoredLimits = BTreeMap<StoredLimitKind, u64>;
+
+/// [`UsageLimits`] in their stored form.
+pub(crate) fn stored_limits(limits: UsageLimits) -> StoredLimits {
+    limits.into_iter().map(|(k, v)| (k.into(), v)).collect()
+}
+
+/// Stored limits as [`UsageLimits`].
+pub(crate) fn usage_limits(limits: StoredLimits) -> UsageLimits {
+    limits.into_iter().map(|(k, v)| (k.into(), v)).collect()
+}
+
+/// An amount as plan and subscription events store it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMoney {
+    /// Amount in the currency's minor unit.
+    pub amount_minor: i64,
+    /// ISO 4217 code.
+    pub currency: Currency,
+}
+
+impl From<Money> for StoredMoney {
+    fn from(value: Money) -> Self {
+        let Money {
+            amount_minor,
+            currency,
+        } = value;
+        Self {
+            amount_minor,
+            currency,
+        }
+    }
+}
+
+impl From<StoredMoney> for Money {
+    fn from(value: StoredMoney) -> Self {
+        let StoredMoney {
+            amount_minor,
+            currency,
+        } = value;
+        Self {
+            amount_minor,
+            currency,
+        }
+    }
+}
+
+/// A usage price as plan and subscription events store it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredUnitPricing {
+    /// Price of one block, in minor units.
+    pub amount_minor: i64,
+    /// Units per block.
+    pub per_units: u64,
+    /// What is counted.
+    pub metric: StoredUsageMetric,
+}
+
+impl From<UnitPricing> for StoredUnitPricing {
+    fn from(value: UnitPricing) -> Self {
+        let UnitPricing {
+            amount_minor,
+            per_units,
+            metric,
+        } = value;
+        Self {
+            amount_minor,
+            per_units,
+            metric: metric.into(),
+        }
+    }
+}
+
+impl From<StoredUnitPricing> for UnitPricing {
+    fn from(value: StoredUnitPricing) -> Self {
+        let StoredUnitPricing {
+            amount_minor,
+            per_units,
+            metric,
+        } = value;
+        Self {
+            amount_minor,
+            per_units,
+            metric: metric.into(),
+        }
+    }
+}
+
+/// [`PlanTerms`] as plan and subscription events store them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredPlanTerms {
+    /// How the plan charges.
+    pub plan_type: StoredPlanType,
+    /// Period of the base price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<StoredBillingInterval>,
+    /// Base, one-time or zero price.
+    pub price: StoredMoney,
+    /// Per-usage charge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_pricing: Option<StoredUnitPricing>,
+}
+
+impl From<PlanTerms> for StoredPlanTerms {
+    fn from(value: PlanTerms) -> Self {
+        let PlanTerms {
+            plan_type,
+            interval,
+            price,
+            unit_pricing,
+        } = value;
+        Self {
+            plan_type: plan_type.into(),
+            interval: interval.map(Into::into),
+            price: price.into(),
+            unit_pricing: unit_pricing.map(Into::into),
+        }
+    }
+}
+
+impl From<StoredPlanTerms> for PlanTerms {
+    fn from(value: StoredPlanTerms) -> Self {
+        let StoredPlanTerms {
+            plan_type,
+            interval,
+            price,
+            unit_pricing,
+        } = value;
+        Self {
+            plan_type: plan_type.into(),
+            interval: interval.map(Into::into),
+            price: price.into(),
+            unit_pricing: unit_pricing.map(Into::into),
+        }
+    }
 }

@@ -28,8 +28,10 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use events::{
-    event_types, LimitReduction, PlanCreated, PlanDeleted, PlanDetailsChanged, PlanEvent,
-    PlanReductionAnnounced, PlanRepriced, PlanStatusChanged,
+    event_types, PlanCreated, PlanDeleted, PlanDetailsChanged, PlanEvent, PlanReductionAnnounced,
+    PlanRepriced, PlanStatusChanged, StoredBillingInterval, StoredLimitKind, StoredLimitReduction,
+    StoredLimits, StoredMoney, StoredPlanStatus, StoredPlanTerms, StoredPlanType,
+    StoredUnitPricing, StoredUsageMetric,
 };
 pub use money::{Currency, Money, CURRENCIES, MAX_AMOUNT_MINOR};
 pub use terms::{
@@ -279,6 +281,15 @@ pub struct PlanVersion {
     pub since: DateTime<Utc>,
 }
 
+/// One lowered limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitReduction {
+    /// The limit before (`None`: unlimited).
+    pub from: Option<u64>,
+    /// The limit after.
+    pub to: u64,
+}
+
 /// A reduction that has been announced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notice {
@@ -446,10 +457,10 @@ impl Plan {
             name: validate_name(&cmd.name)?,
             description: validate_description(cmd.description.as_deref().unwrap_or_default())?,
             app_id: cmd.app_id,
-            terms: terms_from(&cmd.pricing)?,
+            terms: terms_from(&cmd.pricing)?.into(),
             features: validate_features(&cmd.features)?,
-            limits: cmd.limits,
-            status,
+            limits: events::stored_limits(cmd.limits),
+            status: status.into(),
             version: 1,
             created_at: now,
         }))
@@ -508,11 +519,11 @@ impl Plan {
                 let old = current.limits.get(&kind).copied();
                 let new = limits.get(&kind).copied();
                 if terms::more_generous(new, old) {
-                    details.limits_raised.insert(kind, new);
+                    details.limits_raised.insert(kind.into(), new);
                 } else if let (Some(to), true) = (new, old != new) {
                     reduction
                         .limits_lowered
-                        .insert(kind, LimitReduction { from: old, to });
+                        .insert(kind.into(), StoredLimitReduction { from: old, to });
                 }
             }
         }
@@ -533,8 +544,8 @@ impl Plan {
                 plan_id,
                 previous_version: current.version,
                 version: current.version + 1,
-                previous_terms: current.terms,
-                terms,
+                previous_terms: current.terms.into(),
+                terms: terms.into(),
                 repriced_at: now,
             }));
         }
@@ -562,8 +573,8 @@ impl Plan {
         }
         Ok(Some(PlanEvent::StatusChanged(PlanStatusChanged {
             plan_id,
-            from: current.status,
-            to: status,
+            from: current.status.into(),
+            to: status.into(),
             subscribers,
             changed_at: now,
         })))
@@ -614,9 +625,10 @@ impl Plan {
         match event {
             PlanEvent::Created(e) => {
                 self.plan_id = Some(e.plan_id);
+                let terms = PlanTerms::from(e.terms);
                 self.versions = vec![PlanVersion {
                     version: e.version,
-                    terms: e.terms,
+                    terms,
                     since: e.created_at,
                 }];
                 self.definition = Some(PlanDefinition {
@@ -625,10 +637,10 @@ impl Plan {
                     description: e.description,
                     app_id: e.app_id,
                     version: e.version,
-                    terms: e.terms,
+                    terms,
                     features: e.features,
-                    limits: e.limits,
-                    status: e.status,
+                    limits: events::usage_limits(e.limits),
+                    status: e.status.into(),
                     created_at: e.created_at,
                 });
                 self.updated_at = Some(e.created_at);
@@ -651,8 +663,8 @@ impl Plan {
                 }
                 for (kind, value) in e.limits_raised {
                     match value {
-                        Some(value) => d.limits.insert(kind, value),
-                        None => d.limits.remove(&kind),
+                        Some(value) => d.limits.insert(kind.into(), value),
+                        None => d.limits.remove(&kind.into()),
                     };
                 }
             }
@@ -665,31 +677,36 @@ impl Plan {
                     d.features = features;
                 }
                 for (kind, reduction) in &e.limits_lowered {
-                    d.limits.insert(*kind, reduction.to);
+                    d.limits.insert((*kind).into(), reduction.to);
                 }
                 self.notices.push(Notice {
                     announced_at: e.announced_at,
                     effective_at: e.effective_at,
                     features_removed: e.features_removed,
-                    limits_lowered: e.limits_lowered,
+                    limits_lowered: e
+                        .limits_lowered
+                        .into_iter()
+                        .map(|(kind, reduction)| (kind.into(), reduction.into()))
+                        .collect(),
                 });
             }
             PlanEvent::Repriced(e) => {
                 self.updated_at = Some(e.repriced_at);
+                let terms = PlanTerms::from(e.terms);
                 self.versions.push(PlanVersion {
                     version: e.version,
-                    terms: e.terms,
+                    terms,
                     since: e.repriced_at,
                 });
                 if let Some(d) = self.definition.as_mut() {
                     d.version = e.version;
-                    d.terms = e.terms;
+                    d.terms = terms;
                 }
             }
             PlanEvent::StatusChanged(e) => {
                 self.updated_at = Some(e.changed_at);
                 if let Some(d) = self.definition.as_mut() {
-                    d.status = e.to;
+                    d.status = e.to.into();
                 }
             }
             PlanEvent::Deleted(e) => {

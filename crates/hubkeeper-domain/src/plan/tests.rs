@@ -81,10 +81,14 @@ fn created() -> PlanEvent {
         name: "Pro Plan".into(),
         description: "For growing teams".into(),
         app_id: None,
-        terms: monthly_terms(2900),
+        terms: monthly_terms(2900).into(),
         features: vec!["Bulk operations".into(), "Priority support".into()],
-        limits: limits(&[(LimitKind::RequestsPerMonth, 10_000), (LimitKind::Users, 5)]),
-        status: PlanStatus::Active,
+        limits: [
+            (StoredLimitKind::RequestsPerMonth, 10_000),
+            (StoredLimitKind::Users, 5),
+        ]
+        .into(),
+        status: StoredPlanStatus::Active,
         version: 1,
         created_at: t0(),
     })
@@ -101,8 +105,8 @@ fn state(events: Vec<PlanEvent>) -> Plan {
 fn status_changed(from: PlanStatus, to: PlanStatus) -> PlanEvent {
     PlanEvent::StatusChanged(PlanStatusChanged {
         plan_id: plan_id(),
-        from,
-        to,
+        from: from.into(),
+        to: to.into(),
         subscribers: 0,
         changed_at: t0(),
     })
@@ -341,7 +345,9 @@ async fn a_new_plan_starts_active_or_inactive() {
         .await
         .inspect_result()
         .expect("inactive is fine");
-    assert!(matches!(&events[..], [PlanEvent::Created(e)] if e.status == PlanStatus::Inactive));
+    assert!(
+        matches!(&events[..], [PlanEvent::Created(e)] if e.status == StoredPlanStatus::Inactive)
+    );
     for status in [PlanStatus::Deprecated, PlanStatus::Archived] {
         let mut cmd = create_cmd();
         cmd.status = Some(status);
@@ -397,8 +403,8 @@ async fn descriptions_added_features_and_raised_limits_apply_at_once() {
                 "API access".into(),
             ]),
             limits_raised: BTreeMap::from([
-                (LimitKind::RequestsPerMonth, Some(20_000)),
-                (LimitKind::Users, None),
+                (StoredLimitKind::RequestsPerMonth, Some(20_000)),
+                (StoredLimitKind::Users, None),
             ]),
             changed_at: later(),
         })]);
@@ -448,15 +454,15 @@ async fn removing_a_feature_or_lowering_a_limit_is_announced_with_a_notice_date(
                 features_removed: vec!["Priority support".into()],
                 limits_lowered: BTreeMap::from([
                     (
-                        LimitKind::RequestsPerMonth,
-                        LimitReduction {
+                        StoredLimitKind::RequestsPerMonth,
+                        StoredLimitReduction {
                             from: Some(10_000),
                             to: 5_000,
                         },
                     ),
                     (
-                        LimitKind::Contacts,
-                        LimitReduction {
+                        StoredLimitKind::Contacts,
+                        StoredLimitReduction {
                             from: None,
                             to: 1_000,
                         },
@@ -504,8 +510,8 @@ fn existing_subscribers_keep_reduced_terms_until_the_notice_runs_out() {
             features: Some(vec!["Bulk operations".into()]),
             features_removed: vec!["Priority support".into()],
             limits_lowered: BTreeMap::from([(
-                LimitKind::RequestsPerMonth,
-                LimitReduction {
+                StoredLimitKind::RequestsPerMonth,
+                StoredLimitReduction {
                     from: Some(10_000),
                     to: 5_000,
                 },
@@ -561,8 +567,8 @@ async fn a_price_change_creates_a_new_version() {
             plan_id: plan_id(),
             previous_version: 1,
             version: 2,
-            previous_terms: monthly_terms(2900),
-            terms: monthly_terms(3900),
+            previous_terms: monthly_terms(2900).into(),
+            terms: monthly_terms(3900).into(),
             repriced_at: later(),
         })]);
 }
@@ -575,8 +581,8 @@ fn every_version_keeps_its_terms() {
             plan_id: plan_id(),
             previous_version: 1,
             version: 2,
-            previous_terms: monthly_terms(2900),
-            terms: monthly_terms(3900),
+            previous_terms: monthly_terms(2900).into(),
+            terms: monthly_terms(3900).into(),
             repriced_at: later(),
         }),
     ]);
@@ -656,8 +662,8 @@ async fn status_moves_between_active_inactive_and_deprecated() {
             .await
             .then_expect_events(vec![PlanEvent::StatusChanged(PlanStatusChanged {
                 plan_id: plan_id(),
-                from,
-                to,
+                from: from.into(),
+                to: to.into(),
                 subscribers: 3,
                 changed_at: t0(),
             })]);

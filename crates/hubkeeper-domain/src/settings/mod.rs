@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::aggregate::aggregate;
+use crate::stored::stored_enum;
 use crate::ParseError;
 
 /// The aggregate id of the one settings instance.
@@ -296,13 +297,158 @@ pub struct SectionChanged<T> {
 pub enum SettingsEvent {
     /// Rate limiting changed.
     #[serde(rename = "OAuthRateLimitSettingsChanged")]
-    OAuthRateLimitChanged(SectionChanged<OAuthRateLimit>),
+    OAuthRateLimitChanged(SectionChanged<StoredOAuthRateLimit>),
     /// Logging changed.
     #[serde(rename = "LoggingSettingsChanged")]
-    LoggingChanged(SectionChanged<Logging>),
+    LoggingChanged(SectionChanged<StoredLogging>),
     /// Backups changed.
     #[serde(rename = "BackupSettingsChanged")]
-    BackupsChanged(SectionChanged<Backups>),
+    BackupsChanged(SectionChanged<StoredBackups>),
+}
+
+impl<T> SectionChanged<T> {
+    fn new<S: Into<T>>(previous: S, current: S, changed_at: DateTime<Utc>) -> Self {
+        Self {
+            previous: previous.into(),
+            current: current.into(),
+            changed_at,
+        }
+    }
+}
+
+/// [`OAuthRateLimit`] as settings events store it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredOAuthRateLimit {
+    /// Whether requests are limited.
+    pub enabled: bool,
+    /// Counting window, in seconds.
+    pub window_secs: u32,
+    /// Requests allowed per IP and window.
+    pub max_per_ip: u32,
+}
+
+impl From<OAuthRateLimit> for StoredOAuthRateLimit {
+    fn from(value: OAuthRateLimit) -> Self {
+        let OAuthRateLimit {
+            enabled,
+            window_secs,
+            max_per_ip,
+        } = value;
+        Self {
+            enabled,
+            window_secs,
+            max_per_ip,
+        }
+    }
+}
+
+impl From<StoredOAuthRateLimit> for OAuthRateLimit {
+    fn from(value: StoredOAuthRateLimit) -> Self {
+        let StoredOAuthRateLimit {
+            enabled,
+            window_secs,
+            max_per_ip,
+        } = value;
+        Self {
+            enabled,
+            window_secs,
+            max_per_ip,
+        }
+    }
+}
+
+stored_enum!(
+    /// [`LogLevel`] as settings events store it.
+    StoredLogLevel <=> LogLevel {
+        Error = "error",
+        Warn = "warn",
+        Info = "info",
+        Debug = "debug",
+        Trace = "trace",
+    }
+);
+
+/// [`Logging`] as settings events store it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredLogging {
+    /// Log every request and response.
+    pub verbose_requests: bool,
+    /// Level for every process; `None`: each process's own configuration.
+    #[serde(default)]
+    pub level: Option<StoredLogLevel>,
+    /// Days log-like records are kept.
+    pub retention_days: u32,
+}
+
+impl From<Logging> for StoredLogging {
+    fn from(value: Logging) -> Self {
+        let Logging {
+            verbose_requests,
+            level,
+            retention_days,
+        } = value;
+        Self {
+            verbose_requests,
+            level: level.map(Into::into),
+            retention_days,
+        }
+    }
+}
+
+impl From<StoredLogging> for Logging {
+    fn from(value: StoredLogging) -> Self {
+        let StoredLogging {
+            verbose_requests,
+            level,
+            retention_days,
+        } = value;
+        Self {
+            verbose_requests,
+            level: level.map(Into::into),
+            retention_days,
+        }
+    }
+}
+
+/// [`Backups`] as settings events store them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredBackups {
+    /// Whether the scheduled backup runs.
+    pub enabled: bool,
+    /// When it runs every day (UTC), `HH:MM`.
+    pub daily_at: DailyTime,
+    /// How many backup files to keep.
+    pub keep: u32,
+}
+
+impl From<Backups> for StoredBackups {
+    fn from(value: Backups) -> Self {
+        let Backups {
+            enabled,
+            daily_at,
+            keep,
+        } = value;
+        Self {
+            enabled,
+            daily_at,
+            keep,
+        }
+    }
+}
+
+impl From<StoredBackups> for Backups {
+    fn from(value: StoredBackups) -> Self {
+        let StoredBackups {
+            enabled,
+            daily_at,
+            keep,
+        } = value;
+        Self {
+            enabled,
+            daily_at,
+            keep,
+        }
+    }
 }
 
 impl DomainEvent for SettingsEvent {
@@ -402,25 +548,25 @@ impl Settings {
         let current = self.values;
         let mut events = Vec::new();
         if let Some(value) = oauth_rate_limit.filter(|v| *v != current.oauth_rate_limit) {
-            events.push(SettingsEvent::OAuthRateLimitChanged(SectionChanged {
-                previous: current.oauth_rate_limit,
-                current: value,
-                changed_at: now,
-            }));
+            events.push(SettingsEvent::OAuthRateLimitChanged(SectionChanged::new(
+                current.oauth_rate_limit,
+                value,
+                now,
+            )));
         }
         if let Some(value) = logging.filter(|v| *v != current.logging) {
-            events.push(SettingsEvent::LoggingChanged(SectionChanged {
-                previous: current.logging,
-                current: value,
-                changed_at: now,
-            }));
+            events.push(SettingsEvent::LoggingChanged(SectionChanged::new(
+                current.logging,
+                value,
+                now,
+            )));
         }
         if let Some(value) = backups.filter(|v| *v != current.backups) {
-            events.push(SettingsEvent::BackupsChanged(SectionChanged {
-                previous: current.backups,
-                current: value,
-                changed_at: now,
-            }));
+            events.push(SettingsEvent::BackupsChanged(SectionChanged::new(
+                current.backups,
+                value,
+                now,
+            )));
         }
         Ok(events)
     }
@@ -428,17 +574,17 @@ impl Settings {
     fn evolve(&mut self, event: SettingsEvent) {
         match event {
             SettingsEvent::OAuthRateLimitChanged(e) => {
-                self.values.oauth_rate_limit = e.current;
+                self.values.oauth_rate_limit = e.current.into();
                 self.customized.oauth_rate_limit = true;
                 self.changed_at = Some(e.changed_at);
             }
             SettingsEvent::LoggingChanged(e) => {
-                self.values.logging = e.current;
+                self.values.logging = e.current.into();
                 self.customized.logging = true;
                 self.changed_at = Some(e.changed_at);
             }
             SettingsEvent::BackupsChanged(e) => {
-                self.values.backups = e.current;
+                self.values.backups = e.current.into();
                 self.customized.backups = true;
                 self.changed_at = Some(e.changed_at);
             }

@@ -75,13 +75,13 @@ async fn each_changed_section_is_one_event_with_before_and_after() {
         .await
         .then_expect_events(vec![
             SettingsEvent::OAuthRateLimitChanged(SectionChanged {
-                previous: OAuthRateLimit::default(),
-                current: lenient(),
+                previous: OAuthRateLimit::default().into(),
+                current: lenient().into(),
                 changed_at: t0(),
             }),
             SettingsEvent::LoggingChanged(SectionChanged {
-                previous: Logging::default(),
-                current: logging,
+                previous: Logging::default().into(),
+                current: logging.into(),
                 changed_at: t0(),
             }),
         ]);
@@ -90,8 +90,8 @@ async fn each_changed_section_is_one_event_with_before_and_after() {
 #[tokio::test]
 async fn unchanged_values_record_nothing() {
     let given = vec![SettingsEvent::OAuthRateLimitChanged(SectionChanged {
-        previous: OAuthRateLimit::default(),
-        current: lenient(),
+        previous: OAuthRateLimit::default().into(),
+        current: lenient().into(),
         changed_at: t0(),
     })];
     at(t0())
@@ -164,8 +164,8 @@ async fn out_of_range_values_are_refused_and_nothing_is_applied() {
 fn the_latest_change_wins() {
     let mut settings = Settings::default();
     settings.apply(SettingsEvent::BackupsChanged(SectionChanged {
-        previous: Backups::default(),
-        current: Backups {
+        previous: Backups::default().into(),
+        current: StoredBackups {
             enabled: false,
             daily_at: DailyTime::new(3, 30).expect("valid"),
             keep: 7,

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{ChangeDirection, ChangeTrigger, PlanOffer, PlanRef};
 use crate::ids::{AppId, InstallationId};
-use crate::plan::{LimitKind, Money, PlanId};
+use crate::plan::{PlanId, StoredLimitKind, StoredMoney, StoredPlanTerms};
+use crate::stored::stored_enum;
 
 /// Stable event type names (also the serde tags of [`SubscriptionEvent`]).
 pub mod event_types {
@@ -71,11 +72,11 @@ pub struct SubscriptionStarted {
     /// The tenant's app.
     pub app_id: AppId,
     /// The plan and the version (price) signed up for.
-    pub plan: PlanRef,
+    pub plan: StoredPlanRef,
     /// Whether the registration was paid (for conversion statistics).
     pub started_paid: bool,
     /// What caused it.
-    pub trigger: ChangeTrigger,
+    pub trigger: StoredChangeTrigger,
     /// When the subscription started.
     pub started_at: DateTime<Utc>,
     /// End of the first billing period; `None` for plans that do not renew.
@@ -89,15 +90,15 @@ pub struct SubscriptionPlanChanged {
     /// The tenant.
     pub installation_id: InstallationId,
     /// The plan left.
-    pub from: PlanRef,
+    pub from: StoredPlanRef,
     /// The plan joined.
-    pub to: PlanRef,
+    pub to: StoredPlanRef,
     /// Upgrade, downgrade or lateral, by monthly-equivalent base price.
-    pub direction: ChangeDirection,
+    pub direction: StoredChangeDirection,
     /// The new plan's base price (what the change costs per period or once).
-    pub amount: Money,
+    pub amount: StoredMoney,
     /// What caused it.
-    pub trigger: ChangeTrigger,
+    pub trigger: StoredChangeTrigger,
     /// When the change took effect.
     pub changed_at: DateTime<Utc>,
     /// End of the new plan's first period; `None` for plans that do not renew.
@@ -113,7 +114,7 @@ pub struct SubscriptionRenewed {
     /// The version the period before was billed at.
     pub from_version: u32,
     /// The plan at its current version, billed from now on.
-    pub plan: PlanRef,
+    pub plan: StoredPlanRef,
     /// When the renewal was recorded.
     pub renewed_at: DateTime<Utc>,
     /// Start of the new period (the end of the previous one).
@@ -132,7 +133,7 @@ pub struct UsageLimitReached {
     /// Its code.
     pub plan_code: String,
     /// The limit reached.
-    pub limit: LimitKind,
+    pub limit: StoredLimitKind,
     /// Its value.
     pub limit_value: u64,
     /// Usage when it was noticed.
@@ -141,7 +142,96 @@ pub struct UsageLimitReached {
     pub period: String,
     /// A plan to offer as an upgrade, if one has room.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub offer: Option<PlanOffer>,
+    pub offer: Option<StoredPlanOffer>,
     /// When it was noticed.
     pub reached_at: DateTime<Utc>,
 }
+
+/// [`PlanRef`] as subscription events store it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredPlanRef {
+    /// The plan.
+    pub plan_id: PlanId,
+    /// Its code at the time.
+    pub code: String,
+    /// The version.
+    pub version: u32,
+    /// Its prices.
+    pub terms: StoredPlanTerms,
+}
+
+impl From<PlanRef> for StoredPlanRef {
+    fn from(value: PlanRef) -> Self {
+        let PlanRef {
+            plan_id,
+            code,
+            version,
+            terms,
+        } = value;
+        Self {
+            plan_id,
+            code,
+            version,
+            terms: terms.into(),
+        }
+    }
+}
+
+impl From<StoredPlanRef> for PlanRef {
+    fn from(value: StoredPlanRef) -> Self {
+        let StoredPlanRef {
+            plan_id,
+            code,
+            version,
+            terms,
+        } = value;
+        Self {
+            plan_id,
+            code,
+            version,
+            terms: terms.into(),
+        }
+    }
+}
+
+/// [`PlanOffer`] as subscription events store it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredPlanOffer {
+    /// The plan.
+    pub plan_id: PlanId,
+    /// Its code.
+    pub code: String,
+}
+
+impl From<PlanOffer> for StoredPlanOffer {
+    fn from(value: PlanOffer) -> Self {
+        let PlanOffer { plan_id, code } = value;
+        Self { plan_id, code }
+    }
+}
+
+impl From<StoredPlanOffer> for PlanOffer {
+    fn from(value: StoredPlanOffer) -> Self {
+        let StoredPlanOffer { plan_id, code } = value;
+        Self { plan_id, code }
+    }
+}
+
+stored_enum!(
+    /// [`ChangeTrigger`] as subscription events store it.
+    StoredChangeTrigger <=> ChangeTrigger {
+        Registration = "registration",
+        SelfServe = "self_serve",
+        Admin = "admin",
+        LimitReached = "limit_reached",
+    }
+);
+
+stored_enum!(
+    /// [`ChangeDirection`] as subscription events store it.
+    StoredChangeDirection <=> ChangeDirection {
+        Upgrade = "upgrade",
+        Downgrade = "downgrade",
+        Lateral = "lateral",
+    }
+);

@@ -27,8 +27,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use events::{
-    event_types, SubscriptionEvent, SubscriptionPlanChanged, SubscriptionRenewed,
-    SubscriptionStarted, UsageLimitReached,
+    event_types, StoredChangeDirection, StoredChangeTrigger, StoredPlanOffer, StoredPlanRef,
+    SubscriptionEvent, SubscriptionPlanChanged, SubscriptionRenewed, SubscriptionStarted,
+    UsageLimitReached,
 };
 
 use crate::aggregate::aggregate;
@@ -370,18 +371,18 @@ impl Subscription {
                 installation_id,
                 app_id,
                 started_paid: to.terms.is_paid(),
-                plan: to,
-                trigger,
+                plan: to.into(),
+                trigger: trigger.into(),
                 started_at: now,
                 renews_at,
             }),
             Some(current) => SubscriptionEvent::PlanChanged(SubscriptionPlanChanged {
                 installation_id,
-                direction: ChangeDirection::between(&current.plan.terms, &to.terms),
-                amount: to.terms.price,
-                from: current.plan.clone(),
-                to,
-                trigger,
+                direction: ChangeDirection::between(&current.plan.terms, &to.terms).into(),
+                amount: to.terms.price.into(),
+                from: current.plan.clone().into(),
+                to: to.into(),
+                trigger: trigger.into(),
                 changed_at: now,
                 renews_at,
             }),
@@ -426,7 +427,7 @@ impl Subscription {
         Ok(SubscriptionEvent::Renewed(SubscriptionRenewed {
             installation_id,
             from_version: current.plan.version,
-            plan: plan.reference(),
+            plan: plan.reference().into(),
             renewed_at: now,
             period_start,
             renews_at,
@@ -459,11 +460,11 @@ impl Subscription {
                 installation_id,
                 plan_id: current.plan.plan_id,
                 plan_code: current.plan.code.clone(),
-                limit,
+                limit: limit.into(),
                 limit_value,
                 used,
                 period,
-                offer,
+                offer: offer.map(Into::into),
                 reached_at: now,
             },
         )))
@@ -529,7 +530,7 @@ impl Subscription {
                 self.started_at = Some(e.started_at);
                 self.started_paid = Some(e.started_paid);
                 self.current = Some(CurrentPlan {
-                    plan: e.plan,
+                    plan: e.plan.into(),
                     joined_at: e.started_at,
                     period_start: e.started_at,
                     renews_at: e.renews_at,
@@ -538,7 +539,7 @@ impl Subscription {
             SubscriptionEvent::PlanChanged(e) => {
                 self.installation_id = Some(e.installation_id);
                 self.current = Some(CurrentPlan {
-                    plan: e.to,
+                    plan: e.to.into(),
                     joined_at: e.changed_at,
                     period_start: e.changed_at,
                     renews_at: e.renews_at,
@@ -548,13 +549,13 @@ impl Subscription {
             }
             SubscriptionEvent::Renewed(e) => {
                 if let Some(current) = self.current.as_mut() {
-                    current.plan = e.plan;
+                    current.plan = e.plan.into();
                     current.period_start = e.period_start;
                     current.renews_at = Some(e.renews_at);
                 }
             }
             SubscriptionEvent::UsageLimitReached(e) => {
-                self.limits_reached.insert(e.limit, e.period);
+                self.limits_reached.insert(e.limit.into(), e.period);
             }
         }
     }

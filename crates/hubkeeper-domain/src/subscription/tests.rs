@@ -3,7 +3,7 @@ use cqrs_es::test::TestFramework;
 
 use super::*;
 use crate::clock::DomainServices;
-use crate::plan::{BillingInterval, Currency, Money, PlanType};
+use crate::plan::{BillingInterval, Currency, Money, PlanType, StoredLimitKind};
 use cqrs_es::Aggregate;
 
 type SubTest = TestFramework<Subscription>;
@@ -79,9 +79,9 @@ fn started(plan: &PlanSnapshot, trigger: ChangeTrigger) -> SubscriptionEvent {
     SubscriptionEvent::Started(SubscriptionStarted {
         installation_id: installation(),
         app_id: app(),
-        plan: plan.reference(),
+        plan: plan.reference().into(),
         started_paid: plan.terms.is_paid(),
-        trigger,
+        trigger: trigger.into(),
         started_at: t0(),
         renews_at: plan
             .terms
@@ -169,11 +169,11 @@ async fn an_upgrade_records_date_from_to_amount_and_trigger() {
         .then_expect_events(vec![SubscriptionEvent::PlanChanged(
             SubscriptionPlanChanged {
                 installation_id: installation(),
-                from: free().reference(),
-                to: pro().reference(),
-                direction: ChangeDirection::Upgrade,
-                amount: money(1000, "USD"),
-                trigger: ChangeTrigger::LimitReached,
+                from: free().reference().into(),
+                to: pro().reference().into(),
+                direction: StoredChangeDirection::Upgrade,
+                amount: money(1000, "USD").into(),
+                trigger: StoredChangeTrigger::LimitReached,
                 changed_at: later,
                 renews_at: later.checked_add_months(Months::new(1)),
             },
@@ -191,9 +191,9 @@ async fn a_downgrade_is_recorded_as_such() {
     assert!(matches!(
         events.as_slice(),
         [SubscriptionEvent::PlanChanged(e)]
-            if e.direction == ChangeDirection::Downgrade
-                && e.amount.is_zero()
-                && e.trigger == ChangeTrigger::Admin
+            if e.direction == StoredChangeDirection::Downgrade
+                && Money::from(e.amount).is_zero()
+                && e.trigger == StoredChangeTrigger::Admin
                 && e.renews_at.is_none()
     ));
 }
@@ -342,7 +342,7 @@ async fn renewal_moves_the_subscriber_to_the_current_version_without_gaps() {
         .then_expect_events(vec![SubscriptionEvent::Renewed(SubscriptionRenewed {
             installation_id: installation(),
             from_version: 1,
-            plan: pro_v2().reference(),
+            plan: pro_v2().reference().into(),
             renewed_at: late,
             period_start: mar_end,
             renews_at: apr_end,
@@ -415,7 +415,7 @@ async fn a_plan_change_resets_the_limits_reached() {
         installation_id: installation(),
         plan_id: free().plan_id,
         plan_code: "free".into(),
-        limit: LimitKind::RequestsPerMonth,
+        limit: StoredLimitKind::RequestsPerMonth,
         limit_value: 100,
         used: 100,
         period: "2026-01".into(),
@@ -425,11 +425,11 @@ async fn a_plan_change_resets_the_limits_reached() {
     assert!(sub.limit_reached_in(LimitKind::RequestsPerMonth, "2026-01"));
     sub.apply(SubscriptionEvent::PlanChanged(SubscriptionPlanChanged {
         installation_id: installation(),
-        from: free().reference(),
-        to: pro().reference(),
-        direction: ChangeDirection::Upgrade,
-        amount: money(1000, "USD"),
-        trigger: ChangeTrigger::LimitReached,
+        from: free().reference().into(),
+        to: pro().reference().into(),
+        direction: StoredChangeDirection::Upgrade,
+        amount: money(1000, "USD").into(),
+        trigger: StoredChangeTrigger::LimitReached,
         changed_at: t0(),
         renews_at: None,
     }));
