@@ -35,19 +35,19 @@ static ASSETS: &[(&str, &str, &[u8])] = assets! {
     "js/ui.js" => "text/javascript; charset=utf-8",
     "js/time.js" => "text/javascript; charset=utf-8",
     "js/help.js" => "text/javascript; charset=utf-8",
+    "js/format.js" => "text/javascript; charset=utf-8",
+    "js/list.js" => "text/javascript; charset=utf-8",
+    "js/process-configuration.js" => "text/javascript; charset=utf-8",
     "js/pages/login.js" => "text/javascript; charset=utf-8",
     "js/pages/overview.js" => "text/javascript; charset=utf-8",
     "js/pages/tokens.js" => "text/javascript; charset=utf-8",
     "js/pages/users.js" => "text/javascript; charset=utf-8",
     "js/pages/user-detail.js" => "text/javascript; charset=utf-8",
     "js/pages/apps.js" => "text/javascript; charset=utf-8",
-    "js/pages/pricing.js" => "text/javascript; charset=utf-8",
-    "js/pages/billing.js" => "text/javascript; charset=utf-8",
-    "js/pages/settings.js" => "text/javascript; charset=utf-8",
     "js/pages/activity.js" => "text/javascript; charset=utf-8",
     "js/pages/pricing-plans.js" => "text/javascript; charset=utf-8",
     "js/pages/billing-usage.js" => "text/javascript; charset=utf-8",
-    "js/pages/settings-runtime.js" => "text/javascript; charset=utf-8",
+    "js/pages/settings.js" => "text/javascript; charset=utf-8",
 };
 
 pub fn router() -> Router<AppState> {

@@ -3,7 +3,7 @@
 // has consequences, sends the reason given, and reports its outcome.
 
 import { post } from './api.js';
-import { h, toast, confirmAction, actionButton, run, settle } from './ui.js';
+import { h, confirmAction, actionButton, attempt, settle } from './ui.js';
 import { formatAbsolute, relative } from './time.js';
 import { HELP } from './help.js';
 
@@ -26,17 +26,11 @@ export function refreshButton(ctx, inst, done) {
       ? ctx.deniedReason(PERMISSION)
       : 'Only connected or expired accounts have a refresh token to use; this one must connect again.',
     onClick: async () => {
-      await run(btn, async () => {
-        try {
-          const r = await post(`/v1/installations/${inst.installation_id}/refresh`);
-          if (r && r.refreshed === false) {
-            toast(`Token for ${label(inst)} is still valid until ${expiryText(r.expires_at)}: no refresh was needed`);
-          } else {
-            toast(`Token refreshed for ${label(inst)}. New expiry: ${expiryText(r && r.expires_at)}`);
-          }
-        } catch (e) {
-          toast(`Refresh failed for ${label(inst)}: ${e.message}`, 'error');
-        }
+      await attempt(btn, () => post(`/v1/installations/${inst.installation_id}/refresh`), {
+        succeeded: (r) => (r && r.refreshed === false
+          ? `Token for ${label(inst)} is still valid until ${expiryText(r.expires_at)}: no refresh was needed`
+          : `Token refreshed for ${label(inst)}. New expiry: ${expiryText(r && r.expires_at)}`),
+        failed: `Refresh failed for ${label(inst)}`,
       });
       settle(done);
     },
@@ -65,13 +59,9 @@ export function revokeButton(ctx, inst, done) {
         typeToConfirm: inst.hub_id,
       });
       if (!answer) return;
-      await run(btn, async () => {
-        try {
-          await post(`/v1/installations/${inst.installation_id}/revoke`, { reason: answer.reason });
-          toast(`Tokens of ${label(inst)} revoked. The customer must connect again to restore access.`);
-        } catch (e) {
-          toast(`Revoke failed for ${label(inst)}: ${e.message}`, 'error');
-        }
+      await attempt(btn, () => post(`/v1/installations/${inst.installation_id}/revoke`, { reason: answer.reason }), {
+        succeeded: () => `Tokens of ${label(inst)} revoked. The customer must connect again to restore access.`,
+        failed: `Revoke failed for ${label(inst)}`,
       });
       settle(done);
     },
@@ -99,13 +89,9 @@ export function disconnectButton(ctx, inst, done) {
         reasonRequired: true,
       });
       if (!answer) return;
-      await run(btn, async () => {
-        try {
-          const r = await post(`/v1/installations/${inst.installation_id}/disconnect`, { reason: answer.reason });
-          toast(`${label(inst)} is ${r && r.status ? r.status : 'disconnected'}. The customer can connect again to restore access.`);
-        } catch (e) {
-          toast(`Disconnect failed for ${label(inst)}: ${e.message}`, 'error');
-        }
+      await attempt(btn, () => post(`/v1/installations/${inst.installation_id}/disconnect`, { reason: answer.reason }), {
+        succeeded: (r) => `${label(inst)} is ${r && r.status ? r.status : 'disconnected'}. The customer can connect again to restore access.`,
+        failed: `Disconnect failed for ${label(inst)}`,
       });
       settle(done);
     },

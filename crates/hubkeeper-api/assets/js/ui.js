@@ -330,6 +330,25 @@ export function connectControl(apps) {
  * Reloads a view now and twice more shortly after a change: lists come from read models that
  * follow the event history a moment later, and the later looks show the settled state.
  */
+/**
+ * Runs `request` with `button` busy, then reports: the toast `succeeded(result)` returns (text, or
+ * `[text, kind, options]`; nothing for no toast), or `"<failed>: <error>"` as an error. Resolves
+ * to the result, or `undefined` after a failure.
+ */
+export async function attempt(button, request, { succeeded, failed }) {
+  return run(button, async () => {
+    try {
+      const result = await request();
+      const message = succeeded(result);
+      if (message) toast(...(Array.isArray(message) ? message : [message]));
+      return result;
+    } catch (e) {
+      toast(`${failed}: ${e.message}`, 'error');
+      return undefined;
+    }
+  });
+}
+
 export function settle(reload) {
   if (!reload) return;
   reload();

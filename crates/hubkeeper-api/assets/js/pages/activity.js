@@ -2,10 +2,11 @@
 // and app; paginated. Filters live in the address so a filtered view can be shared or reloaded.
 
 import { get, query, listOf } from '../api.js';
-import { h, clear, pageHeader, section, loading, errorState, emptyState, levelBadge, time, table, helpPanel, pager, field, setFieldError } from '../ui.js';
+import { h, pageHeader, section, loading, emptyState, levelBadge, time, table, helpPanel, field, setFieldError } from '../ui.js';
 import { HELP } from '../help.js';
 import { toLocalInput, fromLocalInput, zoneName } from '../time.js';
-import { actorLabel } from './overview.js';
+import { actorLabel } from '../format.js';
+import { filtersToAddress, pagedList } from '../list.js';
 
 const PAGE_SIZE = 50;
 const LEVELS = [['', 'All levels'], ['info', 'Info'], ['warn', 'Warnings'], ['error', 'Errors'], ['warn,error', 'Warnings and errors']];
@@ -21,8 +22,6 @@ export async function render(ctx) {
     installation_id: q.get('installation_id') || '',
     app_id: q.get('app_id') || '',
   };
-  const cursors = [null];
-  let pageIndex = 0;
 
   const level = h('select', { name: 'level', id: 'filter-level' }, LEVELS.map(([v, l]) => h('option', { value: v, selected: v === filters.level }, l)));
   const from = h('input', { type: 'datetime-local', name: 'from', id: 'filter-from', value: toLocalInput(filters.from) });
@@ -84,61 +83,39 @@ export async function render(ctx) {
     apply();
   });
 
-  function apply() {
-    const url = new URL(location.href);
-    for (const [k, v] of Object.entries(filters)) {
-      if (v) url.searchParams.set(k, v);
-      else url.searchParams.delete(k);
-    }
-    history.replaceState({}, '', url.pathname + url.search);
-    cursors.length = 1;
-    pageIndex = 0;
-    clear(listBox);
-    load();
-  }
-
   const filtered = () => Object.values(filters).some(Boolean);
 
-  let loadSeq = 0;
-  async function load() {
-    // Reloads after a change keep the current table until the new one is there (no flicker);
-    // only the latest of overlapping reloads is drawn.
-    const seq = ++loadSeq;
-    if (!listBox.querySelector('table')) clear(listBox).append(loading('Loading the activity log…'));
-    try {
-      const data = await get('/v1/activity' + query({ ...filters, limit: PAGE_SIZE, cursor: cursors[pageIndex] }));
-      if (closed || seq !== loadSeq) return;
-      const { items, page } = listOf(data, 'activity');
-      clear(listBox);
-      if (!items.length) {
-        listBox.append(filtered()
-          ? emptyState('No entries match these filters', 'Widen the time range or clear the filters.')
-          : emptyState('The activity log is empty', 'Entries appear as soon as something happens: add an app or connect a HubSpot account.'));
-        return;
-      }
-      listBox.append(table([
-        { label: 'Time', cell: (r) => time(r.occurred_at, { seconds: true }) },
-        { label: 'Level', cell: (r) => levelBadge(r.level) },
-        { label: 'Message', class: 'wide', cell: (r) => r.message },
-        { label: 'Hub', cell: (r) => (r.installation_id
-          ? h('a', { href: `/dashboard/users/${r.installation_id}`, 'data-link': true }, String(r.hub_id ?? 'details'))
-          : (r.hub_id ? String(r.hub_id) : '—')) },
-        { label: 'By', cell: (r) => actorLabel(r.actor) },
-      ], items, { caption: 'Activity log entries', rowId: (r) => String(r.position) }));
-      const total = page.total ?? items.length;
+  const list = pagedList({
+    box: listBox,
+    loadingText: 'Loading the activity log…',
+    fetchPage: (cursor) => get('/v1/activity' + query({ ...filters, limit: PAGE_SIZE, cursor }))
+      .then((data) => listOf(data, 'activity')),
+    empty: () => (filtered()
+      ? emptyState('No entries match these filters', 'Widen the time range or clear the filters.')
+      : emptyState('The activity log is empty', 'Entries appear as soon as something happens: add an app or connect a HubSpot account.')),
+    draw: (items) => table([
+      { label: 'Time', cell: (r) => time(r.occurred_at, { seconds: true }) },
+      { label: 'Level', cell: (r) => levelBadge(r.level) },
+      { label: 'Message', class: 'wide', cell: (r) => r.message },
+      { label: 'Hub', cell: (r) => (r.installation_id
+        ? h('a', { href: `/dashboard/users/${r.installation_id}`, 'data-link': true }, String(r.hub_id ?? 'details'))
+        : (r.hub_id ? String(r.hub_id) : '—')) },
+      { label: 'By', cell: (r) => actorLabel(r.actor) },
+    ], items, { caption: 'Activity log entries', rowId: (r) => String(r.position) }),
+    pagerLabel: ({ total, items, pageIndex }) => {
       const first = pageIndex * PAGE_SIZE + 1;
-      listBox.append(pager({
-        hasPrevious: pageIndex > 0,
-        hasNext: !!page.next_cursor,
-        label: `${first}–${first + items.length - 1} of ${total}`,
-        onPrevious: () => { pageIndex -= 1; clear(listBox); load(); },
-        onNext: () => { cursors[pageIndex + 1] = page.next_cursor; pageIndex += 1; clear(listBox); load(); },
-      }));
-    } catch (e) {
-      if (!closed && seq === loadSeq) clear(listBox).append(errorState(e, load));
-    }
+      return `${first}–${first + items.length - 1} of ${total}`;
+    },
+  });
+
+  function apply() {
+    filtersToAddress(filters);
+    list.restart();
   }
 
-  await load();
-  return () => { closed = true; };
+  await list.load();
+  return () => {
+    closed = true;
+    list.close();
+  };
 }

@@ -3,7 +3,7 @@
 // unless forced).
 
 import { get, post, patch, del, query, listOf } from '../api.js';
-import { h, clear, pageHeader, section, loading, errorState, emptyState, time, table, helpPanel, field, setFieldError, toast, confirmAction, actionButton, run, settle } from '../ui.js';
+import { h, clear, pageHeader, section, loading, errorState, emptyState, time, table, helpPanel, field, setFieldError, toast, confirmAction, actionButton, run, attempt, settle } from '../ui.js';
 import { HELP } from '../help.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -15,7 +15,7 @@ function splitScopes(text) {
 }
 
 /** Why a redirect URI will not work, or null. */
-export function redirectProblem(text) {
+function redirectProblem(text) {
   let url;
   try {
     url = new URL(text);
@@ -128,13 +128,9 @@ export async function render(ctx) {
           extra,
         });
         if (!answer) return;
-        await run(btn, async () => {
-          try {
-            const r = await del(`/v1/apps/${app.app_id}` + query({ force: force.checked ? 'true' : undefined }));
-            toast(`App "${app.label}" deleted${r && r.forced ? ` (forced, ${r.active_installations} active installations lost access)` : ''}.`);
-          } catch (e) {
-            toast(`The app was not deleted: ${e.message}`, 'error');
-          }
+        await attempt(btn, () => del(`/v1/apps/${app.app_id}` + query({ force: force.checked ? 'true' : undefined })), {
+          succeeded: (r) => `App "${app.label}" deleted${r && r.forced ? ` (forced, ${r.active_installations} active installations lost access)` : ''}.`,
+          failed: 'The app was not deleted',
         });
         settle(load);
       },

@@ -1,11 +1,11 @@
-// Billing & Upgrades (issue 7): current plans and prices, usage this month against the limit
+// Billing & Upgrades: current plans and prices, usage this month against the limit
 // (all tenants or one), peak day and daily average, recent plan changes, limits reached (upgrade
 // offers), free vs paid registrations and the conversion rate; admins change a tenant's plan.
 
 import { get, api, query, listOf } from '../api.js';
 import { h, clear, pageHeader, section, stat, loading, errorState, emptyState, table, helpPanel, field, toast, actionButton, run, time, shortId, settle } from '../ui.js';
 import { HELP } from '../help.js';
-import { priceLabel } from './pricing-plans.js';
+import { priceLabel } from '../format.js';
 
 const TRIGGERS = { registration: 'Registration', self_serve: 'Self-serve', admin: 'Admin', limit_reached: 'Limit reached' };
 const DIRECTIONS = { new: ['info', 'New'], upgrade: ['ok', 'Upgrade'], downgrade: ['warn', 'Downgrade'], lateral: ['muted', 'Change'] };

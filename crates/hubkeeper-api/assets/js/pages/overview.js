@@ -3,6 +3,7 @@
 
 import { get, query, listOf } from '../api.js';
 import { h, clear, pageHeader, section, stat, loading, errorState, emptyState, statusBadge, levelBadge, time, table, connectControl } from '../ui.js';
+import { actorLabel } from '../format.js';
 
 const RECENT = 12;
 
@@ -168,15 +169,4 @@ export async function render(ctx) {
     if (source) source.close();
     if (refreshTimer) clearTimeout(refreshTimer);
   };
-}
-
-export function actorLabel(actor) {
-  if (!actor) return 'unknown';
-  if (actor.startsWith('key:')) return `API key ${actor.slice(4)}`;
-  return {
-    'system:scheduler': 'refresh scheduler',
-    'system:refresher': 'token refresher',
-    hubspot: 'HubSpot',
-    system: 'Hubkeeper',
-  }[actor] || actor;
 }

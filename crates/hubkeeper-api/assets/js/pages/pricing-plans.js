@@ -1,13 +1,14 @@
-// Pricing Models: the plans tenants can be on (issue 7). Counts of free, premium and recurring
+// Pricing Models: the plans tenants can be on. Counts of free, premium and recurring
 // plans; the list; add, edit, change status, delete. Prices are typed as decimals and sent as
 // integer minor units (converted with string arithmetic, never floating point).
 
 import { get, post, patch, del, api, query, listOf } from '../api.js';
-import { h, clear, pageHeader, section, stat, loading, errorState, emptyState, table, helpPanel, field, setFieldError, toast, confirmAction, actionButton, run, settle } from '../ui.js';
+import { h, clear, pageHeader, section, stat, loading, errorState, emptyState, table, helpPanel, field, setFieldError, toast, confirmAction, actionButton, run, attempt, settle } from '../ui.js';
 import { HELP } from '../help.js';
+import { priceLabel } from '../format.js';
 
 /** ISO 4217 codes the API accepts, with their minor-unit exponent. */
-export const CURRENCIES = {
+const CURRENCIES = {
   AUD: 2, BRL: 2, CAD: 2, CHF: 2, CZK: 2, DKK: 2, EUR: 2, GBP: 2, HUF: 2, INR: 2, ISK: 0,
   JPY: 0, KRW: 0, MXN: 2, NOK: 2, NZD: 2, PLN: 2, SEK: 2, SGD: 2, USD: 2, ZAR: 2,
 };
@@ -17,7 +18,7 @@ const TYPES = [
   ['usage_based', 'Usage-based'], ['hybrid', 'Hybrid'],
 ];
 
-export const LIMITS = [
+const LIMITS = [
   ['requests_per_month', 'Requests per month'],
   ['token_handouts_per_month', 'Token hand-outs per month'],
   ['contacts', 'Contacts'],
@@ -39,7 +40,7 @@ const STATUS_BADGE = { active: 'ok', inactive: 'muted', deprecated: 'warn', arch
  * "12.50" in a currency with `exponent` decimals → "1250" (a string of digits), or null when the
  * text is not a plain non-negative amount with at most `exponent` decimals.
  */
-export function toMinorUnits(text, exponent) {
+function toMinorUnits(text, exponent) {
   const m = /^\s*(\d{1,13})(?:[.,](\d*))?\s*$/.exec(String(text));
   if (!m) return null;
   const fraction = m[2] || '';
@@ -49,27 +50,14 @@ export function toMinorUnits(text, exponent) {
 }
 
 /** 1250 minor units → "12.50" (string arithmetic). */
-export function fromMinorUnits(minor, exponent) {
+function fromMinorUnits(minor, exponent) {
   const digits = String(minor ?? 0).padStart(exponent + 1, '0');
   return exponent ? `${digits.slice(0, -exponent)}.${digits.slice(-exponent)}` : digits;
 }
 
-export function typeLabel(type) {
+function typeLabel(type) {
   const found = TYPES.find(([v]) => v === type);
   return found ? found[1] : String(type);
-}
-
-export function priceLabel(plan) {
-  const parts = [];
-  if (plan.type === 'free') return 'Free';
-  if (plan.price && plan.price.amount_minor > 0) {
-    const per = plan.interval === 'annual' ? ' / year' : plan.interval === 'monthly' ? ' / month' : plan.type === 'one_time' ? ' once' : '';
-    parts.push(plan.price.display + per);
-  }
-  if (plan.unit_pricing) {
-    parts.push(`${plan.unit_pricing.price.display} per ${plan.unit_pricing.per_units} ${plan.unit_pricing.metric.replace(/_/g, ' ')}`);
-  }
-  return parts.join(' + ') || plan.price.display;
 }
 
 function limitsLabel(limits) {
@@ -214,13 +202,9 @@ export async function render(ctx) {
           askReason: true,
         });
         if (!answer) return;
-        await run(btn, async () => {
-          try {
-            await del(`/v1/plans/${plan.plan_id}` + query({ reason: answer.reason }));
-            toast(`Plan "${plan.code}" deleted.`);
-          } catch (e) {
-            toast(`The plan was not deleted: ${e.message}`, 'error');
-          }
+        await attempt(btn, () => del(`/v1/plans/${plan.plan_id}` + query({ reason: answer.reason })), {
+          succeeded: () => `Plan "${plan.code}" deleted.`,
+          failed: 'The plan was not deleted',
         });
         settle(load);
       },

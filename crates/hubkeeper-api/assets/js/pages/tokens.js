@@ -1,9 +1,11 @@
 // Token Management: every connected account's token status, with Refresh and Revoke.
 
 import { get, query, listOf } from '../api.js';
-import { h, clear, pageHeader, section, loading, errorState, emptyState, statusBadge, time, table, helpPanel, pager, field, toast, connectControl } from '../ui.js';
+import { h, pageHeader, section, loading, emptyState, statusBadge, time, table, helpPanel, field, toast, connectControl } from '../ui.js';
 import { HELP } from '../help.js';
 import { refreshButton, revokeButton, detailsLink, reconnectLink } from '../actions.js';
+import { countOf } from '../format.js';
+import { filtersToAddress, pagedList } from '../list.js';
 
 const STATUSES = [
   ['', 'All statuses'],
@@ -22,8 +24,6 @@ export async function render(ctx) {
   const params = ctx.query;
   let highlight = params.get('connected');
   const filters = { status: params.get('status') || '', q: params.get('q') || '' };
-  const cursors = [null];
-  let pageIndex = 0;
 
   const statusSelect = h('select', { name: 'status' }, STATUSES.map(([v, l]) => h('option', { value: v, selected: v === filters.status }, l)));
   if (filters.status && !STATUSES.some(([v]) => v === filters.status)) {
@@ -51,71 +51,48 @@ export async function render(ctx) {
     .then((d) => { if (!closed) connect.append(connectControl(listOf(d, 'apps').items)); })
     .catch(() => { if (!closed) connect.append(connectControl([])); });
 
+  const list = pagedList({
+    box: listBox,
+    loadingText: 'Loading tokens…',
+    fetchPage: (cursor) => get('/v1/installations' + query({ status: filters.status, q: filters.q, sort: '-connected', limit: PAGE_SIZE, cursor }))
+      .then((data) => listOf(data, 'installations')),
+    empty: () => (filters.status || filters.q
+      ? emptyState('No tokens match these filters', 'Clear the filters to see every account.')
+      : emptyState('No HubSpot accounts are connected yet', 'Use "Connect a HubSpot account" above (or send customers your app\'s install link) and their tokens will appear here.')),
+    draw: (items) => table([
+      { label: 'Hub ID', cell: (r) => h('a', { href: `/dashboard/users/${r.installation_id}`, 'data-link': true }, String(r.hub_id)) },
+      { label: 'User', cell: (r) => h('span', {}, r.installer_email || (r.user_id ? `user ${r.user_id}` : '—'), r.hub_domain ? h('span', { class: 'sub' }, r.hub_domain) : null) },
+      { label: 'App', cell: (r) => r.app_label || '—' },
+      { label: 'Status', cell: (r) => h('span', {}, statusBadge(r.status), r.consecutive_failures ? h('span', { class: 'sub warn-text' }, `${r.consecutive_failures} failed refresh${r.consecutive_failures > 1 ? 'es' : ''}`) : null) },
+      { label: 'Expires', cell: (r) => time(r.access_expires_at, { empty: 'no token' }) },
+      { label: 'Last used', cell: (r) => time(r.last_used_at, { empty: 'never' }) },
+      { label: 'Actions', class: 'actions', cell: (r) => h('div', { class: 'row-actions' }, refreshButton(ctx, r, list.load), revokeButton(ctx, r, list.load), reconnectLink(r), detailsLink(r)) },
+    ], items, { caption: 'OAuth tokens', rowId: (r) => r.installation_id }),
+    pagerLabel: ({ total }) => countOf(total, 'account'),
+    drawn: (items) => {
+      if (!highlight) return;
+      const row = listBox.querySelector(`tr[data-id="${CSS.escape(highlight)}"]`);
+      const inst = items.find((i) => i.installation_id === highlight);
+      if (row) row.classList.add('highlight');
+      if (inst) toast(`HubSpot account ${inst.hub_id}${inst.hub_domain ? ' (' + inst.hub_domain + ')' : ''} is connected.`);
+      highlight = null;
+      const url = new URL(location.href);
+      url.searchParams.delete('connected');
+      history.replaceState({}, '', url.pathname + url.search);
+    },
+  });
+
   filterForm.addEventListener('submit', (e) => {
     e.preventDefault();
     filters.status = statusSelect.value;
     filters.q = search.value.trim();
-    const url = new URL(location.href);
-    for (const [k, v] of Object.entries(filters)) {
-      if (v) url.searchParams.set(k, v);
-      else url.searchParams.delete(k);
-    }
-    history.replaceState({}, '', url.pathname + url.search);
-    cursors.length = 1;
-    pageIndex = 0;
-    clear(listBox);
-    load();
+    filtersToAddress(filters);
+    list.restart();
   });
 
-  let loadSeq = 0;
-  async function load() {
-    // Reloads after a change keep the current table until the new one is there (no flicker);
-    // only the latest of overlapping reloads is drawn.
-    const seq = ++loadSeq;
-    if (!listBox.querySelector('table')) clear(listBox).append(loading('Loading tokens…'));
-    try {
-      const data = await get('/v1/installations' + query({ status: filters.status, q: filters.q, sort: '-connected', limit: PAGE_SIZE, cursor: cursors[pageIndex] }));
-      if (closed || seq !== loadSeq) return;
-      const { items, page } = listOf(data, 'installations');
-      clear(listBox);
-      if (!items.length) {
-        listBox.append(filters.status || filters.q
-          ? emptyState('No tokens match these filters', 'Clear the filters to see every account.')
-          : emptyState('No HubSpot accounts are connected yet', 'Use "Connect a HubSpot account" above (or send customers your app\'s install link) and their tokens will appear here.'));
-        return;
-      }
-      listBox.append(table([
-        { label: 'Hub ID', cell: (r) => h('a', { href: `/dashboard/users/${r.installation_id}`, 'data-link': true }, String(r.hub_id)) },
-        { label: 'User', cell: (r) => h('span', {}, r.installer_email || (r.user_id ? `user ${r.user_id}` : '—'), r.hub_domain ? h('span', { class: 'sub' }, r.hub_domain) : null) },
-        { label: 'App', cell: (r) => r.app_label || '—' },
-        { label: 'Status', cell: (r) => h('span', {}, statusBadge(r.status), r.consecutive_failures ? h('span', { class: 'sub warn-text' }, `${r.consecutive_failures} failed refresh${r.consecutive_failures > 1 ? 'es' : ''}`) : null) },
-        { label: 'Expires', cell: (r) => time(r.access_expires_at, { empty: 'no token' }) },
-        { label: 'Last used', cell: (r) => time(r.last_used_at, { empty: 'never' }) },
-        { label: 'Actions', class: 'actions', cell: (r) => h('div', { class: 'row-actions' }, refreshButton(ctx, r, load), revokeButton(ctx, r, load), reconnectLink(r), detailsLink(r)) },
-      ], items, { caption: 'OAuth tokens', rowId: (r) => r.installation_id }));
-      const total = page.total ?? items.length;
-      listBox.append(pager({
-        hasPrevious: pageIndex > 0,
-        hasNext: !!page.next_cursor,
-        label: `${total} account${total === 1 ? '' : 's'}`,
-        onPrevious: () => { pageIndex -= 1; clear(listBox); load(); },
-        onNext: () => { cursors[pageIndex + 1] = page.next_cursor; pageIndex += 1; clear(listBox); load(); },
-      }));
-      if (highlight) {
-        const row = listBox.querySelector(`tr[data-id="${CSS.escape(highlight)}"]`);
-        const inst = items.find((i) => i.installation_id === highlight);
-        if (row) row.classList.add('highlight');
-        if (inst) toast(`HubSpot account ${inst.hub_id}${inst.hub_domain ? ' (' + inst.hub_domain + ')' : ''} is connected.`);
-        highlight = null;
-        const url = new URL(location.href);
-        url.searchParams.delete('connected');
-        history.replaceState({}, '', url.pathname + url.search);
-      }
-    } catch (e) {
-      if (!closed && seq === loadSeq) clear(listBox).append(errorState(e, load));
-    }
-  }
-
-  await load();
-  return () => { closed = true; };
+  await list.load();
+  return () => {
+    closed = true;
+    list.close();
+  };
 }

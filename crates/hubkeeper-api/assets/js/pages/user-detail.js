@@ -5,7 +5,7 @@ import { get, query, listOf } from '../api.js';
 import { h, clear, section, loading, errorState, emptyState, statusBadge, levelBadge, time, table, helpPanel } from '../ui.js';
 import { HELP } from '../help.js';
 import { refreshButton, revokeButton, disconnectButton, reconnectLink } from '../actions.js';
-import { actorLabel } from './overview.js';
+import { actorLabel } from '../format.js';
 
 const FAILURE_CLASSES = {
   invalid_grant: 'HubSpot rejected the refresh token',

@@ -1,18 +1,17 @@
 // User Management: the connected HubSpot accounts (tenants), with Disconnect and details.
 
 import { get, query, listOf } from '../api.js';
-import { h, clear, pageHeader, section, loading, errorState, emptyState, statusBadge, time, table, helpPanel, pager, field } from '../ui.js';
+import { h, pageHeader, section, loading, emptyState, statusBadge, time, table, helpPanel, field } from '../ui.js';
 import { HELP } from '../help.js';
 import { disconnectButton, detailsLink } from '../actions.js';
+import { countOf } from '../format.js';
+import { filtersToAddress, pagedList } from '../list.js';
 
 const PAGE_SIZE = 25;
 
 export async function render(ctx) {
   const { root } = ctx;
-  let closed = false;
   const filters = { q: ctx.query.get('q') || '', app_id: ctx.query.get('app_id') || '' };
-  const cursors = [null];
-  let pageIndex = 0;
 
   const search = h('input', { type: 'search', name: 'q', value: filters.q, placeholder: 'Hub ID, domain or e-mail' });
   const appSelect = h('select', { name: 'app_id' }, h('option', { value: '' }, 'All apps'));
@@ -38,60 +37,33 @@ export async function render(ctx) {
     })
     .catch(() => {});
 
+  const list = pagedList({
+    box: listBox,
+    loadingText: 'Loading tenants…',
+    fetchPage: (cursor) => get('/v1/installations' + query({ q: filters.q, app_id: filters.app_id, sort: '-connected', limit: PAGE_SIZE, cursor }))
+      .then((data) => listOf(data, 'installations')),
+    empty: () => (filters.q || filters.app_id
+      ? emptyState('No tenants match these filters', 'Clear the filters to see every tenant.')
+      : emptyState('No tenants yet', 'A tenant appears when a customer connects their HubSpot account through one of your apps. Start one from the Overview or Token Management page.')),
+    draw: (items) => table([
+      { label: 'Hub ID', cell: (r) => h('a', { href: `/dashboard/users/${r.installation_id}`, 'data-link': true }, String(r.hub_id)) },
+      { label: 'Name', cell: (r) => h('span', {}, r.hub_domain || '—', r.installer_email ? h('span', { class: 'sub' }, r.installer_email) : null) },
+      { label: 'Connected', cell: (r) => time(r.first_connected_at, { date: true }) },
+      { label: 'Plan', cell: (r) => r.plan_code || h('span', { class: 'muted' }, 'No plan') },
+      { label: 'Status', cell: (r) => statusBadge(r.status) },
+      { label: 'Actions', class: 'actions', cell: (r) => h('div', { class: 'row-actions' }, detailsLink(r), disconnectButton(ctx, r, list.load)) },
+    ], items, { caption: 'Tenants', rowId: (r) => r.installation_id }),
+    pagerLabel: ({ total }) => countOf(total, 'tenant'),
+  });
+
   filterForm.addEventListener('submit', (e) => {
     e.preventDefault();
     filters.q = search.value.trim();
     filters.app_id = appSelect.value;
-    const url = new URL(location.href);
-    for (const [k, v] of Object.entries(filters)) {
-      if (v) url.searchParams.set(k, v);
-      else url.searchParams.delete(k);
-    }
-    history.replaceState({}, '', url.pathname + url.search);
-    cursors.length = 1;
-    pageIndex = 0;
-    clear(listBox);
-    load();
+    filtersToAddress(filters);
+    list.restart();
   });
 
-  let loadSeq = 0;
-  async function load() {
-    // Reloads after a change keep the current table until the new one is there (no flicker);
-    // only the latest of overlapping reloads is drawn.
-    const seq = ++loadSeq;
-    if (!listBox.querySelector('table')) clear(listBox).append(loading('Loading tenants…'));
-    try {
-      const data = await get('/v1/installations' + query({ q: filters.q, app_id: filters.app_id, sort: '-connected', limit: PAGE_SIZE, cursor: cursors[pageIndex] }));
-      if (closed || seq !== loadSeq) return;
-      const { items, page } = listOf(data, 'installations');
-      clear(listBox);
-      if (!items.length) {
-        listBox.append(filters.q || filters.app_id
-          ? emptyState('No tenants match these filters', 'Clear the filters to see every tenant.')
-          : emptyState('No tenants yet', 'A tenant appears when a customer connects their HubSpot account through one of your apps. Start one from the Overview or Token Management page.'));
-        return;
-      }
-      listBox.append(table([
-        { label: 'Hub ID', cell: (r) => h('a', { href: `/dashboard/users/${r.installation_id}`, 'data-link': true }, String(r.hub_id)) },
-        { label: 'Name', cell: (r) => h('span', {}, r.hub_domain || '—', r.installer_email ? h('span', { class: 'sub' }, r.installer_email) : null) },
-        { label: 'Connected', cell: (r) => time(r.first_connected_at, { date: true }) },
-        { label: 'Plan', cell: (r) => r.plan_code || h('span', { class: 'muted' }, 'No plan') },
-        { label: 'Status', cell: (r) => statusBadge(r.status) },
-        { label: 'Actions', class: 'actions', cell: (r) => h('div', { class: 'row-actions' }, detailsLink(r), disconnectButton(ctx, r, load)) },
-      ], items, { caption: 'Tenants', rowId: (r) => r.installation_id }));
-      const total = page.total ?? items.length;
-      listBox.append(pager({
-        hasPrevious: pageIndex > 0,
-        hasNext: !!page.next_cursor,
-        label: `${total} tenant${total === 1 ? '' : 's'}`,
-        onPrevious: () => { pageIndex -= 1; clear(listBox); load(); },
-        onNext: () => { cursors[pageIndex + 1] = page.next_cursor; pageIndex += 1; clear(listBox); load(); },
-      }));
-    } catch (e) {
-      if (!closed && seq === loadSeq) clear(listBox).append(errorState(e, load));
-    }
-  }
-
-  await load();
-  return () => { closed = true; };
+  await list.load();
+  return list.close;
 }
