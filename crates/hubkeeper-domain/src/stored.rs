@@ -63,6 +63,40 @@ macro_rules! stored_enum {
 
 pub(crate) use stored_enum;
 
+/// `From` both ways between two structs with fields of the same names: each field converted with
+/// `Into` (the identity for primitives), or with the function named after `via` (generic in both
+/// directions). Both sides are spelled out in full (a destructuring pattern without `..`, a struct
+/// literal), so a field added to either side stops the build here.
+macro_rules! convert_fields {
+    ($a:ident <=> $b:ident { $($field:ident $(via $convert:path)?),+ $(,)? }) => {
+        convert_fields!(@one $a => $b { $($field $(via $convert)?),+ });
+        convert_fields!(@one $b => $a { $($field $(via $convert)?),+ });
+    };
+    (@one $from:ident => $to:ident { $($field:ident $(via $convert:path)?),+ }) => {
+        impl From<$from> for $to {
+            fn from(value: $from) -> Self {
+                let $from { $($field),+ } = value;
+                Self {
+                    $($field: convert_fields!(@field $field $(, $convert)?)),+
+                }
+            }
+        }
+    };
+    (@field $field:ident) => {
+        $field.into()
+    };
+    (@field $field:ident, $convert:path) => {
+        $convert($field)
+    };
+}
+
+pub(crate) use convert_fields;
+
+/// Converts an optional value.
+pub(crate) fn convert_option<T, U: From<T>>(value: Option<T>) -> Option<U> {
+    value.map(U::from)
+}
+
 /// Converts every element (lists and sets of stored or domain values).
 pub(crate) fn convert_all<T, U: From<T>, C: FromIterator<U>>(
     values: impl IntoIterator<Item = T>,

@@ -9,7 +9,7 @@ use hubkeeper_crypto::Sealed;
 
 use super::{DisconnectCause, InstallationStatus, Installer, RefreshFailureClass, SealedTokens};
 use crate::ids::{AppId, HubId, InstallationId, UserId};
-use crate::stored::stored_enum;
+use crate::stored::{convert_fields, stored_enum};
 
 /// Stable event type names (also the serde tags of [`InstallationEvent`]).
 pub mod event_types {
@@ -229,35 +229,7 @@ pub struct StoredTokens {
     pub access_expires_at: DateTime<Utc>,
 }
 
-impl From<SealedTokens> for StoredTokens {
-    fn from(value: SealedTokens) -> Self {
-        let SealedTokens {
-            access,
-            refresh,
-            access_expires_at,
-        } = value;
-        Self {
-            access,
-            refresh,
-            access_expires_at,
-        }
-    }
-}
-
-impl From<StoredTokens> for SealedTokens {
-    fn from(value: StoredTokens) -> Self {
-        let StoredTokens {
-            access,
-            refresh,
-            access_expires_at,
-        } = value;
-        Self {
-            access,
-            refresh,
-            access_expires_at,
-        }
-    }
-}
+convert_fields!(SealedTokens <=> StoredTokens { access, refresh, access_expires_at });
 
 /// The installing user as installation events store it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -270,19 +242,7 @@ pub struct StoredInstaller {
     pub email: Option<String>,
 }
 
-impl From<Installer> for StoredInstaller {
-    fn from(value: Installer) -> Self {
-        let Installer { user_id, email } = value;
-        Self { user_id, email }
-    }
-}
-
-impl From<StoredInstaller> for Installer {
-    fn from(value: StoredInstaller) -> Self {
-        let StoredInstaller { user_id, email } = value;
-        Self { user_id, email }
-    }
-}
+convert_fields!(Installer <=> StoredInstaller { user_id, email });
 
 stored_enum!(
     /// [`InstallationStatus`] as installation events store it.

@@ -13,7 +13,7 @@ use super::terms::{
 };
 use super::{LimitReduction, PlanId, PlanStatus};
 use crate::ids::AppId;
-use crate::stored::stored_enum;
+use crate::stored::{convert_fields, convert_option, stored_enum};
 
 /// Stable event type names (also the serde tags of [`PlanEvent`]).
 pub mod event_types {
@@ -143,19 +143,7 @@ pub struct StoredLimitReduction {
     pub to: u64,
 }
 
-impl From<LimitReduction> for StoredLimitReduction {
-    fn from(value: LimitReduction) -> Self {
-        let LimitReduction { from, to } = value;
-        Self { from, to }
-    }
-}
-
-impl From<StoredLimitReduction> for LimitReduction {
-    fn from(value: StoredLimitReduction) -> Self {
-        let StoredLimitReduction { from, to } = value;
-        Self { from, to }
-    }
-}
+convert_fields!(LimitReduction <=> StoredLimitReduction { from, to });
 
 /// Payload of `PlanReductionAnnounced` (version 1.0).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -295,31 +283,7 @@ pub struct StoredMoney {
     pub currency: Currency,
 }
 
-impl From<Money> for StoredMoney {
-    fn from(value: Money) -> Self {
-        let Money {
-            amount_minor,
-            currency,
-        } = value;
-        Self {
-            amount_minor,
-            currency,
-        }
-    }
-}
-
-impl From<StoredMoney> for Money {
-    fn from(value: StoredMoney) -> Self {
-        let StoredMoney {
-            amount_minor,
-            currency,
-        } = value;
-        Self {
-            amount_minor,
-            currency,
-        }
-    }
-}
+convert_fields!(Money <=> StoredMoney { amount_minor, currency });
 
 /// A usage price as plan and subscription events store it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -332,35 +296,7 @@ pub struct StoredUnitPricing {
     pub metric: StoredUsageMetric,
 }
 
-impl From<UnitPricing> for StoredUnitPricing {
-    fn from(value: UnitPricing) -> Self {
-        let UnitPricing {
-            amount_minor,
-            per_units,
-            metric,
-        } = value;
-        Self {
-            amount_minor,
-            per_units,
-            metric: metric.into(),
-        }
-    }
-}
-
-impl From<StoredUnitPricing> for UnitPricing {
-    fn from(value: StoredUnitPricing) -> Self {
-        let StoredUnitPricing {
-            amount_minor,
-            per_units,
-            metric,
-        } = value;
-        Self {
-            amount_minor,
-            per_units,
-            metric: metric.into(),
-        }
-    }
-}
+convert_fields!(UnitPricing <=> StoredUnitPricing { amount_minor, per_units, metric });
 
 /// [`PlanTerms`] as plan and subscription events store them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -377,36 +313,9 @@ pub struct StoredPlanTerms {
     pub unit_pricing: Option<StoredUnitPricing>,
 }
 
-impl From<PlanTerms> for StoredPlanTerms {
-    fn from(value: PlanTerms) -> Self {
-        let PlanTerms {
-            plan_type,
-            interval,
-            price,
-            unit_pricing,
-        } = value;
-        Self {
-            plan_type: plan_type.into(),
-            interval: interval.map(Into::into),
-            price: price.into(),
-            unit_pricing: unit_pricing.map(Into::into),
-        }
-    }
-}
-
-impl From<StoredPlanTerms> for PlanTerms {
-    fn from(value: StoredPlanTerms) -> Self {
-        let StoredPlanTerms {
-            plan_type,
-            interval,
-            price,
-            unit_pricing,
-        } = value;
-        Self {
-            plan_type: plan_type.into(),
-            interval: interval.map(Into::into),
-            price: price.into(),
-            unit_pricing: unit_pricing.map(Into::into),
-        }
-    }
-}
+convert_fields!(PlanTerms <=> StoredPlanTerms {
+    plan_type,
+    interval via convert_option,
+    price,
+    unit_pricing via convert_option,
+});

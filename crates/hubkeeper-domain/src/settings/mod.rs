@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::aggregate::aggregate;
-use crate::stored::stored_enum;
+use crate::stored::{convert_fields, convert_option, stored_enum};
 use crate::ParseError;
 
 /// The aggregate id of the one settings instance.
@@ -327,35 +327,7 @@ pub struct StoredOAuthRateLimit {
     pub max_per_ip: u32,
 }
 
-impl From<OAuthRateLimit> for StoredOAuthRateLimit {
-    fn from(value: OAuthRateLimit) -> Self {
-        let OAuthRateLimit {
-            enabled,
-            window_secs,
-            max_per_ip,
-        } = value;
-        Self {
-            enabled,
-            window_secs,
-            max_per_ip,
-        }
-    }
-}
-
-impl From<StoredOAuthRateLimit> for OAuthRateLimit {
-    fn from(value: StoredOAuthRateLimit) -> Self {
-        let StoredOAuthRateLimit {
-            enabled,
-            window_secs,
-            max_per_ip,
-        } = value;
-        Self {
-            enabled,
-            window_secs,
-            max_per_ip,
-        }
-    }
-}
+convert_fields!(OAuthRateLimit <=> StoredOAuthRateLimit { enabled, window_secs, max_per_ip });
 
 stored_enum!(
     /// [`LogLevel`] as settings events store it.
@@ -380,35 +352,11 @@ pub struct StoredLogging {
     pub retention_days: u32,
 }
 
-impl From<Logging> for StoredLogging {
-    fn from(value: Logging) -> Self {
-        let Logging {
-            verbose_requests,
-            level,
-            retention_days,
-        } = value;
-        Self {
-            verbose_requests,
-            level: level.map(Into::into),
-            retention_days,
-        }
-    }
-}
-
-impl From<StoredLogging> for Logging {
-    fn from(value: StoredLogging) -> Self {
-        let StoredLogging {
-            verbose_requests,
-            level,
-            retention_days,
-        } = value;
-        Self {
-            verbose_requests,
-            level: level.map(Into::into),
-            retention_days,
-        }
-    }
-}
+convert_fields!(Logging <=> StoredLogging {
+    verbose_requests,
+    level via convert_option,
+    retention_days,
+});
 
 /// [`Backups`] as settings events store them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -421,35 +369,7 @@ pub struct StoredBackups {
     pub keep: u32,
 }
 
-impl From<Backups> for StoredBackups {
-    fn from(value: Backups) -> Self {
-        let Backups {
-            enabled,
-            daily_at,
-            keep,
-        } = value;
-        Self {
-            enabled,
-            daily_at,
-            keep,
-        }
-    }
-}
-
-impl From<StoredBackups> for Backups {
-    fn from(value: StoredBackups) -> Self {
-        let StoredBackups {
-            enabled,
-            daily_at,
-            keep,
-        } = value;
-        Self {
-            enabled,
-            daily_at,
-            keep,
-        }
-    }
-}
+convert_fields!(Backups <=> StoredBackups { enabled, daily_at, keep });
 
 impl DomainEvent for SettingsEvent {
     fn event_type(&self) -> String {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::{ChangeDirection, ChangeTrigger, PlanOffer, PlanRef};
 use crate::ids::{AppId, InstallationId};
 use crate::plan::{PlanId, StoredLimitKind, StoredMoney, StoredPlanTerms};
-use crate::stored::stored_enum;
+use crate::stored::{convert_fields, stored_enum};
 
 /// Stable event type names (also the serde tags of [`SubscriptionEvent`]).
 pub mod event_types {
@@ -160,39 +160,7 @@ pub struct StoredPlanRef {
     pub terms: StoredPlanTerms,
 }
 
-impl From<PlanRef> for StoredPlanRef {
-    fn from(value: PlanRef) -> Self {
-        let PlanRef {
-            plan_id,
-            code,
-            version,
-            terms,
-        } = value;
-        Self {
-            plan_id,
-            code,
-            version,
-            terms: terms.into(),
-        }
-    }
-}
-
-impl From<StoredPlanRef> for PlanRef {
-    fn from(value: StoredPlanRef) -> Self {
-        let StoredPlanRef {
-            plan_id,
-            code,
-            version,
-            terms,
-        } = value;
-        Self {
-            plan_id,
-            code,
-            version,
-            terms: terms.into(),
-        }
-    }
-}
+convert_fields!(PlanRef <=> StoredPlanRef { plan_id, code, version, terms });
 
 /// [`PlanOffer`] as subscription events store it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,19 +171,7 @@ pub struct StoredPlanOffer {
     pub code: String,
 }
 
-impl From<PlanOffer> for StoredPlanOffer {
-    fn from(value: PlanOffer) -> Self {
-        let PlanOffer { plan_id, code } = value;
-        Self { plan_id, code }
-    }
-}
-
-impl From<StoredPlanOffer> for PlanOffer {
-    fn from(value: StoredPlanOffer) -> Self {
-        let StoredPlanOffer { plan_id, code } = value;
-        Self { plan_id, code }
-    }
-}
+convert_fields!(PlanOffer <=> StoredPlanOffer { plan_id, code });
 
 stored_enum!(
     /// [`ChangeTrigger`] as subscription events store it.
