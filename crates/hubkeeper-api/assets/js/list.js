@@ -5,7 +5,7 @@
 import { clear, loading, errorState, pager } from './ui.js';
 
 /** Writes the non-empty `filters` into the address bar (replacing the history entry). */
-export function filtersToAddress(filters) {
+function filtersToAddress(filters) {
   const url = new URL(location.href);
   for (const [k, v] of Object.entries(filters)) {
     if (v) url.searchParams.set(k, v);
@@ -21,13 +21,14 @@ export function filtersToAddress(filters) {
  * - `empty()` returns what to show when there are no items;
  * - `draw(items)` returns the table;
  * - `pagerLabel({ total, items, pageIndex })` labels the pager;
- * - `drawn(items)` (optional) runs after a page is drawn.
+ * - `drawn(items)` (optional) runs after a page is drawn;
+ * - `filters`: the object the page's filter form edits.
  *
- * Returns `{ load, restart, close }`: `load` redraws the current page (pass it to row actions),
- * `restart` goes back to the first page (after the filters changed), `close` stops drawing (the
- * page's cleanup).
+ * Returns `{ load, applyFilters, close, closed }`: `load` redraws the current page (pass it to
+ * row actions), `applyFilters` writes `filters` to the address and goes back to the first page,
+ * `close` stops drawing (the page's cleanup), `closed` says whether it did.
  */
-export function pagedList({ box, loadingText, fetchPage, empty, draw, pagerLabel, drawn }) {
+export function pagedList({ box, loadingText, fetchPage, empty, draw, pagerLabel, drawn, filters }) {
   const cursors = [null];
   let pageIndex = 0;
   let closed = false;
@@ -60,12 +61,18 @@ export function pagedList({ box, loadingText, fetchPage, empty, draw, pagerLabel
     }
   }
 
-  function restart() {
+  function applyFilters() {
+    filtersToAddress(filters);
     cursors.length = 1;
     pageIndex = 0;
     clear(box);
     return load();
   }
 
-  return { load, restart, close: () => { closed = true; } };
+  return {
+    load,
+    applyFilters,
+    close: () => { closed = true; },
+    get closed() { return closed; },
+  };
 }

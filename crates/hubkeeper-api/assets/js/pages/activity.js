@@ -6,14 +6,13 @@ import { h, pageHeader, section, loading, emptyState, levelBadge, time, table, h
 import { HELP } from '../help.js';
 import { toLocalInput, fromLocalInput, zoneName } from '../time.js';
 import { actorLabel } from '../format.js';
-import { filtersToAddress, pagedList } from '../list.js';
+import { pagedList } from '../list.js';
 
 const PAGE_SIZE = 50;
 const LEVELS = [['', 'All levels'], ['info', 'Info'], ['warn', 'Warnings'], ['error', 'Errors'], ['warn,error', 'Warnings and errors']];
 
 export async function render(ctx) {
   const { root } = ctx;
-  let closed = false;
   const q = ctx.query;
   const filters = {
     level: q.get('level') || '',
@@ -48,7 +47,7 @@ export async function render(ctx) {
     get('/v1/installations' + query({ limit: 200, sort: 'hub_id' })).then((d) => listOf(d, 'installations').items).catch(() => []),
     get('/v1/apps' + query({ limit: 200, include_deleted: true })).then((d) => listOf(d, 'apps').items).catch(() => []),
   ]).then(([installations, apps]) => {
-    if (closed) return;
+    if (list.closed) return;
     for (const i of installations) {
       installation.append(h('option', { value: i.installation_id, selected: i.installation_id === filters.installation_id }, `${i.hub_id}${i.hub_domain ? ' · ' + i.hub_domain : ''}${i.app_label ? ' (' + i.app_label + ')' : ''}`));
     }
@@ -70,7 +69,7 @@ export async function render(ctx) {
       return;
     }
     Object.assign(filters, { level: level.value, from: fromIso, to: toIso, installation_id: installation.value, app_id: app.value });
-    apply();
+    list.applyFilters();
   });
   reset.addEventListener('click', () => {
     level.value = '';
@@ -80,13 +79,14 @@ export async function render(ctx) {
     app.value = '';
     setFieldError(to, null);
     Object.assign(filters, { level: '', from: '', to: '', installation_id: '', app_id: '' });
-    apply();
+    list.applyFilters();
   });
 
   const filtered = () => Object.values(filters).some(Boolean);
 
   const list = pagedList({
     box: listBox,
+    filters,
     loadingText: 'Loading the activity log…',
     fetchPage: (cursor) => get('/v1/activity' + query({ ...filters, limit: PAGE_SIZE, cursor }))
       .then((data) => listOf(data, 'activity')),
@@ -108,14 +108,6 @@ export async function render(ctx) {
     },
   });
 
-  function apply() {
-    filtersToAddress(filters);
-    list.restart();
-  }
-
   await list.load();
-  return () => {
-    closed = true;
-    list.close();
-  };
+  return list.close;
 }

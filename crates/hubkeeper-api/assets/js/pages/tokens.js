@@ -5,7 +5,7 @@ import { h, pageHeader, section, loading, emptyState, statusBadge, time, table, 
 import { HELP } from '../help.js';
 import { refreshButton, revokeButton, detailsLink, reconnectLink } from '../actions.js';
 import { countOf } from '../format.js';
-import { filtersToAddress, pagedList } from '../list.js';
+import { pagedList } from '../list.js';
 
 const STATUSES = [
   ['', 'All statuses'],
@@ -20,7 +20,6 @@ const PAGE_SIZE = 25;
 
 export async function render(ctx) {
   const { root } = ctx;
-  let closed = false;
   const params = ctx.query;
   let highlight = params.get('connected');
   const filters = { status: params.get('status') || '', q: params.get('q') || '' };
@@ -48,11 +47,12 @@ export async function render(ctx) {
       helpPanel(HELP.revoke)));
 
   get('/v1/apps' + query({ limit: 100 }))
-    .then((d) => { if (!closed) connect.append(connectControl(listOf(d, 'apps').items)); })
-    .catch(() => { if (!closed) connect.append(connectControl([])); });
+    .then((d) => { if (!list.closed) connect.append(connectControl(listOf(d, 'apps').items)); })
+    .catch(() => { if (!list.closed) connect.append(connectControl([])); });
 
   const list = pagedList({
     box: listBox,
+    filters,
     loadingText: 'Loading tokens…',
     fetchPage: (cursor) => get('/v1/installations' + query({ status: filters.status, q: filters.q, sort: '-connected', limit: PAGE_SIZE, cursor }))
       .then((data) => listOf(data, 'installations')),
@@ -86,13 +86,9 @@ export async function render(ctx) {
     e.preventDefault();
     filters.status = statusSelect.value;
     filters.q = search.value.trim();
-    filtersToAddress(filters);
-    list.restart();
+    list.applyFilters();
   });
 
   await list.load();
-  return () => {
-    closed = true;
-    list.close();
-  };
+  return list.close;
 }

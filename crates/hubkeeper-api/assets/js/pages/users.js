@@ -5,7 +5,7 @@ import { h, pageHeader, section, loading, emptyState, statusBadge, time, table, 
 import { HELP } from '../help.js';
 import { disconnectButton, detailsLink } from '../actions.js';
 import { countOf } from '../format.js';
-import { filtersToAddress, pagedList } from '../list.js';
+import { pagedList } from '../list.js';
 
 const PAGE_SIZE = 25;
 
@@ -39,6 +39,7 @@ export async function render(ctx) {
 
   const list = pagedList({
     box: listBox,
+    filters,
     loadingText: 'Loading tenants…',
     fetchPage: (cursor) => get('/v1/installations' + query({ q: filters.q, app_id: filters.app_id, sort: '-connected', limit: PAGE_SIZE, cursor }))
       .then((data) => listOf(data, 'installations')),
@@ -60,8 +61,7 @@ export async function render(ctx) {
     e.preventDefault();
     filters.q = search.value.trim();
     filters.app_id = appSelect.value;
-    filtersToAddress(filters);
-    list.restart();
+    list.applyFilters();
   });
 
   await list.load();
