@@ -638,7 +638,7 @@ pub(super) fn creates_row(decoded: &DomainEvent) -> bool {
 mod tests {
     use chrono::TimeZone;
     use hubkeeper_domain::installation::{
-        event_types, InstallationConnected, InstallationRevoked, Installer, SealedTokens,
+        event_types, InstallationConnected, InstallationRevoked, StoredInstaller, StoredTokens,
         TokensRefreshed,
     };
     use hubkeeper_domain::{AppId, HubId, InstallationId};
@@ -679,8 +679,8 @@ mod tests {
             + chrono::Duration::minutes(n)
     }
 
-    fn tokens() -> SealedTokens {
-        SealedTokens {
+    fn tokens() -> StoredTokens {
+        StoredTokens {
             access: SEALED.parse().expect("sealed"),
             refresh: SEALED.parse().expect("sealed"),
             access_expires_at: minute(60),
@@ -723,7 +723,7 @@ mod tests {
                     hub_id: HubId(40_000_001),
                     user_id: None,
                     hub_domain: "portal.hubspot.com".into(),
-                    installer: Installer::default(),
+                    installer: StoredInstaller::default(),
                     scopes: vec!["oauth".into()],
                     tokens: tokens(),
                     app_version: None,
