@@ -369,12 +369,21 @@ pub struct InstallationCounters {
     /// installation (the call that minted it excluded). Above 1 means the client refreshed twice
     /// while a token was still valid.
     pub max_refreshes_per_token_lifetime: u32,
-    /// For every access token of this installation during whose lifetime more than one refresh
-    /// call was made (the call that minted it excluded): the Unix milliseconds of those calls.
-    /// Lets a test ask what caused each repeated refresh, not only how many there were.
+    /// Every access token of this installation during whose lifetime more than one refresh call
+    /// was made (the call that minted it excluded). Lets a test ask what caused each repeated
+    /// refresh, not only how many there were.
     #[serde(default)]
-    pub repeated_refreshes_ms: Vec<Vec<i64>>,
+    pub repeated_refreshes: Vec<RepeatedRefreshes>,
     pub refresh_tokens: Vec<RefreshTokenCounters>,
+}
+
+/// The refresh calls made during one access token's lifetime, when there were several.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepeatedRefreshes {
+    /// When the token was issued (Unix milliseconds): by the call that minted it.
+    pub token_issued_ms: i64,
+    /// The refresh calls during its lifetime (Unix milliseconds).
+    pub calls_ms: Vec<i64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,7 +19,8 @@ use crate::config::{AccountSpec, AppSpec, RotationMode, SeedFile, SimConfig, Use
 use crate::error::SimError;
 use crate::model::{
     CounterSet, Counters, DeliveryReport, FaultEndpoint, FaultMode, FaultRule, FaultView,
-    InstallationCounters, RefreshTokenCounters, RefreshTokenState, RequestLogEntry, Settings,
+    InstallationCounters, RefreshTokenCounters, RefreshTokenState, RepeatedRefreshes,
+    RequestLogEntry, Settings,
 };
 use crate::tokens::{new_access_token, new_refresh_token, TokenHash};
 
@@ -682,18 +683,28 @@ impl Store {
             .installations
             .iter()
             .map(|(key, inst)| {
-                let within_lifetimes: Vec<Vec<i64>> = inst
+                let wall_now = Utc::now();
+                let within_lifetimes: Vec<RepeatedRefreshes> = inst
                     .access_tokens
                     .iter()
-                    .map(|(issued, expires)| {
-                        inst.refresh_calls
+                    .map(|(issued, expires)| RepeatedRefreshes {
+                        token_issued_ms: (wall_now
+                            - chrono::Duration::from_std(now.saturating_duration_since(*issued))
+                                .unwrap_or_default())
+                        .timestamp_millis(),
+                        calls_ms: inst
+                            .refresh_calls
                             .iter()
                             .filter(|(t, _)| t > issued && t < expires)
                             .map(|(_, at)| at.timestamp_millis())
-                            .collect()
+                            .collect(),
                     })
                     .collect();
-                let max_refreshes = within_lifetimes.iter().map(Vec::len).max().unwrap_or(0);
+                let max_refreshes = within_lifetimes
+                    .iter()
+                    .map(|r| r.calls_ms.len())
+                    .max()
+                    .unwrap_or(0);
                 InstallationCounters {
                     client_id: key.client_id.clone(),
                     app_id: inst.app_id,
@@ -709,9 +720,9 @@ impl Store {
                         .collect(),
                     max_refreshes_per_token_lifetime: u32::try_from(max_refreshes)
                         .unwrap_or(u32::MAX),
-                    repeated_refreshes_ms: within_lifetimes
+                    repeated_refreshes: within_lifetimes
                         .into_iter()
-                        .filter(|calls| calls.len() > 1)
+                        .filter(|r| r.calls_ms.len() > 1)
                         .collect(),
                     refresh_tokens: inst
                         .refresh_tokens
