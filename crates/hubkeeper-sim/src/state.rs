@@ -688,10 +688,21 @@ impl Store {
                     .access_tokens
                     .iter()
                     .map(|(issued, expires)| RepeatedRefreshes {
-                        token_issued_ms: (wall_now
-                            - chrono::Duration::from_std(now.saturating_duration_since(*issued))
-                                .unwrap_or_default())
-                        .timestamp_millis(),
+                        // The wall time of the refresh call that minted it (the same instant),
+                        // else (a code exchange) converted from the monotonic clock.
+                        token_issued_ms: inst
+                            .refresh_calls
+                            .iter()
+                            .find(|(t, _)| t == issued)
+                            .map(|(_, at)| *at)
+                            .unwrap_or_else(|| {
+                                wall_now
+                                    - chrono::Duration::from_std(
+                                        now.saturating_duration_since(*issued),
+                                    )
+                                    .unwrap_or_default()
+                            })
+                            .timestamp_millis(),
                         calls_ms: inst
                             .refresh_calls
                             .iter()
