@@ -139,4 +139,20 @@ if [ "$want_browser" -eq 1 ]; then
   fi
 fi
 
+# schemathesis, for the API contract test (tests/api_contract.rs): its own virtualenv under
+# .hubkeeper/tools, so nothing is installed into the system Python.
+SCHEMATHESIS_VERSION=4.32.5
+schemathesis_ok() {
+  [ -x "$TOOLS/schemathesis/bin/st" ] && "$TOOLS/schemathesis/bin/st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"
+}
+if ! schemathesis_ok; then
+  log "installing schemathesis $SCHEMATHESIS_VERSION into $TOOLS/schemathesis"
+  if ! command -v python3 >/dev/null 2>&1; then apt_install python3; fi
+  if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then apt_install python3-venv; fi
+  rm -rf "$TOOLS/schemathesis"
+  python3 -m venv "$TOOLS/schemathesis"
+  "$TOOLS/schemathesis/bin/python" -m pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+  schemathesis_ok || { log "schemathesis install failed"; exit 1; }
+fi
+
 log "ready (nats-server $("$TOOLS/bin/nats-server" --version 2>/dev/null | awk '{print $NF}'))"

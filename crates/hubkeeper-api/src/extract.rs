@@ -62,9 +62,36 @@ where
     }
 }
 
-/// A JSON request body deserialized into `T`; any failure is a 400 (413 when too large).
+/// A JSON object request body deserialized into `T`; any failure is a 400 (413 when too
+/// large).
 #[derive(Debug, Clone, Default)]
 pub struct JsonBody<T>(pub T);
+
+/// Reads a request body that must be a JSON object. Serde would also build a struct from an
+/// array of its fields in order (`[null, 3]`), which no client means and no document allows.
+pub fn parse_json_object<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(ApiError::bad_request(
+            "invalid JSON body: expected a JSON object",
+        ));
+    }
+    let axum::Json(value) = axum::Json::<T>::from_bytes(body)?;
+    Ok(value)
+}
+
+fn is_json(content_type: Option<&axum::http::HeaderValue>) -> bool {
+    content_type
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|v| v == "application/json" || v.ends_with("+json"))
+}
 
 impl<T, S> FromRequest<S> for JsonBody<T>
 where
@@ -74,8 +101,15 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
-        Ok(JsonBody(value))
+        if !is_json(req.headers().get(axum::http::header::CONTENT_TYPE)) {
+            return Err(ApiError::bad_request(
+                "invalid JSON body: send it with Content-Type: application/json",
+            ));
+        }
+        let body = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::from_status(e.status(), e.body_text()))?;
+        parse_json_object(&body).map(JsonBody)
     }
 }
 
@@ -100,6 +134,36 @@ mod tests {
 
     fn refused<T: DeserializeOwned + std::fmt::Debug>(raw: &str) -> ApiError {
         parse_query::<T>(raw).expect_err(raw)
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Body {
+        a: Option<u32>,
+        b: Option<u32>,
+    }
+
+    #[test]
+    fn bodies_must_be_json_objects() {
+        for raw in [
+            "[null, 3]",
+            "[]",
+            "null",
+            "3",
+            "\"x\"",
+            "",
+            "{",
+            "{\"a\": \"x\"}",
+        ] {
+            let e = parse_json_object::<Body>(raw.as_bytes()).expect_err(raw);
+            assert_eq!(
+                (e.status(), e.code()),
+                (StatusCode::BAD_REQUEST, "bad_request"),
+                "{raw}"
+            );
+        }
+        let ok: Body = parse_json_object(b" {\"a\": 1}").unwrap();
+        assert_eq!((ok.a, ok.b), (Some(1), None));
     }
 
     #[test]

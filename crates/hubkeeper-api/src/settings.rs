@@ -192,8 +192,7 @@ async fn run_selftest(
     let request: SelfTestRequest = if body.iter().all(u8::is_ascii_whitespace) {
         SelfTestRequest::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
+        crate::extract::parse_json_object(&body)?
     };
     let ops = state.maintenance()?;
     Ok(Json(selftest::run(&ops.selftest, request.app_id).await))

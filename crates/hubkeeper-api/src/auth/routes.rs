@@ -61,7 +61,7 @@ async fn login(
             ApiError::bad_request("expected a form field `api_key` with your API key")
         })?
     } else if content_type.starts_with("application/json") {
-        serde_json::from_slice(&body)
+        crate::extract::parse_json_object(&body)
             .map_err(|_| ApiError::bad_request("expected JSON `{\"api_key\": \"hk_…\"}`"))?
     } else {
         return Err(ApiError::bad_request(
