@@ -40,7 +40,7 @@ fn master_key() -> String {
 /// A port nothing listens on: HubSpot calls (the self-test) fail at once instead of waiting
 /// for the internet.
 fn closed_port_url() -> String {
-    let port = support::free_port();
+    let port = hubkeeper_testkit::free_port();
     format!("http://127.0.0.1:{port}/")
 }
 
