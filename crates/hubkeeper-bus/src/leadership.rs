@@ -104,19 +104,25 @@ async fn try_acquire(
     Ok(None)
 }
 
-/// How a leader-elected role stands by, reports and recovers.
+/// How a leader-elected role stands by and recovers.
 #[derive(Debug, Clone)]
 pub struct LeaderRole {
-    /// The lock that makes it single-active.
+    /// The lock that makes it single-active, with its metrics.
     pub lock: LockKey,
     /// How often a standby tries to take over.
     pub standby_poll: Duration,
     /// Pause after the leader's work failed, before standing by again.
     pub retry_after: Duration,
-    /// Gauge set to 1 while this process leads, 0 otherwise (`hk_<role>_leader`).
-    pub leader_gauge: &'static str,
-    /// Counter of leads that ended in an error (`hk_<role>_errors_total`).
-    pub errors_counter: &'static str,
+}
+
+impl LeaderRole {
+    pub fn new(lock: LockKey, standby_poll: Duration, retry_after: Duration) -> Self {
+        Self {
+            lock,
+            standby_poll,
+            retry_after,
+        }
+    }
 }
 
 /// What a leader-elected role does while it leads.
@@ -151,10 +157,10 @@ pub async fn run_as_leader<W: LeaderWork>(
         else {
             break;
         };
-        metrics::gauge!(role.leader_gauge).set(1.0);
+        metrics::gauge!(role.lock.leader_gauge).set(1.0);
         tracing::info!("{name} took the lead");
         let result = work.lead(&mut leadership, shutdown).await;
-        metrics::gauge!(role.leader_gauge).set(0.0);
+        metrics::gauge!(role.lock.leader_gauge).set(0.0);
         match result {
             Ok(()) => {
                 leadership.release().await;
@@ -166,7 +172,7 @@ pub async fn run_as_leader<W: LeaderWork>(
             Err(error) => {
                 // The session may be dead or stuck: dropping it is the release that cannot hang.
                 drop(leadership);
-                metrics::counter!(role.errors_counter).increment(1);
+                metrics::counter!(role.lock.errors_counter).increment(1);
                 tracing::warn!(%error, "{name} interrupted; standing by again");
             }
         }
@@ -175,6 +181,6 @@ pub async fn run_as_leader<W: LeaderWork>(
             _ = tokio::time::sleep(role.retry_after) => {}
         }
     }
-    metrics::gauge!(role.leader_gauge).set(0.0);
+    metrics::gauge!(role.lock.leader_gauge).set(0.0);
     tracing::info!("{name} stopped");
 }

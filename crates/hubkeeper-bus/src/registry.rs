@@ -11,13 +11,17 @@
 //! unique.
 
 /// The session advisory lock a single-active role holds while it leads (see
-/// [`crate::leadership`]).
+/// [`crate::leadership`]), with the role's leadership metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LockKey {
     /// The role, for logs.
     pub name: &'static str,
     /// The single-`bigint` advisory-lock key.
     pub key: i64,
+    /// Gauge set to 1 while this process leads, 0 otherwise.
+    pub leader_gauge: &'static str,
+    /// Counter of leads that ended in an error.
+    pub errors_counter: &'static str,
 }
 
 /// The first key of a family of two-key advisory locks (`pg_advisory_lock(class, id)`).
@@ -32,24 +36,32 @@ pub struct LockClass {
 pub const RELAY_LOCK: LockKey = LockKey {
     name: "relay",
     key: 0x0068_6b72_656c_6179,
+    leader_gauge: "hk_relay_leader",
+    errors_counter: "hk_relay_errors_total",
 };
 
 /// The refresh scheduler leader ("hksched").
 pub const SCHEDULER_LOCK: LockKey = LockKey {
     name: "scheduler",
     key: 0x0068_6b73_6368_6564,
+    leader_gauge: "hk_scheduler_leader",
+    errors_counter: "hk_scheduler_errors_total",
 };
 
 /// The billing projection leader ("hkbill").
 pub const BILLING_PROJECTION_LOCK: LockKey = LockKey {
     name: "billing projection",
     key: 0x686b_6269_6c6c,
+    leader_gauge: "hk_billing_projection_leader",
+    errors_counter: "hk_billing_projection_errors_total",
 };
 
 /// The maintenance scheduler leader: scheduled backups, renewals, pruning ("hkbackup").
 pub const MAINTENANCE_LOCK: LockKey = LockKey {
     name: "maintenance scheduler",
     key: 0x686b_6261_636b_7570,
+    leader_gauge: "hk_maintenance_leader",
+    errors_counter: "hk_maintenance_errors_total",
 };
 
 /// Every leader lock.
@@ -90,26 +102,33 @@ mod tests {
 
     use super::*;
 
+    fn assert_unique<T: std::hash::Hash + Eq + std::fmt::Debug>(what: &str, items: Vec<T>) {
+        let distinct: HashSet<&T> = items.iter().collect();
+        assert_eq!(distinct.len(), items.len(), "{what} repeat: {items:?}");
+    }
+
     #[test]
-    fn leader_lock_keys_and_names_are_unique() {
-        let keys: HashSet<i64> = LEADER_LOCKS.iter().map(|l| l.key).collect();
-        assert_eq!(keys.len(), LEADER_LOCKS.len(), "{LEADER_LOCKS:?}");
-        let names: HashSet<&str> = LEADER_LOCKS.iter().map(|l| l.name).collect();
-        assert_eq!(names.len(), LEADER_LOCKS.len(), "{LEADER_LOCKS:?}");
+    fn leader_locks_keys_names_and_metrics_are_unique() {
+        assert_unique("lock keys", LEADER_LOCKS.map(|l| l.key).to_vec());
+        assert_unique("role names", LEADER_LOCKS.map(|l| l.name).to_vec());
+        assert_unique(
+            "leader metrics",
+            LEADER_LOCKS
+                .iter()
+                .flat_map(|l| [l.leader_gauge, l.errors_counter])
+                .collect(),
+        );
     }
 
     #[test]
     fn lock_classes_are_unique() {
-        let classes: HashSet<i32> = LOCK_CLASSES.iter().map(|c| c.class).collect();
-        assert_eq!(classes.len(), LOCK_CLASSES.len(), "{LOCK_CLASSES:?}");
-        let names: HashSet<&str> = LOCK_CLASSES.iter().map(|c| c.name).collect();
-        assert_eq!(names.len(), LOCK_CLASSES.len(), "{LOCK_CLASSES:?}");
+        assert_unique("lock classes", LOCK_CLASSES.map(|c| c.class).to_vec());
+        assert_unique("lock class names", LOCK_CLASSES.map(|c| c.name).to_vec());
     }
 
     #[test]
     fn cursor_names_are_unique_and_not_blank() {
-        let names: HashSet<&str> = CURSORS.iter().copied().collect();
-        assert_eq!(names.len(), CURSORS.len(), "{CURSORS:?}");
+        assert_unique("cursor names", CURSORS.to_vec());
         assert!(CURSORS.iter().all(|c| !c.trim().is_empty()));
     }
 

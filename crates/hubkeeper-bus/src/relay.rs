@@ -94,13 +94,11 @@ impl EventRelay {
     /// Runs until `shutdown`: stands by until this process leads, relays, and starts over from
     /// the saved cursor after any error.
     pub async fn run(self, shutdown: CancellationToken) {
-        let role = LeaderRole {
-            lock: RELAY_LOCK,
-            standby_poll: self.config.standby_poll,
-            retry_after: self.config.error_backoff,
-            leader_gauge: "hk_relay_leader",
-            errors_counter: "hk_relay_errors_total",
-        };
+        let role = LeaderRole::new(
+            RELAY_LOCK,
+            self.config.standby_poll,
+            self.config.error_backoff,
+        );
         run_as_leader(&self.pool, &role, &self, &shutdown).await;
     }
     /// Publishes the next batch after `cursor` and advances it. Public so tests and the bench can

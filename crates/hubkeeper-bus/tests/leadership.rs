@@ -17,6 +17,8 @@ const TEST_ERRORS_COUNTER: &str = "hk_test_role_errors_total";
 const LOCK: LockKey = LockKey {
     name: "test role",
     key: 0x7465_7374,
+    leader_gauge: TEST_LEADER_GAUGE,
+    errors_counter: TEST_ERRORS_COUNTER,
 };
 
 /// The contender leading now (name, backend pid of its lock session) and every lead taken.
@@ -98,13 +100,7 @@ async fn holders(pool: &PgPool) -> Vec<i32> {
 async fn a_standby_takes_over_when_the_leaders_session_dies_and_shutdown_releases() {
     let env = TestEnv::start().await;
     let pool = env.pool();
-    let role = LeaderRole {
-        lock: LOCK,
-        standby_poll: Duration::from_millis(50),
-        retry_after: Duration::from_millis(50),
-        leader_gauge: TEST_LEADER_GAUGE,
-        errors_counter: TEST_ERRORS_COUNTER,
-    };
+    let role = LeaderRole::new(LOCK, Duration::from_millis(50), Duration::from_millis(50));
     let board = Board::default();
     let shutdown = CancellationToken::new();
     let mut tasks = Vec::new();

@@ -570,13 +570,7 @@ impl MaintenanceScheduler {
 
     /// Runs until `shutdown`: stands by until this process leads, then runs what is due.
     pub async fn run(self, shutdown: CancellationToken) {
-        let role = LeaderRole {
-            lock: MAINTENANCE_LOCK,
-            standby_poll: self.poll,
-            retry_after: self.poll,
-            leader_gauge: "hk_maintenance_leader",
-            errors_counter: "hk_maintenance_errors_total",
-        };
+        let role = LeaderRole::new(MAINTENANCE_LOCK, self.poll, self.poll);
         run_as_leader(&self.pool, &role, &self, &shutdown).await;
     }
 

@@ -75,13 +75,11 @@ impl RefreshScheduler {
 
     /// Runs until `shutdown`: stands by until this process leads, then ticks.
     pub async fn run(self, shutdown: CancellationToken) {
-        let role = LeaderRole {
-            lock: SCHEDULER_LOCK,
-            standby_poll: self.config.standby_poll,
-            retry_after: self.config.standby_poll,
-            leader_gauge: "hk_scheduler_leader",
-            errors_counter: "hk_scheduler_errors_total",
-        };
+        let role = LeaderRole::new(
+            SCHEDULER_LOCK,
+            self.config.standby_poll,
+            self.config.standby_poll,
+        );
         run_as_leader(&self.pool, &role, &self, &shutdown).await;
     }
 

@@ -85,13 +85,11 @@ impl BillingProjector {
     /// Runs until `shutdown`: stands by until this process leads, projects, and starts over
     /// from the saved cursor after errors.
     pub async fn run(self, shutdown: CancellationToken) {
-        let role = LeaderRole {
-            lock: BILLING_PROJECTION_LOCK,
-            standby_poll: self.config.standby_poll,
-            retry_after: self.config.error_backoff,
-            leader_gauge: "hk_billing_projection_leader",
-            errors_counter: "hk_billing_projection_errors_total",
-        };
+        let role = LeaderRole::new(
+            BILLING_PROJECTION_LOCK,
+            self.config.standby_poll,
+            self.config.error_backoff,
+        );
         run_as_leader(&self.pool, &role, &self, &shutdown).await;
     }
 
