@@ -50,6 +50,21 @@ impl Ui {
             .unwrap_or_else(|e| panic!("no element {css}: {e}"))
     }
 
+    /// Clicks the element matching `css`, finding it again while a re-render replaces it
+    /// (a list that reloads after an action makes an element found a moment ago stale).
+    async fn click(&self, css: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self.el(css).await.click().await {
+                Ok(_) => return,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => panic!("could not click {css}: {error}"),
+            }
+        }
+    }
+
     /// Waits until an element matching `css` contains `text`, ignoring case (CSS may upper-case
     /// labels); re-finds elements on each try because pages re-render.
     async fn until_text(&self, css: &str, text: &str) -> Element {
@@ -413,20 +428,12 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
     // --- refresh, then revoke after confirming ---
     ui.nav("Token Management").await;
     ui.until_text("#tokens-list tr", &HUB_ID.to_string()).await;
-    ui.el("#tokens-list button[data-action=refresh]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    ui.click("#tokens-list button[data-action=refresh]").await;
     let outcome = ui.toast("refreshed").await;
     assert!(outcome.contains("New expiry"), "{outcome}");
     ui.shot("tokens-refreshed").await;
     ui.dismiss_toasts().await;
-    ui.el("#tokens-list button[data-action=revoke]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    ui.click("#tokens-list button[data-action=revoke]").await;
     ui.until_text("dialog", "cannot be undone").await;
     let confirm = ui.el("dialog button[value=confirm]").await;
     assert!(

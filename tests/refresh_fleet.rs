@@ -1,4 +1,4 @@
-//! Issue 4's fleet test: 1,000 installations kept valid over several (compressed) token lifetimes
+//! The refresh fleet test: 1,000 installations kept valid over several (compressed) token lifetimes
 //! by 3 refresher and 2 scheduler processes, while clients hammer the token API of 2 API
 //! processes; one refresher and the active scheduler are SIGKILLed midway. Run with HubSpot's
 //! documented behaviour (no rotation) and with refresh-token rotation on.

@@ -1,4 +1,4 @@
-//! Issue 8's scale run: a 3-node JetStream cluster, 2 API processes and 3 processes of every
+//! The scale run: a 3-node JetStream cluster, 2 API processes and 3 processes of every
 //! worker role (relay, scheduler, refresher, projector, webhooks) against one Postgres, the
 //! HubSpot simulator with 30-second tokens. Accounts are installed through the real OAuth flow,
 //! then clients hammer the token API of both APIs while the simulator delivers signed webhook

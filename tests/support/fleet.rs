@@ -49,7 +49,7 @@ pub struct FleetSpec {
 }
 
 impl FleetSpec {
-    /// Issue 4's fleet: 2 APIs, 2 schedulers, 3 refreshers, a relay and a projector.
+    /// The refresh fleet: 2 APIs, 2 schedulers, 3 refreshers, a relay and a projector.
     pub fn new(rotation: RotationMode, accounts: u64) -> FleetSpec {
         FleetSpec {
             rotation,
