@@ -21,9 +21,8 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage};
 use bytes::Bytes;
 use hubkeeper_store::{
-    load_cursor, read_after, reader_lag, save_cursor, GlobalCursor, StoredEvent, EVENTS_CHANNEL,
+    follow, read_after, save_cursor, FollowConfig, Follower, GlobalCursor, Step, StoredEvent,
 };
-use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
@@ -173,28 +172,36 @@ impl LeaderWork for EventRelay {
         leadership: &mut Leadership,
         shutdown: &CancellationToken,
     ) -> Result<(), RelayError> {
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(EVENTS_CHANNEL).await?;
-        let conn = leadership.connection();
-        let mut cursor = load_cursor(&mut *conn, &self.config.cursor_name).await?;
-        let mut lag_due = Instant::now();
-        while !shutdown.is_cancelled() {
-            let outcome = self.step(&mut *conn, &mut cursor).await?;
-            if Instant::now() >= lag_due {
-                let lag = reader_lag(&mut *conn, cursor).await?;
-                metrics::gauge!("hk_relay_lag_events").set(lag.events as f64);
-                metrics::gauge!("hk_relay_lag_seconds").set(lag.seconds);
-                lag_due = Instant::now() + self.config.lag_interval;
-            }
-            if outcome == RelayOutcome::Idle {
-                tokio::select! {
-                    _ = shutdown.cancelled() => {}
-                    notified = listener.recv() => { notified?; }
-                    _ = tokio::time::sleep(self.config.idle_wait) => {}
-                }
-            }
-        }
-        Ok(())
+        let follow_config = FollowConfig {
+            idle_wait: self.config.idle_wait,
+            housekeeping_interval: self.config.lag_interval,
+            lag_events_gauge: "hk_relay_lag_events",
+            lag_seconds_gauge: "hk_relay_lag_seconds",
+        };
+        follow(
+            self,
+            &self.pool,
+            leadership.connection(),
+            &self.config.cursor_name,
+            follow_config,
+            shutdown,
+        )
+        .await
+    }
+}
+
+impl Follower for EventRelay {
+    type Error = RelayError;
+
+    async fn read_next(
+        &self,
+        conn: &mut PgConnection,
+        cursor: &mut GlobalCursor,
+    ) -> Result<Step, RelayError> {
+        Ok(match self.step(conn, cursor).await? {
+            RelayOutcome::Idle => Step::CaughtUp,
+            RelayOutcome::Published { .. } => Step::Progressed,
+        })
     }
 }
 

@@ -6,9 +6,11 @@
 //! `stream_all_events` (which orders by per-aggregate sequence and `unwrap()`s row errors).
 
 pub mod cursor;
+pub mod follow;
 pub mod log;
 pub mod pool;
 
 pub use cursor::{load_cursor, save_cursor};
+pub use follow::{follow, FollowConfig, Follower, Step};
 pub use log::{read_after, reader_lag, GlobalCursor, ReaderLag, StoredEvent, EVENTS_CHANNEL};
 pub use pool::{connect, migrate, migrations_pending, PoolConfig, StoreError, MIGRATOR};

@@ -13,7 +13,7 @@
 //! `hk_billing_projection_lag_seconds`.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cqrs_es::Aggregate;
 use hubkeeper_bus::registry::{BILLING_PROJECTION_CURSOR, BILLING_PROJECTION_LOCK};
@@ -24,10 +24,9 @@ use hubkeeper_domain::plan::{Plan, PlanEvent};
 use hubkeeper_domain::subscription::{Subscription, SubscriptionEvent};
 use hubkeeper_domain::{AppId, InstallationId};
 use hubkeeper_store::{
-    load_cursor, read_after, reader_lag, save_cursor, GlobalCursor, StoredEvent, EVENTS_CHANNEL,
+    follow, read_after, save_cursor, FollowConfig, Follower, GlobalCursor, Step, StoredEvent,
 };
 use serde::de::DeserializeOwned;
-use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -176,29 +175,41 @@ impl LeaderWork for BillingProjector {
         leadership: &mut Leadership,
         shutdown: &CancellationToken,
     ) -> Result<(), CoreError> {
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(EVENTS_CHANNEL).await?;
-        let conn = leadership.connection();
-        let mut cursor = load_cursor(&mut *conn, BILLING_PROJECTION_CURSOR).await?;
-        let mut housekeeping_due = Instant::now();
-        while !shutdown.is_cancelled() {
-            let applied = self.step(&mut *conn, &mut cursor).await?;
-            if Instant::now() >= housekeeping_due {
-                let lag = reader_lag(&mut *conn, cursor).await?;
-                metrics::gauge!("hk_billing_projection_lag_events").set(lag.events as f64);
-                metrics::gauge!("hk_billing_projection_lag_seconds").set(lag.seconds);
-                sync_plan_codes(&mut *conn).await?;
-                housekeeping_due = Instant::now() + self.config.housekeeping_interval;
-            }
-            if applied == 0 {
-                tokio::select! {
-                    _ = shutdown.cancelled() => {}
-                    notified = listener.recv() => { notified?; }
-                    _ = tokio::time::sleep(self.config.idle_wait) => {}
-                }
-            }
-        }
-        Ok(())
+        let follow_config = FollowConfig {
+            idle_wait: self.config.idle_wait,
+            housekeeping_interval: self.config.housekeeping_interval,
+            lag_events_gauge: "hk_billing_projection_lag_events",
+            lag_seconds_gauge: "hk_billing_projection_lag_seconds",
+        };
+        follow(
+            self,
+            &self.pool,
+            leadership.connection(),
+            BILLING_PROJECTION_CURSOR,
+            follow_config,
+            shutdown,
+        )
+        .await
+    }
+}
+
+impl Follower for BillingProjector {
+    type Error = CoreError;
+
+    async fn read_next(
+        &self,
+        conn: &mut PgConnection,
+        cursor: &mut GlobalCursor,
+    ) -> Result<Step, CoreError> {
+        Ok(match self.step(conn, cursor).await? {
+            0 => Step::CaughtUp,
+            _ => Step::Progressed,
+        })
+    }
+
+    /// Keeps the `plan_code` side column in step with plan renames.
+    async fn housekeeping(&self, conn: &mut PgConnection) -> Result<(), CoreError> {
+        sync_plan_codes(conn).await
     }
 }
 
