@@ -187,9 +187,25 @@ pub trait BatchHandler: Send + Sync + 'static {
 
     /// Runs before consuming, and again after every resubscription (e.g. to repair what a crash
     /// between two steps left behind); an error is retried like a lost subscription.
-    fn prepare(&self) -> impl Future<Output = Result<(), String>> + Send {
+    fn prepare(&self) -> impl Future<Output = Result<(), BoxError>> + Send {
         async { Ok(()) }
     }
+}
+
+/// Any error a handler's [`BatchHandler::prepare`] reports, kept with its source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a subscription ended; the loop subscribes again after a pause.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscriptionError {
+    #[error("JetStream: {0}")]
+    JetStream(#[source] BoxError),
+    #[error("the message stream ended")]
+    Ended,
+    #[error("preparing the consumer: {0}")]
+    Prepare(#[source] BoxError),
+    #[error("the worker's slots were closed")]
+    Closed,
 }
 
 /// A [`Handler`] seen as batches of one.
@@ -304,27 +320,33 @@ struct Worker<H> {
 
 type Next = Option<Result<jetstream::Message, consumer::pull::MessagesError>>;
 
-fn received(next: Next) -> Result<jetstream::Message, String> {
+fn received(next: Next) -> Result<jetstream::Message, SubscriptionError> {
     match next {
         Some(Ok(message)) => Ok(message),
-        Some(Err(e)) => Err(e.to_string()),
-        None => Err("message stream ended".into()),
+        Some(Err(e)) => Err(SubscriptionError::JetStream(e.into())),
+        None => Err(SubscriptionError::Ended),
     }
 }
 
 impl<H: BatchHandler> Worker<H> {
-    async fn subscribe(self: Arc<Self>, shutdown: &CancellationToken) -> Result<(), String> {
+    async fn subscribe(
+        self: Arc<Self>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), SubscriptionError> {
         let spec = &self.spec;
         let stream = self
             .js
             .get_stream(&spec.stream)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| SubscriptionError::JetStream(e.into()))?;
         let consumer: consumer::PullConsumer = stream
             .get_or_create_consumer(&spec.durable_name, spec.consumer_config())
             .await
-            .map_err(|e| e.to_string())?;
-        self.handler.prepare().await?;
+            .map_err(|e| SubscriptionError::JetStream(e.into()))?;
+        self.handler
+            .prepare()
+            .await
+            .map_err(SubscriptionError::Prepare)?;
         let concurrency = spec.concurrency.max(1);
         let batch_size = spec.batch_size.max(1);
         let mut messages = consumer
@@ -334,7 +356,7 @@ impl<H: BatchHandler> Worker<H> {
             .expires(Duration::from_secs(30))
             .messages()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| SubscriptionError::JetStream(e.into()))?;
         tracing::info!(worker = spec.dead_letter_kind, stream = %spec.stream, "consuming");
         let permits = Arc::new(Semaphore::new(concurrency));
         let result = loop {
@@ -344,7 +366,7 @@ impl<H: BatchHandler> Worker<H> {
                 _ = shutdown.cancelled() => break Ok(()),
                 permit = permits.clone().acquire_owned() => match permit {
                     Ok(permit) => permit,
-                    Err(e) => break Err(e.to_string()),
+                    Err(_) => break Err(SubscriptionError::Closed),
                 },
             };
             let first = tokio::select! {

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use hubkeeper_bus::consume::{
-    consume_batches, Backoff, BatchHandler, ConsumerSpec, Delivery, Outcome,
+    consume_batches, Backoff, BatchHandler, BoxError, ConsumerSpec, Delivery, Outcome,
 };
 use hubkeeper_bus::{dead_letter, RelayedEvent, EVENTS_STREAM};
 use sqlx::PgPool;
@@ -280,12 +280,10 @@ impl BatchHandler for Projector {
     }
 
     /// Counts left stale by a crash between commit and recount are fixed here.
-    async fn prepare(&self) -> Result<(), String> {
-        let mut conn = self.pool.acquire().await.map_err(|e| e.to_string())?;
-        recount_all(&mut conn, &self.tables.apps, &self.tables.installations)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    async fn prepare(&self) -> Result<(), BoxError> {
+        let mut conn = self.pool.acquire().await?;
+        recount_all(&mut conn, &self.tables.apps, &self.tables.installations).await?;
+        Ok(())
     }
 }
 

@@ -24,14 +24,14 @@ impl CredentialSource for AppServiceCredentials {
     async fn webhook_credentials(
         &self,
         app_id: Uuid,
-    ) -> Result<Option<WebhookCredentials>, String> {
+    ) -> Result<Option<WebhookCredentials>, CoreError> {
         let id = AppId::from_uuid(app_id);
         let credentials = match self.apps.credentials(id).await {
             Ok(c) => c,
             Err(CoreError::NotFound { .. } | CoreError::AppDeleted { .. }) => return Ok(None),
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e),
         };
-        let app = self.apps.load(id).await.map_err(|e| e.to_string())?;
+        let app = self.apps.load(id).await?;
         let Some(config) = app.config() else {
             return Ok(None);
         };

@@ -43,8 +43,10 @@ impl std::fmt::Debug for WebhookCredentials {
 #[async_trait::async_trait]
 pub trait CredentialSource: Send + Sync + 'static {
     /// `Ok(None)` when the app does not exist or was deleted.
-    async fn webhook_credentials(&self, app_id: Uuid)
-        -> Result<Option<WebhookCredentials>, String>;
+    async fn webhook_credentials(
+        &self,
+        app_id: Uuid,
+    ) -> Result<Option<WebhookCredentials>, hubkeeper_core::CoreError>;
 }
 
 #[derive(Debug, Clone)]
@@ -181,7 +183,7 @@ impl WebhookIngest {
             .credentials
             .webhook_credentials(app_id)
             .await
-            .map_err(IngestError::Unavailable)?
+            .map_err(|e| IngestError::Unavailable(e.to_string()))?
             .ok_or(IngestError::UnknownApp(app_id))?;
         let creds = Arc::new(creds);
         if let Ok(mut cache) = self.cache.lock() {

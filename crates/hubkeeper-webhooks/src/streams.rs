@@ -54,10 +54,19 @@ pub fn event_subject(app_id: Uuid, portal_id: i64, subscription_type: &str) -> S
     )
 }
 
+/// A webhook stream that could not be created or updated.
+#[derive(Debug, thiserror::Error)]
+#[error("stream {stream}: {source}")]
+pub struct StreamSetupError {
+    pub stream: &'static str,
+    #[source]
+    pub source: jetstream::context::CreateStreamError,
+}
+
 pub async fn ensure_webhook_streams(
     js: &jetstream::Context,
     config: &WebhookStreamsConfig,
-) -> Result<(), String> {
+) -> Result<(), StreamSetupError> {
     js.create_or_update_stream(stream::Config {
         name: BATCH_STREAM.into(),
         description: Some("Verified raw HubSpot webhook batches awaiting processing".into()),
@@ -70,7 +79,10 @@ pub async fn ensure_webhook_streams(
         ..Default::default()
     })
     .await
-    .map_err(|e| format!("stream {BATCH_STREAM}: {e}"))?;
+    .map_err(|source| StreamSetupError {
+        stream: BATCH_STREAM,
+        source,
+    })?;
     js.create_or_update_stream(stream::Config {
         name: EVENT_STREAM.into(),
         description: Some(
@@ -86,7 +98,10 @@ pub async fn ensure_webhook_streams(
         ..Default::default()
     })
     .await
-    .map_err(|e| format!("stream {EVENT_STREAM}: {e}"))?;
+    .map_err(|source| StreamSetupError {
+        stream: EVENT_STREAM,
+        source,
+    })?;
     Ok(())
 }
 

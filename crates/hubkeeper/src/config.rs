@@ -604,10 +604,29 @@ pub fn reachable(mut addr: SocketAddr) -> SocketAddr {
     addr
 }
 
-fn public_url(raw: &str) -> Result<url::Url, String> {
-    let url = url::Url::parse(raw.trim()).map_err(|e| format!("not a URL: {e}"))?;
+/// Why a setting's value was refused (clap prints it next to the setting's name).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingError {
+    #[error("not a URL: {0}")]
+    NotAUrl(#[from] url::ParseError),
+    #[error("expected http(s)://host[:port]")]
+    NotHttp,
+    #[error("`{0}` is not a duration (a whole number, optionally with ms, s, m, h or d)")]
+    NotADuration(String),
+    #[error("unknown unit `{unit}` in `{raw}` (ms, s, m, h or d)")]
+    UnknownUnit { unit: String, raw: String },
+    #[error("`{0}` is too long a duration")]
+    TooLong(String),
+    #[error("give at least one delay")]
+    NoDelays,
+    #[error("must not be empty")]
+    Empty,
+}
+
+fn public_url(raw: &str) -> Result<url::Url, SettingError> {
+    let url = url::Url::parse(raw.trim())?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err("expected http(s)://host[:port]".into());
+        return Err(SettingError::NotHttp);
     }
     Ok(url)
 }
@@ -618,13 +637,13 @@ pub struct DurationList(pub Vec<Duration>);
 
 /// A duration: a plain number counts in `default_unit`; a number with a unit (`ms`, `s`, `m`,
 /// `h`, `d`) counts in that unit.
-fn duration_in(raw: &str, default_unit: Duration) -> Result<Duration, String> {
+fn duration_in(raw: &str, default_unit: Duration) -> Result<Duration, SettingError> {
     let raw = raw.trim();
     let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
     let (number, unit) = raw.split_at(split);
-    let number: u64 = number.parse().map_err(|_| {
-        format!("`{raw}` is not a duration (a whole number, optionally with ms, s, m, h or d)")
-    })?;
+    let number: u64 = number
+        .parse()
+        .map_err(|_| SettingError::NotADuration(raw.to_owned()))?;
     let unit = match unit.trim() {
         "" => default_unit,
         "ms" => Duration::from_millis(1),
@@ -633,40 +652,41 @@ fn duration_in(raw: &str, default_unit: Duration) -> Result<Duration, String> {
         "h" => Duration::from_secs(3600),
         "d" => Duration::from_secs(86_400),
         other => {
-            return Err(format!(
-                "unknown unit `{other}` in `{raw}` (ms, s, m, h or d)"
-            ))
+            return Err(SettingError::UnknownUnit {
+                unit: other.to_owned(),
+                raw: raw.to_owned(),
+            })
         }
     };
     u32::try_from(number)
         .ok()
         .and_then(|n| unit.checked_mul(n))
-        .ok_or_else(|| format!("`{raw}` is too long a duration"))
+        .ok_or_else(|| SettingError::TooLong(raw.to_owned()))
 }
 
-fn seconds(raw: &str) -> Result<Duration, String> {
+fn seconds(raw: &str) -> Result<Duration, SettingError> {
     duration_in(raw, Duration::from_secs(1))
 }
 
-fn millis(raw: &str) -> Result<Duration, String> {
+fn millis(raw: &str) -> Result<Duration, SettingError> {
     duration_in(raw, Duration::from_millis(1))
 }
 
-fn millis_list(raw: &str) -> Result<DurationList, String> {
+fn millis_list(raw: &str) -> Result<DurationList, SettingError> {
     let list = raw
         .split(',')
         .filter(|part| !part.trim().is_empty())
         .map(millis)
         .collect::<Result<Vec<_>, _>>()?;
     if list.is_empty() {
-        return Err("give at least one delay".into());
+        return Err(SettingError::NoDelays);
     }
     Ok(DurationList(list))
 }
 
-fn secret(raw: &str) -> Result<SecretString, String> {
+fn secret(raw: &str) -> Result<SecretString, SettingError> {
     if raw.trim().is_empty() {
-        return Err("must not be empty".into());
+        return Err(SettingError::Empty);
     }
     Ok(SecretString::from(raw.to_owned()))
 }
