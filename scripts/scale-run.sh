@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 8's scale run at full size (tests/scale_run.rs): a 3-node NATS cluster, 2 APIs and 3
+# The scale run at full size (tests/scale_run.rs): a 3-node NATS cluster, 2 APIs and 3
 # processes of every worker role against one Postgres, one of each (and a NATS node) killed
 # midway; prints the machine and the run's figures. Release build: it measures Hubkeeper.
 #   HK_SCALE_ACCOUNTS  installations (default 1000)

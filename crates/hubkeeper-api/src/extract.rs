@@ -80,7 +80,8 @@ pub fn parse_json_object<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
     Ok(value)
 }
 
-fn is_json(content_type: Option<&axum::http::HeaderValue>) -> bool {
+/// Whether a `Content-Type` value names JSON (`application/json` or any `+json` type).
+pub(crate) fn is_json(content_type: Option<&axum::http::HeaderValue>) -> bool {
     content_type
         .and_then(|v| v.to_str().ok())
         .map(|v| {

@@ -51,18 +51,7 @@ pub fn layer(router: Router<AppState>) -> Router<AppState> {
 }
 
 fn is_json(response: &Response) -> bool {
-    response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .is_some_and(|v| v == "application/json" || v.ends_with("+json"))
+    crate::extract::is_json(response.headers().get(header::CONTENT_TYPE))
 }
 
 /// Turns any error answer that is not JSON (the framework's rejections, a method not allowed,
