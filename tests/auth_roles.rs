@@ -227,12 +227,27 @@ async fn anonymous_calls_get_401_json_and_tokens_never_reach_a_browser_session()
         .as_str()
         .unwrap()
         .contains("API key"));
-    // With the admin key it passes access control (404/503 here: no such installation).
-    let by_key = client
+    // Nor an admin key: tokens go only to service keys bound to the installation's app.
+    let body = expect_json_error(
+        client
+            .get(server.url(&concrete(&token_path)))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap(),
+        403,
+        "token hand-out to an admin key",
+    )
+    .await;
+    assert_eq!(body["error"]["reason"], "service_key_required", "{body}");
+    // A service key passes the role check and is then judged by its apps: this one is bound
+    // to none, and the installation does not exist (404, not a token or a 500).
+    let service = server.key(Role::Service).await;
+    let by_service = client
         .get(server.url(&concrete(&token_path)))
-        .bearer_auth(&admin)
+        .bearer_auth(&service)
         .send()
         .await
         .unwrap();
-    assert!(![401, 403].contains(&by_key.status().as_u16()));
+    assert_eq!(by_service.status().as_u16(), 404);
 }

@@ -172,6 +172,20 @@ async fn plans_subscriptions_usage_quota_and_the_billing_overview() {
         .register_app(api, "secret-0123456789abcdef", "secret-0123456789abcdef")
         .await;
     let tenant = h.install(api, &app, 40_000_001).await;
+    // Usage, quotas and plan changes of this tenant: a service key bound to its app (the
+    // unbound one above acts on no app).
+    let unbound_service = service;
+    let service = h.service_key.clone().expect("a key bound to the app");
+    let (status, body) = call(
+        &h,
+        &unbound_service,
+        Method::GET,
+        &format!("{base}/v1/installations/{tenant}/quota"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["reason"], "app_not_bound");
     let plan_url = format!("{base}/v1/installations/{tenant}/plan");
     wait_until(
         "the tenant is on the default plan",

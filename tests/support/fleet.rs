@@ -328,16 +328,7 @@ pub async fn start_fleet(env: TestEnv, spec: &FleetSpec) -> Fleet {
     )
     .await
     .expect("admin key");
-    let service = hubkeeper_api::auth::create_key(
-        &pool,
-        "fleet-app",
-        hubkeeper_api::auth::Role::Service,
-        "test",
-    )
-    .await
-    .expect("service key");
     let admin_key = admin.token.expose_secret().to_string();
-    let service_key = service.token.expose_secret().to_string();
 
     let created: serde_json::Value = http
         .post(format!("http://127.0.0.1:{}/v1/apps", api_ports[0]))
@@ -362,6 +353,17 @@ pub async fn start_fleet(env: TestEnv, spec: &FleetSpec) -> Fleet {
         .or_else(|| created["id"].as_str())
         .unwrap_or_else(|| panic!("app id in {created}"))
         .to_string();
+    // Tokens go only to a service key bound to the app.
+    let service = hubkeeper_api::auth::create_key_for_apps(
+        &pool,
+        "fleet-app",
+        hubkeeper_api::auth::Role::Service,
+        &[app_id.parse().expect("app id")],
+        "test",
+    )
+    .await
+    .expect("service key");
+    let service_key = service.token.expose_secret().to_string();
 
     Fleet {
         env,

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
-use hubkeeper_api::auth::{create_key, Role};
+use hubkeeper_api::auth::{create_key, create_key_for_apps, Role};
 use hubkeeper_sim::{
     AccountSpec, AppSpec, ApproveRequest, ClientSecret, SimConfig, SimControl, SimHandle, UserSpec,
 };
@@ -63,6 +63,11 @@ pub struct Harness {
     pub pool: PgPool,
     pub http: reqwest::Client,
     pub admin_key: String,
+    /// A service key bound to every app registered through [`Harness::register_app`] (a new
+    /// one after each registration): the key the app's backend fetches tokens with.
+    pub service_key: Option<String>,
+    /// The apps registered through [`Harness::register_app`].
+    pub app_ids: Vec<hubkeeper_domain::AppId>,
     pub master_keys: String,
     pub apis: Vec<Api>,
     /// Client secrets registered (for the leak scan).
@@ -102,6 +107,8 @@ impl Harness {
                 .build()
                 .unwrap(),
             admin_key: admin.token.expose_secret().to_string(),
+            service_key: None,
+            app_ids: Vec::new(),
             master_keys: master_key("k1", 7),
             apis: Vec::new(),
             client_secrets: Vec::new(),
@@ -208,8 +215,20 @@ impl Harness {
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "create app: {body}");
+        let app_id = body["app_id"].as_str().unwrap().to_string();
+        self.app_ids.push(app_id.parse().expect("app id"));
+        let service = create_key_for_apps(
+            &self.pool,
+            "test app backend",
+            Role::Service,
+            &self.app_ids,
+            "test",
+        )
+        .await
+        .expect("service key");
+        self.service_key = Some(service.token.expose_secret().to_string());
         TestApp {
-            app_id: body["app_id"].as_str().unwrap().to_string(),
+            app_id,
             client_id,
             redirect_uri,
         }
@@ -328,17 +347,25 @@ impl Harness {
         id.to_string()
     }
 
+    /// A hand-out with the apps' service key (as the app's backend asks for one).
     pub async fn token(&self, api: usize, id: &str, min_validity_secs: u64) -> (StatusCode, Value) {
-        let answer = self
-            .admin(
-                Method::GET,
-                &format!(
-                    "{}/v1/installations/{id}/token?min_validity_secs={min_validity_secs}",
-                    self.api(api)
-                ),
-                None,
-            )
-            .await;
+        let key = self.service_key.as_deref().expect("register an app first");
+        let response = self
+            .http
+            .get(format!(
+                "{}/v1/installations/{id}/token?min_validity_secs={min_validity_secs}",
+                self.api(api)
+            ))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let answer = (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        );
         if answer.0 == StatusCode::OK {
             self.handouts.fetch_add(1, Ordering::Relaxed);
         }

@@ -15,7 +15,7 @@ use hubkeeper_core::billing::{
 use hubkeeper_domain::subscription::ChangeTrigger;
 use hubkeeper_domain::InstallationId;
 
-use crate::auth::{Caller, Permission, Role};
+use crate::auth::{AppAccess, Caller, Permission, Role};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Query};
 use crate::params;
@@ -44,6 +44,9 @@ async fn show_subscription(
 ) -> Result<Json<SubscriptionView>, ApiError> {
     caller.require(Permission::Read)?;
     let id = installation(&id)?;
+    caller
+        .require_installation(&state, &id, AppAccess::Act)
+        .await?;
     state
         .billing()?
         .subscription(id)
@@ -57,10 +60,15 @@ async fn assign(
     State(state): State<AppState>,
     request_id: RequestId,
     Path(id): Path<String>,
-    JsonBody(request): JsonBody<AssignPlan>,
+    // Read after the checks: a key of another app learns nothing from the body's validation.
+    body: Result<JsonBody<AssignPlan>, ApiError>,
 ) -> Result<Json<PlanAssignment>, ApiError> {
     caller.require(Permission::UseTokens)?;
     let id = installation(&id)?;
+    caller
+        .require_installation(&state, &id, AppAccess::Act)
+        .await?;
+    let JsonBody(request) = body?;
     // The app's backend records what its tenants chose; only operators speak for "admin".
     let default_trigger = if caller.role == Role::Service {
         if request.trigger == Some(ChangeTrigger::Admin) {
@@ -92,6 +100,9 @@ async fn quota(
 ) -> Result<Json<Quota>, ApiError> {
     caller.require(Permission::UseTokens)?;
     let id = installation(&id)?;
+    caller
+        .require_installation(&state, &id, AppAccess::Act)
+        .await?;
     let quota = state
         .billing()?
         .quota(id, &request.metadata(caller.actor()))
@@ -120,6 +131,9 @@ async fn report_usage(
             _ => report.idempotency_key = Some(header.to_owned()),
         }
     }
+    caller
+        .require_installation(&state, &report.installation_id, AppAccess::Act)
+        .await?;
     let accepted = state
         .billing()?
         .report_usage(report, &request.metadata(caller.actor()))

@@ -19,7 +19,7 @@ use hubkeeper_domain::InstallationId;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::{Caller, Permission};
+use crate::auth::{AppAccess, Caller, Permission};
 use crate::error::ApiError;
 use crate::extract::Query;
 use crate::params::target;
@@ -113,6 +113,9 @@ async fn token(
     Query(params): Query<TokenParams>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id: InstallationId = target(&caller, Permission::UseTokens, &id)?;
+    caller
+        .require_installation(&state, &id, AppAccess::ReceiveTokens)
+        .await?;
     let tokens = &state.tokens()?.tokens;
     let min_validity = match params.min_validity_secs {
         Some(secs) if secs > MAX_MIN_VALIDITY_SECS => {

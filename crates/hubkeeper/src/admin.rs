@@ -2,7 +2,8 @@
 //! come from somewhere that does not need a key).
 
 use clap::Subcommand;
-use hubkeeper_core::access::{create_key, list_keys, revoke_key, Role};
+use hubkeeper_core::access::{create_key_for_apps, list_keys, revoke_key, Role};
+use hubkeeper_domain::AppId;
 use secrecy::ExposeSecret;
 
 use crate::config::Config;
@@ -17,6 +18,11 @@ pub enum AdminCommand {
         /// A name to recognise the key by.
         #[arg(long)]
         name: String,
+        /// An app the service key is bound to (repeatable). A service key acts only on the
+        /// installations and connect sessions of its apps and receives only their tokens; one
+        /// without `--app` receives no tokens at all. Only for `--role service`.
+        #[arg(long = "app", value_name = "APP_ID")]
+        apps: Vec<AppId>,
     },
     /// Revokes an API key by id (`ak…`) and ends its dashboard sessions.
     RevokeKey { id: String },
@@ -28,19 +34,30 @@ pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
     let pool = crate::roles::connect_store(config)?;
     hubkeeper_store::migrate(&pool).await?;
     match command {
-        AdminCommand::CreateKey { role, name } => {
+        AdminCommand::CreateKey { role, name, apps } => {
             let name = name.trim();
             if name.is_empty() {
                 anyhow::bail!("--name must not be empty");
             }
-            let key = create_key(&pool, name, role, "cli").await?;
+            let key = create_key_for_apps(&pool, name, role, &apps, "cli").await?;
             println!("{}", key.token.expose_secret());
+            let bound = if key.apps.is_empty() {
+                String::new()
+            } else {
+                let apps: Vec<String> = key.apps.iter().map(ToString::to_string).collect();
+                format!(" bound to app(s) {}", apps.join(", "))
+            };
             eprintln!(
-                "created {} key {} ({}); it is shown only this once",
+                "created {} key {} ({}){bound}; it is shown only this once",
                 key.role.as_str(),
                 key.id,
                 key.name
             );
+            if key.role == Role::Service && key.apps.is_empty() {
+                eprintln!(
+                    "note: this service key is bound to no app, so it receives no tokens; use --app <id>"
+                );
+            }
         }
         AdminCommand::RevokeKey { id } => {
             if revoke_key(&pool, &id).await? {
@@ -60,8 +77,13 @@ pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
                 let used = key
                     .last_used_at
                     .map_or("never used".to_string(), |t| format!("last used {t}"));
+                let apps = if key.apps.is_empty() {
+                    "-".to_string()
+                } else {
+                    key.apps.join(",")
+                };
                 println!(
-                    "{}\t{}\t{}\tcreated {}\t{state}\t{used}\t{} session(s)",
+                    "{}\t{}\t{}\tapps {apps}\tcreated {}\t{state}\t{used}\t{} session(s)",
                     key.id, key.role, key.name, key.created_at, key.open_sessions
                 );
             }

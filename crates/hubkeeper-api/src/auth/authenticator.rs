@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use axum::http::{header, HeaderMap, Method};
 use chrono::{DateTime, Utc};
-use hubkeeper_core::access::{self, keys::parse_key, NewSession};
+use hubkeeper_core::access::{self, keys::parse_key, InstallationApps, NewSession};
+use hubkeeper_domain::{AppId, InstallationId};
 use sqlx::PgPool;
 
 use super::caller::{AuthMethod, Authenticated, Caller};
@@ -26,11 +27,13 @@ pub struct Authenticator {
     pool: PgPool,
     cache: Mutex<KeyCache>,
     sessions: SessionSettings,
+    installation_apps: InstallationApps,
 }
 
 impl Authenticator {
     pub fn new(pool: PgPool) -> Self {
         Self {
+            installation_apps: InstallationApps::new(pool.clone()),
             pool,
             cache: Mutex::new(HashMap::new()),
             sessions: SessionSettings::default(),
@@ -71,6 +74,12 @@ impl Authenticator {
             cache.insert(cache_key, (Instant::now(), caller.clone()));
         }
         Ok(caller)
+    }
+
+    /// The app installation `id` belongs to (cached: it never changes), for checking a key's
+    /// binding to apps; `None` when it never connected.
+    pub async fn installation_app(&self, id: &InstallationId) -> Result<Option<AppId>, ApiError> {
+        Ok(self.installation_apps.app_of(id).await?)
     }
 
     /// Forgets every cached verification (after a key is revoked).

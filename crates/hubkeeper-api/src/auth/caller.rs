@@ -5,6 +5,7 @@ use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
 use hubkeeper_core::access::{Permission, Role, VerifiedKey};
 use hubkeeper_domain::metadata::Actor;
+use hubkeeper_domain::{AppId, InstallationId};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -15,6 +16,9 @@ pub struct Caller {
     pub key_id: String,
     pub key_name: String,
     pub role: Role,
+    /// The apps a service key is bound to; empty for every other role (and for an unbound
+    /// service key, which therefore acts on no app).
+    pub apps: Vec<AppId>,
 }
 
 impl From<VerifiedKey> for Caller {
@@ -23,8 +27,20 @@ impl From<VerifiedKey> for Caller {
             key_id: key.id,
             key_name: key.name,
             role: key.role,
+            apps: key.apps,
         }
     }
+}
+
+/// What a caller wants to do with an app's installations or connect sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppAccess {
+    /// Act on them (quota, usage, plan, connect sessions): every role the route's permission
+    /// admits, except that a service key only for the apps it is bound to.
+    Act,
+    /// Receive their access tokens: only a service key bound to the app. Admin keys and
+    /// dashboard sessions receive no tokens.
+    ReceiveTokens,
 }
 
 impl Caller {
@@ -39,6 +55,74 @@ impl Caller {
                 permission.as_str()
             )))
         }
+    }
+
+    /// 403 unless the caller may act on `app`'s installations and connect sessions. **The**
+    /// check of a key's binding to apps: every route that touches one app or installation goes
+    /// through here (directly or through [`Caller::require_installation`]).
+    pub fn require_app(&self, app: AppId) -> Result<(), ApiError> {
+        self.require_app_access(app, AppAccess::Act)
+    }
+
+    /// 403 unless the caller may do `access` on `app` (see [`AppAccess`]).
+    pub fn require_app_access(&self, app: AppId, access: AppAccess) -> Result<(), ApiError> {
+        if self.role != Role::Service {
+            return match access {
+                AppAccess::Act => Ok(()),
+                AppAccess::ReceiveTokens => Err(self.not_a_token_recipient(Some(app))),
+            };
+        }
+        if self.apps.contains(&app) {
+            return Ok(());
+        }
+        let message = if self.apps.is_empty() {
+            format!(
+                "this service key is bound to no app, so it acts on none (here app {app}): \
+                 create a key with `--app {app}`"
+            )
+        } else {
+            let bound: Vec<String> = self.apps.iter().map(ToString::to_string).collect();
+            format!(
+                "this service key is bound to app(s) {}; app {app} is not one of them",
+                bound.join(", ")
+            )
+        };
+        Err(ApiError::forbidden(message).with_reason("app_not_bound"))
+    }
+
+    /// [`Caller::require_app_access`] for the app of installation `id`. Callers that are not
+    /// service keys are checked without a lookup when they only `Act`; an installation that
+    /// never connected is a 404 for those that need one.
+    pub async fn require_installation(
+        &self,
+        state: &AppState,
+        id: &InstallationId,
+        access: AppAccess,
+    ) -> Result<(), ApiError> {
+        if self.role != Role::Service {
+            return match access {
+                AppAccess::Act => Ok(()),
+                AppAccess::ReceiveTokens => Err(self.not_a_token_recipient(None)),
+            };
+        }
+        let app = state
+            .auth()
+            .installation_app(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("installation {id} not found")))?;
+        self.require_app_access(app, access)
+    }
+
+    /// Why a caller that is not a service key receives no token.
+    fn not_a_token_recipient(&self, app: Option<AppId>) -> ApiError {
+        let app = app.map_or_else(|| "<app id>".to_owned(), |a| a.to_string());
+        ApiError::forbidden(format!(
+            "tokens are handed out only to service keys bound to the installation's app; a {} \
+             key or a dashboard session receives none: create one with \
+             `hubkeeper admin create-key --role service --app {app}`",
+            self.role.as_str()
+        ))
+        .with_reason("service_key_required")
     }
 
     /// The actor recorded in event metadata for commands this caller issues.

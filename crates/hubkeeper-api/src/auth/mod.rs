@@ -18,11 +18,11 @@ pub mod routes;
 pub mod sessions;
 
 pub use authenticator::{authenticate, Authenticator, KEY_CACHE_TTL};
-pub use caller::{AuthMethod, Authenticated, Caller};
+pub use caller::{AppAccess, AuthMethod, Authenticated, Caller};
 pub use csrf::{is_safe_method, CSRF_HEADER};
 pub use hubkeeper_core::access::{
-    create_key, install_key, is_well_formed_key, revoke_key, InstallKeyError, Installed, NewApiKey,
-    Permission, Role,
+    create_key, create_key_for_apps, install_key, is_well_formed_key, revoke_key, CreateKeyError,
+    InstallKeyError, Installed, NewApiKey, Permission, Role,
 };
 pub use routes::router;
 pub use sessions::{SessionSettings, DEFAULT_SESSION_TTL, SESSION_COOKIE};

@@ -2,6 +2,8 @@
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
+use hubkeeper_domain::app::event_types as app_events;
+use hubkeeper_domain::AppId;
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
@@ -14,6 +16,8 @@ pub struct NewApiKey {
     pub id: String,
     pub name: String,
     pub role: Role,
+    /// The apps a service key is bound to (empty for other roles).
+    pub apps: Vec<AppId>,
     /// `hk_<id>_<secret>`: shown once, never stored.
     pub token: SecretString,
 }
@@ -24,6 +28,8 @@ pub struct VerifiedKey {
     pub id: String,
     pub name: String,
     pub role: Role,
+    /// The apps a service key is bound to (empty for other roles, and for an unbound service key).
+    pub apps: Vec<AppId>,
 }
 
 /// One key as listed (never its secret).
@@ -32,6 +38,9 @@ pub struct KeyListing {
     pub id: String,
     pub name: String,
     pub role: String,
+    /// The apps a service key is bound to.
+    pub apps: Vec<String>,
+    pub created_by: String,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub last_used_at: Option<DateTime<Utc>>,
@@ -80,12 +89,80 @@ pub fn is_well_formed_key(presented: &str) -> bool {
     parse_key(presented).is_some()
 }
 
+/// Why a key could not be created as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateKeyError {
+    #[error("only service keys are bound to apps; a {0} key acts on every app its role allows")]
+    AppsOnNonServiceKey(&'static str),
+    #[error("no registered app {0}")]
+    UnknownApp(AppId),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
 /// Creates a key and returns its one-time token. `created_by` is an actor string
-/// (`key:<id>`, `system:bootstrap`, `cli`).
+/// (`key:<id>`, `system:bootstrap`, `cli`). The key is bound to no app: see
+/// [`create_key_for_apps`] for service keys that receive tokens.
 pub async fn create_key(
     pool: &PgPool,
     name: &str,
     role: Role,
+    created_by: &str,
+) -> Result<NewApiKey, sqlx::Error> {
+    insert_key(pool, name, role, &[], created_by).await
+}
+
+/// Creates a key bound to `apps` (service keys only; every app must be registered and not
+/// deleted). An empty list is [`create_key`].
+pub async fn create_key_for_apps(
+    pool: &PgPool,
+    name: &str,
+    role: Role,
+    apps: &[AppId],
+    created_by: &str,
+) -> Result<NewApiKey, CreateKeyError> {
+    if !apps.is_empty() && role != Role::Service {
+        return Err(CreateKeyError::AppsOnNonServiceKey(role.as_str()));
+    }
+    if let Some(unknown) = unknown_apps(pool, apps).await?.into_iter().next() {
+        return Err(CreateKeyError::UnknownApp(unknown));
+    }
+    let mut apps = apps.to_vec();
+    apps.sort();
+    apps.dedup();
+    Ok(insert_key(pool, name, role, &apps, created_by).await?)
+}
+
+/// The apps of `apps` that are not registered, or deleted, according to the event store.
+pub async fn unknown_apps(pool: &PgPool, apps: &[AppId]) -> Result<Vec<AppId>, sqlx::Error> {
+    if apps.is_empty() {
+        return Ok(Vec::new());
+    }
+    let wanted: Vec<String> = apps.iter().map(ToString::to_string).collect();
+    let known: Vec<String> = sqlx::query_scalar(
+        "SELECT r.aggregate_id FROM events r
+          WHERE r.aggregate_type = 'app' AND r.aggregate_id = ANY($1) AND r.event_type = $2
+            AND NOT EXISTS (SELECT 1 FROM events d
+                             WHERE d.aggregate_type = 'app' AND d.aggregate_id = r.aggregate_id
+                               AND d.event_type = $3)",
+    )
+    .bind(&wanted)
+    .bind(app_events::APP_REGISTERED)
+    .bind(app_events::APP_DELETED)
+    .fetch_all(pool)
+    .await?;
+    Ok(apps
+        .iter()
+        .filter(|app| !known.contains(&app.to_string()))
+        .copied()
+        .collect())
+}
+
+async fn insert_key(
+    pool: &PgPool,
+    name: &str,
+    role: Role,
+    apps: &[AppId],
     created_by: &str,
 ) -> Result<NewApiKey, sqlx::Error> {
     let mut id_bytes = [0u8; 6];
@@ -94,14 +171,17 @@ pub async fn create_key(
     rand::thread_rng().fill_bytes(&mut secret_bytes);
     let id = format!("ak{}", hex::encode(id_bytes));
     let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret_bytes);
+    let app_ids: Vec<String> = apps.iter().map(ToString::to_string).collect();
     sqlx::query(
-        "INSERT INTO api_keys (id, name, role, secret_hash, created_by) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO api_keys (id, name, role, secret_hash, created_by, app_ids)
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(&id)
     .bind(name)
     .bind(role.as_str())
     .bind(hash_secret(&secret))
     .bind(created_by)
+    .bind(&app_ids)
     .execute(pool)
     .await?;
     Ok(NewApiKey {
@@ -109,7 +189,14 @@ pub async fn create_key(
         id,
         name: name.to_string(),
         role,
+        apps: apps.to_vec(),
     })
+}
+
+/// The stored app ids of a key; ids that no longer parse (never written by this code) are
+/// dropped, which can only narrow what the key may do.
+pub(crate) fn parse_apps(stored: &[String]) -> Vec<AppId> {
+    stored.iter().filter_map(|id| id.parse().ok()).collect()
 }
 
 /// Installs a key chosen outside Hubkeeper (e.g. from a deployment's secret store), so the same
@@ -166,21 +253,22 @@ pub async fn verify_key(
     id: &str,
     secret_hash: &str,
 ) -> Result<Option<VerifiedKey>, sqlx::Error> {
-    let row: Option<(String, String, String)> = sqlx::query_as(
+    let row: Option<(String, String, String, Vec<String>)> = sqlx::query_as(
         "UPDATE api_keys SET last_used_at = now()
           WHERE id = $1 AND revoked_at IS NULL
-          RETURNING name, role, secret_hash",
+          RETURNING name, role, secret_hash, app_ids",
     )
     .bind(id)
     .fetch_optional(pool)
     .await?;
-    Ok(row.and_then(|(name, role, stored)| {
+    Ok(row.and_then(|(name, role, stored, apps)| {
         let matches: bool = stored.as_bytes().ct_eq(secret_hash.as_bytes()).into();
         let role = role.parse::<Role>().ok()?;
         matches.then(|| VerifiedKey {
             id: id.to_string(),
             name,
             role,
+            apps: parse_apps(&apps),
         })
     }))
 }
@@ -208,13 +296,15 @@ pub async fn list_keys(pool: &PgPool) -> Result<Vec<KeyListing>, sqlx::Error> {
         String,
         String,
         String,
+        Vec<String>,
+        String,
         DateTime<Utc>,
         Option<DateTime<Utc>>,
         Option<DateTime<Utc>>,
         i64,
     );
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT k.id, k.name, k.role, k.created_at, k.revoked_at, k.last_used_at,
+        "SELECT k.id, k.name, k.role, k.app_ids, k.created_by, k.created_at, k.revoked_at, k.last_used_at,
                 (SELECT count(*) FROM sessions s
                   WHERE s.key_id = k.id AND s.expires_at > now())
            FROM api_keys k ORDER BY k.created_at",
@@ -224,10 +314,22 @@ pub async fn list_keys(pool: &PgPool) -> Result<Vec<KeyListing>, sqlx::Error> {
     Ok(rows
         .into_iter()
         .map(
-            |(id, name, role, created_at, revoked_at, last_used_at, open_sessions)| KeyListing {
+            |(
                 id,
                 name,
                 role,
+                apps,
+                created_by,
+                created_at,
+                revoked_at,
+                last_used_at,
+                open_sessions,
+            )| KeyListing {
+                id,
+                name,
+                role,
+                apps,
+                created_by,
                 created_at,
                 revoked_at,
                 last_used_at,

@@ -8,13 +8,16 @@
 
 pub mod keys;
 pub mod roles;
+pub mod scope;
 pub mod sessions;
 
 pub use keys::{
-    count_active, create_key, install_key, is_well_formed_key, list_keys, revoke_key, verify_key,
-    InstallKeyError, Installed, KeyListing, NewApiKey, VerifiedKey,
+    count_active, create_key, create_key_for_apps, install_key, is_well_formed_key, list_keys,
+    revoke_key, unknown_apps, verify_key, CreateKeyError, InstallKeyError, Installed, KeyListing,
+    NewApiKey, VerifiedKey,
 };
 pub use roles::{Permission, Role};
+pub use scope::InstallationApps;
 pub use sessions::{end_session, find_session, is_session_secret, start_session, NewSession};
 
 use sha2::{Digest, Sha256};

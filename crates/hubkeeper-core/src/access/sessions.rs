@@ -63,19 +63,28 @@ pub async fn find_session(
     if !is_session_secret(secret) {
         return Ok(None);
     }
-    let row: Option<(String, String, String, DateTime<Utc>)> = sqlx::query_as(
+    let row: Option<(String, String, String, Vec<String>, DateTime<Utc>)> = sqlx::query_as(
         "UPDATE sessions s SET last_seen_at = now()
            FROM api_keys k
           WHERE s.id_hash = $1 AND k.id = s.key_id
             AND s.expires_at > now() AND k.revoked_at IS NULL
-      RETURNING k.id, k.name, k.role, s.expires_at",
+      RETURNING k.id, k.name, k.role, k.app_ids, s.expires_at",
     )
     .bind(hash_secret(secret))
     .fetch_optional(pool)
     .await?;
-    Ok(row.and_then(|(id, name, role, expires_at)| {
+    Ok(row.and_then(|(id, name, role, apps, expires_at)| {
         let role = role.parse::<Role>().ok()?;
-        Some((VerifiedKey { id, name, role }, expires_at))
+        let apps = super::keys::parse_apps(&apps);
+        Some((
+            VerifiedKey {
+                id,
+                name,
+                role,
+                apps,
+            },
+            expires_at,
+        ))
     }))
 }
 

@@ -1,7 +1,6 @@
 //! Which plan each tenant is on: assignment (self-serve, admin, limit reached), the default
 //! plan of a new installation, and renewals, which move subscribers to a plan's current version.
 
-use hubkeeper_domain::installation::event_types as installation_events;
 use hubkeeper_domain::metadata::EventMetadata;
 use hubkeeper_domain::plan::{Plan, PlanId};
 use hubkeeper_domain::subscription::{
@@ -20,17 +19,7 @@ impl BillingService {
         &self,
         installation_id: InstallationId,
     ) -> Result<Option<AppId>, CoreError> {
-        let app: Option<String> = sqlx::query_scalar(
-            "SELECT payload -> $2 ->> 'app_id' FROM events
-              WHERE aggregate_type = 'installation' AND aggregate_id = $1 AND event_type = $2
-              ORDER BY sequence LIMIT 1",
-        )
-        .bind(installation_id.to_string())
-        .bind(installation_events::CONNECTED)
-        .fetch_optional(&self.pool)
-        .await?
-        .flatten();
-        Ok(app.and_then(|a| a.parse().ok()))
+        Ok(crate::access::scope::installation_app(&self.pool, &installation_id).await?)
     }
 
     async fn snapshot(&self, plan_id: PlanId) -> Result<(Plan, PlanSnapshot), CoreError> {

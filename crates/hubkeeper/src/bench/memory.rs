@@ -48,7 +48,7 @@ pub async fn run(
     // Hand out every token once: the cache now holds every installation.
     let http = &stack.http;
     let base = stack.base(up);
-    let key = format!("Bearer {}", stack.service_key.expose_secret());
+    let key = format!("Bearer {}", stack.service_key(&app).await?.expose_secret());
     let failures = futures::stream::iter(&ids)
         .map(|id| {
             let request = http

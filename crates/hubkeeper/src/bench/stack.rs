@@ -84,7 +84,6 @@ pub struct Stack {
     pub nats: async_nats::Client,
     pub http: reqwest::Client,
     pub admin_key: SecretString,
-    pub service_key: SecretString,
     vars: Vec<(String, String)>,
     logs: PathBuf,
     /// Held so Postgres and NATS stop (and their directory goes) with the stack.
@@ -110,13 +109,6 @@ impl Stack {
             &pool,
             "bench admin",
             hubkeeper_core::access::Role::Admin,
-            "bench",
-        )
-        .await?;
-        let service = hubkeeper_core::access::create_key(
-            &pool,
-            "bench app",
-            hubkeeper_core::access::Role::Service,
             "bench",
         )
         .await?;
@@ -156,7 +148,6 @@ impl Stack {
                 .pool_max_idle_per_host(256)
                 .build()?,
             admin_key: admin.token,
-            service_key: service.token,
             vars,
             logs,
             _env: env,
@@ -224,6 +215,22 @@ impl Stack {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// A service key bound to `app`: the only kind of key that receives the app's tokens.
+    pub async fn service_key(&self, app: &str) -> anyhow::Result<SecretString> {
+        let app = app
+            .parse()
+            .map_err(|e| anyhow::anyhow!("app id {app}: {e}"))?;
+        let key = hubkeeper_core::access::create_key_for_apps(
+            &self.pool,
+            "bench app",
+            hubkeeper_core::access::Role::Service,
+            &[app],
+            "bench",
+        )
+        .await?;
+        Ok(key.token)
     }
 
     /// Registers the bench app at the simulator and in Hubkeeper (through `api`); returns its id.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hubkeeper_sim::SimConfig;
 use rand::Rng;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
 use super::load::{closed_loop, LoadFigures};
@@ -36,13 +36,14 @@ pub struct TokenLevel {
 async fn hand_outs(
     stack: &Stack,
     api: usize,
+    key: &SecretString,
     ids: &Arc<Vec<String>>,
     concurrency: usize,
     duration: Duration,
 ) -> LoadFigures {
     let http = stack.http.clone();
     let base = stack.base(api);
-    let key = format!("Bearer {}", stack.service_key.expose_secret());
+    let key = format!("Bearer {}", key.expose_secret());
     let ids = ids.clone();
     closed_loop(concurrency, duration, move |_, _| {
         let id = &ids[rand::thread_rng().gen_range(0..ids.len())];
@@ -82,16 +83,17 @@ pub async fn run(
             .install_accounts(cached, &app, installations, 16)
             .await?,
     );
+    let key = stack.service_key(&app).await?;
     let duration = Duration::from_secs(seconds);
     // Warm both processes (connections, the cached one's cache).
     for api in [cached, baseline] {
-        hand_outs(&stack, api, &ids, 16, Duration::from_secs(2)).await;
+        hand_outs(&stack, api, &key, &ids, 16, Duration::from_secs(2)).await;
     }
     let mut out = Vec::new();
     for &concurrency in levels {
-        let c = hand_outs(&stack, cached, &ids, concurrency, duration).await;
+        let c = hand_outs(&stack, cached, &key, &ids, concurrency, duration).await;
         eprintln!("{}", c.line("token (cached)"));
-        let b = hand_outs(&stack, baseline, &ids, concurrency, duration).await;
+        let b = hand_outs(&stack, baseline, &key, &ids, concurrency, duration).await;
         eprintln!("{}", b.line("token (postgres+decrypt)"));
         let speedup = c.per_second / b.per_second.max(f64::MIN_POSITIVE);
         out.push(TokenLevel {
