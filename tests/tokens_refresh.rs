@@ -18,9 +18,9 @@ fn expires_at(token: &Value) -> DateTime<Utc> {
     token["expires_at"].as_str().unwrap().parse().unwrap()
 }
 
-/// Installs with short-lived tokens, then lets later tokens live a minute, so a hand-out that
-/// asks for more than the first token's remaining life must refresh, and the new token easily
-/// satisfies the margin.
+/// Installs with short-lived tokens (32 s), then lets later tokens live a minute, so a hand-out
+/// that asks for more than the first token's remaining life (but less than its lifetime, or it
+/// is refused outright) must refresh, and the new token easily satisfies the margin.
 async fn installed_with_short_first_token(
     h: &mut Harness,
     api: usize,
@@ -30,7 +30,7 @@ async fn installed_with_short_first_token(
         .register_app(api, "secret-refresh-0123456", "secret-refresh-0123456")
         .await;
     h.ctl
-        .set_token_lifetime(Duration::from_secs(20))
+        .set_token_lifetime(Duration::from_secs(32))
         .await
         .unwrap();
     let id = h.install(api, &app, 40_000_001).await;
@@ -39,6 +39,17 @@ async fn installed_with_short_first_token(
         .await
         .unwrap();
     (app, id)
+}
+
+/// Waits until `token` has less than `secs` left.
+async fn first_token_aged_below(token: &Value, secs: i64) {
+    let expires = expires_at(token);
+    wait_until(
+        "the first token aged below the margin",
+        Duration::from_secs(10),
+        || async { expires - Utc::now() < chrono::Duration::seconds(secs) },
+    )
+    .await;
 }
 
 async fn hand_out_refreshes_near_expiry(rotation: RotationMode) {
@@ -50,7 +61,7 @@ async fn hand_out_refreshes_near_expiry(rotation: RotationMode) {
     let api = h.spawn_api("api", &[]).await;
     let (app, id) = installed_with_short_first_token(&mut h, api).await;
 
-    // Valid for 20 s: a 10 s margin is served from what is stored, without HubSpot.
+    // Valid for 32 s: a 10 s margin is served from what is stored, without HubSpot.
     let (status, first) = h.token(api, &id, 10).await;
     assert_eq!(status, StatusCode::OK, "{first}");
     assert!(expires_at(&first) - Utc::now() >= chrono::Duration::seconds(10));
@@ -58,7 +69,9 @@ async fn hand_out_refreshes_near_expiry(rotation: RotationMode) {
     assert_eq!(again["access_token"], first["access_token"], "cached");
     assert_eq!(h.ctl.counters().await.unwrap().total.refresh_calls, 0);
 
-    // A 30 s margin cannot be met by the first token: refreshed first, never handed out short.
+    // A 30 s margin cannot be met by the first token once it aged: refreshed first, never
+    // handed out short.
+    first_token_aged_below(&first, 30).await;
     let (status, second) = h.token(api, &id, 30).await;
     assert_eq!(status, StatusCode::OK, "{second}");
     assert_ne!(second["access_token"], first["access_token"]);
@@ -168,10 +181,13 @@ async fn fifty_concurrent_hand_outs_on_two_processes_refresh_once() {
     let b = h.spawn_api("api-b", &[]).await;
     let (app, id) = installed_with_short_first_token(&mut h, a).await;
     // Both processes have seen the first token (cached), so both must notice it is too short.
+    let mut first = Value::Null;
     for api in [a, b] {
-        let (status, _) = h.token(api, &id, 5).await;
+        let (status, body) = h.token(api, &id, 5).await;
         assert_eq!(status, StatusCode::OK);
+        first = body;
     }
+    first_token_aged_below(&first, 30).await;
     let before = h.ctl.counters().await.unwrap().total.refresh_calls;
 
     let h = std::sync::Arc::new(h);

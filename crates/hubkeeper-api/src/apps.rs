@@ -1,8 +1,9 @@
-//! App commands and details: `POST /v1/apps`, `GET|PATCH|DELETE /v1/apps/{id}`.
+//! App commands and details: `POST /v1/apps`, `GET|PATCH|DELETE /v1/apps/{id}`,
+//! `POST /v1/apps/{id}/rotate-secret`, `POST /v1/apps/{id}/resume-refreshes`.
 //!
-//! The client secret is accepted on creation only and never returned: it is sealed before the
-//! command exists, and no response type has a field for it. (Lists of apps live with the read
-//! models.)
+//! The client secret is accepted on creation and rotation only and never returned: it is sealed
+//! before the command exists, and no response type has a field for it. (Lists of apps live with
+//! the read models.)
 
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
@@ -28,6 +29,52 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/apps", post(create))
         .route("/v1/apps/{id}", get(show).patch(update).delete(remove))
+        .route("/v1/apps/{id}/rotate-secret", post(rotate_secret))
+        .route("/v1/apps/{id}/resume-refreshes", post(resume_refreshes))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateSecret {
+    client_secret: SecretString,
+    #[serde(default)]
+    overlap_secs: Option<u64>,
+}
+
+async fn rotate_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    request: RequestId,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<RotateSecret>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id: AppId = target(&caller, Permission::Administer, &id)?;
+    let view = state
+        .tokens()?
+        .apps
+        .rotate_secret(
+            id,
+            body.client_secret,
+            body.overlap_secs,
+            &request.metadata(caller.actor()),
+        )
+        .await?;
+    Ok(Json(view))
+}
+
+async fn resume_refreshes(
+    State(state): State<AppState>,
+    caller: Caller,
+    request: RequestId,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id: AppId = target(&caller, Permission::Administer, &id)?;
+    let view = state
+        .tokens()?
+        .apps
+        .resume_refreshes(id, &request.metadata(caller.actor()))
+        .await?;
+    Ok(Json(view))
 }
 
 /// Scopes as one space-separated string or as a list.

@@ -192,6 +192,11 @@ impl ApiError {
                 "tenant_forgotten",
                 format!("installation {id} was forgotten; its tokens are unreadable"),
             ),
+            NotRefreshable::AppCredentialsRejected(_) => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "app_credentials_rejected",
+                reason.to_string(),
+            ),
         }
     }
 
@@ -403,6 +408,7 @@ impl From<CoreError> for ApiError {
                 AppError::HasActiveInstallations { .. } => {
                     Self::conflict("has_active_installations", message)
                 }
+                AppError::RefreshesNotParked => Self::conflict("not_parked", message),
                 _ => Self::validation(message),
             },
             CoreError::Installation(inst) => match inst {
@@ -428,6 +434,17 @@ impl From<CoreError> for ApiError {
             CoreError::AppDeleted { .. } => Self::conflict("app_deleted", message),
             CoreError::Shredded { .. } => Self::new(StatusCode::GONE, "tenant_forgotten", message),
             CoreError::HubSpot(h) => hubspot_error(&h),
+            CoreError::AppCredentialsRejected { .. } => {
+                Self::new(StatusCode::BAD_GATEWAY, "app_credentials_rejected", message)
+            }
+            CoreError::RecentRefreshFailure {
+                retry_after_secs, ..
+            } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "refresh_recently_failed",
+                message,
+            )
+            .retry_after(retry_after_secs),
             CoreError::TokenLifetimeTooShort { .. } => Self::new(
                 StatusCode::BAD_REQUEST,
                 "min_validity_unsatisfiable",

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use hubkeeper_crypto::SecretString;
 use hubkeeper_domain::app::{
-    App, AppCommand, AppConfig, AppError, Environment, OAuthGeneration, RegisterApp,
-    SignatureVersion, UpdateApp,
+    App, AppCommand, AppConfig, AppError, CredentialsRejection, Environment, OAuthGeneration,
+    RegisterApp, SignatureVersion, UpdateApp,
 };
 use hubkeeper_domain::installation::event_types;
 use hubkeeper_domain::metadata::EventMetadata;
@@ -29,6 +29,10 @@ use crate::vault::{app_owner, Vault};
 
 /// How long opened credentials are reused without re-reading the app.
 const CREDENTIALS_TTL: Duration = Duration::from_secs(60);
+
+/// Overlap of a rotation when the caller names none: a day, in which HubSpot may still sign
+/// webhooks with the previous secret.
+pub const DEFAULT_ROTATION_OVERLAP_SECS: u64 = 86_400;
 
 /// Registration input. `Debug` is safe: the secret is a `SecretString`.
 #[derive(Debug, Clone)]
@@ -85,6 +89,32 @@ pub struct AppDetails {
     pub deleted_at: Option<DateTime<Utc>>,
     /// Where to send a customer to install the app (relative to Hubkeeper's public URL).
     pub install_path: String,
+    /// When the client secret was last rotated.
+    pub secret_rotated_at: Option<DateTime<Utc>>,
+    /// Until when webhook signatures made with the previous secret are accepted (also once
+    /// over; `None` before the first rotation).
+    pub previous_secret_valid_until: Option<DateTime<Utc>>,
+    /// Set while HubSpot's refusal of the app's credentials parks its refreshes.
+    pub refreshes_parked: Option<ParkedRefreshes>,
+}
+
+/// Why an app's refreshes are parked (no secret in it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ParkedRefreshes {
+    /// HubSpot's error code (`invalid_client`, `unauthorized_client`, ...).
+    pub error: String,
+    pub message: String,
+    pub since: DateTime<Utc>,
+}
+
+impl From<&CredentialsRejection> for ParkedRefreshes {
+    fn from(r: &CredentialsRejection) -> Self {
+        Self {
+            error: r.error.clone(),
+            message: r.message.clone(),
+            since: r.at,
+        }
+    }
 }
 
 impl AppDetails {
@@ -104,6 +134,9 @@ impl AppDetails {
             updated_at: app.updated_at(),
             deleted_at: app.deleted_at(),
             install_path: format!("/oauth/{app_id}/install"),
+            secret_rotated_at: app.secret_rotated_at(),
+            previous_secret_valid_until: app.previous_secret().map(|p| p.valid_until),
+            refreshes_parked: app.refreshes_parked().map(ParkedRefreshes::from),
         }
     }
 }
@@ -125,6 +158,32 @@ pub fn endpoints_of(generation: OAuthGeneration) -> OAuthEndpoints {
     }
 }
 
+/// What the credentials cache keeps of an app: its opened credentials, every secret a webhook
+/// signature may use with the end of its validity, and whether its refreshes are parked.
+#[derive(Clone)]
+struct Opened {
+    credentials: AppCredentials,
+    /// The current secret (no end) first, then the one a rotation replaced, while valid.
+    webhook_secrets: Vec<(SecretString, Option<DateTime<Utc>>)>,
+    parked: bool,
+}
+
+/// A client secret webhook signatures may be made with, and until when. `Debug` shows no
+/// secret.
+#[derive(Debug, Clone)]
+pub struct WebhookSecret {
+    pub secret: SecretString,
+    /// `None`: the current secret. Otherwise the end of a rotation's overlap.
+    pub valid_until: Option<DateTime<Utc>>,
+}
+
+impl WebhookSecret {
+    /// Whether a signature made with this secret is accepted at `at`.
+    pub fn valid_at(&self, at: DateTime<Utc>) -> bool {
+        self.valid_until.is_none_or(|until| at < until)
+    }
+}
+
 /// App commands and queries. Cheap to clone.
 #[derive(Clone)]
 pub struct AppService {
@@ -136,7 +195,7 @@ struct Inner {
     bus: Arc<CommandBus>,
     vault: Vault,
     broadcaster: Broadcaster,
-    credentials: Mutex<HashMap<AppId, (AppCredentials, Instant)>>,
+    credentials: Mutex<HashMap<AppId, (Opened, Instant)>>,
     listener: OnceLock<Option<ListenerGuard>>,
 }
 
@@ -332,8 +391,60 @@ impl AppService {
     /// The app's OAuth credentials with the opened secret, for the HubSpot client. A deleted
     /// app has none: its installations keep their tokens but cannot be refreshed.
     pub async fn credentials(&self, app_id: AppId) -> Result<AppCredentials, CoreError> {
-        if let Some(creds) = self.inner.cached(&app_id) {
-            return Ok(creds);
+        Ok(self.opened(app_id).await?.credentials)
+    }
+
+    /// The credentials a refresh uses: [`Self::credentials`], refused with
+    /// [`CoreError::AppCredentialsRejected`] while HubSpot's refusal parks the app's refreshes.
+    pub async fn refresh_credentials(&self, app_id: AppId) -> Result<AppCredentials, CoreError> {
+        let opened = self.opened(app_id).await?;
+        if opened.parked {
+            return Err(CoreError::AppCredentialsRejected {
+                app_id: app_id.to_string(),
+            });
+        }
+        Ok(opened.credentials)
+    }
+
+    /// The client secrets a webhook signature may be made with at `at`: the current one first,
+    /// then, during a rotation's overlap, the previous one. Errors like [`Self::credentials`]
+    /// (unknown or deleted app).
+    pub async fn webhook_secrets(
+        &self,
+        app_id: AppId,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<SecretString>, CoreError> {
+        Ok(self
+            .webhook_secret_validity(app_id)
+            .await?
+            .into_iter()
+            .filter(|s| s.valid_at(at))
+            .map(|s| s.secret)
+            .collect())
+    }
+
+    /// Every client secret of the app with the end of its validity (`None` for the current
+    /// one), for callers that keep them a while and must stop accepting the previous secret
+    /// exactly when its overlap ends. Current first.
+    pub async fn webhook_secret_validity(
+        &self,
+        app_id: AppId,
+    ) -> Result<Vec<WebhookSecret>, CoreError> {
+        Ok(self
+            .opened(app_id)
+            .await?
+            .webhook_secrets
+            .into_iter()
+            .map(|(secret, valid_until)| WebhookSecret {
+                secret,
+                valid_until,
+            })
+            .collect())
+    }
+
+    async fn opened(&self, app_id: AppId) -> Result<Opened, CoreError> {
+        if let Some(opened) = self.inner.cached(&app_id) {
+            return Ok(opened);
         }
         let app = self.load(app_id).await?;
         if app.is_deleted() {
@@ -341,9 +452,111 @@ impl AppService {
                 app_id: app_id.to_string(),
             });
         }
-        let creds = self.open(app_id, &app).await?;
-        self.inner.remember(app_id, &creds);
-        Ok(creds)
+        let credentials = self.open(app_id, &app).await?;
+        let mut webhook_secrets = vec![(credentials.client_secret.clone(), None)];
+        if let Some(previous) = app.previous_secret() {
+            let secret = self
+                .inner
+                .vault
+                .open_client_secret(&app_id, &previous.secret)
+                .await?;
+            webhook_secrets.push((secret, Some(previous.valid_until)));
+        }
+        let opened = Opened {
+            credentials,
+            webhook_secrets,
+            parked: app.refreshes_parked().is_some(),
+        };
+        self.inner.remember(app_id, &opened);
+        Ok(opened)
+    }
+
+    /// Replaces the app's client secret (sealed before the command exists). Refreshes use the
+    /// new secret at once, in every process (the credentials caches are invalidated); webhook
+    /// signatures made with the previous secret are accepted for `overlap_secs` more (default
+    /// [`DEFAULT_ROTATION_OVERLAP_SECS`]). Installations are untouched. Resumes parked
+    /// refreshes.
+    pub async fn rotate_secret(
+        &self,
+        app_id: AppId,
+        client_secret: SecretString,
+        overlap_secs: Option<u64>,
+        metadata: &EventMetadata,
+    ) -> Result<AppDetails, CoreError> {
+        if client_secret.expose_secret_len() == 0 {
+            return Err(CoreError::InvalidInput(
+                "client secret must not be empty".into(),
+            ));
+        }
+        self.load(app_id).await?;
+        let sealed = self
+            .inner
+            .vault
+            .seal_client_secret(&app_id, &client_secret)
+            .await?;
+        self.inner
+            .bus
+            .apps()
+            .execute(
+                &app_id.to_string(),
+                AppCommand::RotateClientSecret {
+                    client_secret: sealed,
+                    overlap_secs: overlap_secs.unwrap_or(DEFAULT_ROTATION_OVERLAP_SECS),
+                },
+                metadata,
+            )
+            .await?;
+        self.changed(app_id).await;
+        tracing::info!(%app_id, "app client secret rotated");
+        self.get(app_id).await
+    }
+
+    /// Records HubSpot's refusal of the app's client credentials and parks its refreshes.
+    /// Records one event however many refreshes were refused (later ones change nothing).
+    pub async fn record_credentials_rejected(
+        &self,
+        app_id: AppId,
+        error: &str,
+        message: &str,
+        metadata: &EventMetadata,
+    ) -> Result<(), CoreError> {
+        let before = self.load(app_id).await?;
+        if before.refreshes_parked().is_some() {
+            return Ok(());
+        }
+        self.inner
+            .bus
+            .apps()
+            .execute(
+                &app_id.to_string(),
+                AppCommand::RecordCredentialsRejected {
+                    error: error.to_owned(),
+                    message: message.to_owned(),
+                },
+                metadata,
+            )
+            .await?;
+        metrics::counter!("hk_app_credentials_rejected_total").increment(1);
+        tracing::error!(%app_id, error, "HubSpot rejected the app's client credentials; its refreshes are parked");
+        self.changed(app_id).await;
+        Ok(())
+    }
+
+    /// An operator resumes the app's parked refreshes (the actor is in `metadata`).
+    pub async fn resume_refreshes(
+        &self,
+        app_id: AppId,
+        metadata: &EventMetadata,
+    ) -> Result<AppDetails, CoreError> {
+        self.load(app_id).await?;
+        self.inner
+            .bus
+            .apps()
+            .execute(&app_id.to_string(), AppCommand::ResumeRefreshes, metadata)
+            .await?;
+        self.changed(app_id).await;
+        tracing::info!(%app_id, "app refreshes resumed");
+        self.get(app_id).await
     }
 
     /// Credentials even of a deleted app: revoking an installation's tokens at HubSpot must
@@ -394,7 +607,7 @@ impl AppService {
 }
 
 impl Inner {
-    fn cached(&self, app_id: &AppId) -> Option<AppCredentials> {
+    fn cached(&self, app_id: &AppId) -> Option<Opened> {
         let cache = self
             .credentials
             .lock()
@@ -405,7 +618,7 @@ impl Inner {
             .map(|(c, _)| c.clone())
     }
 
-    fn remember(&self, app_id: AppId, creds: &AppCredentials) {
+    fn remember(&self, app_id: AppId, creds: &Opened) {
         self.credentials
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

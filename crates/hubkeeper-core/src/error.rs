@@ -70,6 +70,25 @@ pub enum CoreError {
     #[error("app deleted: tokens kept but cannot be refreshed (app {app_id})")]
     AppDeleted { app_id: String },
 
+    /// HubSpot refused the app's client credentials: its refreshes are parked until the secret
+    /// is rotated or an operator resumes them.
+    #[error(
+        "HubSpot rejected the client credentials of app {app_id}; its refreshes are parked until \
+         the secret is rotated (POST /v1/apps/{app_id}/rotate-secret) or an operator resumes them"
+    )]
+    AppCredentialsRejected { app_id: String },
+
+    /// A refresh of the installation failed moments ago; hand-outs answer from that failure for
+    /// a few seconds instead of asking HubSpot again.
+    #[error("the last refresh of installation {id} failed {age_secs} s ago ({class}: {message}); try again later")]
+    RecentRefreshFailure {
+        id: String,
+        class: String,
+        message: String,
+        age_secs: i64,
+        retry_after_secs: u64,
+    },
+
     /// The tenant's data key was destroyed: its secrets are unreadable for good.
     #[error("the secrets of {owner} were crypto-shredded and can no longer be read")]
     Shredded { owner: String },

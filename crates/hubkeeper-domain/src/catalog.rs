@@ -55,6 +55,9 @@ pub const STORED_EVENT_TYPES: &[StoredEventType] = &[
     ),
     stored(App::TYPE, app::event_types::APP_UPDATED, V1_0),
     stored(App::TYPE, app::event_types::APP_DELETED, V1_0),
+    stored(App::TYPE, app::event_types::APP_CLIENT_SECRET_ROTATED, V1_0),
+    stored(App::TYPE, app::event_types::APP_CREDENTIALS_REJECTED, V1_0),
+    stored(App::TYPE, app::event_types::APP_REFRESHES_RESUMED, V1_0),
     stored(
         Installation::TYPE,
         installation::event_types::CONNECTED,

@@ -203,6 +203,23 @@ fn describe_app(event: &AppEvent) -> (Level, String) {
                 format!("App settings changed: {}", changed.join(", ")),
             )
         }
+        AppEvent::ClientSecretRotated(e) => (
+            Level::Info,
+            format!(
+                "App client secret rotated; the previous secret is accepted for webhook \
+                 signatures until {}",
+                e.previous_valid_until.format("%Y-%m-%d %H:%M UTC")
+            ),
+        ),
+        AppEvent::CredentialsRejected(e) => (
+            Level::Error,
+            format!(
+                "HubSpot rejected the app's client credentials ({}); its refreshes are parked \
+                 until the secret is rotated or an operator resumes them",
+                e.error
+            ),
+        ),
+        AppEvent::RefreshesResumed(_) => (Level::Info, "App refreshes resumed".to_owned()),
         AppEvent::Deleted(e) => (
             Level::Warn,
             if e.forced {

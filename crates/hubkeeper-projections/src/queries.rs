@@ -520,6 +520,9 @@ pub struct AppView {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
+    pub secret_rotated_at: Option<DateTime<Utc>>,
+    /// Since when the app's refreshes are parked (HubSpot refused its credentials).
+    pub refreshes_parked_at: Option<DateTime<Utc>>,
     pub installation_count: i64,
     pub active_installation_count: i64,
     pub last_sequence: i64,
@@ -540,6 +543,8 @@ fn app_from_row(row: &PgRow) -> Result<AppView, sqlx::Error> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         deleted_at: row.try_get("deleted_at")?,
+        secret_rotated_at: row.try_get("secret_rotated_at")?,
+        refreshes_parked_at: row.try_get("refreshes_parked_at")?,
         installation_count: row.try_get("installation_count")?,
         active_installation_count: row.try_get("active_installation_count")?,
         last_sequence: row.try_get("last_sequence")?,

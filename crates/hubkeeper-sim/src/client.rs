@@ -11,7 +11,7 @@ use crate::config::{AccountSpec, AppSpec, RotationMode, SeedFile};
 use crate::model::{
     AppView, Approval, ApproveRequest, ControlErrorBody, Counters, DeliverRequest, DeliveryReport,
     DeliveryState, ExpireTokens, ExpireTokensResult, FaultRule, FaultView, InstallationRef,
-    RequestLogEntry, Settings, SettingsPatch,
+    RequestLogEntry, RotateSecret, RotateSecretResult, Settings, SettingsPatch,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +135,15 @@ impl SimControl {
 
     pub async fn register_app(&self, app: &AppSpec) -> Result<AppView, ControlError> {
         self.json(Method::POST, "/apps", Some(app)).await
+    }
+
+    /// Rotates an app's client secret (`POST /_sim/apps/rotate-secret`).
+    pub async fn rotate_secret(
+        &self,
+        rotation: &RotateSecret,
+    ) -> Result<RotateSecretResult, ControlError> {
+        self.json(Method::POST, "/apps/rotate-secret", Some(rotation))
+            .await
     }
 
     pub async fn register_account(

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::config::{AccountSpec, AppSpec};
 use crate::model::{
     AppView, ApproveRequest, ControlErrorBody, DeliverRequest, ExpireTokens, ExpireTokensResult,
-    FaultMode, FaultRule, InstallationRef, SettingsPatch,
+    FaultMode, FaultRule, InstallationRef, RotateSecret, RotateSecretResult, SettingsPatch,
 };
 use crate::oauth::scripted_approve;
 use crate::state::{validate_settings, InstallKey, SimState};
@@ -25,6 +25,7 @@ pub(crate) fn routes() -> Router<SimState> {
     Router::new()
         .route("/health", get(health))
         .route("/apps", post(register_app).get(list_apps))
+        .route("/apps/rotate-secret", post(rotate_secret))
         .route("/accounts", post(register_account).get(list_accounts))
         .route("/settings", get(get_settings).post(patch_settings))
         .route(
@@ -101,6 +102,37 @@ async fn register_app(State(state): State<SimState>, body: Bytes) -> Response {
     match state.lock().register_app(app) {
         Ok(created) => (status_for(created), Json(view)).into_response(),
         Err(message) => reject(StatusCode::BAD_REQUEST, "invalid_app", message),
+    }
+}
+
+/// Rotates an app's client secret as HubSpot's developer settings do: the new secret works at
+/// once, the previous one until the overlap ends, then answers `invalid_client`.
+async fn rotate_secret(State(state): State<SimState>, body: Bytes) -> Response {
+    let req: RotateSecret = match parse(&body) {
+        Ok(r) => r,
+        Err(e) => return invalid_body(e),
+    };
+    if req.client_secret.expose().is_empty() {
+        return reject(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "client_secret must not be empty",
+        );
+    }
+    let overlap = Duration::from_secs(req.overlap_secs);
+    let rotated = state.lock().rotate_secret(
+        &req.client_id,
+        req.client_secret,
+        overlap,
+        Instant::now(),
+    );
+    match rotated {
+        Ok(()) => Json(RotateSecretResult {
+            client_id: req.client_id,
+            previous_valid_for_secs: req.overlap_secs,
+        })
+        .into_response(),
+        Err(message) => reject(StatusCode::NOT_FOUND, "unknown_app", message),
     }
 }
 

@@ -33,8 +33,8 @@ pub use model::{
     ClientSecret, ControlErrorBody, CounterSet, Counters, DeliverRequest, DeliveryReport,
     DeliveryState, ExpireTokens, ExpireTokensResult, FaultEndpoint, FaultMode, FaultRule,
     FaultView, GenerateEvents, InactiveIntrospection, InstallationCounters, InstallationRef,
-    RefreshTokenCounters, RefreshTokenState, RepeatedRefreshes, RequestLogEntry, Settings,
-    SettingsPatch,
+    RefreshTokenCounters, RefreshTokenState, RepeatedRefreshes, RequestLogEntry, RotateSecret,
+    RotateSecretResult, Settings, SettingsPatch,
 };
 pub use server::{router, spawn, SimHandle};
 pub use state::SimState;

@@ -299,6 +299,27 @@ pub struct InstallationRef {
     pub hub_id: u64,
 }
 
+/// `POST /_sim/apps/rotate-secret`: the app's new client secret, and how long the previous one
+/// keeps authenticating token calls (HubSpot keeps it until the developer expires it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateSecret {
+    pub client_id: String,
+    pub client_secret: ClientSecret,
+    /// Seconds the previous secret stays valid; 0 (the default) ends it at once, after which
+    /// it answers `invalid_client`.
+    #[serde(default)]
+    pub overlap_secs: u64,
+}
+
+/// Answer of `POST /_sim/apps/rotate-secret`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotateSecretResult {
+    pub client_id: String,
+    /// Seconds the previous secret stays valid.
+    pub previous_valid_for_secs: u64,
+}
+
 /// Which access tokens `POST /_sim/tokens/expire` ages; absent fields match everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExpireTokens {

@@ -18,6 +18,7 @@ use uuid::Uuid;
 use crate::config::{AccountSpec, AppSpec, RotationMode, SeedFile, SimConfig, UserSpec};
 use crate::error::SimError;
 use crate::model::{
+    ClientSecret,
     CounterSet, Counters, DeliveryReport, FaultEndpoint, FaultMode, FaultRule, FaultView,
     InstallationCounters, RefreshTokenCounters, RefreshTokenState, RepeatedRefreshes,
     RequestLogEntry, Settings,
@@ -300,6 +301,8 @@ impl CounterStore {
 pub(crate) struct Store {
     pub(crate) settings: Settings,
     pub(crate) apps: BTreeMap<String, AppSpec>,
+    /// Per client id, the secret a rotation replaced and until when it still authenticates.
+    pub(crate) previous_secrets: HashMap<String, (ClientSecret, Instant)>,
     pub(crate) accounts: BTreeMap<u64, AccountSpec>,
     pub(crate) installations: BTreeMap<InstallKey, Installation>,
     pub(crate) codes: HashMap<TokenHash, AuthCode>,
@@ -325,6 +328,7 @@ impl Store {
         let mut store = Store {
             settings,
             apps: BTreeMap::new(),
+            previous_secrets: HashMap::new(),
             accounts: BTreeMap::new(),
             installations: BTreeMap::new(),
             codes: HashMap::new(),
@@ -378,6 +382,34 @@ impl Store {
             ));
         }
         Ok(self.apps.insert(app.client_id.clone(), app).is_none())
+    }
+
+    /// Replaces an app's client secret; the previous one keeps authenticating for `overlap`.
+    pub(crate) fn rotate_secret(
+        &mut self,
+        client_id: &str,
+        secret: ClientSecret,
+        overlap: Duration,
+        now: Instant,
+    ) -> Result<(), String> {
+        let app = self
+            .apps
+            .get_mut(client_id)
+            .ok_or_else(|| format!("no app with client_id {client_id}"))?;
+        let previous = std::mem::replace(&mut app.client_secret, secret);
+        self.previous_secrets
+            .insert(client_id.to_owned(), (previous, now + overlap));
+        Ok(())
+    }
+
+    /// Whether `secret` authenticates the app `client_id` now: its current secret, or the one
+    /// a rotation replaced while its overlap lasts.
+    pub(crate) fn secret_matches(&self, app: &AppSpec, secret: &str, now: Instant) -> bool {
+        secret == app.client_secret.expose()
+            || self
+                .previous_secrets
+                .get(&app.client_id)
+                .is_some_and(|(previous, until)| now < *until && secret == previous.expose())
     }
 
     /// Adds or replaces an account; returns whether it is new.

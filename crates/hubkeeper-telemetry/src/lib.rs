@@ -394,6 +394,21 @@ pub const METRICS_DESCRIBED: &[(&str, MetricKind, &str)] = &[
     ),
     ("hk_refresh_total", Counter, "Token refreshes by outcome."),
     (
+        "hk_app_credentials_rejected_total",
+        Counter,
+        "Apps whose refreshes were parked because HubSpot rejected their client credentials.",
+    ),
+    (
+        "hk_apps_refreshes_parked",
+        Gauge,
+        "Apps whose refreshes are parked (HubSpot rejected their client credentials), as the scheduler last counted.",
+    ),
+    (
+        "hk_token_failure_cache_hits_total",
+        Counter,
+        "Hand-outs answered from a refresh failure moments ago instead of calling HubSpot again.",
+    ),
+    (
         "hk_refresher_errors_total",
         Counter,
         "Refresher subscriptions to the refresh queue that were lost and resumed.",

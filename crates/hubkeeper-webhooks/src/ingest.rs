@@ -24,16 +24,30 @@ use crate::streams::batch_subject;
 
 /// What the verifier needs to know about an app.
 pub struct WebhookCredentials {
-    /// The app's client secret (HubSpot signs with it).
-    pub client_secret: SecretString,
+    /// The app's client secrets (HubSpot signs with them): the current one first, then, during
+    /// a rotation's overlap, the previous one.
+    pub client_secrets: Vec<ValidSecret>,
     /// Signature versions the app accepts.
     pub accepted: Vec<SignatureVersion>,
 }
 
+/// A client secret and the end of its validity (Unix milliseconds; `None`: no end).
+pub struct ValidSecret {
+    pub secret: SecretString,
+    pub valid_until_ms: Option<i64>,
+}
+
+impl ValidSecret {
+    fn valid_at(&self, now_ms: i64) -> bool {
+        self.valid_until_ms.is_none_or(|until| now_ms < until)
+    }
+}
+
 impl std::fmt::Debug for WebhookCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ends: Vec<Option<i64>> = self.client_secrets.iter().map(|s| s.valid_until_ms).collect();
         f.debug_struct("WebhookCredentials")
-            .field("client_secret", &"[redacted]")
+            .field("client_secrets", &format!("[redacted; valid until {ends:?}]"))
             .field("accepted", &self.accepted)
             .finish()
     }
@@ -127,6 +141,29 @@ pub struct Accepted {
 
 type CachedCredentials = (Instant, Arc<WebhookCredentials>);
 
+/// Cached credentials older than this are fetched again when a signature does not match.
+const REFETCH_AFTER: Duration = Duration::from_secs(2);
+
+/// Verifies `request` with every secret valid at `now_ms`, current first: the first match wins;
+/// when none matches, the current secret's verdict. `None` when there is no secret.
+fn verify_with_any(
+    verifier: &VerifierConfig,
+    creds: &WebhookCredentials,
+    request: &IncomingRequest<'_>,
+    now_ms: i64,
+) -> Option<Result<SignatureVersion, SignatureError>> {
+    let mut verdict = None;
+    for secret in creds.client_secrets.iter().filter(|s| s.valid_at(now_ms)) {
+        match signature::verify(verifier, secret.secret.expose_secret(), request, now_ms) {
+            Ok(version) => return Some(Ok(version)),
+            Err(e) => {
+                verdict.get_or_insert(Err(e));
+            }
+        }
+    }
+    verdict
+}
+
 pub struct WebhookIngest {
     js: jetstream::Context,
     credentials: Arc<dyn CredentialSource>,
@@ -169,6 +206,20 @@ impl WebhookIngest {
         let cache = self.cache.lock().ok()?;
         let (at, creds) = cache.get(&app_id)?;
         (at.elapsed() < self.config.credentials_ttl).then(|| creds.clone())
+    }
+
+    fn cached_longer_than(&self, app_id: Uuid, age: Duration) -> bool {
+        self.cache
+            .lock()
+            .ok()
+            .and_then(|cache| cache.get(&app_id).map(|(at, _)| at.elapsed() > age))
+            .unwrap_or(false)
+    }
+
+    fn forget(&self, app_id: Uuid) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.remove(&app_id);
+        }
     }
 
     async fn credentials(&self, app_id: Uuid) -> Result<Arc<WebhookCredentials>, IngestError> {
@@ -226,12 +277,21 @@ impl WebhookIngest {
             signature_v3: headers.signature_v3,
             timestamp: headers.timestamp,
         };
-        let version = signature::verify(
-            &verifier,
-            creds.client_secret.expose_secret(),
-            &request,
-            now_ms,
-        )?;
+        let mut verdict = verify_with_any(&verifier, &creds, &request, now_ms);
+        if matches!(verdict, Some(Err(SignatureError::Mismatch(_))))
+            && self.cached_longer_than(app_id, REFETCH_AFTER)
+        {
+            // The secret may have been rotated since these credentials were cached: ask the
+            // source once more (at most every REFETCH_AFTER per app, whatever is sent).
+            self.forget(app_id);
+            let fresh = self.credentials(app_id).await?;
+            verdict = verify_with_any(&verifier, &fresh, &request, now_ms);
+        }
+        let version = match verdict {
+            Some(verdict) => verdict?,
+            // No secret at all: nothing could have signed for this app.
+            None => return Err(IngestError::UnknownApp(app_id)),
+        };
         let events = validate_batch(&body)?;
 
         let mut id = Sha256::new();

@@ -21,6 +21,12 @@ pub struct RefreshCommand {
     /// Token generation the scheduler saw; part of the dedup id.
     pub generation: i64,
     pub reason: RefreshReason,
+    /// The last event of the installation's app the scheduler saw (`rm_apps.last_sequence`);
+    /// part of the dedup id, so installations of an app whose parked refreshes were resumed
+    /// (or whose secret was rotated) are enqueued again at once instead of after the dedup
+    /// window. Absent in commands of older schedulers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_sequence: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,10 +47,16 @@ impl RefreshCommand {
             RefreshReason::Expiring => "expiring",
             RefreshReason::Idle => "idle",
         };
-        format!(
-            "refresh:{}:{}:{reason}",
-            self.installation_id, self.generation
-        )
+        match self.app_sequence {
+            Some(app) => format!(
+                "refresh:{}:{}:{reason}:a{app}",
+                self.installation_id, self.generation
+            ),
+            None => format!(
+                "refresh:{}:{}:{reason}",
+                self.installation_id, self.generation
+            ),
+        }
     }
 
     pub fn subject(&self) -> String {
@@ -76,8 +88,12 @@ pub enum RefreshResult {
     NotRefreshable(String),
     /// HubSpot rejected the refresh token: the installation now needs re-authorisation.
     ReauthRequired,
-    /// Worth retrying (HubSpot 5xx, timeout, rate limit, database hiccup).
-    Transient(String),
+    /// Worth retrying (HubSpot 5xx, timeout, rate limit, database hiccup); `retry_after` is the
+    /// wait HubSpot asked for, when it did.
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
 }
 
 #[async_trait::async_trait]

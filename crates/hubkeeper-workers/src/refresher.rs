@@ -106,6 +106,18 @@ impl RefreshWorker {
     }
 }
 
+/// The wait before a transient failure is redelivered: HubSpot's `Retry-After` when it gave one
+/// (never less), else the worker's backoff for this delivery, plus up to a fifth of it at random
+/// (`unit` in `0.0..1.0`), so the refreshes that failed together do not all come back together.
+fn redelivery_delay(
+    retry_after: Option<Duration>,
+    backoff: Option<Duration>,
+    unit: f64,
+) -> Option<Duration> {
+    let base = retry_after.or(backoff)?;
+    Some(base + base.mul_f64(unit.clamp(0.0, 1.0) / 5.0))
+}
+
 /// What one queued command means for the token service, and its result for the queue.
 struct RefreshHandler {
     executor: Arc<dyn RefreshExecutor>,
@@ -130,15 +142,26 @@ impl Handler for RefreshHandler {
             RefreshResult::StillFresh => "still_fresh",
             RefreshResult::NotRefreshable(_) => "not_refreshable",
             RefreshResult::ReauthRequired => "reauth_required",
-            RefreshResult::Transient(_) => "transient",
+            RefreshResult::Transient { .. } => "transient",
         };
         metrics::counter!("hk_refresher_results_total", "result" => label).increment(1);
         match result {
-            RefreshResult::Transient(reason) => {
+            RefreshResult::Transient {
+                reason,
+                retry_after,
+            } => {
+                let delay = redelivery_delay(
+                    retry_after,
+                    delivery.backoff_delay(),
+                    rand::random::<f64>(),
+                );
                 if !delivery.is_last() {
-                    tracing::info!(%reason, delay = ?delivery.backoff_delay(), "refresh failed transiently; will retry");
+                    tracing::info!(%reason, ?delay, ?retry_after, "refresh failed transiently; will retry");
                 }
-                Outcome::retry(reason)
+                match delay {
+                    Some(delay) => Outcome::retry_after(delay, reason),
+                    None => Outcome::retry(reason),
+                }
             }
             // Recorded by the token service (or nothing to do): the command is done.
             RefreshResult::Refreshed
@@ -146,5 +169,21 @@ impl Handler for RefreshHandler {
             | RefreshResult::NotRefreshable(_)
             | RefreshResult::ReauthRequired => Outcome::Ack,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_honoured_and_every_delay_is_jittered_upwards() {
+        let s = Duration::from_secs;
+        assert_eq!(redelivery_delay(Some(s(30)), Some(s(2)), 0.0), Some(s(30)));
+        assert_eq!(redelivery_delay(Some(s(30)), Some(s(2)), 1.0), Some(s(36)));
+        assert_eq!(redelivery_delay(None, Some(s(10)), 0.5), Some(s(11)));
+        assert_eq!(redelivery_delay(None, None, 0.5), None);
+        let jittered = redelivery_delay(None, Some(s(10)), 0.25).expect("delay");
+        assert!(jittered > s(10) && jittered < s(12));
     }
 }

@@ -90,13 +90,17 @@ impl RefreshScheduler {
             .unwrap_or_else(|_| chrono::Duration::minutes(10));
         let idle = chrono::Duration::from_std(self.config.idle_after)
             .unwrap_or_else(|_| chrono::Duration::days(7));
-        let due: Vec<(uuid::Uuid, i64, bool)> = sqlx::query_as(
-            "SELECT installation_id, generation, access_expires_at >= now() + $1 AS idle
-               FROM rm_installations
-              WHERE status = 'connected'
-                AND (access_expires_at < now() + $1
-                     OR COALESCE(last_refreshed_at, last_connected_at) < now() - $2)
-              ORDER BY access_expires_at
+        let due: Vec<(uuid::Uuid, i64, bool, Option<i64>)> = sqlx::query_as(
+            "SELECT i.installation_id, i.generation, i.access_expires_at >= now() + $1 AS idle,
+                    a.last_sequence
+               FROM rm_installations i
+               LEFT JOIN rm_apps a ON a.app_id = i.app_id
+              WHERE i.status = 'connected'
+                -- Refreshes of an app whose credentials HubSpot refused are parked.
+                AND a.refreshes_parked_at IS NULL
+                AND (i.access_expires_at < now() + $1
+                     OR COALESCE(i.last_refreshed_at, i.last_connected_at) < now() - $2)
+              ORDER BY i.access_expires_at
               LIMIT $3",
         )
         .bind(lead)
@@ -106,7 +110,7 @@ impl RefreshScheduler {
         .await?;
 
         let mut acks = Vec::with_capacity(due.len());
-        for (installation_id, generation, idle) in due {
+        for (installation_id, generation, idle, app_sequence) in due {
             let command = RefreshCommand {
                 version: RefreshCommand::VERSION,
                 installation_id: installation_id.to_string(),
@@ -116,6 +120,7 @@ impl RefreshScheduler {
                 } else {
                     RefreshReason::Expiring
                 },
+                app_sequence,
             };
             let body =
                 serde_json::to_vec(&command).map_err(|e| SchedulerError::Publish(e.to_string()))?;
@@ -143,6 +148,14 @@ impl RefreshScheduler {
             }
         }
         metrics::counter!("hk_scheduler_enqueued_total").increment(outcome.enqueued as u64);
+        // Parked apps need an operator (rotate the secret or resume): the alert watches this.
+        let parked: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM rm_apps
+              WHERE refreshes_parked_at IS NOT NULL AND deleted_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        metrics::gauge!("hk_apps_refreshes_parked").set(parked as f64);
         Ok(outcome)
     }
 }

@@ -151,14 +151,24 @@ pub struct TokenArgs {
     pub refresh_lead: Duration,
 
     /// Seconds a handed-out access token is guaranteed to stay valid (unless the caller asks
-    /// for another margin).
+    /// for another margin). Must be below the 1800 s HubSpot issues access tokens for.
     #[arg(
         long = "token-min-validity-secs",
         env = "HK_TOKEN_MIN_VALIDITY_SECS",
         default_value = "300",
-        value_parser = seconds
+        value_parser = min_validity
     )]
     pub token_min_validity: Duration,
+
+    /// Seconds after a failed refresh during which a hand-out answers from that failure
+    /// instead of asking HubSpot again (0 disables).
+    #[arg(
+        long = "token-failure-cache-secs",
+        env = "HK_TOKEN_FAILURE_CACHE_SECS",
+        default_value = "5",
+        value_parser = seconds
+    )]
+    pub token_failure_cache: Duration,
 
     /// Longest time a process serves a cached access token without re-reading Postgres, in
     /// seconds.
@@ -621,6 +631,26 @@ pub enum SettingError {
     NoDelays,
     #[error("must not be empty")]
     Empty,
+    #[error(
+        "{secs} s is not below the {lifetime} s HubSpot issues access tokens for: every hand-out \
+         would refresh and still fail",
+        lifetime = HUBSPOT_ACCESS_TOKEN_LIFETIME.as_secs()
+    )]
+    MinValidityTooLong { secs: u64 },
+}
+
+/// How long HubSpot's access tokens live (`expires_in: 1800`).
+pub const HUBSPOT_ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(1800);
+
+/// The default hand-out margin: a duration below the access-token lifetime.
+fn min_validity(raw: &str) -> Result<Duration, SettingError> {
+    let margin = seconds(raw)?;
+    if margin >= HUBSPOT_ACCESS_TOKEN_LIFETIME {
+        return Err(SettingError::MinValidityTooLong {
+            secs: margin.as_secs(),
+        });
+    }
+    Ok(margin)
 }
 
 fn public_url(raw: &str) -> Result<url::Url, SettingError> {
@@ -694,6 +724,20 @@ fn secret(raw: &str) -> Result<SecretString, SettingError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_default_min_validity_no_token_can_satisfy_is_refused() {
+        assert_eq!(min_validity("300"), Ok(Duration::from_secs(300)));
+        assert_eq!(min_validity("1799"), Ok(Duration::from_secs(1799)));
+        assert_eq!(
+            min_validity("1800"),
+            Err(SettingError::MinValidityTooLong { secs: 1800 })
+        );
+        assert_eq!(
+            min_validity("1h"),
+            Err(SettingError::MinValidityTooLong { secs: 3600 })
+        );
+    }
 
     #[test]
     fn durations_default_to_their_unit_and_accept_explicit_ones() {

@@ -3,6 +3,7 @@
 //! each, so any role can be scaled out as N processes on N machines.
 
 mod admin;
+mod apps_cli;
 #[cfg(feature = "bench")]
 mod bench;
 mod config;
@@ -91,6 +92,13 @@ enum Command {
         settings: KeySettings,
         #[command(subcommand)]
         command: keys::KeysCommand,
+    },
+    /// App operations (resume parked refreshes).
+    Apps {
+        #[command(flatten)]
+        settings: StoreAndNatsSettings,
+        #[command(subcommand)]
+        command: apps_cli::AppsCommand,
     },
     /// API key management.
     Admin {
@@ -200,6 +208,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             roles::run_standalone(&settings.into_config()?, role.into()).await
         }
         Command::Admin { settings, command } => admin::run(&settings.into_config()?, command).await,
+        Command::Apps { settings, command } => {
+            apps_cli::run(&settings.into_config()?, command).await
+        }
         Command::Keys { settings, command } => keys::run(&settings.into_config()?, command).await,
         Command::Replay {
             projection,

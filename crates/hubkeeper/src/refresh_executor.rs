@@ -29,9 +29,10 @@ impl RefreshExecutor for TokenServiceRefresher {
             RefreshOutcome::StillFresh { .. } => RefreshResult::StillFresh,
             RefreshOutcome::NotRefreshable(why) => RefreshResult::NotRefreshable(why.to_string()),
             RefreshOutcome::ReauthRequired => RefreshResult::ReauthRequired,
-            RefreshOutcome::Failed(failure) => {
-                RefreshResult::Transient(format!("{}: {}", failure.class, failure.message))
-            }
+            RefreshOutcome::Failed(failure) => RefreshResult::Transient {
+                reason: format!("{}: {}", failure.class, failure.message),
+                retry_after: failure.retry_after,
+            },
         }
     }
 }

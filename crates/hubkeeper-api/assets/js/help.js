@@ -106,6 +106,15 @@ export const HELP = {
       ['Cannot change', 'Client ID and client secret. A different HubSpot app, or a rotated secret, means adding a new app entry.'],
     ],
   },
+  resumeRefreshes: {
+    title: 'About parked refreshes',
+    consequences: [
+      'Hubkeeper refreshes this app\'s tokens again, with the client secret it has now.',
+      'If the secret is still wrong, HubSpot refuses again and refreshes are parked again (one more alert).',
+      'If the secret was rotated in HubSpot, rotate it here instead (POST /v1/apps/{id}/rotate-secret): that resumes refreshes too.',
+    ],
+    note: 'Resume after fixing the app in HubSpot (e.g. restoring the secret Hubkeeper knows). The action is recorded in the activity log with your key.',
+  },
   deleteApp: {
     title: 'About deleting an app',
     consequences: [

@@ -83,9 +83,23 @@ impl TokenService {
             Some(InstallationStatus::Connected | InstallationStatus::Expired) => {}
             Some(other) => return Err(status_error(id, other)),
         }
+        // A margin no token of this installation can satisfy is the caller's mistake: refuse it
+        // before HubSpot is asked for a token that would not satisfy it either.
+        if let Some(lifetime) = installation.token_lifetime() {
+            if margin >= lifetime {
+                return Err(CoreError::TokenLifetimeTooShort {
+                    lifetime_secs: lifetime.num_seconds(),
+                    requested_secs: margin.num_seconds(),
+                });
+            }
+        }
         if !Need::ExpiresWithin(margin).holds(&installation, now) {
             let token = self.inner.open_cached(id, &installation).await?;
             return Ok(token.handed_out());
+        }
+        if let Some(recent) = self.inner.recent_failure(id, &installation, now) {
+            metrics::counter!("hk_token_failure_cache_hits_total").increment(1);
+            return Err(recent);
         }
         let trigger = RefreshTrigger::hand_out(request_id.map(str::to_owned));
         let flight = self
@@ -110,11 +124,38 @@ impl TokenService {
                 Err(CoreError::ReauthorizationRequired { id: id.to_string() })
             }
             Flight::Failed(e) => Err(CoreError::HubSpot(e)),
+            Flight::RecentlyFailed(e) => Err(e),
         }
     }
 }
 
 impl Inner {
+    /// The negative cache: while the installation's last refresh failed less than
+    /// [`super::TokenConfig::failure_cache`] ago, the error a hand-out answers with instead of
+    /// calling HubSpot again. Read from the aggregate, so a failure recorded by any process
+    /// counts.
+    pub(super) fn recent_failure(
+        &self,
+        id: &InstallationId,
+        installation: &Installation,
+        now: DateTime<Utc>,
+    ) -> Option<CoreError> {
+        let failure = installation.last_failure()?;
+        let window = chrono_duration(self.config.failure_cache);
+        let age = now - failure.at;
+        if age < chrono::Duration::zero() || age >= window {
+            return None;
+        }
+        let left = (window - age).num_milliseconds();
+        Some(CoreError::RecentRefreshFailure {
+            id: id.to_string(),
+            class: failure.class.as_str().to_owned(),
+            message: failure.message.clone(),
+            age_secs: age.num_seconds(),
+            retry_after_secs: u64::try_from(left).unwrap_or(0).div_ceil(1000).max(1),
+        })
+    }
+
     pub(super) fn cached(&self, id: &InstallationId) -> Option<CachedToken> {
         let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         cache

@@ -82,6 +82,9 @@ pub struct TokenConfig {
     pub lock_timeout: Duration,
     /// How often hand-out counters are written to `token_usage`.
     pub usage_flush_interval: Duration,
+    /// How long after a failed refresh a hand-out answers from that failure instead of asking
+    /// HubSpot again (the negative cache; zero disables it).
+    pub failure_cache: Duration,
 }
 
 impl Default for TokenConfig {
@@ -91,6 +94,7 @@ impl Default for TokenConfig {
             cache_max_age: Duration::from_secs(60),
             lock_timeout: Duration::from_secs(30),
             usage_flush_interval: Duration::from_secs(2),
+            failure_cache: Duration::from_secs(5),
         }
     }
 }

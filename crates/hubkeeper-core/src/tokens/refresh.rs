@@ -11,7 +11,7 @@ use hubkeeper_domain::installation::{
     Installation, InstallationCommand, InstallationError, InstallationStatus, RefreshFailureClass,
 };
 use hubkeeper_domain::metadata::{Actor, EventMetadata};
-use hubkeeper_domain::InstallationId;
+use hubkeeper_domain::{AppId, InstallationId};
 use hubkeeper_hubspot::{HubSpotError, RefreshToken, TransientCause};
 
 use super::handout::CachedToken;
@@ -114,6 +114,8 @@ pub enum NotRefreshable {
     AppDeleted,
     /// Its data key was shredded.
     Shredded,
+    /// HubSpot refused its app's client credentials: the app's refreshes are parked.
+    AppCredentialsRejected(AppId),
 }
 
 impl std::fmt::Display for NotRefreshable {
@@ -125,6 +127,11 @@ impl std::fmt::Display for NotRefreshable {
                 f.write_str("app deleted: tokens kept but cannot be refreshed")
             }
             NotRefreshable::Shredded => f.write_str("tenant forgotten: tokens unreadable"),
+            NotRefreshable::AppCredentialsRejected(app_id) => write!(
+                f,
+                "HubSpot rejected the client credentials of app {app_id}: its refreshes are \
+                 parked until the secret is rotated or an operator resumes them"
+            ),
         }
     }
 }
@@ -190,6 +197,8 @@ pub(super) enum Flight {
     NotRefreshable(NotRefreshable),
     ReauthRequired,
     Failed(HubSpotError),
+    /// A hand-out found that a refresh failed moments ago (the negative cache).
+    RecentlyFailed(CoreError),
 }
 
 impl TokenService {
@@ -259,6 +268,7 @@ impl TokenService {
                 message: e.to_string(),
                 retry_after: e.retry_after(),
             }),
+            Ok(Flight::RecentlyFailed(e)) => failed(&e),
             Err(e) => failed(&e),
         }
     }
@@ -298,6 +308,12 @@ impl Inner {
         if let Some(reason) = not_refreshable(&installation, now) {
             return Ok(Flight::NotRefreshable(reason));
         }
+        if trigger.kind == TriggerKind::HandOut && need.holds(&installation, now) {
+            // A hand-out that queued behind a flight that just failed answers from that failure.
+            if let Some(recent) = self.recent_failure(id, &installation, now) {
+                return Ok(Flight::RecentlyFailed(recent));
+            }
+        }
         if !need.holds(&installation, now) {
             // Someone else refreshed while we waited for the lock (Nango PR #2494).
             metrics::counter!("hk_refresh_total", "outcome" => "already_refreshed", "class" => "none")
@@ -312,10 +328,17 @@ impl Inner {
         ) else {
             return Ok(Flight::NotRefreshable(NotRefreshable::NeverConnected));
         };
-        let creds = match self.apps.credentials(app_id).await {
+        let creds = match self.apps.refresh_credentials(app_id).await {
             Ok(c) => c,
             Err(CoreError::AppDeleted { .. } | CoreError::NotFound { .. }) => {
                 return Ok(Flight::NotRefreshable(NotRefreshable::AppDeleted))
+            }
+            Err(CoreError::AppCredentialsRejected { .. }) => {
+                metrics::counter!("hk_refresh_total", "outcome" => "parked", "class" => "none")
+                    .increment(1);
+                return Ok(Flight::NotRefreshable(
+                    NotRefreshable::AppCredentialsRejected(app_id),
+                ));
             }
             Err(e) => return Err(e),
         };
@@ -395,8 +418,33 @@ impl Inner {
                 self.changed(id, Some(generation + 1)).await;
                 Ok(Flight::Fresh(token, true))
             }
+            Err(error @ HubSpotError::InvalidClient { .. }) => {
+                // The app's credentials, not this tenant's: one app-level event parks every
+                // refresh of the app; nothing is recorded on the installation.
+                metrics::counter!("hk_refresh_total", "outcome" => "app_credentials_rejected", "class" => error.class())
+                    .increment(1);
+                let code = error
+                    .details()
+                    .and_then(|d| d.error.clone().or_else(|| d.status.clone()))
+                    .unwrap_or_else(|| error.class().to_owned());
+                if let Err(e) = self
+                    .apps
+                    .record_credentials_rejected(
+                        app_id,
+                        &code,
+                        &error.to_string(),
+                        &trigger.metadata(self.clock.now()),
+                    )
+                    .await
+                {
+                    tracing::warn!(%app_id, error = %e, "credentials rejection not recorded");
+                }
+                Ok(Flight::NotRefreshable(
+                    NotRefreshable::AppCredentialsRejected(app_id),
+                ))
+            }
             Err(error) => {
-                let reauth = error.is_reauth_required();
+                let reauth = needs_reauthorization(&error);
                 let command = InstallationCommand::RecordRefreshFailure {
                     class: failure_class(&error),
                     reauth_required: reauth,
@@ -477,6 +525,24 @@ pub(super) fn not_refreshable_error(id: &InstallationId, reason: NotRefreshable)
         NotRefreshable::Shredded => CoreError::Shredded {
             owner: id.to_string(),
         },
+        NotRefreshable::AppCredentialsRejected(app_id) => CoreError::AppCredentialsRejected {
+            app_id: app_id.to_string(),
+        },
+    }
+}
+
+/// Whether a refresh failure means the tenant must install again: a dead refresh token, or any
+/// other answer HubSpot will repeat whatever we do (a 4xx that is neither a rate limit nor
+/// about the app's credentials). Rate limits, 5xx and network trouble are retried instead.
+fn needs_reauthorization(e: &HubSpotError) -> bool {
+    match e {
+        HubSpotError::InvalidGrant { .. }
+        | HubSpotError::RedirectUriMismatch { .. }
+        | HubSpotError::BadAuthCode { .. } => true,
+        HubSpotError::Unauthorized { status, .. } | HubSpotError::Unexpected { status, .. } => {
+            (400..500).contains(status) && !matches!(status, 408 | 429)
+        }
+        _ => false,
     }
 }
 
@@ -552,6 +618,33 @@ mod tests {
             failure_class(&HubSpotError::InvalidClient { details: d() }),
             RefreshFailureClass::Unauthorized
         );
+    }
+
+    #[test]
+    fn other_non_retryable_client_errors_need_reauthorization() {
+        let d = ErrorDetails::default;
+        assert!(needs_reauthorization(&HubSpotError::InvalidGrant { details: d() }));
+        assert!(needs_reauthorization(&HubSpotError::Unexpected {
+            status: 400,
+            details: d()
+        }));
+        assert!(needs_reauthorization(&HubSpotError::Unexpected {
+            status: 403,
+            details: d()
+        }));
+        assert!(!needs_reauthorization(&HubSpotError::Unexpected {
+            status: 502,
+            details: d()
+        }));
+        assert!(!needs_reauthorization(&HubSpotError::RateLimited {
+            retry_after: None,
+            details: d()
+        }));
+        assert!(!needs_reauthorization(&HubSpotError::Transient {
+            cause: TransientCause::Status(503),
+            details: d()
+        }));
+        assert!(!needs_reauthorization(&HubSpotError::InvalidClient { details: d() }));
     }
 
     #[test]

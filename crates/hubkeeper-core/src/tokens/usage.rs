@@ -1,5 +1,6 @@
 //! Hand-out counting: hand-outs are not events; they are counted in memory and written to
-//! `token_usage` in one statement per flush, whatever the traffic.
+//! `token_usage` (and the latest to `rm_installations.last_used_at`, "last used" on Token
+//! Management) in one statement per flush, whatever the traffic.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -96,13 +97,25 @@ impl Inner {
             counts.push(*count);
             lasts.push(*last);
         }
+        // One statement: the day counters, and "last used" on the installations read model (a
+        // side column the projector never writes, shown and sorted on by Token Management).
         let written = sqlx::query(
-            "INSERT INTO token_usage (installation_id, day, handouts, last_handed_out_at)
-             SELECT * FROM UNNEST($1::text[], $2::date[], $3::bigint[], $4::timestamptz[])
-             ON CONFLICT (installation_id, day) DO UPDATE
-                SET handouts = token_usage.handouts + EXCLUDED.handouts,
-                    last_handed_out_at = GREATEST(token_usage.last_handed_out_at,
-                                                  EXCLUDED.last_handed_out_at)",
+            "WITH counted AS (
+                 INSERT INTO token_usage (installation_id, day, handouts, last_handed_out_at)
+                 SELECT * FROM UNNEST($1::text[], $2::date[], $3::bigint[], $4::timestamptz[])
+                 ON CONFLICT (installation_id, day) DO UPDATE
+                    SET handouts = token_usage.handouts + EXCLUDED.handouts,
+                        last_handed_out_at = GREATEST(token_usage.last_handed_out_at,
+                                                      EXCLUDED.last_handed_out_at)
+                 RETURNING installation_id, last_handed_out_at
+             ), latest AS (
+                 SELECT installation_id::uuid AS id, max(last_handed_out_at) AS at
+                   FROM counted GROUP BY installation_id
+             )
+             UPDATE rm_installations r
+                SET last_used_at = GREATEST(r.last_used_at, latest.at)
+               FROM latest
+              WHERE r.installation_id = latest.id",
         )
         .bind(&ids)
         .bind(&days)

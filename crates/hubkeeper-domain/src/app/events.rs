@@ -18,9 +18,22 @@ pub mod event_types {
     pub const APP_UPDATED: &str = "AppUpdated";
     /// [`super::AppEvent::Deleted`].
     pub const APP_DELETED: &str = "AppDeleted";
+    /// [`super::AppEvent::ClientSecretRotated`].
+    pub const APP_CLIENT_SECRET_ROTATED: &str = "AppClientSecretRotated";
+    /// [`super::AppEvent::CredentialsRejected`].
+    pub const APP_CREDENTIALS_REJECTED: &str = "AppCredentialsRejected";
+    /// [`super::AppEvent::RefreshesResumed`].
+    pub const APP_REFRESHES_RESUMED: &str = "AppRefreshesResumed";
 
     /// Every app event type.
-    pub const ALL: [&str; 3] = [APP_REGISTERED, APP_UPDATED, APP_DELETED];
+    pub const ALL: [&str; 6] = [
+        APP_REGISTERED,
+        APP_UPDATED,
+        APP_DELETED,
+        APP_CLIENT_SECRET_ROTATED,
+        APP_CREDENTIALS_REJECTED,
+        APP_REFRESHES_RESUMED,
+    ];
 }
 
 /// Current payload version of `AppRegistered`. 1.0 is the shape the first prototype wrote
@@ -40,6 +53,17 @@ pub enum AppEvent {
     /// The app was deleted; it accepts no further commands.
     #[serde(rename = "AppDeleted")]
     Deleted(AppDeleted),
+    /// The client secret was replaced; the previous one stays valid for webhook signatures
+    /// until the end of the overlap.
+    #[serde(rename = "AppClientSecretRotated")]
+    ClientSecretRotated(AppClientSecretRotated),
+    /// HubSpot refused the app's client credentials on a refresh: the app's refreshes are
+    /// parked until the secret is rotated or an operator resumes them.
+    #[serde(rename = "AppCredentialsRejected")]
+    CredentialsRejected(AppCredentialsRejected),
+    /// An operator resumed the app's parked refreshes.
+    #[serde(rename = "AppRefreshesResumed")]
+    RefreshesResumed(AppRefreshesResumed),
 }
 
 impl DomainEvent for AppEvent {
@@ -48,6 +72,9 @@ impl DomainEvent for AppEvent {
             Self::Registered(_) => event_types::APP_REGISTERED,
             Self::Updated(_) => event_types::APP_UPDATED,
             Self::Deleted(_) => event_types::APP_DELETED,
+            Self::ClientSecretRotated(_) => event_types::APP_CLIENT_SECRET_ROTATED,
+            Self::CredentialsRejected(_) => event_types::APP_CREDENTIALS_REJECTED,
+            Self::RefreshesResumed(_) => event_types::APP_REFRESHES_RESUMED,
         }
         .to_owned()
     }
@@ -55,7 +82,11 @@ impl DomainEvent for AppEvent {
     fn event_version(&self) -> String {
         match self {
             Self::Registered(_) => APP_REGISTERED_VERSION,
-            Self::Updated(_) | Self::Deleted(_) => "1.0",
+            Self::Updated(_)
+            | Self::Deleted(_)
+            | Self::ClientSecretRotated(_)
+            | Self::CredentialsRejected(_)
+            | Self::RefreshesResumed(_) => "1.0",
         }
         .to_owned()
     }
@@ -136,6 +167,42 @@ pub struct AppDeleted {
     pub active_installations: u32,
     /// When the app was deleted.
     pub deleted_at: DateTime<Utc>,
+}
+
+/// Payload of `AppClientSecretRotated` (version 1.0). The new secret is sealed like the one
+/// of `AppRegistered`; the previous one is not repeated (it is in the app's earlier events).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppClientSecretRotated {
+    /// The app's id.
+    pub app_id: AppId,
+    /// The new client secret, sealed by the edge.
+    pub client_secret: Sealed,
+    /// Until when webhook signatures made with the previous secret are still accepted.
+    pub previous_valid_until: DateTime<Utc>,
+    /// When the secret was rotated.
+    pub rotated_at: DateTime<Utc>,
+}
+
+/// Payload of `AppCredentialsRejected` (version 1.0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppCredentialsRejected {
+    /// The app's id.
+    pub app_id: AppId,
+    /// HubSpot's error code (`invalid_client`, `unauthorized_client`, or a legacy status).
+    pub error: String,
+    /// Diagnostic text (bounded; no secrets).
+    pub message: String,
+    /// When the refusal was recorded.
+    pub rejected_at: DateTime<Utc>,
+}
+
+/// Payload of `AppRefreshesResumed` (version 1.0); the operator is in the metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppRefreshesResumed {
+    /// The app's id.
+    pub app_id: AppId,
+    /// When refreshes were resumed.
+    pub resumed_at: DateTime<Utc>,
 }
 
 stored_enum!(

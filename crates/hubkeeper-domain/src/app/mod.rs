@@ -22,13 +22,15 @@ pub use config::{
     MAX_DESCRIPTION_CHARS, MAX_LABEL_CHARS,
 };
 pub use events::{
-    event_types, AppDeleted, AppEvent, AppRegistered, AppUpdated, StoredEnvironment,
+    event_types, AppClientSecretRotated, AppCredentialsRejected, AppDeleted, AppEvent,
+    AppRefreshesResumed, AppRegistered, AppUpdated, StoredEnvironment,
     StoredOAuthGeneration, StoredSignatureVersion, APP_REGISTERED_VERSION,
 };
 
 use crate::aggregate::aggregate;
 use crate::ids::AppId;
 use crate::stored::convert_all;
+use crate::validate::shorten;
 use config::{
     check_scope_overlap, validate_client_id, validate_description, validate_label,
     validate_optional_scopes, validate_redirect_uri, validate_scopes, validate_signature_versions,
@@ -49,7 +51,32 @@ pub enum AppCommand {
         /// aggregate cannot see other aggregates).
         active_installations: u32,
     },
+    /// Replace the client secret; the previous one stays valid for webhook signatures during
+    /// `overlap_secs`. Resumes parked refreshes.
+    RotateClientSecret {
+        /// The new secret, sealed by the edge with `Aad::client_secret(app_id)`.
+        client_secret: Sealed,
+        /// Seconds during which the previous secret is still accepted (at most
+        /// [`MAX_ROTATION_OVERLAP_SECS`]).
+        overlap_secs: u64,
+    },
+    /// HubSpot refused the app's client credentials: park the app's refreshes. Recorded once;
+    /// further refusals while parked record nothing.
+    RecordCredentialsRejected {
+        /// HubSpot's error code.
+        error: String,
+        /// Diagnostic text (no secrets).
+        message: String,
+    },
+    /// An operator resumes parked refreshes (e.g. after fixing the secret in HubSpot).
+    ResumeRefreshes,
 }
+
+/// Longest overlap a rotation accepts: the previous secret must not stay valid for ever.
+pub const MAX_ROTATION_OVERLAP_SECS: u64 = 30 * 24 * 3600;
+
+/// Longest diagnostic text kept with a credentials rejection.
+pub const MAX_REJECTION_MESSAGE_CHARS: usize = 500;
 
 /// Registration input, as typed in the dashboard (strings are validated by the aggregate).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,10 +197,19 @@ pub enum AppError {
     ClientIdImmutable,
     /// Attempt to change the client secret.
     #[error(
-        "the client secret cannot be changed: rotate it in HubSpot and create a new app entry \
-         with the new secret"
+        "the client secret cannot be changed by an update: rotate it in HubSpot, then with \
+         POST /v1/apps/{{id}}/rotate-secret"
     )]
     ClientSecretImmutable,
+    /// Rotation overlap beyond [`MAX_ROTATION_OVERLAP_SECS`].
+    #[error("overlap_secs must be at most {max} (30 days)")]
+    OverlapTooLong {
+        /// The limit.
+        max: u64,
+    },
+    /// Resume while nothing is parked.
+    #[error("the app's refreshes are not parked; there is nothing to resume")]
+    RefreshesNotParked,
     /// Delete refused.
     #[error(
         "app has {count} active installation(s) that would lose access and stop refreshing; \
@@ -185,13 +221,40 @@ pub enum AppError {
     },
 }
 
-/// State of one app, rebuilt from its events.
+/// The secret a rotation replaced, still valid for webhook signatures until `valid_until`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousSecret {
+    /// The replaced secret, sealed.
+    pub secret: Sealed,
+    /// End of the overlap.
+    pub valid_until: DateTime<Utc>,
+}
+
+/// Why the app's refreshes are parked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialsRejection {
+    /// HubSpot's error code.
+    pub error: String,
+    /// Diagnostic text.
+    pub message: String,
+    /// When it was recorded.
+    pub at: DateTime<Utc>,
+}
+
+/// State of one app, rebuilt from its events. New fields default so snapshots written before
+/// them still load.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct App {
     app_id: Option<AppId>,
     config: Option<AppConfig>,
     updated_at: Option<DateTime<Utc>>,
     deleted_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    previous_secret: Option<PreviousSecret>,
+    #[serde(default)]
+    secret_rotated_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    parked: Option<CredentialsRejection>,
 }
 
 impl App {
@@ -218,6 +281,36 @@ impl App {
     /// Whether the app was deleted.
     pub fn is_deleted(&self) -> bool {
         self.deleted_at.is_some()
+    }
+
+    /// The secrets a webhook signature may be made with at `at`: the current one first, then
+    /// the one a rotation replaced while its overlap lasts. Empty before registration.
+    pub fn secrets_valid_at(&self, at: DateTime<Utc>) -> Vec<&Sealed> {
+        let Some(config) = &self.config else {
+            return Vec::new();
+        };
+        let mut secrets = vec![&config.client_secret];
+        if let Some(previous) = &self.previous_secret {
+            if at < previous.valid_until {
+                secrets.push(&previous.secret);
+            }
+        }
+        secrets
+    }
+
+    /// The secret the last rotation replaced and the end of its overlap (also once over).
+    pub fn previous_secret(&self) -> Option<&PreviousSecret> {
+        self.previous_secret.as_ref()
+    }
+
+    /// When the client secret was last rotated.
+    pub fn secret_rotated_at(&self) -> Option<DateTime<Utc>> {
+        self.secret_rotated_at
+    }
+
+    /// Why the app's refreshes are parked, while they are.
+    pub fn refreshes_parked(&self) -> Option<&CredentialsRejection> {
+        self.parked.as_ref()
     }
 
     /// The configuration `update` would produce and the warnings to show for it, without
@@ -318,6 +411,56 @@ impl App {
             deleted_at: now,
         }))
     }
+
+    fn rotate_secret(
+        &self,
+        client_secret: Sealed,
+        overlap_secs: u64,
+        now: DateTime<Utc>,
+    ) -> Result<AppEvent, AppError> {
+        let (app_id, _) = self.live()?;
+        if overlap_secs > MAX_ROTATION_OVERLAP_SECS {
+            return Err(AppError::OverlapTooLong {
+                max: MAX_ROTATION_OVERLAP_SECS,
+            });
+        }
+        let overlap = i64::try_from(overlap_secs).unwrap_or(i64::MAX);
+        Ok(AppEvent::ClientSecretRotated(AppClientSecretRotated {
+            app_id,
+            client_secret,
+            previous_valid_until: now + chrono::Duration::seconds(overlap),
+            rotated_at: now,
+        }))
+    }
+
+    fn credentials_rejected(
+        &self,
+        error: &str,
+        message: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<AppEvent>, AppError> {
+        let (app_id, _) = self.live()?;
+        if self.parked.is_some() {
+            return Ok(None);
+        }
+        Ok(Some(AppEvent::CredentialsRejected(AppCredentialsRejected {
+            app_id,
+            error: shorten(error.trim(), 64),
+            message: shorten(message.trim(), MAX_REJECTION_MESSAGE_CHARS),
+            rejected_at: now,
+        })))
+    }
+
+    fn resume(&self, now: DateTime<Utc>) -> Result<AppEvent, AppError> {
+        let (app_id, _) = self.live()?;
+        if self.parked.is_none() {
+            return Err(AppError::RefreshesNotParked);
+        }
+        Ok(AppEvent::RefreshesResumed(AppRefreshesResumed {
+            app_id,
+            resumed_at: now,
+        }))
+    }
 }
 
 aggregate!(App, "app", AppCommand, AppEvent, AppError);
@@ -333,6 +476,14 @@ impl App {
                 force,
                 active_installations,
             } => Some(self.delete(force, active_installations, now)?),
+            AppCommand::RotateClientSecret {
+                client_secret,
+                overlap_secs,
+            } => Some(self.rotate_secret(client_secret, overlap_secs, now)?),
+            AppCommand::RecordCredentialsRejected { error, message } => {
+                self.credentials_rejected(&error, &message, now)?
+            }
+            AppCommand::ResumeRefreshes => Some(self.resume(now)?),
         };
         Ok(event.into_iter().collect())
     }
@@ -389,6 +540,29 @@ impl App {
             }
             AppEvent::Deleted(e) => {
                 self.deleted_at = Some(e.deleted_at);
+            }
+            AppEvent::ClientSecretRotated(e) => {
+                let Some(config) = self.config.as_mut() else {
+                    return;
+                };
+                let previous = std::mem::replace(&mut config.client_secret, e.client_secret);
+                self.previous_secret = Some(PreviousSecret {
+                    secret: previous,
+                    valid_until: e.previous_valid_until,
+                });
+                self.secret_rotated_at = Some(e.rotated_at);
+                // A new secret is what a credentials rejection asks for.
+                self.parked = None;
+            }
+            AppEvent::CredentialsRejected(e) => {
+                self.parked = Some(CredentialsRejection {
+                    error: e.error,
+                    message: e.message,
+                    at: e.rejected_at,
+                });
+            }
+            AppEvent::RefreshesResumed(_) => {
+                self.parked = None;
             }
         }
     }

@@ -454,8 +454,8 @@ async fn client_secret_change_is_refused_with_guidance() {
         }))
         .await
         .then_expect_error_message(
-            "the client secret cannot be changed: rotate it in HubSpot and create a new app \
-             entry with the new secret",
+            "the client secret cannot be changed by an update: rotate it in HubSpot, then with \
+             POST /v1/apps/{id}/rotate-secret",
         );
 }
 
@@ -755,4 +755,165 @@ fn app_state_round_trips_through_serde() {
     let json = serde_json::to_string(&app).expect("serialize");
     let back: App = serde_json::from_str(&json).expect("deserialize");
     assert_eq!(back, app);
+}
+
+// ---- client secret rotation and parked refreshes ----------------------------------------
+
+fn other_secret() -> Sealed {
+    let key = DataKey::generate();
+    seal(
+        &key,
+        b"client-secret-2",
+        &Aad::client_secret(app_id().to_string()),
+    )
+    .expect("seal")
+}
+
+fn rotated(new: &Sealed, overlap: Duration) -> AppEvent {
+    AppEvent::ClientSecretRotated(AppClientSecretRotated {
+        app_id: app_id(),
+        client_secret: new.clone(),
+        previous_valid_until: later() + overlap,
+        rotated_at: later(),
+    })
+}
+
+fn rejected(at: DateTime<Utc>) -> AppEvent {
+    AppEvent::CredentialsRejected(AppCredentialsRejected {
+        app_id: app_id(),
+        error: "invalid_client".into(),
+        message: "HubSpot rejected the app's client credentials".into(),
+        rejected_at: at,
+    })
+}
+
+#[tokio::test]
+async fn rotating_records_the_new_sealed_secret_and_the_end_of_the_overlap() {
+    let (s, new) = (secret(), other_secret());
+    at(later())
+        .given(vec![registered(&s)])
+        .when_async(AppCommand::RotateClientSecret {
+            client_secret: new.clone(),
+            overlap_secs: 86_400,
+        })
+        .await
+        .then_expect_events(vec![rotated(&new, Duration::hours(24))]);
+}
+
+#[tokio::test]
+async fn rotation_refuses_an_endless_overlap_and_deleted_or_unknown_apps() {
+    let (s, new) = (secret(), other_secret());
+    at(later())
+        .given(vec![registered(&s)])
+        .when_async(AppCommand::RotateClientSecret {
+            client_secret: new.clone(),
+            overlap_secs: MAX_ROTATION_OVERLAP_SECS + 1,
+        })
+        .await
+        .then_expect_error(AppError::OverlapTooLong {
+            max: MAX_ROTATION_OVERLAP_SECS,
+        });
+    at(later())
+        .given(vec![registered(&s), deleted()])
+        .when_async(AppCommand::RotateClientSecret {
+            client_secret: new.clone(),
+            overlap_secs: 60,
+        })
+        .await
+        .then_expect_error(AppError::Deleted);
+    at(later())
+        .given_no_previous_events()
+        .when_async(AppCommand::RotateClientSecret {
+            client_secret: new,
+            overlap_secs: 60,
+        })
+        .await
+        .then_expect_error(AppError::NotRegistered);
+}
+
+#[test]
+fn both_secrets_are_valid_during_the_overlap_then_only_the_new_one() {
+    let (s, new) = (secret(), other_secret());
+    let app = state(vec![registered(&s), rotated(&new, Duration::hours(1))]);
+    assert_eq!(app.config().map(|c| &c.client_secret), Some(&new));
+    assert_eq!(app.secrets_valid_at(later()), vec![&new, &s]);
+    assert_eq!(
+        app.secrets_valid_at(later() + Duration::minutes(59)),
+        vec![&new, &s]
+    );
+    assert_eq!(app.secrets_valid_at(later() + Duration::hours(1)), vec![&new]);
+    assert_eq!(app.secret_rotated_at(), Some(later()));
+    assert!(App::default().secrets_valid_at(t0()).is_empty());
+}
+
+#[tokio::test]
+async fn a_credentials_rejection_parks_refreshes_once() {
+    let s = secret();
+    at(later())
+        .given(vec![registered(&s)])
+        .when_async(AppCommand::RecordCredentialsRejected {
+            error: " invalid_client ".into(),
+            message: "HubSpot rejected the app's client credentials".into(),
+        })
+        .await
+        .then_expect_events(vec![rejected(later())]);
+    // Further refusals while parked (other installations, other processes) record nothing.
+    at(later() + Duration::minutes(1))
+        .given(vec![registered(&s), rejected(later())])
+        .when_async(AppCommand::RecordCredentialsRejected {
+            error: "invalid_client".into(),
+            message: "again".into(),
+        })
+        .await
+        .then_expect_events(vec![]);
+    let parked = state(vec![registered(&s), rejected(later())]);
+    assert_eq!(
+        parked.refreshes_parked().map(|p| p.error.as_str()),
+        Some("invalid_client")
+    );
+}
+
+#[tokio::test]
+async fn an_operator_resumes_parked_refreshes() {
+    let s = secret();
+    let resumed = AppEvent::RefreshesResumed(AppRefreshesResumed {
+        app_id: app_id(),
+        resumed_at: later(),
+    });
+    at(later())
+        .given(vec![registered(&s), rejected(t0())])
+        .when_async(AppCommand::ResumeRefreshes)
+        .await
+        .then_expect_events(vec![resumed.clone()]);
+    assert!(state(vec![registered(&s), rejected(t0()), resumed])
+        .refreshes_parked()
+        .is_none());
+    at(later())
+        .given(vec![registered(&s)])
+        .when_async(AppCommand::ResumeRefreshes)
+        .await
+        .then_expect_error(AppError::RefreshesNotParked);
+}
+
+#[test]
+fn rotating_the_secret_resumes_parked_refreshes() {
+    let (s, new) = (secret(), other_secret());
+    let app = state(vec![
+        registered(&s),
+        rejected(t0()),
+        rotated(&new, Duration::hours(1)),
+    ]);
+    assert!(app.refreshes_parked().is_none());
+}
+
+#[test]
+fn snapshots_written_before_rotation_existed_still_load() {
+    let s = secret();
+    let mut old = serde_json::to_value(state(vec![registered(&s)])).expect("json");
+    let object = old.as_object_mut().expect("object");
+    object.remove("previous_secret");
+    object.remove("secret_rotated_at");
+    object.remove("parked");
+    let app: App = serde_json::from_value(old).expect("old snapshot loads");
+    assert_eq!(app, state(vec![registered(&s)]));
 }

@@ -134,6 +134,20 @@ pub enum RefreshFailureClass {
     Other,
 }
 
+impl RefreshFailureClass {
+    /// Stable snake_case name (also the serde form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidGrant => "invalid_grant",
+            Self::Unauthorized => "unauthorized",
+            Self::RateLimited => "rate_limited",
+            Self::ServerError => "server_error",
+            Self::Network => "network",
+            Self::Other => "other",
+        }
+    }
+}
+
 /// Who ended a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -430,6 +444,17 @@ impl Installation {
     /// Expiry of the current access token, while tokens are held.
     pub fn access_expires_at(&self) -> Option<DateTime<Utc>> {
         self.tokens.as_ref().map(|t| t.access_expires_at)
+    }
+
+    /// How long the current access token was issued for: from the connect or refresh that
+    /// brought it to its expiry. `None` while no tokens are held.
+    pub fn token_lifetime(&self) -> Option<Duration> {
+        let expires_at = self.access_expires_at()?;
+        let issued_at = match (self.last_refreshed_at, self.last_connected_at) {
+            (Some(r), Some(c)) => r.max(c),
+            (r, c) => r.or(c)?,
+        };
+        Some(expires_at - issued_at)
     }
 
     /// The current sealed token pair; `None` once disconnected, revoked or never connected.

@@ -228,6 +228,9 @@ pub struct AppRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
+    pub secret_rotated_at: Option<DateTime<Utc>>,
+    /// Since when the app's refreshes are parked (HubSpot refused its credentials).
+    pub refreshes_parked_at: Option<DateTime<Utc>>,
     pub last_sequence: i64,
     pub last_position: i64,
 }
@@ -255,6 +258,8 @@ impl AppRow {
             created_at: r.registered_at,
             updated_at: r.registered_at,
             deleted_at: None,
+            secret_rotated_at: None,
+            refreshes_parked_at: None,
             last_sequence: event.sequence,
             last_position: event.global_position,
         })
@@ -291,6 +296,13 @@ impl AppRow {
                 self.updated_at = u.updated_at;
             }
             AppEvent::Deleted(d) => self.deleted_at = Some(d.deleted_at),
+            AppEvent::ClientSecretRotated(r) => {
+                self.secret_rotated_at = Some(r.rotated_at);
+                self.refreshes_parked_at = None;
+                self.updated_at = r.rotated_at;
+            }
+            AppEvent::CredentialsRejected(r) => self.refreshes_parked_at = Some(r.rejected_at),
+            AppEvent::RefreshesResumed(_) => self.refreshes_parked_at = None,
         }
         self.last_sequence = event.sequence;
         self.last_position = event.global_position;

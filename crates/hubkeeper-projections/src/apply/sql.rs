@@ -20,7 +20,7 @@ const INSTALLATION_COLUMNS: &str = "installation_id, app_id, hub_id, user_id, hu
 
 const APP_COLUMNS: &str = "app_id, label, client_id, environment, description, redirect_uri, \
     scopes, optional_scopes, oauth_generation, signature_versions, created_at, updated_at, \
-    deleted_at, last_sequence, last_position";
+    deleted_at, secret_rotated_at, refreshes_parked_at, last_sequence, last_position";
 
 /// Loads (and locks) the rows of the aggregates of `events`, with what judging them needs.
 pub(super) async fn load(

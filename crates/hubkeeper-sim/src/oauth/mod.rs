@@ -85,7 +85,9 @@ fn authenticate_client(
         return Err(ClientAuthError::UnknownClient);
     };
     match form.get("client_secret") {
-        Some(secret) if secret == app.client_secret.expose() => Ok(app.clone()),
+        Some(secret) if store.secret_matches(app, secret, std::time::Instant::now()) => {
+            Ok(app.clone())
+        }
         _ => Err(ClientAuthError::BadSecret),
     }
 }

@@ -60,6 +60,7 @@ pub async fn build(
         clock: clock.clone(),
         config: TokenConfig {
             default_min_validity: config.tokens.token_min_validity,
+            failure_cache: config.tokens.token_failure_cache,
             cache_max_age: config.tokens.token_cache_max_age,
             lock_timeout: config
                 .tokens

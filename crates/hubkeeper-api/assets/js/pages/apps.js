@@ -1,6 +1,7 @@
 // App Management: the HubSpot OAuth apps customers connect through. Add, edit (within the
-// rules: client ID and secret never change), delete (refused while installations are active
-// unless forced).
+// rules: client ID and secret never change by an edit; a rotated secret goes through
+// POST /v1/apps/{id}/rotate-secret), delete (refused while installations are active unless
+// forced), and resume refreshes parked after HubSpot rejected the app's client credentials.
 
 import { get, post, patch, del, query, listOf } from '../api.js';
 import { h, clear, pageHeader, section, loading, errorState, emptyState, time, table, helpPanel, field, setFieldError, toast, confirmAction, actionButton, run, attempt, settle } from '../ui.js';
@@ -81,13 +82,16 @@ export async function render(ctx) {
         return;
       }
       listBox.append(table([
-        { label: 'Label', cell: (a) => h('span', {}, h('strong', {}, a.label), a.description ? h('span', { class: 'sub' }, a.description) : null) },
+        { label: 'Label', cell: (a) => h('span', {}, h('strong', {}, a.label),
+          a.refreshes_parked_at ? h('span', { class: 'badge badge-error', title: 'HubSpot rejected this app\'s client credentials: its token refreshes are parked until the secret is rotated or refreshes are resumed.' }, 'Refreshes parked') : null,
+          a.description ? h('span', { class: 'sub' }, a.description) : null) },
         { label: 'Client ID', cell: (a) => h('code', { class: 'nowrap' }, a.client_id) },
         { label: 'Environment', cell: (a) => h('span', { class: `badge badge-env-${a.environment}` }, a.environment) },
         { label: 'Installations', cell: (a) => h('span', {}, String(a.installation_count ?? 0), h('span', { class: 'sub' }, `${a.active_installation_count ?? 0} active`)) },
         { label: 'Created', cell: (a) => time(a.created_at || a.registered_at, { date: true }) },
         { label: 'Actions', class: 'actions', cell: (a) => h('div', { class: 'row-actions' },
           h('a', { class: 'btn btn-small', href: `/oauth/${a.app_id}/install`, title: `Start connecting a HubSpot account through ${a.label}` }, 'Connect account'),
+          a.refreshes_parked_at ? resumeButton(a) : null,
           editButton(a), deleteButton(a)) },
       ], apps, { caption: 'Apps', rowId: (a) => a.app_id }));
     } catch (e) {
@@ -102,6 +106,29 @@ export async function render(ctx) {
       onClick: () => openForm(app),
     });
     btn.dataset.action = 'edit';
+    return btn;
+  }
+
+  function resumeButton(app) {
+    const btn = actionButton('Resume refreshes', {
+      allowed: admin,
+      deniedReason: ctx.deniedReason('administer'),
+      onClick: async () => {
+        const answer = await confirmAction({
+          title: `Resume the token refreshes of "${app.label}"?`,
+          intro: `HubSpot rejected this app's client credentials (since ${new Date(app.refreshes_parked_at).toLocaleString()}), so Hubkeeper stopped refreshing its installations' tokens.`,
+          consequences: HELP.resumeRefreshes.consequences,
+          confirmLabel: 'Resume refreshes',
+        });
+        if (!answer) return;
+        await attempt(btn, () => post(`/v1/apps/${app.app_id}/resume-refreshes`), {
+          succeeded: () => `Refreshes of "${app.label}" resumed.`,
+          failed: 'Refreshes were not resumed',
+        });
+        settle(load);
+      },
+    });
+    btn.dataset.action = 'resume-refreshes';
     return btn;
   }
 
