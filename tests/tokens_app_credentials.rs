@@ -176,7 +176,11 @@ async fn rotating_the_client_secret_mid_traffic_needs_no_reinstall() {
     assert_eq!(refreshed["refreshed"], true);
     let calls = h.tap.record.calls();
     assert_eq!(calls.len(), calls_before + 1);
-    assert_eq!(calls.last().unwrap().status, 200, "HubSpot took the new secret");
+    assert_eq!(
+        calls.last().unwrap().status,
+        200,
+        "HubSpot took the new secret"
+    );
     let (status, second) = h.token(api, &id, 60).await;
     assert_eq!(status, StatusCode::OK, "{second}");
     assert_ne!(second["access_token"], first["access_token"]);
@@ -282,7 +286,10 @@ async fn rejected_app_credentials_park_refreshes_until_resumed_or_rotated() {
     // One app-level event; nothing per installation; nothing dead-lettered.
     let rejected = events_of(&h, &app.app_id, "AppCredentialsRejected").await;
     assert_eq!(rejected.len(), 1, "{rejected:?}");
-    assert_eq!(rejected[0].1["AppCredentialsRejected"]["error"], "invalid_client");
+    assert_eq!(
+        rejected[0].1["AppCredentialsRejected"]["error"],
+        "invalid_client"
+    );
     for installation in [&a, &b] {
         let details = h.details(api, installation).await;
         assert_eq!(details["status"], "connected", "{details}");
@@ -315,7 +322,11 @@ async fn rejected_app_credentials_park_refreshes_until_resumed_or_rotated() {
     // An operator resumes (recorded with the operator's key); HubSpot still refuses the old
     // secret, so the next refresh parks the app again: a second event, still one per refusal.
     let (status, body) = h
-        .post(api, &format!("/v1/apps/{}/resume-refreshes", app.app_id), None)
+        .post(
+            api,
+            &format!("/v1/apps/{}/resume-refreshes", app.app_id),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body["refreshes_parked"].is_null(), "{body}");
@@ -323,7 +334,11 @@ async fn rejected_app_credentials_park_refreshes_until_resumed_or_rotated() {
     assert_eq!(resumed.len(), 1);
     assert!(resumed[0].0.starts_with("key:"), "{}", resumed[0].0);
     let (status, body) = h
-        .post(api, &format!("/v1/apps/{}/resume-refreshes", app.app_id), None)
+        .post(
+            api,
+            &format!("/v1/apps/{}/resume-refreshes", app.app_id),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "not_parked");
@@ -350,9 +365,7 @@ async fn rejected_app_credentials_park_refreshes_until_resumed_or_rotated() {
     wait_until(
         "both installations refreshed with the new secret",
         Duration::from_secs(60),
-        || async {
-            count_events(&h, "InstallationTokensRefreshed").await >= 2
-        },
+        || async { count_events(&h, "InstallationTokensRefreshed").await >= 2 },
     )
     .await;
     let (status, body) = h.token(api, &b, 60).await;
@@ -365,7 +378,9 @@ async fn rejected_app_credentials_park_refreshes_until_resumed_or_rotated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn min_validity_negative_cache_and_last_used() {
     let mut h = Harness::start(SimConfig::default()).await;
-    let api = h.spawn_api("api", &[("HK_TOKEN_FAILURE_CACHE_SECS", "30")]).await;
+    let api = h
+        .spawn_api("api", &[("HK_TOKEN_FAILURE_CACHE_SECS", "30")])
+        .await;
     h.register_account(43_000_001).await;
     h.register_account(43_000_002).await;
     let app = h.register_app(api, OLD_SECRET, OLD_SECRET).await;
@@ -383,7 +398,11 @@ async fn min_validity_negative_cache_and_last_used() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(body["error"]["code"], "min_validity_unsatisfiable");
     }
-    assert_eq!(hubspot_calls(&h), calls, "no HubSpot call for an impossible margin");
+    assert_eq!(
+        hubspot_calls(&h),
+        calls,
+        "no HubSpot call for an impossible margin"
+    );
 
     // HubSpot fails the refresh: the first hand-out that needs one calls HubSpot once; the
     // ones right after answer from that failure (Retry-After) without calling again.
@@ -398,9 +417,11 @@ async fn min_validity_negative_cache_and_last_used() {
         .unwrap();
     // (The first token must have aged below the margin, so that the hand-out needs a refresh.)
     let expires = at(&h.details(api, &id).await["access_expires_at"]);
-    wait_until("the token has less than 119 s left", Duration::from_secs(10), || async {
-        expires - Utc::now() < chrono::Duration::seconds(119)
-    })
+    wait_until(
+        "the token has less than 119 s left",
+        Duration::from_secs(10),
+        || async { expires - Utc::now() < chrono::Duration::seconds(119) },
+    )
     .await;
     let (status, body) = h.token(api, &id, 119).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");

@@ -6,6 +6,7 @@
 //! out is [`AppService::credentials`], which hands it straight to the HubSpot client.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -196,6 +197,8 @@ struct Inner {
     vault: Vault,
     broadcaster: Broadcaster,
     credentials: Mutex<HashMap<AppId, (Opened, Instant)>>,
+    /// Bumped whenever cached credentials are dropped (see [`AppService::credentials_generation`]).
+    generation: AtomicU64,
     listener: OnceLock<Option<ListenerGuard>>,
 }
 
@@ -214,6 +217,7 @@ impl AppService {
                 vault,
                 broadcaster: broadcaster.clone(),
                 credentials: Mutex::new(HashMap::new()),
+                generation: AtomicU64::new(0),
                 listener: OnceLock::new(),
             }),
         };
@@ -394,6 +398,13 @@ impl AppService {
         Ok(self.opened(app_id).await?.credentials)
     }
 
+    /// Changes whenever an app's cached credentials are dropped here, because it changed in this
+    /// process or another (rotation, update, deletion, parking): callers that keep credentials
+    /// of their own (the webhook intake) fetch them again when it moved.
+    pub fn credentials_generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::Acquire)
+    }
+
     /// The credentials a refresh uses: [`Self::credentials`], refused with
     /// [`CoreError::AppCredentialsRejected`] while HubSpot's refusal parks the app's refreshes.
     pub async fn refresh_credentials(&self, app_id: AppId) -> Result<AppCredentials, CoreError> {
@@ -536,9 +547,16 @@ impl AppService {
                 metadata,
             )
             .await?;
-        metrics::counter!("hk_app_credentials_rejected_total").increment(1);
-        tracing::error!(%app_id, error, "HubSpot rejected the app's client credentials; its refreshes are parked");
         self.changed(app_id).await;
+        // Concurrent refusals each get here; only the one whose event was recorded reports it.
+        let after = self.load(app_id).await?;
+        let recorded_now = after
+            .refreshes_parked()
+            .is_some_and(|p| metadata.occurred_at <= p.at);
+        if recorded_now {
+            metrics::counter!("hk_app_credentials_rejected_total").increment(1);
+            tracing::error!(%app_id, error, "HubSpot rejected the app's client credentials; its refreshes are parked");
+        }
         Ok(())
     }
 
@@ -630,6 +648,7 @@ impl Inner {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(app_id);
+        self.generation.fetch_add(1, Ordering::Release);
     }
 }
 

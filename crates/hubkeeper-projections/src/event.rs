@@ -150,8 +150,7 @@ impl ProjectedEvent {
 }
 
 fn is_known_app_event(event_type: &str) -> bool {
-    use hubkeeper_domain::app::event_types::*;
-    matches!(event_type, APP_REGISTERED | APP_UPDATED | APP_DELETED)
+    hubkeeper_domain::app::event_types::ALL.contains(&event_type)
 }
 
 fn is_known_installation_event(event_type: &str) -> bool {

@@ -120,12 +120,10 @@ async fn rotate_secret(State(state): State<SimState>, body: Bytes) -> Response {
         );
     }
     let overlap = Duration::from_secs(req.overlap_secs);
-    let rotated = state.lock().rotate_secret(
-        &req.client_id,
-        req.client_secret,
-        overlap,
-        Instant::now(),
-    );
+    let rotated =
+        state
+            .lock()
+            .rotate_secret(&req.client_id, req.client_secret, overlap, Instant::now());
     match rotated {
         Ok(()) => Json(RotateSecretResult {
             client_id: req.client_id,

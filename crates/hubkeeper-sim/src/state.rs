@@ -18,9 +18,8 @@ use uuid::Uuid;
 use crate::config::{AccountSpec, AppSpec, RotationMode, SeedFile, SimConfig, UserSpec};
 use crate::error::SimError;
 use crate::model::{
-    ClientSecret,
-    CounterSet, Counters, DeliveryReport, FaultEndpoint, FaultMode, FaultRule, FaultView,
-    InstallationCounters, RefreshTokenCounters, RefreshTokenState, RepeatedRefreshes,
+    ClientSecret, CounterSet, Counters, DeliveryReport, FaultEndpoint, FaultMode, FaultRule,
+    FaultView, InstallationCounters, RefreshTokenCounters, RefreshTokenState, RepeatedRefreshes,
     RequestLogEntry, Settings,
 };
 use crate::tokens::{new_access_token, new_refresh_token, TokenHash};

@@ -22,6 +22,10 @@ impl AppServiceCredentials {
 
 #[async_trait::async_trait]
 impl CredentialSource for AppServiceCredentials {
+    fn generation(&self) -> u64 {
+        self.apps.credentials_generation()
+    }
+
     async fn webhook_credentials(
         &self,
         app_id: Uuid,

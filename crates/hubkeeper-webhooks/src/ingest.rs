@@ -45,9 +45,16 @@ impl ValidSecret {
 
 impl std::fmt::Debug for WebhookCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ends: Vec<Option<i64>> = self.client_secrets.iter().map(|s| s.valid_until_ms).collect();
+        let ends: Vec<Option<i64>> = self
+            .client_secrets
+            .iter()
+            .map(|s| s.valid_until_ms)
+            .collect();
         f.debug_struct("WebhookCredentials")
-            .field("client_secrets", &format!("[redacted; valid until {ends:?}]"))
+            .field(
+                "client_secrets",
+                &format!("[redacted; valid until {ends:?}]"),
+            )
             .field("accepted", &self.accepted)
             .finish()
     }
@@ -61,6 +68,13 @@ pub trait CredentialSource: Send + Sync + 'static {
         &self,
         app_id: Uuid,
     ) -> Result<Option<WebhookCredentials>, hubkeeper_core::CoreError>;
+
+    /// Changes whenever any app's credentials may have changed (a rotation, an update, a
+    /// deletion, in this process or another): credentials cached under another generation are
+    /// fetched again. The default never changes (the TTL alone bounds staleness).
+    fn generation(&self) -> u64 {
+        0
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -139,10 +153,8 @@ pub struct Accepted {
     pub signature_version: SignatureVersion,
 }
 
-type CachedCredentials = (Instant, Arc<WebhookCredentials>);
-
-/// Cached credentials older than this are fetched again when a signature does not match.
-const REFETCH_AFTER: Duration = Duration::from_secs(2);
+/// When credentials were fetched, the source's generation then, and the credentials.
+type CachedCredentials = (Instant, u64, Arc<WebhookCredentials>);
 
 /// Verifies `request` with every secret valid at `now_ms`, current first: the first match wins;
 /// when none matches, the current secret's verdict. `None` when there is no secret.
@@ -202,24 +214,14 @@ impl WebhookIngest {
         )
     }
 
+    /// Cached credentials, unless too old or the source changed since (a rotated secret is
+    /// honoured at once, not after the TTL).
     fn cached(&self, app_id: Uuid) -> Option<Arc<WebhookCredentials>> {
+        let generation = self.credentials.generation();
         let cache = self.cache.lock().ok()?;
-        let (at, creds) = cache.get(&app_id)?;
-        (at.elapsed() < self.config.credentials_ttl).then(|| creds.clone())
-    }
-
-    fn cached_longer_than(&self, app_id: Uuid, age: Duration) -> bool {
-        self.cache
-            .lock()
-            .ok()
-            .and_then(|cache| cache.get(&app_id).map(|(at, _)| at.elapsed() > age))
-            .unwrap_or(false)
-    }
-
-    fn forget(&self, app_id: Uuid) {
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.remove(&app_id);
-        }
+        let (at, fetched_in, creds) = cache.get(&app_id)?;
+        (at.elapsed() < self.config.credentials_ttl && *fetched_in == generation)
+            .then(|| creds.clone())
     }
 
     async fn credentials(&self, app_id: Uuid) -> Result<Arc<WebhookCredentials>, IngestError> {
@@ -230,6 +232,7 @@ impl WebhookIngest {
         if let Some(creds) = self.cached(app_id) {
             return Ok(creds);
         }
+        let generation = self.credentials.generation();
         let creds = self
             .credentials
             .webhook_credentials(app_id)
@@ -241,7 +244,7 @@ impl WebhookIngest {
             if cache.len() > 1000 {
                 cache.clear();
             }
-            cache.insert(app_id, (Instant::now(), creds.clone()));
+            cache.insert(app_id, (Instant::now(), generation, creds.clone()));
         }
         Ok(creds)
     }
@@ -277,16 +280,7 @@ impl WebhookIngest {
             signature_v3: headers.signature_v3,
             timestamp: headers.timestamp,
         };
-        let mut verdict = verify_with_any(&verifier, &creds, &request, now_ms);
-        if matches!(verdict, Some(Err(SignatureError::Mismatch(_))))
-            && self.cached_longer_than(app_id, REFETCH_AFTER)
-        {
-            // The secret may have been rotated since these credentials were cached: ask the
-            // source once more (at most every REFETCH_AFTER per app, whatever is sent).
-            self.forget(app_id);
-            let fresh = self.credentials(app_id).await?;
-            verdict = verify_with_any(&verifier, &fresh, &request, now_ms);
-        }
+        let verdict = verify_with_any(&verifier, &creds, &request, now_ms);
         let version = match verdict {
             Some(verdict) => verdict?,
             // No secret at all: nothing could have signed for this app.
@@ -323,5 +317,73 @@ impl WebhookIngest {
             stream_sequence: ack.sequence,
             signature_version: version,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn creds(previous_until_ms: i64) -> WebhookCredentials {
+        WebhookCredentials {
+            client_secrets: vec![
+                ValidSecret {
+                    secret: SecretString::from("new-secret".to_owned()),
+                    valid_until_ms: None,
+                },
+                ValidSecret {
+                    secret: SecretString::from("old-secret".to_owned()),
+                    valid_until_ms: Some(previous_until_ms),
+                },
+            ],
+            accepted: vec![SignatureVersion::V1],
+        }
+    }
+
+    fn verify(creds: &WebhookCredentials, secret: &str, now_ms: i64) -> Option<SignatureVersion> {
+        let body = br#"[{"eventId":1}]"#;
+        let signature = signature::sign_v1(secret, body);
+        let request = IncomingRequest {
+            method: "POST",
+            uri: "https://hooks.example.com/webhooks/hubspot/x",
+            body,
+            signature: Some(&signature),
+            signature_version: Some("v1"),
+            signature_v3: None,
+            timestamp: None,
+        };
+        let verifier = VerifierConfig {
+            accepted: creds.accepted.clone(),
+            ..VerifierConfig::default()
+        };
+        verify_with_any(&verifier, creds, &request, now_ms).and_then(Result::ok)
+    }
+
+    #[test]
+    fn either_secret_during_the_overlap_then_only_the_new_one() {
+        let creds = creds(1_000);
+        assert_eq!(
+            verify(&creds, "new-secret", 999),
+            Some(SignatureVersion::V1)
+        );
+        assert_eq!(
+            verify(&creds, "old-secret", 999),
+            Some(SignatureVersion::V1)
+        );
+        assert_eq!(
+            verify(&creds, "new-secret", 1_000),
+            Some(SignatureVersion::V1)
+        );
+        assert_eq!(verify(&creds, "old-secret", 1_000), None);
+        assert_eq!(verify(&creds, "another", 999), None);
+    }
+
+    #[test]
+    fn credentials_never_print_a_secret() {
+        let text = format!("{:?}", creds(5));
+        assert!(
+            !text.contains("new-secret") && !text.contains("old-secret"),
+            "{text}"
+        );
     }
 }

@@ -15,8 +15,8 @@ pub mod worker;
 
 pub use credentials::AppServiceCredentials;
 pub use ingest::{
-    Accepted, CredentialSource, IngestConfig, IngestError, SignatureHeaders, WebhookCredentials,
-    WebhookIngest,
+    Accepted, CredentialSource, IngestConfig, IngestError, SignatureHeaders, ValidSecret,
+    WebhookCredentials, WebhookIngest,
 };
 pub use streams::{ensure_webhook_streams, WebhookStreamsConfig};
 pub use worker::{WebhookWorker, WebhookWorkerConfig, WEBHOOK_CONSUMER};

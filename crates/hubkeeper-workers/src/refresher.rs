@@ -150,11 +150,8 @@ impl Handler for RefreshHandler {
                 reason,
                 retry_after,
             } => {
-                let delay = redelivery_delay(
-                    retry_after,
-                    delivery.backoff_delay(),
-                    rand::random::<f64>(),
-                );
+                let delay =
+                    redelivery_delay(retry_after, delivery.backoff_delay(), rand::random::<f64>());
                 if !delivery.is_last() {
                     tracing::info!(%reason, ?delay, ?retry_after, "refresh failed transiently; will retry");
                 }

@@ -623,7 +623,9 @@ mod tests {
     #[test]
     fn other_non_retryable_client_errors_need_reauthorization() {
         let d = ErrorDetails::default;
-        assert!(needs_reauthorization(&HubSpotError::InvalidGrant { details: d() }));
+        assert!(needs_reauthorization(&HubSpotError::InvalidGrant {
+            details: d()
+        }));
         assert!(needs_reauthorization(&HubSpotError::Unexpected {
             status: 400,
             details: d()
@@ -644,7 +646,9 @@ mod tests {
             cause: TransientCause::Status(503),
             details: d()
         }));
-        assert!(!needs_reauthorization(&HubSpotError::InvalidClient { details: d() }));
+        assert!(!needs_reauthorization(&HubSpotError::InvalidClient {
+            details: d()
+        }));
     }
 
     #[test]

@@ -23,8 +23,8 @@ pub use config::{
 };
 pub use events::{
     event_types, AppClientSecretRotated, AppCredentialsRejected, AppDeleted, AppEvent,
-    AppRefreshesResumed, AppRegistered, AppUpdated, StoredEnvironment,
-    StoredOAuthGeneration, StoredSignatureVersion, APP_REGISTERED_VERSION,
+    AppRefreshesResumed, AppRegistered, AppUpdated, StoredEnvironment, StoredOAuthGeneration,
+    StoredSignatureVersion, APP_REGISTERED_VERSION,
 };
 
 use crate::aggregate::aggregate;
@@ -443,12 +443,14 @@ impl App {
         if self.parked.is_some() {
             return Ok(None);
         }
-        Ok(Some(AppEvent::CredentialsRejected(AppCredentialsRejected {
-            app_id,
-            error: shorten(error.trim(), 64),
-            message: shorten(message.trim(), MAX_REJECTION_MESSAGE_CHARS),
-            rejected_at: now,
-        })))
+        Ok(Some(AppEvent::CredentialsRejected(
+            AppCredentialsRejected {
+                app_id,
+                error: shorten(error.trim(), 64),
+                message: shorten(message.trim(), MAX_REJECTION_MESSAGE_CHARS),
+                rejected_at: now,
+            },
+        )))
     }
 
     fn resume(&self, now: DateTime<Utc>) -> Result<AppEvent, AppError> {

@@ -841,7 +841,10 @@ fn both_secrets_are_valid_during_the_overlap_then_only_the_new_one() {
         app.secrets_valid_at(later() + Duration::minutes(59)),
         vec![&new, &s]
     );
-    assert_eq!(app.secrets_valid_at(later() + Duration::hours(1)), vec![&new]);
+    assert_eq!(
+        app.secrets_valid_at(later() + Duration::hours(1)),
+        vec![&new]
+    );
     assert_eq!(app.secret_rotated_at(), Some(later()));
     assert!(App::default().secrets_valid_at(t0()).is_empty());
 }
