@@ -434,7 +434,7 @@ async fn min_validity_negative_cache_and_last_used() {
                 "{}/v1/installations/{id}/token?min_validity_secs=119",
                 h.api(api)
             ))
-            .bearer_auth(&h.admin_key)
+            .bearer_auth(h.service_key.as_deref().expect("service key"))
             .send()
             .await
             .unwrap();
