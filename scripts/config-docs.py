@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 binary = sys.argv[1] if len(sys.argv) > 1 else "target/debug/hubkeeper"
-SECRETS = {"DATABASE_URL", "NATS_URL", "HK_MASTER_KEYS", "HK_STATE_SECRET", "HK_BOOTSTRAP_ADMIN_KEY"}
+SECRETS = {"DATABASE_URL", "NATS_URL", "HK_NATS_PASSWORD", "HK_MASTER_KEYS", "HK_STATE_SECRET", "HK_BOOTSTRAP_ADMIN_KEY"}
 
 
 def help_text(*args):

@@ -373,6 +373,10 @@ async fn every_response_carries_the_security_headers() {
         assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
         assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
         assert_eq!(h["x-frame-options"], "DENY", "{path}");
+        assert!(
+            h.get("strict-transport-security").is_none(),
+            "{path}: no HSTS without an https public URL"
+        );
     }
     let page = client
         .get(server.url("/dashboard/users"))
@@ -392,4 +396,189 @@ async fn every_response_carries_the_security_headers() {
         .await
         .unwrap();
     assert_eq!(api.headers()["cache-control"], "no-store");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_deployment_gets_host_only_cookies_hsts_and_checked_login_origins() {
+    let server = Server::api(&[("HK_PUBLIC_URL", "https://hubkeeper.example.com")]).await;
+    let admin = server.key(Role::Admin).await;
+    let client = http();
+
+    // HSTS on every answer, the API's and the dashboard's.
+    for path in [
+        "/healthz",
+        "/dashboard",
+        "/v1/installations",
+        "/no/such/route",
+    ] {
+        let response = client.get(server.url(path)).send().await.unwrap();
+        assert_eq!(
+            response.headers()["strict-transport-security"],
+            "max-age=31536000",
+            "{path}"
+        );
+    }
+
+    // Another site's page cannot log a browser in; the dashboard's own page can.
+    let own_origin = format!("http://127.0.0.1:{}", server.port);
+    for origin in ["https://evil.example", "null"] {
+        let response = client
+            .post(server.url("/auth/login"))
+            .header("origin", origin)
+            .json(&serde_json::json!({ "api_key": admin }))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.headers().get("set-cookie").is_none(), "{origin}");
+        expect_json_error(response, 403, "cross-origin login").await;
+    }
+    let response = client
+        .post(server.url("/auth/login"))
+        .header("origin", &own_origin)
+        .json(&serde_json::json!({ "api_key": admin }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // The cookie is `__Host-` prefixed (Secure, Path=/, no Domain), and only that name counts:
+    // a planted plain `hk_session` with the same secret is no session here.
+    let set_cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(set_cookie.starts_with("__Host-hk_session="), "{set_cookie}");
+    assert!(set_cookie.contains("; Path=/;") && set_cookie.ends_with("; Secure"));
+    assert!(
+        !set_cookie.to_ascii_lowercase().contains("domain="),
+        "{set_cookie}"
+    );
+    let pair = set_cookie.split(';').next().unwrap().to_string();
+    let secret = pair.split_once('=').unwrap().1.to_string();
+    let me = client
+        .get(server.url("/auth/me"))
+        .header("cookie", &pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    expect_json_error(
+        client
+            .get(server.url("/auth/me"))
+            .header("cookie", format!("hk_session={secret}"))
+            .send()
+            .await
+            .unwrap(),
+        401,
+        "a plain-named cookie on an https deployment",
+    )
+    .await;
+
+    // A key's last use moves only when its secret matched: its id with a wrong secret does not.
+    let operator = server.key(Role::Operator).await;
+    let (id, _) = hubkeeper_core::access::keys::parse_key(&operator).expect("key form");
+    let last_used = || async {
+        sqlx::query_scalar::<_, Option<chrono::DateTime<chrono::Utc>>>(
+            "SELECT last_used_at FROM api_keys WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(&server.pool)
+        .await
+        .expect("key row")
+    };
+    let wrong = format!("hk_{id}_{}", "W".repeat(43));
+    let refused = client
+        .get(server.url("/v1/installations"))
+        .bearer_auth(&wrong)
+        .send()
+        .await
+        .unwrap();
+    expect_json_error(refused, 401, "a known id with a wrong secret").await;
+    assert_eq!(last_used().await, None, "a wrong secret recorded a use");
+    let ok = client
+        .get(server.url("/v1/installations"))
+        .bearer_auth(&operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert!(
+        last_used().await.is_some(),
+        "the right secret records its use"
+    );
+}
+
+/// Reads `response` until its body ends; fails if it is still open after `limit`.
+async fn ends_within(response: &mut reqwest::Response, limit: Duration, what: &str) {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match tokio::time::timeout(left, response.chunk()).await {
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) | Ok(Err(_)) => return,
+            Err(_) => panic!("{what}: the stream was still open after {limit:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_activity_stream_ends_on_revocation_logout_and_shutdown() {
+    let mut server = Server::api(&[("HK_STREAM_RECHECK_SECS", "1")]).await;
+    let client = http();
+    let stream_url = server.url("/v1/activity/stream");
+
+    // A key's stream ends once the key is revoked.
+    let auditor = server.key(Role::Auditor).await;
+    let mut by_key = client
+        .get(&stream_url)
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_key.status(), 200);
+    let (id, _) = hubkeeper_core::access::keys::parse_key(&auditor).expect("key form");
+    assert!(hubkeeper_core::access::keys::revoke_key(&server.pool, id)
+        .await
+        .expect("revoke"));
+    ends_within(&mut by_key, Duration::from_secs(30), "revoked key").await;
+
+    // A session's stream ends at logout.
+    let admin = server.key(Role::Admin).await;
+    let session = login(&server, &admin).await;
+    let mut by_session = client
+        .get(&stream_url)
+        .header("cookie", &session.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_session.status(), 200);
+    let out = client
+        .post(server.url("/auth/logout"))
+        .header("cookie", &session.cookie)
+        .header("x-csrf-token", &session.csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 204);
+    ends_within(
+        &mut by_session,
+        Duration::from_secs(30),
+        "logged-out session",
+    )
+    .await;
+
+    // A stream open at SIGTERM does not hold the process: it exits at once, well within the
+    // shutdown deadline (10 s), and the stream ends.
+    let other = server.key(Role::Auditor).await;
+    let mut open = client
+        .get(&stream_url)
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(open.status(), 200);
+    let process = &mut server.server.process;
+    let exited = tokio::task::block_in_place(|| process.terminate(Duration::from_secs(8)));
+    assert!(exited, "the API did not exit on SIGTERM with a stream open");
+    ends_within(&mut open, Duration::from_secs(5), "shutdown").await;
 }

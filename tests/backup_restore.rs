@@ -37,7 +37,7 @@ fn services(pool: &PgPool) -> (BillingService, SettingsService) {
     let bus = Arc::new(CommandBus::new(pool, DomainServices::system()));
     (
         BillingService::new(pool.clone(), bus.clone(), DomainServices::system()),
-        SettingsService::new(bus, None),
+        SettingsService::new(bus, pool.clone(), None),
     )
 }
 
@@ -340,7 +340,23 @@ async fn a_backup_restored_into_a_new_cluster_has_identical_state_and_a_safe_ord
         );
         assert!(ok, "backup failed: {text}");
         files.push(text.lines().next().expect("file name").trim().to_string());
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        // File names carry the time to the millisecond: the next backup starts in a later one.
+        let taken = Utc::now().timestamp_millis();
+        hubkeeper_testkit::wait_until(
+            "the clock passed the last backup's millisecond",
+            Duration::from_secs(1),
+            || async move { Utc::now().timestamp_millis() > taken },
+        )
+        .await;
+    }
+    // Backups hold every table: a private directory of private files.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(&out), 0o700, "backup directory mode");
+        for file in &files[1..] {
+            assert_eq!(mode(Path::new(file)), 0o600, "{file} mode");
+        }
     }
     let mut left: Vec<String> = std::fs::read_dir(&out)
         .expect("dir")

@@ -76,9 +76,38 @@ fn command_of(service: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The NATS password of every user, as `.env` would hold them.
+const NATS_PASSWORDS: [(&str, &str); 7] = [
+    ("HK_NATS_API_PASSWORD", "pw-api"),
+    ("HK_NATS_RELAY_PASSWORD", "pw-relay"),
+    ("HK_NATS_SCHEDULER_PASSWORD", "pw-scheduler"),
+    ("HK_NATS_REFRESHER_PASSWORD", "pw-refresher"),
+    ("HK_NATS_PROJECTOR_PASSWORD", "pw-projector"),
+    ("HK_NATS_WEBHOOKS_PASSWORD", "pw-webhooks"),
+    ("HK_NATS_ALL_PASSWORD", "pw-all"),
+];
+
+#[test]
+fn compose_refuses_to_start_without_nats_passwords() {
+    let master = "k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    for missing in NATS_PASSWORDS.map(|(name, _)| name) {
+        let mut vars: Vec<(&str, &str)> = NATS_PASSWORDS
+            .into_iter()
+            .filter(|(name, _)| *name != missing)
+            .collect();
+        vars.push(("HK_MASTER_KEYS", master));
+        let (ok, _, stderr) = compose_config(&vars);
+        assert!(!ok, "compose must not start NATS without {missing}");
+        assert!(
+            stderr.contains(missing),
+            "the error names {missing}: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn compose_refuses_to_start_without_master_keys() {
-    let (ok, _, stderr) = compose_config(&[]);
+    let (ok, _, stderr) = compose_config(&NATS_PASSWORDS);
     assert!(
         !ok,
         "compose must not start the refreshers without master keys"
@@ -92,7 +121,9 @@ fn compose_refuses_to_start_without_master_keys() {
 #[test]
 fn compose_file_is_valid_and_runs_every_role_healthily() {
     let master = "k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
-    let (ok, stdout, stderr) = compose_config(&[("HK_MASTER_KEYS", master)]);
+    let mut vars = NATS_PASSWORDS.to_vec();
+    vars.push(("HK_MASTER_KEYS", master));
+    let (ok, stdout, stderr) = compose_config(&vars);
     assert!(ok, "docker-compose config failed: {stderr}");
     let config = yaml_to_json(&stdout);
     let services = config["services"].as_object().expect("services");
@@ -109,8 +140,28 @@ fn compose_file_is_valid_and_runs_every_role_healthily() {
             "{name} gets the master keys"
         );
         if command == ["migrate"] {
+            assert!(
+                service["environment"]["HK_NATS_USER"].is_null(),
+                "migrate does not use NATS"
+            );
             continue;
         }
+        // Each role connects to NATS as its own user, with that user's password.
+        let user = if command == ["api"] {
+            "api".to_string()
+        } else {
+            command.last().cloned().unwrap_or_default()
+        };
+        assert_eq!(
+            service["environment"]["HK_NATS_USER"],
+            user.as_str(),
+            "{name}"
+        );
+        assert_eq!(
+            service["environment"]["HK_NATS_PASSWORD"],
+            format!("pw-{user}").as_str(),
+            "{name}"
+        );
         let test: Vec<&str> = service["healthcheck"]["test"]
             .as_array()
             .unwrap_or_else(|| panic!("{name} has no healthcheck"))
@@ -162,6 +213,16 @@ fn compose_file_is_valid_and_runs_every_role_healthily() {
         services["nats"]["image"],
         format!("nats:{version}-alpine"),
         "compose runs the nats-server version the tests run"
+    );
+    // The server gets every user's password and the generated authorization file.
+    for (name, password) in NATS_PASSWORDS {
+        assert_eq!(services["nats"]["environment"][name], password, "{name}");
+    }
+    assert!(
+        services["nats"]["volumes"]
+            .to_string()
+            .contains("/etc/nats/authorization.conf"),
+        "nats mounts nats/authorization.conf"
     );
 }
 

@@ -101,7 +101,28 @@ impl Ui {
     }
 
     async fn shot(&mut self, name: &str) {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        // Fonts loaded and transitions (toasts sliding in) finished, so the picture shows the
+        // page as users see it; endless animations (spinners) do not count.
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let settled = self
+                .c
+                .execute(
+                    "return document.fonts.status === 'loaded' && document.getAnimations().every(\
+             a => a.playState !== 'running' || a.effect.getComputedTiming().iterations === Infinity);",
+                    vec![],
+                )
+                .await
+                .expect("settle check");
+            if settled == serde_json::Value::Bool(true) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the page never settled for {name}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         self.count += 1;
         let png = self.c.screenshot().await.expect("screenshot");
         std::fs::write(

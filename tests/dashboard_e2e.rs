@@ -122,8 +122,28 @@ impl Ui {
     }
 
     async fn shot(&mut self, name: &str) {
-        // Let fonts, transitions and toasts settle so the picture shows the page as users do.
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        // Fonts loaded and transitions (toasts sliding in) finished, so the picture shows the
+        // page as users see it; endless animations (spinners) do not count.
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let settled = self
+                .c
+                .execute(
+                    "return document.fonts.status === 'loaded' && document.getAnimations().every(\
+             a => a.playState !== 'running' || a.effect.getComputedTiming().iterations === Infinity);",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            if settled == serde_json::Value::Bool(true) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the page never settled for {name}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         self.count += 1;
         let png = self.c.screenshot().await.unwrap();
         std::fs::write(
@@ -366,6 +386,24 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
     ui.until_text("#apps-list td", "Production (EU)").await;
     ui.dismiss_toasts().await;
     ui.shot("apps").await;
+
+    // --- only error codes Hubkeeper sends are shown from the URL ---
+    ui.go("/dashboard/tokens?error=access_denied").await;
+    ui.toast("cancelled on HubSpot").await;
+    ui.dismiss_toasts().await;
+    for crafted in [
+        "Call%20%2B1-555-0100%20to%20unlock",
+        "__proto__",
+        "constructor",
+    ] {
+        ui.go(&format!("/dashboard/tokens?error={crafted}")).await;
+        let shown = ui.toast("Connecting the account failed").await;
+        assert!(shown.contains("Something went wrong"), "{crafted}: {shown}");
+        for raw in ["555-0100", "proto", "constructor", "function"] {
+            assert!(!shown.contains(raw), "{crafted} reached the page: {shown}");
+        }
+        ui.dismiss_toasts().await;
+    }
 
     // --- connect an account through the simulator's consent page ---
     ui.nav("Token Management").await;

@@ -26,6 +26,21 @@ async fn limited(base: &str, ip: IpAddr) -> bool {
     response.status() == StatusCode::TOO_MANY_REQUESTS
 }
 
+/// B's count of control messages of `kind` it received (`hk_control_received_total`).
+async fn control_received(base: &str, kind: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let prefix = format!("hk_control_received_total{{kind=\"{kind}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 async fn settings_of(h: &Harness, api: usize) -> Value {
     let (status, body) = h
         .admin(Method::GET, &format!("{}/v1/settings", h.api(api)), None)
@@ -120,6 +135,59 @@ async fn a_settings_change_through_one_process_takes_effect_in_another_without_r
     let b_settings = settings_of(&h, b).await;
     assert_eq!(b_settings["customized"]["oauth_rate_limit"], true);
     assert_eq!(b_settings["values"]["oauth_rate_limit"]["max_per_ip"], 2);
+
+    // Forged control messages change nothing: one claiming new values (limiting off) with a
+    // version far ahead, one asking to clear the counters with no reset on record. B hears both
+    // (its received counters move) and keeps limiting `y`.
+    let received = |kind: &'static str| {
+        let base = b_base.clone();
+        async move { control_received(&base, kind).await }
+    };
+    let (settings_before, clears_before) = (
+        received("settings").await,
+        received("clear_rate_limits").await,
+    );
+    let nats = h.env.nats_client().await;
+    let forged_settings = json!({
+        "kind": "settings", "version": 1_000_000,
+        "values": {
+            "oauth_rate_limit": {"enabled": false, "window_secs": 60, "max_per_ip": 1000},
+            "logging": {"verbose_requests": false, "level": "error", "retention_days": 7},
+            "backups": {"enabled": false, "daily_at": "01:00", "keep": 1}
+        },
+        "customized": {"oauth_rate_limit": true, "logging": true, "backups": true}
+    });
+    for (subject, payload) in [
+        ("hk.control.settings", forged_settings),
+        (
+            "hk.control.clear-rate-limits",
+            json!({"kind": "clear_rate_limits"}),
+        ),
+    ] {
+        nats.publish(subject, serde_json::to_vec(&payload).unwrap().into())
+            .await
+            .expect("publish forged control message");
+    }
+    nats.flush().await.expect("flush");
+    wait_until(
+        "B received both forged messages",
+        Duration::from_secs(5),
+        || {
+            let received = &received;
+            async move {
+                received("settings").await > settings_before
+                    && received("clear_rate_limits").await > clears_before
+            }
+        },
+    )
+    .await;
+    assert!(
+        limited(&b_base, y).await,
+        "a forged control message cleared B's counters or turned limiting off"
+    );
+    let b_settings = settings_of(&h, b).await;
+    assert_eq!(b_settings["applied_version"].as_u64(), Some(version));
+    assert_eq!(b_settings["values"]["oauth_rate_limit"]["enabled"], true);
 
     // "Clear rate-limit cache" through A resets B's counters.
     let (status, body) = h

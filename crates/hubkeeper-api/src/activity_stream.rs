@@ -7,24 +7,30 @@
 //! (the projector writes them just after); a slow poll covers NATS being briefly away. Commit
 //! order is not position order, so it remembers which recent positions it sent rather than
 //! sending "everything above the last one".
+//!
+//! A stream outlives the request that opened it, so it re-checks its caller's session or key
+//! every [`crate::StreamControl::recheck`] (30 s by default) and ends once they are gone (logout,
+//! expiry, revocation) or no longer allow reading; it also ends when the server shuts down.
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
+use axum::Extension;
 use axum::Router;
 use futures::{Stream, StreamExt};
 use hubkeeper_projections::queries::{newest_activity, ActivityView};
 use serde::Deserialize;
 
-use crate::auth::{Caller, Permission};
+use crate::auth::{authenticate, Caller, Permission};
 use crate::error::ApiError;
 use crate::extract::Query;
 use crate::state::AppState;
+use crate::StreamControl;
 
 /// How many of the newest rows each re-read looks at.
 const WINDOW: i64 = 50;
@@ -48,15 +54,35 @@ struct Cursor {
     wake: Option<async_nats::Subscriber>,
     sent: BTreeSet<i64>,
     first: bool,
+    /// The request's credentials, checked again every `control.recheck`.
+    headers: HeaderMap,
+    checked: Instant,
+    control: StreamControl,
+}
+
+/// Whether the caller behind `headers` may still read (its session or key is alive).
+async fn still_allowed(state: &AppState, headers: &HeaderMap) -> bool {
+    match authenticate(state.auth(), &Method::GET, headers).await {
+        Ok(who) => who.caller.role.allows(Permission::Read),
+        Err(_) => false,
+    }
 }
 
 async fn stream(
     caller: Caller,
     State(state): State<AppState>,
+    control: Option<Extension<StreamControl>>,
     headers: HeaderMap,
     Query(query): Query<StreamQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     caller.require(Permission::Read)?;
+    let control = control.map_or_else(
+        || StreamControl {
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            recheck: crate::ServeOptions::default().stream_recheck,
+        },
+        |Extension(control)| control,
+    );
     // A reconnecting EventSource says where it was; a fresh one says what it has listed.
     let after = headers
         .get("last-event-id")
@@ -82,12 +108,25 @@ async fn stream(
         wake,
         sent,
         first: true,
+        headers,
+        checked: Instant::now(),
+        control,
     };
     let events = futures::stream::unfold(cursor, |mut cursor| async move {
         if !cursor.first {
-            wait_for_change(&mut cursor.wake).await;
+            tokio::select! {
+                () = cursor.control.shutdown.cancelled() => return None,
+                () = wait_for_change(&mut cursor.wake) => {}
+            }
         }
         cursor.first = false;
+        if cursor.checked.elapsed() >= cursor.control.recheck {
+            if !still_allowed(&cursor.state, &cursor.headers).await {
+                tracing::info!("activity stream ended: its session or key is gone");
+                return None;
+            }
+            cursor.checked = Instant::now();
+        }
         let rows = match newest_activity(cursor.state.pool(), WINDOW).await {
             Ok(rows) => rows,
             Err(e) => {
@@ -123,7 +162,8 @@ async fn stream(
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-/// Returns after an event was published (plus a moment for the projector), or after [`POLL`].
+/// Returns after an event was published (plus a moment for the projector), or after [`POLL`]
+/// (at most: the caller re-checks its session or key between waits).
 async fn wait_for_change(wake: &mut Option<async_nats::Subscriber>) {
     let Some(sub) = wake.as_mut() else {
         tokio::time::sleep(POLL).await;

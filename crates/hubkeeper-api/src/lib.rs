@@ -63,7 +63,12 @@ pub fn router(state: AppState) -> Router {
         state.clone(),
         policy::enforce,
     ));
-    middleware::layer(routes.fallback(not_found)).with_state(state)
+    middleware::layer(routes.fallback(not_found))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            security::strict_transport,
+        ))
+        .with_state(state)
 }
 
 /// Health and metrics only, for worker processes that have no API.
@@ -78,16 +83,73 @@ pub async fn serve_health(
         .await
 }
 
-/// Serves until `shutdown`, then stops accepting and lets in-flight requests finish.
+/// How the API serves: live streams and shutdown.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// How often a live stream re-checks its caller's session or key.
+    pub stream_recheck: std::time::Duration,
+    /// After `shutdown`, how long in-flight requests may take before serving stops anyway.
+    pub shutdown_deadline: std::time::Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            stream_recheck: std::time::Duration::from_secs(30),
+            shutdown_deadline: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
+/// What live streams need to know about the server they run in (a request extension).
+#[derive(Debug, Clone)]
+pub struct StreamControl {
+    /// Cancelled on shutdown: streams end, so shutdown does not wait for them.
+    pub shutdown: CancellationToken,
+    pub recheck: std::time::Duration,
+}
+
+/// [`serve_with`] with the default options.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    serve_with(listener, state, shutdown, ServeOptions::default()).await
+}
+
+/// Serves until `shutdown`, then stops accepting, ends live streams and lets in-flight requests
+/// finish, for at most [`ServeOptions::shutdown_deadline`].
+pub async fn serve_with(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+    options: ServeOptions,
+) -> std::io::Result<()> {
+    use std::future::IntoFuture;
+    let app = router(state)
+        .layer(axum::Extension(StreamControl {
+            shutdown: shutdown.clone(),
+            recheck: options.stream_recheck,
+        }))
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let stop = shutdown.clone();
+    let graceful = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .into_future();
+    tokio::select! {
+        served = graceful => served,
+        () = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(options.shutdown_deadline).await;
+        } => {
+            tracing::warn!(
+                deadline = ?options.shutdown_deadline,
+                "requests still open at the shutdown deadline; stopping anyway"
+            );
+            Ok(())
+        }
+    }
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

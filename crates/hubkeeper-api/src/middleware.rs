@@ -19,11 +19,18 @@ use crate::state::AppState;
 /// Largest request body accepted (HubSpot's webhook batches are far below this).
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
+/// Longest a handler may take to produce its answer. Streaming answers (the activity stream,
+/// the event export) produce their headers at once and stream their body afterwards, which this
+/// does not limit; every other route is cut off with 503 instead of holding a connection and its
+/// resources without end.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How much of a framework-made error body is kept as the message.
 const MAX_MESSAGE: usize = 500;
 
 pub fn layer(router: Router<AppState>) -> Router<AppState> {
     router
+        .layer(axum::middleware::from_fn(request_timeout))
         .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn(record_metrics))
         .layer(axum::middleware::from_fn(crate::security::apply))
@@ -98,6 +105,28 @@ async fn json_errors(req: Request, next: Next) -> Response {
         );
     }
     Response::from_parts(parts, Body::new(json_body))
+}
+
+/// Answers 503 when the handler has not produced a response within [`REQUEST_TIMEOUT`].
+async fn request_timeout(req: Request, next: Next) -> Response {
+    answer_within(REQUEST_TIMEOUT, req, next).await
+}
+
+async fn answer_within(limit: Duration, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            metrics::counter!("hk_api_request_timeouts_total").increment(1);
+            tracing::warn!(%path, ?limit, "request timed out");
+            ApiError::unavailable(format!(
+                "the server did not answer within {}s; try again",
+                limit.as_secs()
+            ))
+            .retry_after(1)
+            .into_response()
+        }
+    }
 }
 
 async fn record_metrics(req: Request, next: Next) -> Response {

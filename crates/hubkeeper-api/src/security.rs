@@ -30,6 +30,27 @@ const HEADERS: [(HeaderName, &str); 6] = [
     ),
 ];
 
+/// `Strict-Transport-Security` when the public URL is https: browsers then never try plain HTTP
+/// for this host again (for a year), so a network attacker cannot strip TLS on a later visit.
+pub const STRICT_TRANSPORT_SECURITY: &str = "max-age=31536000";
+
+/// Adds [`STRICT_TRANSPORT_SECURITY`] when the deployment is served over https (its public URL's
+/// scheme, the same setting that makes session cookies `Secure`).
+pub async fn strict_transport(
+    axum::extract::State(state): axum::extract::State<crate::AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let mut response = next.run(req).await;
+    if state.auth().session_settings().secure_cookies == Some(true) {
+        response.headers_mut().insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(STRICT_TRANSPORT_SECURITY),
+        );
+    }
+    response
+}
+
 pub async fn apply(req: Request, next: Next) -> Response {
     let mut response = next.run(req).await;
     let headers = response.headers_mut();

@@ -94,6 +94,37 @@ pub struct RestoreOutcome {
     pub cursors_mapped: u64,
 }
 
+/// Mode of the backup directory: its owner only.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+/// Mode of every backup file: its owner only.
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// Sets `mode` on `path`; a backup is not taken where it cannot be kept private.
+async fn restrict(path: &Path, mode: u32) -> Result<(), CoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .await
+        .map_err(|e| {
+            CoreError::Unavailable(format!(
+                "cannot restrict {} to mode {mode:o}: {e}",
+                path.display()
+            ))
+        })
+}
+
+/// Creates an empty file only its owner can read or write.
+async fn create_private_file(path: &Path) -> Result<(), CoreError> {
+    let _ = tokio::fs::remove_file(path).await;
+    tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(PRIVATE_FILE_MODE)
+        .open(path)
+        .await
+        .map(drop)
+        .map_err(|e| CoreError::Unavailable(format!("cannot create {}: {e}", path.display())))
+}
+
 /// Finds `pg_dump` or `pg_restore`: in `configured`, else the newest Debian server directory
 /// (`/usr/lib/postgresql/<version>/bin`, like the embedded Postgres finds `initdb`), else `PATH`.
 /// The newest is preferred because `pg_dump` must not be older than the server it dumps.
@@ -277,6 +308,8 @@ impl BackupService {
                     self.config.dir.display()
                 ))
             })?;
+        // A dump holds every table (sealed secrets included): only this user may list or read.
+        restrict(&self.config.dir, PRIVATE_DIR_MODE).await?;
         let mut name = format!(
             "{FILE_PREFIX}{}{FILE_SUFFIX}",
             at.format("%Y%m%dT%H%M%S%.3fZ")
@@ -293,6 +326,8 @@ impl BackupService {
         // Written under a temporary name and renamed when complete: retention and restores never
         // see a half-written dump.
         let partial = self.config.dir.join(format!(".{name}.partial"));
+        // Created private before pg_dump writes into it (it keeps the mode it finds).
+        create_private_file(&partial).await?;
         let (target, password) = libpq_target(&self.database_url)?;
         let mut command = Command::new(&pg_dump);
         command
@@ -315,6 +350,7 @@ impl BackupService {
         tokio::fs::rename(&partial, &file)
             .await
             .map_err(|e| CoreError::Unavailable(format!("cannot finish {name}: {e}")))?;
+        restrict(&file, PRIVATE_FILE_MODE).await?;
         let bytes = tokio::fs::metadata(&file)
             .await
             .map(|m| m.len())

@@ -292,14 +292,13 @@ impl OAuthService {
         // user-level flag yet, so the user is not part of the identity.
         let installation_id = InstallationId::derive(app_id, hub_id, None);
         let connected_at = self.clock.now();
-        let lifetime = i64::try_from(set.expires_in).unwrap_or(i64::MAX / 1000);
         let tokens = self
             .vault
             .seal_tokens(
                 &installation_id,
                 set.access_token.expose(),
                 set.refresh_token.expose(),
-                connected_at + chrono::Duration::seconds(lifetime),
+                set.expires_at(connected_at),
             )
             .await
             .map_err(|e| failed("sealing tokens", &e))?;

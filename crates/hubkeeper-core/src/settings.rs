@@ -2,14 +2,20 @@
 //! process apply them within seconds, without a restart.
 //!
 //! Settings are events of the `Settings` aggregate (the store is the source of truth). After a
-//! change the API publishes the new values on core NATS (`hk.control.settings`); every process
-//! runs a [`ControlListener`] that applies them through its [`SettingsApplier`]s (the OAuth rate
-//! limiter, the log filter) and notifies local watchers (the backup schedule). Core NATS may drop
-//! a message (a process reconnecting at that moment), so listeners also re-read the store at
-//! start-up, on `hk.control.reload`, and every [`ControlConfig::resync_interval`]; versions (the
-//! aggregate's sequence) make re-application idempotent and never let an older broadcast win.
+//! change the API publishes the new version on core NATS (`hk.control.settings`); every process
+//! runs a [`ControlListener`] that then re-reads the settings from Postgres and applies them
+//! through its [`SettingsApplier`]s (the OAuth rate limiter, the log filter) and notifies local
+//! watchers (the backup schedule). Core NATS may drop a message (a process reconnecting at that
+//! moment), so listeners also re-read the store at start-up, on `hk.control.reload`, and every
+//! [`ControlConfig::resync_interval`]; versions (the aggregate's sequence) make re-application
+//! idempotent and never let an older read win.
 //!
-//! `hk.control.clear-rate-limits` resets every process's rate-limit counters.
+//! `hk.control.clear-rate-limits` resets every process's rate-limit counters once per request
+//! recorded in `rate_limit_resets`.
+//!
+//! **Control messages carry no values and no authority.** They only say "look at Postgres now":
+//! whatever a message claims, a listener applies only what the store holds, so a forged or
+//! replayed message (from anyone who can publish on `hk.control.>`) changes nothing.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -21,6 +27,7 @@ use hubkeeper_domain::settings::{
     Backups, Customized, Logging, OAuthRateLimit, SettingsCommand, SettingsValues, SETTINGS_ID,
 };
 use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -41,22 +48,14 @@ pub const CLEAR_RATE_LIMITS_SUBJECT: &str = "hk.control.clear-rate-limits";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ControlMessage {
-    /// These values are current as of `version`.
+    /// The settings changed: version `version` is in the store (a hint; the listener re-reads).
     Settings {
-        /// Sequence of the settings aggregate.
+        /// Sequence of the settings aggregate after the change.
         version: u64,
-        /// The values.
-        values: SettingsValues,
-        /// When they last changed.
-        #[serde(default)]
-        changed_at: Option<DateTime<Utc>>,
-        /// Which sections were ever changed.
-        #[serde(default)]
-        customized: Customized,
     },
     /// Re-read the settings from the store.
     Reload,
-    /// Reset rate-limit counters.
+    /// A reset of rate-limit counters was recorded: look for it in the store.
     ClearRateLimits,
 }
 
@@ -119,13 +118,23 @@ pub struct SettingsChange {
 #[derive(Clone)]
 pub struct SettingsService {
     bus: Arc<CommandBus>,
+    pool: PgPool,
     nats: Option<async_nats::Client>,
 }
 
 impl SettingsService {
     /// The service; without NATS (CLI tools) nothing is broadcast.
-    pub fn new(bus: Arc<CommandBus>, nats: Option<async_nats::Client>) -> Self {
-        Self { bus, nats }
+    pub fn new(bus: Arc<CommandBus>, pool: PgPool, nats: Option<async_nats::Client>) -> Self {
+        Self { bus, pool, nats }
+    }
+
+    /// The newest recorded rate-limit reset (0: none yet).
+    pub async fn latest_rate_limit_reset(&self) -> Result<i64, CoreError> {
+        let latest: Option<i64> = sqlx::query_scalar("SELECT max(id) FROM rate_limit_resets")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| CoreError::Unavailable(format!("Postgres: {e}")))?;
+        Ok(latest.unwrap_or(0))
     }
 
     /// The current settings from the store.
@@ -160,9 +169,6 @@ impl SettingsService {
         let snapshot = self.current().await?;
         self.publish(&ControlMessage::Settings {
             version: snapshot.version,
-            values: snapshot.values,
-            changed_at: snapshot.changed_at,
-            customized: snapshot.customized,
         })
         .await?;
         Ok(snapshot)
@@ -173,8 +179,12 @@ impl SettingsService {
         self.publish(&ControlMessage::Reload).await
     }
 
-    /// Tells every process to reset its rate-limit counters.
+    /// Records a reset of rate-limit counters and tells every process to look for it.
     pub async fn clear_rate_limits_everywhere(&self) -> Result<(), CoreError> {
+        sqlx::query("INSERT INTO rate_limit_resets DEFAULT VALUES")
+            .execute(&self.pool)
+            .await
+            .map_err(|e| CoreError::Unavailable(format!("Postgres: {e}")))?;
         self.publish(&ControlMessage::ClearRateLimits).await
     }
 
@@ -248,6 +258,8 @@ pub struct ControlListener {
     appliers: Vec<Arc<dyn SettingsApplier>>,
     live: LiveSettings,
     applied: Mutex<Option<u64>>,
+    /// The newest rate-limit reset acted on.
+    resets_seen: Mutex<Option<i64>>,
     config: ControlConfig,
 }
 
@@ -266,6 +278,7 @@ impl ControlListener {
             appliers,
             live,
             applied: Mutex::new(None),
+            resets_seen: Mutex::new(None),
             config,
         }
     }
@@ -279,13 +292,17 @@ impl ControlListener {
             .map_err(|e| CoreError::Unavailable(format!("NATS: {e}")))?;
         // Subscribed first: a change between the read and the subscription is not missed.
         self.resync(true).await;
+        self.check_rate_limit_resets().await;
         Ok(tokio::spawn(async move {
             let mut resync = tokio::time::interval(self.config.resync_interval);
             resync.tick().await;
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = resync.tick() => self.resync(false).await,
+                    _ = resync.tick() => {
+                        self.resync(false).await;
+                        self.check_rate_limit_resets().await;
+                    }
                     message = subscriber.next() => {
                         let Some(message) = message else { break };
                         match serde_json::from_slice::<ControlMessage>(&message.payload) {
@@ -301,26 +318,39 @@ impl ControlListener {
     async fn handle(&self, message: ControlMessage) {
         metrics::counter!("hk_control_received_total", "kind" => message.kind()).increment(1);
         match message {
-            ControlMessage::Settings {
-                version,
-                values,
-                changed_at,
-                customized,
-            } => {
-                self.apply(SettingsSnapshot {
-                    values,
-                    version,
-                    changed_at,
-                    customized,
-                });
-            }
+            // Whatever version the message claims, only what the store holds is applied.
+            ControlMessage::Settings { .. } => self.resync(false).await,
             ControlMessage::Reload => self.resync(true).await,
-            ControlMessage::ClearRateLimits => {
-                for applier in &self.appliers {
-                    applier.clear_rate_limits();
-                }
-                tracing::info!("rate-limit counters cleared on request");
+            ControlMessage::ClearRateLimits => self.check_rate_limit_resets().await,
+        }
+    }
+
+    /// Clears rate-limit counters if the store has a reset this process has not acted on. The
+    /// first look (at start-up) only notes where the store is: a fresh process has no counters.
+    async fn check_rate_limit_resets(&self) {
+        let latest = match self.service.latest_rate_limit_reset().await {
+            Ok(latest) => latest,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read rate-limit resets");
+                return;
             }
+        };
+        let newer = {
+            let mut seen = self
+                .resets_seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let newer = seen.is_some_and(|s| latest > s);
+            if seen.is_none_or(|s| latest > s) {
+                *seen = Some(latest);
+            }
+            newer
+        };
+        if newer {
+            for applier in &self.appliers {
+                applier.clear_rate_limits();
+            }
+            tracing::info!(reset = latest, "rate-limit counters cleared on request");
         }
     }
 
@@ -362,19 +392,22 @@ mod tests {
     fn control_messages_have_a_stable_wire_form() {
         let json = serde_json::to_value(ControlMessage::ClearRateLimits).expect("serializes");
         assert_eq!(json, serde_json::json!({"kind": "clear_rate_limits"}));
-        let settings = ControlMessage::Settings {
-            version: 3,
-            values: SettingsValues::default(),
-            changed_at: None,
-            customized: Customized::default(),
-        };
+        let settings = ControlMessage::Settings { version: 3 };
         let json = serde_json::to_value(&settings).expect("serializes");
-        assert_eq!(json["kind"], "settings");
-        assert_eq!(json["values"]["oauth_rate_limit"]["max_per_ip"], 10);
-        assert_eq!(json["values"]["backups"]["daily_at"], "01:00");
+        assert_eq!(json, serde_json::json!({"kind": "settings", "version": 3}));
         assert_eq!(
             serde_json::from_value::<ControlMessage>(json).expect("parses"),
             settings
+        );
+        // A message carrying values (the former form, or a forgery) parses, and its values are
+        // dropped: there is nowhere in a control message to put them.
+        let with_values = serde_json::json!({
+            "kind": "settings", "version": 99,
+            "values": {"oauth_rate_limit": {"enabled": false, "window_secs": 1, "max_per_ip": 1}}
+        });
+        assert_eq!(
+            serde_json::from_value::<ControlMessage>(with_values).expect("parses"),
+            ControlMessage::Settings { version: 99 }
         );
         assert_eq!(settings.subject(), "hk.control.settings");
         assert!(CONTROL_SUBJECTS.starts_with("hk.control."));

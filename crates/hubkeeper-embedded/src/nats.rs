@@ -15,6 +15,10 @@ pub struct NatsOptions {
     pub port: Option<u16>,
     /// Where to look for a project-installed nats-server before PATH (e.g. `.hubkeeper/tools`).
     pub tools_dir: Option<PathBuf>,
+    /// An `authorization { ... }` block (users and their permissions, see
+    /// `hubkeeper_bus::permissions`); `None` runs without authentication. It is written to
+    /// `nats-server.conf` in `dir`, readable by this user only (it holds passwords).
+    pub authorization: Option<String>,
 }
 
 /// A nats-server with JetStream owned by this process. Restartable on the same port and store,
@@ -26,6 +30,7 @@ pub struct LocalNats {
     binary: PathBuf,
     store: PathBuf,
     log: PathBuf,
+    config: Option<PathBuf>,
 }
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -45,12 +50,21 @@ impl LocalNats {
             Some(p) => p,
             None => free_port()?,
         };
+        let config = match &options.authorization {
+            Some(block) => {
+                let path = options.dir.join("nats-server.conf");
+                write_private(&path, block)?;
+                Some(path)
+            }
+            None => None,
+        };
         let mut server = Self {
             child: None,
             port,
             binary,
             store,
             log,
+            config,
         };
         server.launch().await?;
         Ok(server)
@@ -58,6 +72,9 @@ impl LocalNats {
 
     async fn launch(&mut self) -> Result<(), EmbeddedError> {
         let mut cmd = Command::new(&self.binary);
+        if let Some(config) = &self.config {
+            cmd.arg("-c").arg(config);
+        }
         cmd.args(["-js", "-a", "127.0.0.1", "-p"])
             .arg(self.port.to_string())
             .arg("-sd")
@@ -124,6 +141,20 @@ impl LocalNats {
         self.stop();
         self.launch().await
     }
+}
+
+/// Writes `text` to a new file only its owner can read.
+fn write_private(path: &Path, text: &str) -> Result<(), EmbeddedError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err(path))?;
+    file.write_all(text.as_bytes()).map_err(io_err(path))
 }
 
 impl Drop for LocalNats {

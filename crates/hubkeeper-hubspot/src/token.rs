@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -126,6 +127,27 @@ pub struct TokenSet {
     pub user_id: Option<u64>,
     /// Empty when HubSpot did not list scopes in the response.
     pub scopes: Vec<String>,
+}
+
+/// The longest access-token lifetime believed from an answer (HubSpot's are 30 minutes): a larger
+/// `expires_in` only makes Hubkeeper refresh earlier than it had to.
+pub const MAX_TOKEN_LIFETIME_SECS: u64 = 24 * 3600;
+
+impl TokenSet {
+    /// When the access token expires, for an answer received at `answered_at`: `expires_in`
+    /// clamped to [`MAX_TOKEN_LIFETIME_SECS`] and added with checked arithmetic, so no value
+    /// HubSpot (or anyone in between) sends can overflow or panic.
+    pub fn expires_at(&self, answered_at: DateTime<Utc>) -> DateTime<Utc> {
+        expiry_after(answered_at, self.expires_in)
+    }
+}
+
+/// `answered_at` + `expires_in` seconds, clamped; see [`TokenSet::expires_at`].
+pub fn expiry_after(answered_at: DateTime<Utc>, expires_in: u64) -> DateTime<Utc> {
+    let seconds = i64::try_from(expires_in.min(MAX_TOKEN_LIFETIME_SECS)).unwrap_or(0);
+    chrono::Duration::try_seconds(seconds)
+        .and_then(|lifetime| answered_at.checked_add_signed(lifetime))
+        .unwrap_or(answered_at)
 }
 
 /// HubSpot's token response as sent; private so a partially-filled set never escapes.
@@ -274,6 +296,39 @@ fn merge_scopes(list: Option<Vec<String>>, spaced: Option<String>) -> Vec<String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_expires_in_is_clamped_and_never_panics() {
+        let now = Utc::now();
+        for huge in [
+            u64::MAX,
+            i64::MAX as u64,
+            i64::MAX as u64 / 1000,
+            10_u64.pow(13),
+            MAX_TOKEN_LIFETIME_SECS + 1,
+        ] {
+            assert_eq!(
+                expiry_after(now, huge),
+                now + chrono::Duration::seconds(MAX_TOKEN_LIFETIME_SECS as i64),
+                "{huge}"
+            );
+        }
+        assert_eq!(
+            expiry_after(now, 1800),
+            now + chrono::Duration::seconds(1800)
+        );
+        assert_eq!(expiry_after(now, 0), now);
+        // Near the end of time nothing overflows either.
+        assert_eq!(
+            expiry_after(DateTime::<Utc>::MAX_UTC, 1800),
+            DateTime::<Utc>::MAX_UTC
+        );
+        let body =
+            br#"{"access_token":"at","refresh_token":"rt","expires_in":18446744073709551615}"#;
+        let raw: RawTokenResponse = serde_json::from_slice(body).expect("parses");
+        let set = TokenSet::from(raw);
+        assert!(set.expires_at(now) <= now + chrono::Duration::days(1));
+    }
 
     #[test]
     fn tokens_never_print() {

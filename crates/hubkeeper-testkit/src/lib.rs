@@ -35,6 +35,12 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub async fn start() -> TestEnv {
+        Self::start_with_nats_authorization(None).await
+    }
+
+    /// [`TestEnv::start`] with a nats-server that requires these users (an `authorization`
+    /// block, see `hubkeeper_bus::permissions`).
+    pub async fn start_with_nats_authorization(authorization: Option<String>) -> TestEnv {
         let _ = hubkeeper_telemetry::init_tracing(
             hubkeeper_telemetry::LogFormat::Pretty,
             &std::env::var("HK_TEST_LOG").unwrap_or_else(|_| "warn".into()),
@@ -57,6 +63,7 @@ impl TestEnv {
             dir: dir.path().join("nats"),
             port: None,
             tools_dir: tools_dir(),
+            authorization,
         })
         .await
         .expect("start nats-server");

@@ -62,6 +62,32 @@ pub struct NatsArgs {
         value_parser = seconds
     )]
     pub nats_duplicate_window: Duration,
+
+    /// NATS user of this process: its role's (`api`, `relay`, `scheduler`, `refresher`,
+    /// `projector`, `webhooks`), or `all` for a process running several roles and for the
+    /// command-line tools. Unset: no authentication. Under `up` (local nats-server) it is set.
+    #[arg(long, env = "HK_NATS_USER", requires = "nats_password")]
+    pub nats_user: Option<String>,
+
+    /// Password of `HK_NATS_USER`.
+    #[arg(long, env = "HK_NATS_PASSWORD", value_parser = secret, hide_env_values = true)]
+    pub nats_password: Option<SecretString>,
+
+    /// CA certificate (PEM) that signed the NATS server's certificate: connections then require
+    /// TLS (use `tls://` URLs). Unset: the system roots, and TLS only for `tls://` URLs.
+    #[arg(long, env = "HK_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<std::path::PathBuf>,
+}
+
+impl NatsArgs {
+    /// The credentials of this process.
+    pub fn auth(&self) -> hubkeeper_bus::NatsAuth {
+        hubkeeper_bus::NatsAuth {
+            user: self.nats_user.clone(),
+            password: self.nats_password.clone(),
+            tls_ca: self.nats_tls_ca.clone(),
+        }
+    }
 }
 
 /// The HTTP API's listener and public address.
@@ -77,6 +103,26 @@ pub struct HttpArgs {
     /// the dashboard link from it.
     #[arg(long, env = "HK_PUBLIC_URL", value_parser = public_url)]
     pub public_url: Option<url::Url>,
+
+    /// How often a live stream (the activity stream) re-checks its session or key; it ends once
+    /// they are gone (logout, expiry, revocation). Seconds, or with a unit.
+    #[arg(
+        long = "stream-recheck-secs",
+        env = "HK_STREAM_RECHECK_SECS",
+        default_value = "30",
+        value_parser = seconds
+    )]
+    pub stream_recheck: Duration,
+
+    /// On SIGTERM, how long open requests may still take before the API stops anyway. Seconds,
+    /// or with a unit.
+    #[arg(
+        long = "shutdown-deadline-secs",
+        env = "HK_SHUTDOWN_DEADLINE_SECS",
+        default_value = "10",
+        value_parser = seconds
+    )]
+    pub shutdown_deadline: Duration,
 }
 
 /// A worker-only process's own health and metrics listener.

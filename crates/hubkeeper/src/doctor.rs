@@ -159,18 +159,21 @@ async fn check_nats(config: &Config) -> Outcome {
               right host, port and credentials"
             .into(),
     };
-    let client = match tokio::time::timeout(
-        CHECK_TIMEOUT,
-        async_nats::ConnectOptions::new()
-            .name("hubkeeper-doctor")
-            .connect(url.expose_secret()),
-    )
-    .await
-    {
-        Ok(Ok(client)) => client,
-        Ok(Err(e)) => return unreachable(e.to_string()),
-        Err(_) => return unreachable(format!("no answer within {CHECK_TIMEOUT:?}")),
-    };
+    let mut options = async_nats::ConnectOptions::new().name("hubkeeper-doctor");
+    if let (Some(user), Some(password)) = (&config.nats.nats_user, &config.nats.nats_password) {
+        options = options
+            .user_and_password(user.clone(), password.expose_secret().to_owned())
+            .custom_inbox_prefix(hubkeeper_bus::permissions::inbox_prefix(user));
+    }
+    if let Some(ca) = &config.nats.nats_tls_ca {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    let client =
+        match tokio::time::timeout(CHECK_TIMEOUT, options.connect(url.expose_secret())).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => return unreachable(e.to_string()),
+            Err(_) => return unreachable(format!("no answer within {CHECK_TIMEOUT:?}")),
+        };
     let js = async_nats::jetstream::new(client);
     match tokio::time::timeout(CHECK_TIMEOUT, js.query_account()).await {
         Ok(Ok(account)) => Outcome::Ok(format!(

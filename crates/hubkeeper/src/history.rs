@@ -161,7 +161,7 @@ pub async fn dlq(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
         .nats_url
         .as_ref()
         .ok_or_else(|| anyhow!("NATS_URL is not set"))?;
-    let client = hubkeeper_bus::connect(url, "hubkeeper-dlq").await?;
+    let client = hubkeeper_bus::connect_with(url, "hubkeeper-dlq", &config.nats.auth()).await?;
     let js = hubkeeper_bus::jetstream(client);
     match command {
         DlqCommand::List { kind, limit } => {

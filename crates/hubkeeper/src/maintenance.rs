@@ -30,7 +30,7 @@ pub async fn backup_command(
         Some(keep) => keep,
         None => {
             let (bus, _) = bus_and_billing(&pool);
-            SettingsService::new(bus, None)
+            SettingsService::new(bus, pool.clone(), None)
                 .current()
                 .await?
                 .values
@@ -91,7 +91,8 @@ pub async fn restore_command(
             .nats_url
             .clone()
             .ok_or_else(|| anyhow!("--purge-events-stream needs NATS_URL"))?;
-        let nats = hubkeeper_bus::connect(&nats_url, "hubkeeper-restore").await?;
+        let nats = hubkeeper_bus::connect_with(&nats_url, "hubkeeper-restore", &config.nats.auth())
+            .await?;
         let js = hubkeeper_bus::jetstream(nats);
         let stream = js
             .get_stream(hubkeeper_bus::EVENTS_STREAM)
@@ -119,7 +120,9 @@ pub async fn selftest_command(
     let pool = crate::roles::connect_store(config)?;
     hubkeeper_store::migrate(&pool).await?;
     let nats = match &config.nats.nats_url {
-        Some(url) => Some(hubkeeper_bus::connect(url, "hubkeeper-selftest").await?),
+        Some(url) => {
+            Some(hubkeeper_bus::connect_with(url, "hubkeeper-selftest", &config.nats.auth()).await?)
+        }
         None => None,
     };
     let tokens = match &nats {
@@ -128,7 +131,9 @@ pub async fn selftest_command(
     };
     // The limiter as every process configures it: from the stored settings.
     let (bus, _) = bus_and_billing(&pool);
-    let stored = SettingsService::new(bus, None).current().await?;
+    let stored = SettingsService::new(bus, pool.clone(), None)
+        .current()
+        .await?;
     let limiter = Arc::new(OAuthRateLimiter::new(
         config.oauth.oauth_rate_limit_max,
         config.oauth.oauth_rate_limit_window,

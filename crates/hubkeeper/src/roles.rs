@@ -177,7 +177,9 @@ pub async fn run_roles(
         hubkeeper_store::migrate(&pool).await
     })
     .await?;
-    let nats = hubkeeper_bus::connect(nats_url, &format!("hubkeeper-{label}")).await?;
+    let nats =
+        hubkeeper_bus::connect_with(nats_url, &format!("hubkeeper-{label}"), &config.nats.auth())
+            .await?;
     let js = hubkeeper_bus::jetstream(nats.clone());
     let streams = StreamsConfig {
         duplicate_window: config.nats.nats_duplicate_window,
@@ -232,8 +234,14 @@ pub async fn run_roles(
         tracing::info!(%addr, "API listening");
         let token = shutdown.clone();
         let state = state.clone();
+        let config_stream_recheck = config.http.stream_recheck.max(Duration::from_secs(1));
+        let config_shutdown_deadline = config.http.shutdown_deadline;
         tasks.spawn(async move {
-            hubkeeper_api::serve(listener, state, token).await?;
+            let options = hubkeeper_api::ServeOptions {
+                stream_recheck: config_stream_recheck,
+                shutdown_deadline: config_shutdown_deadline,
+            };
+            hubkeeper_api::serve_with(listener, state, token, options).await?;
             Ok("api")
         });
     } else if let Some(bind) = config.metrics.metrics_bind {

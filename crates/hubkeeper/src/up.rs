@@ -2,8 +2,9 @@
 
 use std::path::Path;
 
+use hubkeeper_bus::permissions::{authorization_block, NatsUser, PasswordSource};
 use hubkeeper_embedded::{LocalNats, LocalPostgres, NatsOptions, PostgresOptions};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::Config;
 use crate::roles::{run_roles, RoleSet};
@@ -13,7 +14,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let data_dir = std::path::absolute(&config.data.data_dir)?;
     std::fs::create_dir_all(&data_dir)?;
     // A development master key when none is configured (loud warning).
-    #[cfg_attr(not(feature = "simulator"), allow(unused_mut))]
     let mut config = crate::keys::with_dev_master_keys(config, &data_dir)?;
 
     let mut local_pg = None;
@@ -41,12 +41,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let nats_url = match &config.nats.nats_url {
         Some(url) => url.clone(),
         None => {
+            // Every role's user, with fresh passwords; this process runs them all as `all`.
+            let passwords: std::collections::HashMap<NatsUser, SecretString> = NatsUser::ALL
+                .into_iter()
+                .map(|user| (user, hubkeeper_crypto::generate_key_b64()))
+                .collect();
+            let password_of = |user: NatsUser| {
+                passwords
+                    .get(&user)
+                    .map(|p| p.expose_secret().to_owned())
+                    .unwrap_or_default()
+            };
+            let authorization =
+                authorization_block(&NatsUser::ALL, PasswordSource::Literal(&password_of));
             let nats = LocalNats::start(NatsOptions {
                 dir: data_dir.join("nats"),
                 port: preferred_port(config.local.local_nats_port),
                 tools_dir: Some(tools_dir(&data_dir)),
+                authorization: Some(authorization),
             })
             .await?;
+            config.nats.nats_user = Some(NatsUser::All.name().to_owned());
+            config.nats.nats_password = passwords.get(&NatsUser::All).cloned();
             println!(
                 "  nats      {} (local, JetStream in {})",
                 nats.url(),

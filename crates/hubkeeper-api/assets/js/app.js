@@ -246,7 +246,13 @@ function reportOAuthOutcome() {
     token_exchange_failed: 'HubSpot did not exchange the code for tokens. Start the connection again; if it keeps failing, check the activity log.',
   };
   if (error) {
-    toast(`Connecting the account failed: ${messages[error] || error}`, 'error');
+    // Only codes Hubkeeper sends are shown: the URL is anyone's to write, so an unknown value
+    // (a crafted link's "call this number") never reaches the page as text.
+    const known = Object.prototype.hasOwnProperty.call(messages, error);
+    const message = known
+      ? messages[error]
+      : 'Something went wrong. Start the connection again; if it keeps failing, check the activity log.';
+    toast(`Connecting the account failed: ${message}`, 'error');
   } else if (outcome === 'success' || outcome === 'connected' || outcome === '1' || outcome === 'true') {
     const hub = params.get('hub_id');
     toast(hub ? `HubSpot account ${hub} is connected.` : 'The HubSpot account is connected.');

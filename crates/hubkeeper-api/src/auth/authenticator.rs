@@ -1,9 +1,11 @@
 //! Verifies API keys with a short-lived cache, and dashboard sessions without one.
 //!
 //! Verified keys are cached briefly so the token hand-out path does not query Postgres per call;
-//! a revoked key stops working within [`KEY_CACHE_TTL`] everywhere.
+//! a revoked key stops working within [`KEY_CACHE_TTL`] everywhere. Known keys and refusals are
+//! kept in two bounded LRU caches ([`KeyCache`]), so a flood of random keys only ever evicts other
+//! refusals: it cannot flush the keys real clients use.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -21,7 +23,128 @@ use crate::error::ApiError;
 /// How long a verified key is trusted without asking Postgres again.
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
 
-type KeyCache = HashMap<String, (Instant, Option<Caller>)>;
+/// Entries per cache (known keys, refusals).
+pub const KEY_CACHE_CAPACITY: usize = 10_000;
+
+/// A bounded least-recently-used map: inserting into a full one evicts the entry used longest ago.
+struct Lru<V> {
+    capacity: usize,
+    tick: u64,
+    entries: HashMap<String, (u64, V)>,
+    /// Last use -> key, oldest first.
+    order: BTreeMap<u64, String>,
+}
+
+impl<V: Clone> Lru<V> {
+    fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            tick: 0,
+            entries: HashMap::new(),
+            order: BTreeMap::new(),
+        }
+    }
+
+    fn next_tick(&mut self) -> u64 {
+        self.tick += 1;
+        self.tick
+    }
+
+    fn get(&mut self, key: &str) -> Option<V> {
+        let tick = self.next_tick();
+        let (used, value) = self.entries.get_mut(key)?;
+        self.order.remove(used);
+        *used = tick;
+        self.order.insert(tick, key.to_owned());
+        Some(value.clone())
+    }
+
+    fn insert(&mut self, key: String, value: V) {
+        let tick = self.next_tick();
+        if let Some((used, _)) = self.entries.remove(&key) {
+            self.order.remove(&used);
+        }
+        while self.entries.len() >= self.capacity {
+            let Some((_, oldest)) = self.order.pop_first() else {
+                break;
+            };
+            self.entries.remove(&oldest);
+        }
+        self.order.insert(tick, key.clone());
+        self.entries.insert(key, (tick, value));
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some((used, _)) = self.entries.remove(key) {
+            self.order.remove(&used);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.order.clear();
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+/// Verifications of presented keys: known keys and refusals apart, each an LRU of
+/// [`KEY_CACHE_CAPACITY`], entries trusted for [`KEY_CACHE_TTL`].
+pub struct KeyCache {
+    known: Lru<(Instant, Caller)>,
+    refused: Lru<Instant>,
+}
+
+impl KeyCache {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            known: Lru::new(capacity),
+            refused: Lru::new(capacity),
+        }
+    }
+
+    /// `Some(answer)` when a fresh verification of `key` is cached.
+    pub fn get(&mut self, key: &str, now: Instant) -> Option<Option<Caller>> {
+        if let Some((at, caller)) = self.known.get(key) {
+            if now.duration_since(at) < KEY_CACHE_TTL {
+                return Some(Some(caller));
+            }
+            self.known.remove(key);
+        }
+        if let Some(at) = self.refused.get(key) {
+            if now.duration_since(at) < KEY_CACHE_TTL {
+                return Some(None);
+            }
+            self.refused.remove(key);
+        }
+        None
+    }
+
+    pub fn insert(&mut self, key: String, answer: Option<Caller>, now: Instant) {
+        match answer {
+            Some(caller) => {
+                self.refused.remove(&key);
+                self.known.insert(key, (now, caller));
+            }
+            None => {
+                self.known.remove(&key);
+                self.refused.insert(key, now);
+            }
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.known.clear();
+        self.refused.clear();
+    }
+
+    /// (known keys, refusals) cached.
+    pub fn len(&self) -> (usize, usize) {
+        (self.known.len(), self.refused.len())
+    }
+}
 
 pub struct Authenticator {
     pool: PgPool,
@@ -35,7 +158,7 @@ impl Authenticator {
         Self {
             installation_apps: InstallationApps::new(pool.clone()),
             pool,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(KeyCache::new(KEY_CACHE_CAPACITY)),
             sessions: SessionSettings::default(),
         }
     }
@@ -57,21 +180,16 @@ impl Authenticator {
         };
         let digest = access::hash_secret(secret);
         let cache_key = format!("{id}:{digest}");
-        if let Ok(cache) = self.cache.lock() {
-            if let Some((at, caller)) = cache.get(&cache_key) {
-                if at.elapsed() < KEY_CACHE_TTL {
-                    return Ok(caller.clone());
-                }
+        if let Ok(mut cache) = self.cache.lock() {
+            if let Some(answer) = cache.get(&cache_key, Instant::now()) {
+                return Ok(answer);
             }
         }
         let caller = access::verify_key(&self.pool, id, &digest)
             .await?
             .map(Caller::from);
         if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() > 10_000 {
-                cache.clear();
-            }
-            cache.insert(cache_key, (Instant::now(), caller.clone()));
+            cache.insert(cache_key, caller.clone(), Instant::now());
         }
         Ok(caller)
     }
@@ -140,7 +258,7 @@ impl Authenticator {
                 None => Err(ApiError::unauthorized("unknown or revoked API key")),
             };
         }
-        if let Some(secret) = session_cookie(headers) {
+        if let Some(secret) = session_cookie(headers, &self.sessions) {
             return match self.session(secret).await? {
                 Some((caller, expires_at)) => Ok(Authenticated {
                     caller,
@@ -174,4 +292,61 @@ pub async fn authenticate(
         }
     }
     Ok(who)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Role;
+
+    fn caller(id: &str) -> Caller {
+        Caller {
+            key_id: id.into(),
+            key_name: id.into(),
+            role: Role::Service,
+        }
+    }
+
+    #[test]
+    fn random_keys_cannot_flush_the_keys_in_use() {
+        let now = Instant::now();
+        let mut cache = KeyCache::new(100);
+        cache.insert("real".into(), Some(caller("real")), now);
+        for i in 0..10_000 {
+            cache.insert(format!("random-{i}"), None, now);
+        }
+        assert_eq!(cache.get("real", now), Some(Some(caller("real"))));
+        assert_eq!(cache.len(), (1, 100), "both caches stay bounded");
+        assert_eq!(cache.get("random-9999", now), Some(None));
+        assert_eq!(
+            cache.get("random-0", now),
+            None,
+            "the oldest refusal was evicted"
+        );
+    }
+
+    #[test]
+    fn the_least_recently_used_key_goes_first_and_entries_expire() {
+        let now = Instant::now();
+        let mut cache = KeyCache::new(2);
+        cache.insert("a".into(), Some(caller("a")), now);
+        cache.insert("b".into(), Some(caller("b")), now);
+        assert!(
+            cache.get("a", now).is_some(),
+            "a used again: b is now the oldest"
+        );
+        cache.insert("c".into(), Some(caller("c")), now);
+        assert_eq!(cache.get("b", now), None);
+        assert!(cache.get("a", now).is_some() && cache.get("c", now).is_some());
+        let later = now + KEY_CACHE_TTL;
+        assert_eq!(
+            cache.get("a", later),
+            None,
+            "trusted for KEY_CACHE_TTL only"
+        );
+        // A key that becomes known (or revoked) moves between the caches.
+        cache.insert("c".into(), None, now);
+        assert_eq!(cache.get("c", now), Some(None));
+        assert_eq!(cache.len(), (0, 1));
+    }
 }

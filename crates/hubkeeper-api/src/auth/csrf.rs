@@ -29,6 +29,28 @@ pub fn token_for(secret: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hasher.finalize())
 }
 
+/// `POST /auth/login` has no session yet, hence no CSRF token: it refuses any `Origin` but its
+/// own host, including the opaque `null` of sandboxed frames and malformed values, so no other
+/// page can log a browser in (login CSRF: the victim working in the attacker's session).
+/// Clients that send no `Origin` (scripts, curl) are not browsers posting from elsewhere.
+pub fn check_login_origin(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, rest)| rest);
+    if origin_host.is_none() || host.is_none() || origin_host != host {
+        return Err(ApiError::forbidden(
+            "cross-origin login refused: log in from the dashboard's own page",
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses a cross-origin request, or one without the session's token.
 pub fn check(headers: &HeaderMap, expected: &str) -> Result<(), ApiError> {
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
@@ -84,5 +106,37 @@ mod tests {
             ("origin", "https://evil.example"),
         ]);
         assert_eq!(forbidden(&cross), Some(StatusCode::FORBIDDEN));
+    }
+
+    #[test]
+    fn login_accepts_only_its_own_origin_or_none() {
+        let status = |h: &HeaderMap| check_login_origin(h).err().map(|e| e.status());
+        assert_eq!(
+            status(&headers(&[("host", "h:1")])),
+            None,
+            "no Origin: a script"
+        );
+        assert_eq!(
+            status(&headers(&[("host", "h:1"), ("origin", "http://h:1")])),
+            None
+        );
+        for origin in [
+            "https://evil.example",
+            "null",
+            "h:1",
+            "http://h:2",
+            "http://h:1.evil",
+        ] {
+            assert_eq!(
+                status(&headers(&[("host", "h:1"), ("origin", origin)])),
+                Some(StatusCode::FORBIDDEN),
+                "{origin}"
+            );
+        }
+        assert_eq!(
+            status(&headers(&[("origin", "http://h:1")])),
+            Some(StatusCode::FORBIDDEN),
+            "no Host to compare with"
+        );
     }
 }

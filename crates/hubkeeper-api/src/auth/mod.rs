@@ -25,4 +25,4 @@ pub use hubkeeper_core::access::{
     InstallKeyError, Installed, NewApiKey, Permission, Role,
 };
 pub use routes::router;
-pub use sessions::{SessionSettings, DEFAULT_SESSION_TTL, SESSION_COOKIE};
+pub use sessions::{SessionSettings, DEFAULT_SESSION_TTL, DEV_SESSION_COOKIE, SESSION_COOKIE};

@@ -50,6 +50,7 @@ async fn login(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    super::csrf::check_login_origin(&headers)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -117,7 +118,7 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Res
             "logout ends a dashboard session; an API key is ended with `hubkeeper admin revoke-key`",
         ));
     }
-    if let Some(secret) = session_cookie(&headers) {
+    if let Some(secret) = session_cookie(&headers, auth.session_settings()) {
         match authenticate(auth, &axum::http::Method::POST, &headers).await {
             Ok(who) => {
                 auth.end_session(secret).await?;
@@ -139,7 +140,7 @@ async fn session_state(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    if session_cookie(&headers).is_none() {
+    if session_cookie(&headers, state.auth().session_settings()).is_none() {
         return Ok(Json(serde_json::json!({ "authenticated": false })));
     }
     match authenticate(state.auth(), &axum::http::Method::GET, &headers).await {

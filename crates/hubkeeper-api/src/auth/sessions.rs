@@ -10,8 +10,23 @@ use std::time::Duration;
 use axum::http::{header, HeaderMap};
 use secrecy::{ExposeSecret, SecretString};
 
-/// Name of the dashboard's session cookie.
-pub const SESSION_COOKIE: &str = "hk_session";
+/// Name of the dashboard's session cookie. The `__Host-` prefix makes browsers accept it only
+/// with `Secure`, `Path=/` and no `Domain`, so neither a sibling subdomain nor a plain-HTTP
+/// answer can plant or overwrite it (session fixation).
+pub const SESSION_COOKIE: &str = "__Host-hk_session";
+
+/// The cookie's name where browsers allow plain HTTP (a loopback host without a configured
+/// public URL): `__Host-` needs `Secure`. Never accepted where the cookie is `Secure`.
+pub const DEV_SESSION_COOKIE: &str = "hk_session";
+
+/// The session cookie's name for a request whose cookies are (or are not) `Secure`.
+pub fn cookie_name(secure: bool) -> &'static str {
+    if secure {
+        SESSION_COOKIE
+    } else {
+        DEV_SESSION_COOKIE
+    }
+}
 
 /// Default session lifetime: a working day.
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
@@ -36,15 +51,17 @@ impl Default for SessionSettings {
     }
 }
 
-/// The session cookie's value, if the request carries one.
-pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+/// The session cookie's value, if the request carries one under the name this request's cookies
+/// get (see [`cookie_name`]): on a secure host a plain `hk_session` is no session.
+pub fn session_cookie<'a>(headers: &'a HeaderMap, settings: &SessionSettings) -> Option<&'a str> {
+    let wanted = cookie_name(cookie_is_secure(settings, headers));
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
+        .find(|(name, _)| *name == wanted)
         .map(|(_, value)| value.trim())
 }
 
@@ -72,7 +89,8 @@ fn is_loopback_host(host: &str) -> bool {
 /// `Set-Cookie` value opening a session.
 pub fn set_cookie(secret: &SecretString, max_age: Duration, secure: bool) -> String {
     format!(
-        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        "{}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        cookie_name(secure),
         secret.expose_secret(),
         max_age.as_secs(),
         if secure { "; Secure" } else { "" }
@@ -82,7 +100,8 @@ pub fn set_cookie(secret: &SecretString, max_age: Duration, secure: bool) -> Str
 /// `Set-Cookie` value removing the session cookie.
 pub fn clear_cookie(secure: bool) -> String {
     format!(
-        "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
+        "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
+        cookie_name(secure),
         if secure { "; Secure" } else { "" }
     )
 }
@@ -106,12 +125,23 @@ pub(crate) mod tests {
     #[test]
     fn the_session_cookie_is_found_among_others() {
         let secret = "b".repeat(43);
-        let h = headers(&[("cookie", &format!("theme=dark; hk_session={secret}; x=1"))]);
-        assert_eq!(session_cookie(&h), Some(secret.as_str()));
+        let by_host = SessionSettings::default();
+        let local = |cookie: &str| headers(&[("cookie", cookie), ("host", "localhost:8080")]);
+        let public = |cookie: &str| headers(&[("cookie", cookie), ("host", "hk.example.com")]);
+        let plain = format!("theme=dark; hk_session={secret}; x=1");
+        let prefixed = format!("theme=dark; __Host-hk_session={secret}; x=1");
         assert_eq!(
-            session_cookie(&headers(&[("cookie", "hk_sessionx=1")])),
-            None
+            session_cookie(&local(&plain), &by_host),
+            Some(secret.as_str())
         );
+        assert_eq!(
+            session_cookie(&public(&prefixed), &by_host),
+            Some(secret.as_str())
+        );
+        // A planted plain cookie is no session where cookies are Secure, and the reverse.
+        assert_eq!(session_cookie(&public(&plain), &by_host), None);
+        assert_eq!(session_cookie(&local(&prefixed), &by_host), None);
+        assert_eq!(session_cookie(&local("hk_sessionx=1"), &by_host), None);
     }
 
     #[test]
@@ -147,6 +177,9 @@ pub(crate) mod tests {
             true,
         );
         assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
-        assert!(cookie.ends_with("; Secure"));
+        assert!(cookie.starts_with("__Host-hk_session=") && cookie.contains("; Path=/;"));
+        assert!(cookie.ends_with("; Secure") && !cookie.contains("Domain"));
+        assert!(clear_cookie(true).starts_with("__Host-hk_session=;"));
+        assert!(clear_cookie(false).starts_with("hk_session=;"));
     }
 }

@@ -247,29 +247,40 @@ pub async fn install_key(
 }
 
 /// The active key `id` if `secret_hash` is its stored hash (compared in constant time); records
-/// its use.
+/// its use only then: a key id with a wrong secret (anyone can read ids in logs) leaves
+/// `last_used_at` alone.
 pub async fn verify_key(
     pool: &PgPool,
     id: &str,
     secret_hash: &str,
 ) -> Result<Option<VerifiedKey>, sqlx::Error> {
     let row: Option<(String, String, String, Vec<String>)> = sqlx::query_as(
-        "UPDATE api_keys SET last_used_at = now()
-          WHERE id = $1 AND revoked_at IS NULL
-          RETURNING name, role, secret_hash, app_ids",
+        "SELECT name, role, secret_hash, app_ids FROM api_keys WHERE id = $1 AND revoked_at IS NULL",
     )
     .bind(id)
     .fetch_optional(pool)
     .await?;
-    Ok(row.and_then(|(name, role, stored, apps)| {
-        let matches: bool = stored.as_bytes().ct_eq(secret_hash.as_bytes()).into();
-        let role = role.parse::<Role>().ok()?;
-        matches.then(|| VerifiedKey {
-            id: id.to_string(),
-            name,
-            role,
-            apps: parse_apps(&apps),
-        })
+    let Some((name, role, stored, apps)) = row else {
+        return Ok(None);
+    };
+    let matches: bool = stored.as_bytes().ct_eq(secret_hash.as_bytes()).into();
+    let Some(role) = matches.then(|| role.parse::<Role>().ok()).flatten() else {
+        return Ok(None);
+    };
+    // Still active and still this secret at the moment of use (a revocation in between wins).
+    let used = sqlx::query(
+        "UPDATE api_keys SET last_used_at = now()
+          WHERE id = $1 AND revoked_at IS NULL AND secret_hash = $2",
+    )
+    .bind(id)
+    .bind(secret_hash)
+    .execute(pool)
+    .await?;
+    Ok((used.rows_affected() == 1).then(|| VerifiedKey {
+        id: id.to_string(),
+        name,
+        role,
+        apps: parse_apps(&apps),
     }))
 }
 

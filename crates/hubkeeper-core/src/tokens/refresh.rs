@@ -360,8 +360,7 @@ impl Inner {
         match answer {
             Ok(set) => {
                 let refreshed_at = self.clock.now();
-                let lifetime = i64::try_from(set.expires_in).unwrap_or(i64::MAX / 1000);
-                let expires_at = refreshed_at + chrono::Duration::seconds(lifetime);
+                let expires_at = set.expires_at(refreshed_at);
                 // Always store the returned refresh token: HubSpot may or may not rotate it.
                 let sealed = self
                     .vault

@@ -135,6 +135,7 @@ impl BenchEnv {
             dir: dir.path().join("nats"),
             port: None,
             tools_dir: Some(tools_dir),
+            authorization: None,
         })
         .await?;
         Ok(Self {

@@ -93,7 +93,7 @@ pub fn build(
     tokens: Option<&TokenServices>,
 ) -> anyhow::Result<Maintenance> {
     let (bus, billing) = bus_and_billing(pool);
-    let settings = SettingsService::new(bus, Some(nats.clone()));
+    let settings = SettingsService::new(bus, pool.clone(), Some(nats.clone()));
     let limiter = tokens.map(|t| t.oauth_limiter.clone());
     let mut appliers: Vec<Arc<dyn SettingsApplier>> = vec![Arc::new(LogFilter)];
     if let Some(limiter) = &limiter {
