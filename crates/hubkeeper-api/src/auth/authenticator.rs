@@ -304,6 +304,7 @@ mod tests {
             key_id: id.into(),
             key_name: id.into(),
             role: Role::Service,
+            apps: Vec::new(),
         }
     }
 
