@@ -49,7 +49,8 @@ pub async fn run(config: &Config, command: AppsCommand) -> anyhow::Result<()> {
                 .map_err(|e| anyhow!("{}", hubkeeper_core::CoreError::from(e)))?;
             // Processes cache whether an app is parked: tell them now, not in a minute.
             if let Some(url) = config.nats.nats_url.as_ref() {
-                let client = hubkeeper_bus::connect(url, "hubkeeper-apps").await?;
+                let client =
+                    hubkeeper_bus::connect_with(url, "hubkeeper-apps", &config.nats.auth()).await?;
                 Broadcaster::new(client)
                     .publish(&Invalidation::App {
                         app_id: app_id.to_string(),
