@@ -7,160 +7,15 @@
 //!
 //! Needs `chromium` and `chromedriver` (scripts/bootstrap.sh --browser installs them).
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
-use fantoccini::elements::Element;
-use fantoccini::{Client, Locator};
 use hubkeeper_sim::{AccountSpec, AppSpec, ClientSecret, SeedFile, SimConfig, UserSpec};
-use hubkeeper_testkit::{free_port, Browser, HubSpotTap, SecretKind, Server, TapRecord, TestEnv};
+use hubkeeper_testkit::{
+    free_port, Browser, HubSpotTap, Page, SecretKind, Server, TapRecord, TestEnv,
+};
 
 const CLIENT_ID: &str = "5b1f0d3e-7c2a-4e8b-9f61-3a2d4c5e6f71";
 const CLIENT_SECRET: &str = "sim-secret-for-the-billing-browser-test-01";
-const WAIT: Duration = Duration::from_secs(20);
-
-struct Ui {
-    c: Client,
-    base: String,
-    shots: PathBuf,
-    driver_port: u16,
-    count: usize,
-}
-
-impl Ui {
-    async fn go(&self, path: &str) {
-        self.c
-            .goto(&format!("{}{path}", self.base))
-            .await
-            .expect("navigate");
-    }
-
-    async fn el(&self, css: &str) -> Element {
-        self.c
-            .wait()
-            .at_most(WAIT)
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("no element {css}: {e}"))
-    }
-
-    async fn until_text(&self, css: &str, text: &str) -> Element {
-        let deadline = Instant::now() + WAIT;
-        let wanted = text.to_lowercase();
-        loop {
-            if let Ok(found) = self.c.find_all(Locator::Css(css)).await {
-                for el in found {
-                    if el
-                        .text()
-                        .await
-                        .is_ok_and(|t| t.to_lowercase().contains(&wanted))
-                    {
-                        return el;
-                    }
-                }
-            }
-            if Instant::now() > deadline {
-                let body = self
-                    .c
-                    .find(Locator::Css("body"))
-                    .await
-                    .expect("body")
-                    .text()
-                    .await
-                    .unwrap_or_default();
-                panic!("no {css} containing {text:?}; page says:\n{body}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn fill(&self, css: &str, value: &str) {
-        let el = self.el(css).await;
-        el.clear().await.expect("clear");
-        el.send_keys(value).await.expect("type");
-    }
-
-    async fn select(&self, css: &str, value: &str) {
-        self.el(css)
-            .await
-            .select_by_value(value)
-            .await
-            .unwrap_or_else(|e| panic!("select {value} in {css}: {e}"));
-    }
-
-    /// Clicks after removing toasts, which may cover buttons near the bottom of the window.
-    async fn click(&self, css: &str) {
-        self.c
-            .execute(
-                "document.querySelectorAll('.toast').forEach(t => t.remove())",
-                vec![],
-            )
-            .await
-            .expect("dismiss toasts");
-        self.el(css).await.click().await.expect("click");
-    }
-
-    async fn shot(&mut self, name: &str) {
-        // Fonts loaded and transitions (toasts sliding in) finished, so the picture shows the
-        // page as users see it; endless animations (spinners) do not count.
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let settled = self
-                .c
-                .execute(
-                    "return document.fonts.status === 'loaded' && document.getAnimations().every(\
-             a => a.playState !== 'running' || a.effect.getComputedTiming().iterations === Infinity);",
-                    vec![],
-                )
-                .await
-                .expect("settle check");
-            if settled == serde_json::Value::Bool(true) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the page never settled for {name}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        self.count += 1;
-        let png = self.c.screenshot().await.expect("screenshot");
-        std::fs::write(
-            self.shots.join(format!("{:02}-{name}.png", self.count)),
-            png,
-        )
-        .expect("write screenshot");
-    }
-
-    async fn assert_clean_console(&self) {
-        let session = self
-            .c
-            .session_id()
-            .await
-            .expect("session")
-            .expect("session id");
-        let logs: serde_json::Value = reqwest::Client::new()
-            .post(format!(
-                "http://127.0.0.1:{}/session/{session}/se/log",
-                self.driver_port
-            ))
-            .json(&serde_json::json!({ "type": "browser" }))
-            .send()
-            .await
-            .expect("logs")
-            .json()
-            .await
-            .expect("logs json");
-        let errors: Vec<String> = logs["value"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|entry| entry["level"] == "SEVERE")
-            .map(|entry| entry["message"].as_str().unwrap_or_default().to_string())
-            .collect();
-        assert!(errors.is_empty(), "console errors: {errors:#?}");
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pricing_billing_and_settings_pages_work_in_a_browser() {
@@ -214,18 +69,12 @@ async fn pricing_billing_and_settings_pages_work_in_a_browser() {
         .expect("create app");
     assert!(created.status().is_success(), "{:?}", created.text().await);
 
-    let shots =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test-artifacts/dashboard-billing");
-    let _ = std::fs::remove_dir_all(&shots);
-    std::fs::create_dir_all(&shots).expect("shots dir");
     let browser = Browser::start(1366, 1000).await;
-    let mut ui = Ui {
-        c: browser.client.clone(),
-        base: base.clone(),
-        shots,
-        driver_port: browser.driver_port,
-        count: 0,
-    };
+    let mut ui = Page::new(
+        &browser,
+        &base,
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test-artifacts/dashboard-billing"),
+    );
 
     // Log in.
     ui.go("/dashboard/login").await;
@@ -252,7 +101,11 @@ async fn pricing_billing_and_settings_pages_work_in_a_browser() {
     ui.click("#add-plan").await;
     ui.fill("#plan-form input[name=code]", "pro").await;
     ui.fill("#plan-form input[name=name]", "Pro").await;
-    ui.select("#plan-form select[name=type]", "recurring").await;
+    ui.el("#plan-form select[name=type]")
+        .await
+        .select_by_value("recurring")
+        .await
+        .expect("choose the recurring type");
     ui.fill("#plan-form input[name=price]", "10.00").await;
     ui.fill(
         "#plan-form textarea[name=features]",
@@ -309,8 +162,7 @@ async fn pricing_billing_and_settings_pages_work_in_a_browser() {
         .await
         .expect("json");
     assert_eq!(settings["values"]["oauth_rate_limit"]["max_per_ip"], 20);
-    ui.assert_clean_console().await;
-    let _ = ui.c.close().await;
+    ui.assert_clean_console("on the billing pages", &[]).await;
     drop(browser);
 
     // Nothing secret in any table or in the process's log.

@@ -37,6 +37,7 @@ static ASSETS: &[(&str, &str, &[u8])] = assets! {
     "js/help.js" => "text/javascript; charset=utf-8",
     "js/format.js" => "text/javascript; charset=utf-8",
     "js/list.js" => "text/javascript; charset=utf-8",
+    "js/charts.js" => "text/javascript; charset=utf-8",
     "js/process-configuration.js" => "text/javascript; charset=utf-8",
     "js/pages/login.js" => "text/javascript; charset=utf-8",
     "js/pages/overview.js" => "text/javascript; charset=utf-8",

@@ -31,6 +31,7 @@ pub mod plans;
 pub mod queries;
 pub mod server_config;
 pub mod settings;
+pub mod stats;
 pub mod webhooks;
 
 pub use error::ApiError;
@@ -57,7 +58,8 @@ pub fn router(state: AppState) -> Router {
         .merge(dead_letters::router())
         .merge(plans::router())
         .merge(billing::router())
-        .merge(settings::router());
+        .merge(settings::router())
+        .merge(stats::router());
     // Who may call what, from the OpenAPI document: before any handler runs.
     let routes = routes.layer(axum::middleware::from_fn_with_state(
         state.clone(),

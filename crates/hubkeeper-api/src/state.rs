@@ -69,6 +69,8 @@ pub struct Inner {
     /// "Expiring soon" on the overview: active tokens expiring within this window, unless the
     /// request asks for another.
     pub expiring_window: chrono::Duration,
+    /// The refresh scheduler's lead time (`HK_REFRESH_LEAD_SECS`), marked on the expiry chart.
+    pub refresh_lead: chrono::Duration,
 }
 
 impl AppState {
@@ -104,6 +106,10 @@ impl AppState {
 
     pub fn expiring_window(&self) -> chrono::Duration {
         self.inner.expiring_window
+    }
+
+    pub fn refresh_lead(&self) -> chrono::Duration {
+        self.inner.refresh_lead
     }
 
     pub fn webhooks(&self) -> Option<&Arc<WebhookIngest>> {

@@ -18,6 +18,7 @@ pub mod history;
 pub mod live;
 pub mod queries;
 pub mod replay;
+pub mod series;
 pub mod tables;
 
 pub use apply::{apply_event, apply_events, ApplyReport, Outcome};

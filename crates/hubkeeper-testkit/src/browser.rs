@@ -4,9 +4,10 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder};
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
 
 use crate::{free_port, wait_until};
 
@@ -92,5 +93,197 @@ impl Browser {
             driver,
             _profile: profile,
         }
+    }
+}
+
+/// How long a page may take to show what a test waits for.
+pub const PAGE_WAIT: Duration = Duration::from_secs(20);
+
+/// One dashboard tab as a test drives it: navigation, waits on what the page shows (never on
+/// time), clicks that survive re-renders, screenshots into a directory and console checks.
+pub struct Page {
+    pub client: Client,
+    pub base: String,
+    shots: PathBuf,
+    driver_port: u16,
+    count: usize,
+}
+
+impl Page {
+    /// A page of `browser` on the server at `base`, keeping screenshots in `shots` (emptied).
+    pub fn new(browser: &Browser, base: &str, shots: PathBuf) -> Page {
+        let _ = std::fs::remove_dir_all(&shots);
+        std::fs::create_dir_all(&shots).expect("screenshot directory");
+        Page {
+            client: browser.client.clone(),
+            base: base.to_string(),
+            shots,
+            driver_port: browser.driver_port,
+            count: 0,
+        }
+    }
+
+    pub async fn go(&self, path: &str) {
+        self.client
+            .goto(&format!("{}{path}", self.base))
+            .await
+            .unwrap_or_else(|e| panic!("open {path}: {e}"));
+    }
+
+    pub async fn el(&self, css: &str) -> Element {
+        self.client
+            .wait()
+            .at_most(PAGE_WAIT)
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no element {css}: {e}"))
+    }
+
+    /// Clicks the element matching `css`, finding it again while a re-render replaces it.
+    /// Toasts are removed first: they may cover buttons near the bottom of the window.
+    pub async fn click(&self, css: &str) {
+        self.dismiss_toasts().await;
+        let deadline = Instant::now() + PAGE_WAIT;
+        loop {
+            match self.el(css).await.click().await {
+                Ok(_) => return,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => panic!("could not click {css}: {error}"),
+            }
+        }
+    }
+
+    pub async fn dismiss_toasts(&self) {
+        self.client
+            .execute(
+                "document.querySelectorAll('.toast').forEach(t => t.remove())",
+                vec![],
+            )
+            .await
+            .expect("remove toasts");
+    }
+
+    pub async fn fill(&self, css: &str, value: &str) {
+        let el = self.el(css).await;
+        el.clear().await.expect("clear");
+        el.send_keys(value).await.expect("type");
+    }
+
+    /// Waits until an element matching `css` contains `text` (ignoring case); re-finds elements
+    /// on each try because pages re-render.
+    pub async fn until_text(&self, css: &str, text: &str) -> Element {
+        let deadline = Instant::now() + PAGE_WAIT;
+        let wanted = text.to_lowercase();
+        loop {
+            if let Ok(found) = self.client.find_all(Locator::Css(css)).await {
+                for el in found {
+                    if el
+                        .text()
+                        .await
+                        .is_ok_and(|t| t.to_lowercase().contains(&wanted))
+                    {
+                        return el;
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no {css} containing {text:?}; page says:\n{}",
+                    self.body_text().await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn body_text(&self) -> String {
+        match self.client.find(Locator::Css("body")).await {
+            Ok(body) => body.text().await.unwrap_or_default(),
+            Err(e) => format!("(no body: {e})"),
+        }
+    }
+
+    /// Runs `script` (its `return` value comes back as JSON) until `done` accepts the value.
+    pub async fn until_value(
+        &self,
+        what: &str,
+        script: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + PAGE_WAIT;
+        loop {
+            let value = self
+                .client
+                .execute(script, vec![])
+                .await
+                .unwrap_or(serde_json::Value::Null);
+            if done(&value) {
+                return value;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{what}: last value {value}; page says:\n{}",
+                    self.body_text().await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A screenshot named `name`, taken once the page has nothing loading, its fonts are in and
+    /// its transitions (toasts sliding in) are over; endless animations (spinners) do not count.
+    pub async fn shot(&mut self, name: &str) {
+        self.until_value(
+            "the page settles before its screenshot",
+            "return document.fonts.status === 'loaded' \
+             && document.querySelectorAll('.state-loading').length === 0 \
+             && document.getAnimations().every(a => a.playState !== 'running' \
+                || a.effect.getComputedTiming().iterations === Infinity)",
+            |v| v == &serde_json::Value::Bool(true),
+        )
+        .await;
+        self.count += 1;
+        let png = self.client.screenshot().await.expect("screenshot");
+        std::fs::write(
+            self.shots.join(format!("{:02}-{name}.png", self.count)),
+            png,
+        )
+        .expect("write screenshot");
+    }
+
+    /// Fails on any script error in the browser's console and on any failed request except
+    /// those containing one of `allowed` (a browser logs every 4xx answer to fetch).
+    pub async fn assert_clean_console(&self, when: &str, allowed: &[&str]) {
+        let session = self
+            .client
+            .session_id()
+            .await
+            .expect("session")
+            .expect("session id");
+        let logs: serde_json::Value = reqwest::Client::new()
+            .post(format!(
+                "http://127.0.0.1:{}/session/{session}/se/log",
+                self.driver_port
+            ))
+            .json(&serde_json::json!({ "type": "browser" }))
+            .send()
+            .await
+            .expect("console log")
+            .json()
+            .await
+            .expect("console log JSON");
+        let errors: Vec<String> = logs["value"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|entry| entry["level"] == "SEVERE")
+            .map(|entry| entry["message"].as_str().unwrap_or_default().to_string())
+            .filter(|m| {
+                !(m.contains("Failed to load resource") && allowed.iter().any(|a| m.contains(a)))
+            })
+            .collect();
+        assert!(errors.is_empty(), "console errors {when}: {errors:#?}");
     }
 }

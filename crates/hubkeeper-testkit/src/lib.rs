@@ -12,7 +12,7 @@ mod leaks;
 mod server;
 mod tap;
 
-pub use browser::Browser;
+pub use browser::{Browser, Page, PAGE_WAIT};
 pub use leaks::{SecretKind, SecretScan};
 pub use server::{wait_ready, Server};
 pub use tap::{HubSpotTap, TapRecord, TokenCall};

@@ -225,6 +225,8 @@ pub async fn run_roles(
                 .max(Duration::from_secs(1)),
         )
         .unwrap_or(chrono::Duration::MAX),
+        refresh_lead: chrono::Duration::from_std(config.tokens.refresh_lead)
+            .unwrap_or(chrono::Duration::MAX),
     });
     if roles.api {
         let listener = tokio::net::TcpListener::bind(config.http.bind)

@@ -4,6 +4,7 @@
 use chrono::{Datelike, NaiveDate};
 use hubkeeper_domain::plan::{LimitKind, PlanStatus};
 use hubkeeper_domain::subscription::period_of;
+use hubkeeper_domain::InstallationId;
 use sqlx::Row;
 use uuid::Uuid;
 
@@ -17,6 +18,32 @@ use super::BillingService;
 use crate::error::CoreError;
 
 impl BillingService {
+    /// A tenant's limit of `kind` under the plan version it is held to (`None`: no plan, or
+    /// unlimited). Reads the aggregates; records nothing.
+    pub async fn monthly_limit(
+        &self,
+        installation: InstallationId,
+        kind: LimitKind,
+    ) -> Result<Option<u64>, CoreError> {
+        let (subscription, _) = self
+            .bus
+            .subscriptions()
+            .load(&installation.to_string())
+            .await?;
+        let Some(current) = subscription.current() else {
+            return Ok(None);
+        };
+        let (plan, _) = self
+            .bus
+            .plans()
+            .load(&current.plan.plan_id.to_string())
+            .await?;
+        Ok(plan
+            .limits_for(current.joined_at, self.clock.now())
+            .get(&kind)
+            .copied())
+    }
+
     /// The Billing & Upgrades page.
     pub async fn overview(&self, query: &OverviewQuery) -> Result<BillingOverview, CoreError> {
         let now = self.clock.now();
@@ -67,22 +94,7 @@ impl BillingService {
         .fetch_one(&self.pool)
         .await?;
         let requests_limit = match installation {
-            Some(id) => {
-                let (subscription, _) = self.bus.subscriptions().load(&id.to_string()).await?;
-                match subscription.current() {
-                    Some(current) => {
-                        let (plan, _) = self
-                            .bus
-                            .plans()
-                            .load(&current.plan.plan_id.to_string())
-                            .await?;
-                        plan.limits_for(current.joined_at, now)
-                            .get(&LimitKind::RequestsPerMonth)
-                            .copied()
-                    }
-                    None => None,
-                }
-            }
+            Some(id) => self.monthly_limit(id, LimitKind::RequestsPerMonth).await?,
             None => None,
         };
         let days_so_far = u64::from(now.day()).max(1);

@@ -7,6 +7,13 @@ import { HELP } from '../help.js';
 import { toLocalInput, fromLocalInput, zoneName } from '../time.js';
 import { actorLabel } from '../format.js';
 import { pagedList } from '../list.js';
+import { liveChart, totalsSentence, bucketLabel } from '../charts.js';
+
+const LEVEL_BARS = [
+  { key: 'info', label: 'Info', tone: 'info' },
+  { key: 'warn', label: 'Warnings', tone: 'warn' },
+  { key: 'error', label: 'Errors', tone: 'error' },
+];
 
 const PAGE_SIZE = 50;
 const LEVELS = [['', 'All levels'], ['info', 'Info'], ['warn', 'Warnings'], ['error', 'Errors'], ['warn,error', 'Warnings and errors']];
@@ -36,9 +43,27 @@ export async function render(ctx) {
     field('App', app),
     h('div', { class: 'filter-actions' }, h('button', { type: 'submit', class: 'btn btn-primary' }, 'Apply'), reset));
   const listBox = h('div', { id: 'activity-list' }, loading('Loading the activity log…'));
+  // Entries per hour by level over the last 24 h (of the chosen installation or app); a bar
+  // filters the list to its hour.
+  const chartParams = () => ({ installation_id: filters.installation_id, app_id: filters.app_id });
+  const chart = liveChart('/v1/stats/activity', chartParams(), {
+    id: 'chart-activity', title: 'Entries per hour by level, last 24 h', bars: LEVEL_BARS,
+    summary: (s) => totalsSentence(s, LEVEL_BARS, 'Last 24 hours') + ' Choose an hour to list its entries.',
+    onBucket: (point) => {
+      const start = new Date(point.start);
+      const end = new Date(start.getTime() + 3600 * 1000);
+      from.value = toLocalInput(start.toISOString());
+      to.value = toLocalInput(end.toISOString());
+      setFieldError(to, null);
+      Object.assign(filters, { from: start.toISOString(), to: end.toISOString() });
+      list.applyFilters();
+      listBox.setAttribute('aria-label', `Entries of ${bucketLabel(point.start, 3600)} UTC`);
+    },
+  });
 
   root.append(
     pageHeader('Activity Logs', 'Everything Hubkeeper recorded: connections, refreshes, revocations, administrative actions and what HubSpot told us, with who caused it.'),
+    section('Activity over time', chart.element),
     section('Filters', form),
     section('Entries', listBox),
     helpPanel(HELP.activityFilters));
@@ -70,6 +95,7 @@ export async function render(ctx) {
     }
     Object.assign(filters, { level: level.value, from: fromIso, to: toIso, installation_id: installation.value, app_id: app.value });
     list.applyFilters();
+    chart.refresh(chartParams());
   });
   reset.addEventListener('click', () => {
     level.value = '';
@@ -80,6 +106,7 @@ export async function render(ctx) {
     setFieldError(to, null);
     Object.assign(filters, { level: '', from: '', to: '', installation_id: '', app_id: '' });
     list.applyFilters();
+    chart.refresh(chartParams());
   });
 
   const filtered = () => Object.values(filters).some(Boolean);
@@ -108,6 +135,6 @@ export async function render(ctx) {
     },
   });
 
-  await list.load();
+  await Promise.all([list.load(), chart.refresh()]);
   return list.close;
 }

@@ -6,6 +6,47 @@ import { get, api, query, listOf } from '../api.js';
 import { h, clear, pageHeader, section, stat, loading, errorState, emptyState, table, helpPanel, field, toast, actionButton, run, time, shortId, settle } from '../ui.js';
 import { HELP } from '../help.js';
 import { priceLabel } from '../format.js';
+import { liveChart, totalsSentence } from '../charts.js';
+
+const USAGE_BARS = [{ key: 'requests', label: 'Requests', tone: 'info' }];
+const CHANGE_BARS = [
+  { key: 'upgrades', label: 'Upgrades', tone: 'ok' },
+  { key: 'downgrades', label: 'Downgrades', tone: 'warn' },
+];
+const REGISTRATION_BARS = [
+  { key: 'free', label: 'Free registrations', tone: 'muted' },
+  { key: 'paid', label: 'Paid registrations', tone: 'ok' },
+];
+
+// Usage per day this month (with the tenant's monthly limit as a line), upgrades and downgrades
+// per week, registrations per week with the conversion rate.
+function billingCharts() {
+  const usage = liveChart('/v1/stats/usage', {}, {
+    id: 'chart-usage', title: 'Requests per day this month', bars: USAGE_BARS,
+    prepare: (s, o) => {
+      const limit = s.context?.monthly_limit;
+      return {
+        ...o,
+        rule: limit ? { value: limit, label: 'Monthly limit' } : null,
+        summary: (x) => totalsSentence(x, USAGE_BARS, 'This month') + (limit ? ` The plan allows ${Number(limit).toLocaleString()} a month.` : ''),
+      };
+    },
+  });
+  const changes = liveChart('/v1/stats/plan-changes', {}, {
+    id: 'chart-plan-changes', title: 'Upgrades and downgrades per week, last 12 weeks', bars: CHANGE_BARS,
+    summary: (s) => totalsSentence(s, CHANGE_BARS, 'Last 12 weeks'),
+  });
+  const registrations = liveChart('/v1/stats/registrations', {}, {
+    id: 'chart-registrations', title: 'Registrations per week and the conversion rate', bars: REGISTRATION_BARS,
+    line: { key: 'conversion_rate_percent', label: 'Conversion rate (free to paid)', unit: '%' },
+    summary: (s) => {
+      const pts = (s.points || []).filter((p) => p.conversion_rate_percent !== null && p.conversion_rate_percent !== undefined);
+      const rate = pts.length ? pts[pts.length - 1].conversion_rate_percent : null;
+      return totalsSentence(s, REGISTRATION_BARS, 'Last 12 weeks') + ` ${(s.totals?.conversions ?? 0).toLocaleString()} conversions` + (rate === null ? '.' : `; conversion rate now ${rate}%.`);
+    },
+  });
+  return { usage, changes, registrations };
+}
 
 const TRIGGERS = { registration: 'Registration', self_serve: 'Self-serve', admin: 'Admin', limit_reached: 'Limit reached' };
 const DIRECTIONS = { new: ['info', 'New'], upgrade: ['ok', 'Upgrade'], downgrade: ['warn', 'Downgrade'], lateral: ['muted', 'Change'] };
@@ -32,14 +73,15 @@ export async function render(ctx) {
   const changesBox = h('div', { id: 'recent-upgrades' }, loading());
   const limitsBox = h('div', { id: 'limits-reached' }, loading());
   const registrationsBox = h('div', { class: 'stats', id: 'registrations' }, loading('Counting registrations…'));
+  const charts = billingCharts();
   root.append(
     pageHeader('Billing & Upgrades', 'Which plans tenants are on, how much of their allowance they use, and who upgraded.', change),
     formSlot,
     section('Current pricing', plansBox),
-    section('Usage analytics', h('div', { class: 'filters' }, field('Tenant', tenantSelect)), usageBox),
-    section('Recent upgrades', changesBox),
+    section('Usage analytics', h('div', { class: 'filters' }, field('Tenant', tenantSelect)), usageBox, charts.usage.element),
+    section('Recent upgrades', charts.changes.element, changesBox),
     section('Limits reached', limitsBox),
-    section('Registration management', registrationsBox),
+    section('Registration management', registrationsBox, charts.registrations.element),
     helpPanel(HELP.billing));
 
   let tenants = [];
@@ -189,8 +231,9 @@ export async function render(ctx) {
   tenantSelect.addEventListener('change', () => {
     clear(usageBox).append(loading('Loading usage…'));
     load();
+    charts.usage.refresh({ installation_id: tenantSelect.value });
   });
   await loadTenants();
-  await load();
+  await Promise.all([load(), charts.usage.refresh(), charts.changes.refresh(), charts.registrations.refresh()]);
   return () => { closed = true; };
 }

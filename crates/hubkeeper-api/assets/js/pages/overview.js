@@ -4,6 +4,53 @@
 import { get, query, listOf } from '../api.js';
 import { h, clear, pageHeader, section, stat, loading, errorState, emptyState, statusBadge, levelBadge, time, table, connectControl } from '../ui.js';
 import { actorLabel } from '../format.js';
+import { liveChart, throttle, totalsSentence, REFRESH_BARS } from '../charts.js';
+
+// The overview's trend charts: refreshes, expiries ahead, connected accounts, webhooks.
+function trendCharts() {
+  const refreshes = liveChart('/v1/stats/refreshes', {}, {
+    id: 'chart-refreshes', title: 'Refreshes per hour, last 24 h', bars: REFRESH_BARS,
+    summary: (s) => totalsSentence(s, REFRESH_BARS, 'Last 24 hours'),
+  });
+  const expiryBars = [{ key: 'expiring', label: 'Access tokens expiring', tone: 'info' }];
+  const expiries = liveChart('/v1/stats/expiries', {}, {
+    id: 'chart-expiries', title: 'Token expiries ahead, next 2 h', bars: expiryBars,
+    prepare: (s, o) => {
+      const lead = s.context?.refresh_lead_seconds || 0;
+      const leadMin = Math.round(lead / 60);
+      return {
+        ...o,
+        marker: { at: new Date(Date.now() + lead * 1000), label: `Refresh lead time (${leadMin} min)` },
+        summary: (x) => `${(x.totals?.expiring ?? 0).toLocaleString()} access tokens expire in the next 2 hours; the scheduler refreshes each one ${leadMin} minutes before it expires.`,
+      };
+    },
+  });
+  const connected = liveChart('/v1/stats/connected', {}, {
+    id: 'chart-connected', title: 'Connected accounts, last 30 days', line: { key: 'connected', label: 'Connected accounts', unit: '' },
+    summary: (s) => {
+      const pts = s.points || [];
+      const last = pts.length ? pts[pts.length - 1].connected : 0;
+      const first = pts.length ? pts[0].connected : 0;
+      return `${(last ?? 0).toLocaleString()} accounts connected today, ${(first ?? 0).toLocaleString()} 30 days ago.`;
+    },
+  });
+  const webhookBars = [{ key: 'received', label: 'Webhook events', tone: 'info' }];
+  const webhooks = liveChart('/v1/stats/webhooks', {}, {
+    id: 'chart-webhooks', title: 'HubSpot webhook events per minute, last hour', bars: webhookBars,
+    line: { key: 'latency_p95_ms', label: 'Ingest latency p95', unit: ' ms' },
+    summary: (s) => {
+      const lat = (s.points || []).map((p) => p.latency_p95_ms).filter((v) => v !== null && v !== undefined);
+      const worst = lat.length ? Math.max(...lat) : null;
+      return `${(s.totals?.received ?? 0).toLocaleString()} webhook events in the last hour` + (worst === null ? '.' : `; the slowest minute's p95 ingest latency was ${worst.toLocaleString()} ms.`);
+    },
+  });
+  const all = [refreshes, expiries, connected, webhooks];
+  return {
+    element: h('div', { class: 'charts' }, ...all.map((c) => c.element)),
+    refresh: () => Promise.all(all.map((c) => c.refresh())),
+  };
+}
+
 
 const RECENT = 12;
 
@@ -15,6 +62,10 @@ export async function render(ctx) {
   const feed = h('ol', { class: 'feed', id: 'activity-feed', 'aria-live': 'polite', 'aria-relevant': 'additions' });
   const feedBox = h('div', {}, loading('Loading recent activity…'));
   const connect = h('div', { class: 'connect-slot' });
+  const trends = trendCharts();
+  const refreshTrends = throttle(() => {
+    if (!closed) trends.refresh();
+  });
 
   root.append(
     pageHeader('Overview', 'Connected HubSpot accounts, the health of their tokens, and what is happening now.', connect),
@@ -24,7 +75,8 @@ export async function render(ctx) {
       h('section', { class: 'card', 'aria-labelledby': 'recent-title' },
         h('div', { class: 'card-head' }, h('h2', { id: 'recent-title' }, 'Recent activity'), liveStatus),
         feedBox,
-        h('p', { class: 'card-foot' }, h('a', { href: '/dashboard/activity', 'data-link': true }, 'Open the full activity log →')))));
+        h('p', { class: 'card-foot' }, h('a', { href: '/dashboard/activity', 'data-link': true }, 'Open the full activity log →')))),
+    section('Trends', trends.element));
 
   let source = null;
   let closed = false;
@@ -134,6 +186,7 @@ export async function render(ctx) {
       feed.prepend(li);
       while (feed.children.length > RECENT) feed.lastElementChild.remove();
       scheduleRefresh();
+      refreshTrends();
     });
   }
 
@@ -162,7 +215,7 @@ export async function render(ctx) {
     }, 2000);
   }
 
-  await Promise.all([loadStats(), loadAttention()]);
+  await Promise.all([loadStats(), loadAttention(), trends.refresh()]);
 
   return () => {
     closed = true;

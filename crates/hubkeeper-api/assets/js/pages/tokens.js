@@ -6,6 +6,7 @@ import { HELP } from '../help.js';
 import { refreshButton, revokeButton, detailsLink, reconnectLink } from '../actions.js';
 import { countOf } from '../format.js';
 import { pagedList } from '../list.js';
+import { installationCharts } from '../charts.js';
 
 const STATUSES = [
   ['', 'All statuses'],
@@ -41,6 +42,7 @@ export async function render(ctx) {
       'OAuth tokens of every connected HubSpot account: when they expire, when they were last used, and what to do when one stops working.',
       connect),
     section('Tokens', filterForm, listBox),
+    section('Refreshes and hand-outs of all accounts', installationCharts(null)),
     h('div', { class: 'help-grid' },
       helpPanel(HELP.tokenStatuses),
       helpPanel(HELP.refresh),

@@ -6,6 +6,7 @@ import { h, clear, section, loading, errorState, emptyState, statusBadge, levelB
 import { HELP } from '../help.js';
 import { refreshButton, revokeButton, disconnectButton, reconnectLink } from '../actions.js';
 import { actorLabel } from '../format.js';
+import { installationCharts } from '../charts.js';
 
 const FAILURE_CLASSES = {
   invalid_grant: 'HubSpot rejected the refresh token',
@@ -120,6 +121,7 @@ export async function render(ctx) {
           statBox('Token hand-outs in all', view.usage ? view.usage.handouts_total : 0),
           statBox('Webhook events', view.webhook_events ?? 0),
           h('div', { class: 'stat' }, h('p', { class: 'stat-label' }, 'Last API use'), h('p', { class: 'stat-value stat-time' }, time((view.usage && view.usage.last_handed_out_at) || view.last_used_at, { empty: 'never' }))))),
+      section('Refreshes and hand-outs', installationCharts(id)),
       section('Installation history and app versions',
         view.history && view.history.length
           ? table([
