@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
+use hubkeeper_api::auth::{create_key_for_apps, Role};
 use hubkeeper_sim::{
     AccountSpec, AppSpec, ApproveRequest, ClientSecret, DeliverRequest, FaultEndpoint, FaultMode,
     FaultRule, SeedFile, SimConfig, UserSpec,
@@ -260,6 +261,7 @@ async fn charts_draw_what_happened_and_match_the_figures_beside_them() {
             "from",
         ),
         ("/v1/stats/activity?bucket=2h", "bucket"),
+        ("/v1/stats/registrations?bucket=1m", "bucket"),
         (
             "/v1/stats/refreshes?from=2020-01-01T00:00:00Z&bucket=1m",
             "bucket",
@@ -320,6 +322,23 @@ async fn charts_draw_what_happened_and_match_the_figures_beside_them() {
         .or_else(|| app["id"].as_str())
         .expect("app id")
         .to_string();
+    // The app's backend: a service key bound to the app fetches tokens and reports usage.
+    let backend = Api {
+        http: http.clone(),
+        base: base.clone(),
+        key: create_key_for_apps(
+            &env.pool(),
+            "charts backend",
+            Role::Service,
+            &[app_id.parse().expect("app id")],
+            "test",
+        )
+        .await
+        .expect("service key")
+        .token
+        .expose_secret()
+        .to_string(),
+    };
     let mut codes = Vec::new();
     for hub_id in HUBS {
         let install = http
@@ -428,18 +447,20 @@ async fn charts_draw_what_happened_and_match_the_figures_beside_them() {
 
     // ---- hand-outs, usage, plan changes, webhooks --------------------------------------------
     for _ in 0..HANDOUTS {
-        api.get(&format!("/v1/installations/{}/token", ids[0]))
+        backend
+            .get(&format!("/v1/installations/{}/token", ids[0]))
             .await;
     }
-    api.ok(
-        Method::POST,
-        "/v1/usage",
-        Some(json!({
-            "installation_id": ids[0], "metric": "requests", "quantity": REQUESTS_REPORTED,
-            "idempotency_key": "charts-1"
-        })),
-    )
-    .await;
+    backend
+        .ok(
+            Method::POST,
+            "/v1/usage",
+            Some(json!({
+                "installation_id": ids[0], "metric": "requests", "quantity": REQUESTS_REPORTED,
+                "idempotency_key": "charts-1"
+            })),
+        )
+        .await;
     for (id, plan) in [(&ids[0], "pro"), (&ids[2], "pro"), (&ids[2], "free")] {
         api.ok(
             Method::PUT,

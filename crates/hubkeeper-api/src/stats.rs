@@ -91,7 +91,8 @@ impl RangeParams {
         let from = time("from", &self.from)?;
         let to = time("to", &self.to)?;
         let window = match (from, to) {
-            (None, None) => default,
+            // Checked too: the default span in a small bucket can be too many points.
+            (None, None) => Window::new(default.from, default.to, bucket)?,
             (Some(from), None) => {
                 let to = match span {
                     Span::Ahead(..) => from + default_len(default),
