@@ -10,15 +10,14 @@
 //! Needs `chromium` and `chromedriver` (scripts/bootstrap.sh --browser installs them); without
 //! them the test fails with that instruction rather than passing silently.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use fantoccini::elements::Element;
-use fantoccini::{Client, Locator};
+use fantoccini::Locator;
 use hubkeeper_api::auth::{create_key, Role};
 use hubkeeper_sim::{AccountSpec, AppSpec, ClientSecret, SeedFile, SimConfig, UserSpec};
 use hubkeeper_testkit::{
-    free_port, wait_until, Browser, HubSpotTap, SecretKind, Server, TapRecord, TestEnv,
+    free_port, wait_until, Browser, HubSpotTap, Page, SecretKind, Server, TapRecord, TestEnv,
 };
 use secrecy::ExposeSecret;
 
@@ -26,200 +25,6 @@ const CLIENT_ID: &str = "5b1f0d3e-7c2a-4e8b-9f61-3a2d4c5e6f70";
 const CLIENT_SECRET: &str = "sim-secret-for-the-browser-test-0123456789";
 const HUB_ID: u64 = 40_000_001;
 const WAIT: Duration = Duration::from_secs(20);
-
-/// Screenshots and console checks around one browser session.
-struct Ui {
-    c: Client,
-    base: String,
-    shots: PathBuf,
-    driver_port: u16,
-    count: usize,
-}
-
-impl Ui {
-    async fn go(&self, path: &str) {
-        self.c.goto(&format!("{}{path}", self.base)).await.unwrap();
-    }
-
-    async fn el(&self, css: &str) -> Element {
-        self.c
-            .wait()
-            .at_most(WAIT)
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("no element {css}: {e}"))
-    }
-
-    /// Clicks the element matching `css`, finding it again while a re-render replaces it
-    /// (a list that reloads after an action makes an element found a moment ago stale).
-    async fn click(&self, css: &str) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            match self.el(css).await.click().await {
-                Ok(_) => return,
-                Err(_) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(error) => panic!("could not click {css}: {error}"),
-            }
-        }
-    }
-
-    /// Waits until an element matching `css` contains `text`, ignoring case (CSS may upper-case
-    /// labels); re-finds elements on each try because pages re-render.
-    async fn until_text(&self, css: &str, text: &str) -> Element {
-        let deadline = Instant::now() + WAIT;
-        let wanted = text.to_lowercase();
-        loop {
-            if let Ok(found) = self.c.find_all(Locator::Css(css)).await {
-                for el in found {
-                    if el
-                        .text()
-                        .await
-                        .is_ok_and(|t| t.to_lowercase().contains(&wanted))
-                    {
-                        return el;
-                    }
-                }
-            }
-            if Instant::now() > deadline {
-                let body = self
-                    .c
-                    .find(Locator::Css("body"))
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap_or_default();
-                panic!("no {css} containing {text:?}; page says:\n{body}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn heading(&self, text: &str) {
-        self.until_text("h1", text).await;
-    }
-
-    async fn nav(&self, label: &str) {
-        self.c
-            .find(Locator::LinkText(label))
-            .await
-            .unwrap_or_else(|e| panic!("no nav link {label}: {e}"))
-            .click()
-            .await
-            .unwrap();
-    }
-
-    async fn toast(&self, text: &str) -> String {
-        self.until_text(".toast", text).await.text().await.unwrap()
-    }
-
-    async fn fill(&self, css: &str, value: &str) {
-        let el = self.el(css).await;
-        el.clear().await.unwrap();
-        el.send_keys(value).await.unwrap();
-    }
-
-    async fn shot(&mut self, name: &str) {
-        // Fonts loaded and transitions (toasts sliding in) finished, so the picture shows the
-        // page as users see it; endless animations (spinners) do not count.
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let settled = self
-                .c
-                .execute(
-                    "return document.fonts.status === 'loaded' && document.getAnimations().every(\
-             a => a.playState !== 'running' || a.effect.getComputedTiming().iterations === Infinity);",
-                    vec![],
-                )
-                .await
-                .unwrap();
-            if settled == serde_json::Value::Bool(true) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the page never settled for {name}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        self.count += 1;
-        let png = self.c.screenshot().await.unwrap();
-        std::fs::write(
-            self.shots.join(format!("{:02}-{name}.png", self.count)),
-            png,
-        )
-        .unwrap();
-    }
-
-    async fn dismiss_toasts(&self) {
-        self.c
-            .execute(
-                "document.querySelectorAll('.toast').forEach(t => t.remove())",
-                vec![],
-            )
-            .await
-            .unwrap();
-    }
-
-    /// Waits until the list in `css` has finished loading; returns its text.
-    async fn settled(&self, css: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let loading = self
-                .c
-                .find_all(Locator::Css(&format!("{css} .state-loading")))
-                .await
-                .map(|v| !v.is_empty())
-                .unwrap_or(true);
-            if !loading {
-                return self.el(css).await.text().await.unwrap();
-            }
-            assert!(Instant::now() < deadline, "{css} keeps loading");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// The browser console's entries since the last call. Fails on any script error and on any
-    /// failed request except the `allowed` ones the test provoked on purpose (a browser logs
-    /// every 4xx answer to fetch as an error).
-    async fn assert_clean_console(&self, when: &str, allowed: &[&str]) {
-        let session = self.c.session_id().await.unwrap().unwrap();
-        let logs: serde_json::Value = reqwest::Client::new()
-            .post(format!(
-                "http://127.0.0.1:{}/session/{session}/se/log",
-                self.driver_port
-            ))
-            .json(&serde_json::json!({ "type": "browser" }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let errors: Vec<String> = logs["value"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|entry| entry["level"] == "SEVERE")
-            .map(|entry| entry["message"].as_str().unwrap_or_default().to_string())
-            .filter(|m| {
-                !(m.contains("Failed to load resource") && allowed.iter().any(|a| m.contains(a)))
-            })
-            .collect();
-        assert!(errors.is_empty(), "console errors {when}: {errors:#?}");
-    }
-
-    async fn is_disabled(&self, css: &str) -> bool {
-        self.el(css)
-            .await
-            .prop("disabled")
-            .await
-            .unwrap()
-            .is_some_and(|v| v == "true")
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_dashboard_works_end_to_end_in_a_browser() {
@@ -268,23 +73,18 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
         .expose_secret()
         .to_string();
 
-    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test-artifacts/dashboard");
-    let _ = std::fs::remove_dir_all(&shots);
-    std::fs::create_dir_all(&shots).unwrap();
     let browser = Browser::start(1366, 900).await;
-    let mut ui = Ui {
-        c: browser.client.clone(),
-        base: base.clone(),
-        shots,
-        driver_port: browser.driver_port,
-        count: 0,
-    };
+    let mut ui = Page::new(
+        &browser,
+        &base,
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test-artifacts/dashboard"),
+    );
 
     // --- login: a wrong key is explained, the right one opens the Overview ---
     ui.go("/").await;
     ui.heading("Log in to Hubkeeper").await;
     assert!(ui
-        .c
+        .client
         .current_url()
         .await
         .unwrap()
@@ -364,7 +164,8 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
         "the client id cannot be edited"
     );
     assert!(
-        ui.c.find(Locator::Css("#app-form input[name=client_secret]"))
+        ui.client
+            .find(Locator::Css("#app-form input[name=client_secret]"))
             .await
             .is_err(),
         "the client secret is not editable"
@@ -561,17 +362,18 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
         .unwrap();
     ui.settled("#activity-list").await;
     assert!(ui
-        .c
+        .client
         .current_url()
         .await
         .unwrap()
         .query()
         .unwrap_or("")
         .contains("level=error"));
-    let levels =
-        ui.c.find_all(Locator::Css("#activity-list td[data-label=Level]"))
-            .await
-            .unwrap();
+    let levels = ui
+        .client
+        .find_all(Locator::Css("#activity-list td[data-label=Level]"))
+        .await
+        .unwrap();
     assert!(
         !levels.is_empty(),
         "the error filter lists the errors on record"
@@ -599,13 +401,14 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
         .await
         .unwrap();
     ui.until_text("#activity-list td", "Info").await;
-    let query =
-        ui.c.current_url()
-            .await
-            .unwrap()
-            .query()
-            .unwrap_or("")
-            .to_string();
+    let query = ui
+        .client
+        .current_url()
+        .await
+        .unwrap()
+        .query()
+        .unwrap_or("")
+        .to_string();
     assert!(
         query.contains("level=info") && query.contains("app_id="),
         "{query}"
@@ -633,14 +436,14 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
     ui.shot("settings").await;
 
     // --- a phone-sized screen: the menu folds, tables become cards ---
-    ui.c.set_window_size(390, 844).await.unwrap();
-    ui.nav_mobile("Overview").await;
+    ui.client.set_window_size(390, 844).await.unwrap();
+    nav_mobile(&ui, "Overview").await;
     ui.heading("Overview").await;
     ui.shot("phone-overview").await;
-    ui.nav_mobile("Token Management").await;
+    nav_mobile(&ui, "Token Management").await;
     ui.until_text("#tokens-list", "Revoked").await;
     ui.shot("phone-tokens").await;
-    ui.c.set_window_size(1366, 900).await.unwrap();
+    ui.client.set_window_size(1366, 900).await.unwrap();
     let sim_favicon = format!("{}/favicon.ico", sim.base_url);
     ui.assert_clean_console(
         "during the admin's session",
@@ -692,7 +495,7 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
     // The server refuses the auditor whatever the page allows: every change, with the session's
     // own CSRF token, from inside the page.
     let auditor_target: String = ui
-        .c
+        .client
         .execute(
             "return fetch('/v1/installations').then(r => r.json()).then(d => d.items[0].installation_id)",
             vec![],
@@ -719,7 +522,7 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
     ]);
     let attempts_made = attempts.as_array().map_or(0, Vec::len);
     let statuses = ui
-        .c
+        .client
         .execute_async(
             r#"const [attempts, done] = arguments;
                fetch('/auth/me').then(r => r.json()).then(async (me) => {
@@ -748,7 +551,8 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
     ui.assert_clean_console("during the auditor's session", &["status of 403"])
         .await;
 
-    ui.c.close().await.unwrap();
+    let screenshots = ui.screenshots();
+    ui.client.close().await.unwrap();
     drop(browser);
 
     // Nothing secret in any table or in the process's log.
@@ -758,16 +562,14 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
     sim.shutdown().await.unwrap();
     eprintln!(
         "browser test: {} screenshots in test-artifacts/dashboard, {:?}",
-        ui.count,
+        screenshots,
         started.elapsed()
     );
 }
 
-impl Ui {
-    /// On a phone the navigation sits behind the menu button.
-    async fn nav_mobile(&self, label: &str) {
-        self.el("#nav-toggle").await.click().await.unwrap();
-        self.until_text("#nav a", label).await;
-        self.nav(label).await;
-    }
+/// On a phone the navigation sits behind the menu button.
+async fn nav_mobile(ui: &Page, label: &str) {
+    ui.el("#nav-toggle").await.click().await.unwrap();
+    ui.until_text("#nav a", label).await;
+    ui.nav(label).await;
 }

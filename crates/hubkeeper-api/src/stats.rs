@@ -113,14 +113,14 @@ impl RangeParams {
     }
 
     /// Refuses a filter the series does not take, instead of ignoring it.
-    fn refuse(&self, installation: bool, app: bool) -> Result<(), ApiError> {
-        if installation && self.installation_id.is_some() {
+    fn refuse(&self, takes: Filters) -> Result<(), ApiError> {
+        if !takes.installation && self.installation_id.is_some() {
             return Err(ApiError::invalid_parameter(
                 "installation_id",
                 "this series is not kept per installation",
             ));
         }
-        if app && self.app_id.is_some() {
+        if !takes.app && self.app_id.is_some() {
             return Err(ApiError::invalid_parameter(
                 "app_id",
                 "this series is not kept per app",
@@ -128,6 +128,38 @@ impl RangeParams {
         }
         Ok(())
     }
+}
+
+/// Which filters a series takes.
+#[derive(Debug, Clone, Copy)]
+struct Filters {
+    installation: bool,
+    app: bool,
+}
+
+const NO_FILTERS: Filters = Filters {
+    installation: false,
+    app: false,
+};
+const BY_INSTALLATION: Filters = Filters {
+    installation: true,
+    app: false,
+};
+const BY_INSTALLATION_OR_APP: Filters = Filters {
+    installation: true,
+    app: true,
+};
+
+/// What every series does first: the permission, the filters it takes, the window.
+fn prepare(
+    caller: &Caller,
+    p: &RangeParams,
+    takes: Filters,
+    span: Span,
+) -> Result<Window, ApiError> {
+    caller.require(Permission::Read)?;
+    p.refuse(takes)?;
+    p.window(span)
 }
 
 fn default_len(window: Window) -> Duration {
@@ -142,9 +174,12 @@ async fn refreshes(
     caller: Caller,
     Query(p): Query<RangeParams>,
 ) -> SeriesResult {
-    caller.require(Permission::Read)?;
-    p.refuse(false, true)?;
-    let window = p.window(Span::Past(Duration::hours(24), Bucket::Hour))?;
+    let window = prepare(
+        &caller,
+        &p,
+        BY_INSTALLATION,
+        Span::Past(Duration::hours(24), Bucket::Hour),
+    )?;
     Ok(Json(
         series::refreshes(state.pool(), window, p.installation()?).await?,
     ))
@@ -157,8 +192,12 @@ async fn activity(
     caller: Caller,
     Query(p): Query<RangeParams>,
 ) -> SeriesResult {
-    caller.require(Permission::Read)?;
-    let window = p.window(Span::Past(Duration::hours(24), Bucket::Hour))?;
+    let window = prepare(
+        &caller,
+        &p,
+        BY_INSTALLATION_OR_APP,
+        Span::Past(Duration::hours(24), Bucket::Hour),
+    )?;
     let app = uuid("app_id", &p.app_id)?;
     Ok(Json(
         series::activity(state.pool(), window, p.installation()?, app).await?,
@@ -171,9 +210,12 @@ async fn expiries(
     caller: Caller,
     Query(p): Query<RangeParams>,
 ) -> SeriesResult {
-    caller.require(Permission::Read)?;
-    p.refuse(true, true)?;
-    let window = p.window(Span::Ahead(Duration::hours(2), Bucket::FiveMinutes))?;
+    let window = prepare(
+        &caller,
+        &p,
+        NO_FILTERS,
+        Span::Ahead(Duration::hours(2), Bucket::FiveMinutes),
+    )?;
     Ok(Json(
         series::expiries(state.pool(), window, state.refresh_lead()).await?,
     ))
@@ -185,9 +227,12 @@ async fn connected(
     caller: Caller,
     Query(p): Query<RangeParams>,
 ) -> SeriesResult {
-    caller.require(Permission::Read)?;
-    p.refuse(true, true)?;
-    let window = p.window(Span::Past(Duration::days(30), Bucket::Day))?;
+    let window = prepare(
+        &caller,
+        &p,
+        NO_FILTERS,
+        Span::Past(Duration::days(30), Bucket::Day),
+    )?;
     Ok(Json(series::connected(state.pool(), window).await?))
 }
 
@@ -198,9 +243,12 @@ async fn handouts(
     caller: Caller,
     Query(p): Query<RangeParams>,
 ) -> SeriesResult {
-    caller.require(Permission::Read)?;
-    p.refuse(false, true)?;
-    let window = p.window(Span::Past(Duration::days(30), Bucket::Day))?;
+    let window = prepare(
+        &caller,
+        &p,
+        BY_INSTALLATION,
+        Span::Past(Duration::days(30), Bucket::Day),
+    )?;
     Ok(Json(
         series::handouts(state.pool(), window, p.installation()?).await?,
     ))
@@ -213,9 +261,7 @@ async fn usage(
     caller: Caller,
     Query(p): Query<RangeParams>,
 ) -> SeriesResult {
-    caller.require(Permission::Read)?;
-    p.refuse(false, true)?;
-    let window = p.window(Span::ThisMonth)?;
+    let window = prepare(&caller, &p, BY_INSTALLATION, Span::ThisMonth)?;
     let installation = p.installation()?;
     let mut answer = series::usage(state.pool(), window, installation).await?;
     if let Some(id) = installation {
@@ -236,9 +282,12 @@ async fn plan_changes(
     caller: Caller,
     Query(p): Query<RangeParams>,
 ) -> SeriesResult {
-    caller.require(Permission::Read)?;
-    p.refuse(true, true)?;
-    let window = p.window(Span::Past(Duration::weeks(12), Bucket::Week))?;
+    let window = prepare(
+        &caller,
+        &p,
+        NO_FILTERS,
+        Span::Past(Duration::weeks(12), Bucket::Week),
+    )?;
     Ok(Json(series::plan_changes(state.pool(), window).await?))
 }
 
@@ -248,9 +297,12 @@ async fn registrations(
     caller: Caller,
     Query(p): Query<RangeParams>,
 ) -> SeriesResult {
-    caller.require(Permission::Read)?;
-    p.refuse(true, true)?;
-    let window = p.window(Span::Past(Duration::weeks(12), Bucket::Week))?;
+    let window = prepare(
+        &caller,
+        &p,
+        NO_FILTERS,
+        Span::Past(Duration::weeks(12), Bucket::Week),
+    )?;
     Ok(Json(series::registrations(state.pool(), window).await?))
 }
 
@@ -260,8 +312,11 @@ async fn webhooks(
     caller: Caller,
     Query(p): Query<RangeParams>,
 ) -> SeriesResult {
-    caller.require(Permission::Read)?;
-    p.refuse(true, true)?;
-    let window = p.window(Span::Past(Duration::hours(1), Bucket::Minute))?;
+    let window = prepare(
+        &caller,
+        &p,
+        NO_FILTERS,
+        Span::Past(Duration::hours(1), Bucket::Minute),
+    )?;
     Ok(Json(series::webhooks(state.pool(), window).await?))
 }

@@ -198,6 +198,57 @@ impl Page {
         }
     }
 
+    /// Waits for the page's `<h1>` to contain `text`.
+    pub async fn heading(&self, text: &str) {
+        self.until_text("h1", text).await;
+    }
+
+    /// Follows the navigation link labelled `label`.
+    pub async fn nav(&self, label: &str) {
+        self.client
+            .find(Locator::LinkText(label))
+            .await
+            .unwrap_or_else(|e| panic!("no navigation link {label}: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click {label}: {e}"));
+    }
+
+    /// Waits for a toast containing `text`; returns its whole text.
+    pub async fn toast(&self, text: &str) -> String {
+        self.until_text(".toast", text)
+            .await
+            .text()
+            .await
+            .expect("toast text")
+    }
+
+    /// Waits until the list in `css` has finished loading; returns its text.
+    pub async fn settled(&self, css: &str) -> String {
+        let loading = format!("{css} .state-loading");
+        self.until_value(
+            &format!("{css} finishes loading"),
+            &format!("return document.querySelectorAll({loading:?}).length === 0"),
+            |v| v == &serde_json::Value::Bool(true),
+        )
+        .await;
+        self.el(css).await.text().await.expect("list text")
+    }
+
+    pub async fn is_disabled(&self, css: &str) -> bool {
+        self.el(css)
+            .await
+            .prop("disabled")
+            .await
+            .expect("disabled property")
+            .is_some_and(|v| v == "true")
+    }
+
+    /// Screenshots taken so far.
+    pub fn screenshots(&self) -> usize {
+        self.count
+    }
+
     pub async fn body_text(&self) -> String {
         match self.client.find(Locator::Css("body")).await {
             Ok(body) => body.text().await.unwrap_or_default(),
@@ -232,13 +283,12 @@ impl Page {
         }
     }
 
-    /// A screenshot named `name`, taken once the page has nothing loading, its fonts are in and
-    /// its transitions (toasts sliding in) are over; endless animations (spinners) do not count.
+    /// A screenshot named `name`, taken once the page's fonts are in and its transitions (toasts
+    /// sliding in) are over; endless animations (spinners) do not count.
     pub async fn shot(&mut self, name: &str) {
         self.until_value(
             "the page settles before its screenshot",
             "return document.fonts.status === 'loaded' \
-             && document.querySelectorAll('.state-loading').length === 0 \
              && document.getAnimations().every(a => a.playState !== 'running' \
                 || a.effect.getComputedTiming().iterations === Infinity)",
             |v| v == &serde_json::Value::Bool(true),
