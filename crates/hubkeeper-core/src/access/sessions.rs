@@ -54,6 +54,9 @@ pub async fn start_session(
     })
 }
 
+/// A session joined with its key: key id, name, role, bound apps, the session's expiry.
+type SessionRow = (String, String, String, Vec<String>, DateTime<Utc>);
+
 /// The key behind a session secret and when the session expires; `None` when unknown, expired,
 /// logged out or when its key has been revoked. Records the session's use.
 pub async fn find_session(
@@ -63,7 +66,7 @@ pub async fn find_session(
     if !is_session_secret(secret) {
         return Ok(None);
     }
-    let row: Option<(String, String, String, Vec<String>, DateTime<Utc>)> = sqlx::query_as(
+    let row: Option<SessionRow> = sqlx::query_as(
         "UPDATE sessions s SET last_seen_at = now()
            FROM api_keys k
           WHERE s.id_hash = $1 AND k.id = s.key_id
