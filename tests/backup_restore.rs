@@ -83,6 +83,7 @@ async fn connect_installation(pool: &PgPool, app: AppId, hub: u64) -> Installati
                 scopes: vec!["oauth".into()],
                 tokens,
                 app_version: None,
+                customer: None,
             }),
             &meta(),
         )

@@ -212,6 +212,14 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
     ui.until_text(".state-empty", "No HubSpot accounts are connected yet")
         .await;
     ui.el("#connect-account").await.click().await.unwrap();
+    // A connect session for the customer's reference, returning to Token Management.
+    ui.fill("#connect-external-ref", "acme-demo").await;
+    ui.shot("connect-session").await;
+    ui.el("dialog button[value=confirm]")
+        .await
+        .click()
+        .await
+        .unwrap();
     ui.until_text("body", "Connect app").await;
     ui.shot("simulator-consent").await;
     ui.el("input[name=account]").await.click().await.unwrap();

@@ -24,7 +24,7 @@ async fn assert_no_secret_leaks(h: &Harness) {
 
 fn error_code(target: &str) -> &str {
     target
-        .strip_prefix("/dashboard/tokens?error=")
+        .strip_prefix("/connect-result?error=")
         .unwrap_or_else(|| panic!("expected an error redirect, got {target}"))
 }
 
@@ -43,7 +43,8 @@ async fn install_flow_through_the_simulator_with_every_error_code() {
         )
         .await;
 
-    // Success: consent, callback, dashboard redirect with the installation id.
+    // Success: consent, callback, the public result page with the installation id (never the
+    // dashboard: the browser is the customer's).
     let id = h.install(api, &app, 40_000_001).await;
     let details = h.details(api, &id).await;
     assert_eq!(details["status"], "connected");
@@ -86,7 +87,10 @@ async fn install_flow_through_the_simulator_with_every_error_code() {
     // invalid_state: replaying a used state, a forged one, none at all.
     let params = h.start_install(api, &app).await;
     let redirect = h.consent(&params, 40_000_001, false, None).await;
-    assert!(h.callback(api, &redirect).await.contains("connected="));
+    assert!(h
+        .callback(api, &redirect)
+        .await
+        .contains("status=connected"));
     assert_eq!(
         error_code(&h.callback(api, &redirect).await),
         "invalid_state",

@@ -69,6 +69,7 @@ pub fn app_rows(app: AppId, label: &str, at: DateTime<Utc>) -> Vec<Row> {
             StoredSignatureVersion::V2,
             StoredSignatureVersion::V3,
         ],
+        return_urls: Vec::new(),
         registered_at: at,
     });
     let updated = AppEvent::Updated(AppUpdated {
@@ -81,6 +82,7 @@ pub fn app_rows(app: AppId, label: &str, at: DateTime<Utc>) -> Vec<Row> {
         optional_scopes: None,
         oauth_generation: None,
         signature_versions: Some(vec![StoredSignatureVersion::V3]),
+        return_urls: None,
         updated_at: at + Duration::minutes(1),
     });
     vec![
@@ -128,6 +130,8 @@ pub fn connected_row(app: AppId, hub: u64, at: DateTime<Utc>, expires: DateTime<
             scopes: vec!["crm.objects.contacts.read".into(), "oauth".into()],
             tokens: tokens(expires),
             app_version: Some("1.0.0".into()),
+            external_ref: None,
+            metadata: None,
             generation: 1,
             connected_at: at,
         }),
@@ -203,6 +207,8 @@ pub fn lifecycle_row(app: AppId, hub: u64, k: u64, sequence: i64, at: DateTime<U
             ],
             tokens: tokens(at + Duration::minutes(30)),
             app_version: Some(format!("1.{}.0", sequence % 4)),
+            external_ref: None,
+            metadata: None,
             previous_status: StoredInstallationStatus::NeedsReauthorization,
             generation,
             connected_at: at,
@@ -227,6 +233,8 @@ pub fn lifecycle_row(app: AppId, hub: u64, k: u64, sequence: i64, at: DateTime<U
             scopes: vec!["crm.objects.contacts.read".into(), "oauth".into()],
             tokens: tokens(at + Duration::minutes(30)),
             app_version: None,
+            external_ref: None,
+            metadata: None,
             previous_status: StoredInstallationStatus::Disconnected,
             generation,
             connected_at: at,

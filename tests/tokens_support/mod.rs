@@ -312,7 +312,8 @@ impl Harness {
     }
 
     /// Calls our callback with the query of `hubspot_redirect` (whatever URL HubSpot chose) and
-    /// returns the dashboard redirect target.
+    /// returns where it sends the browser (a connect session's return URL, or the public result
+    /// page `/connect-result?...`).
     pub async fn callback(&self, api: usize, hubspot_redirect: &str) -> String {
         let query = url::Url::parse(hubspot_redirect)
             .unwrap()
@@ -342,7 +343,7 @@ impl Harness {
         let redirect = self.consent(&params, hub_id, false, None).await;
         let target = self.callback(api, &redirect).await;
         let id = target
-            .strip_prefix("/dashboard/tokens?connected=")
+            .strip_prefix("/connect-result?status=connected&installation_id=")
             .unwrap_or_else(|| panic!("install failed: {target}"));
         id.to_string()
     }

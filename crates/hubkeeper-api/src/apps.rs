@@ -111,6 +111,8 @@ struct CreateApp {
     oauth_generation: Option<String>,
     #[serde(default)]
     signature_versions: Option<Vec<String>>,
+    #[serde(default)]
+    return_urls: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -132,6 +134,8 @@ struct PatchApp {
     oauth_generation: Option<String>,
     #[serde(default)]
     signature_versions: Option<Vec<String>>,
+    #[serde(default)]
+    return_urls: Option<Vec<String>>,
     #[serde(default)]
     client_id: Option<String>,
     /// Only its presence matters (always refused); the value is skipped unread.
@@ -173,6 +177,7 @@ async fn create(
             .map(value::<OAuthGeneration>)
             .transpose()?,
         signature_versions: parse_versions(body.signature_versions)?,
+        return_urls: body.return_urls.unwrap_or_default(),
     };
     let view = services
         .apps
@@ -221,6 +226,7 @@ async fn update(
             .map(value::<OAuthGeneration>)
             .transpose()?,
         signature_versions: parse_versions(body.signature_versions)?,
+        return_urls: body.return_urls,
         client_id: body.client_id,
         client_secret_supplied: body.client_secret.is_some(),
     };

@@ -423,7 +423,8 @@ impl From<CoreError> for ApiError {
                 | InstallationError::InvalidScope { .. }
                 | InstallationError::InvalidHubDomain { .. }
                 | InstallationError::InvalidInstallerEmail
-                | InstallationError::InvalidAppVersion { .. } => Self::validation(message),
+                | InstallationError::InvalidAppVersion { .. }
+                | InstallationError::InvalidCustomer(_) => Self::validation(message),
                 other => Self::internal(other),
             },
             CoreError::ReauthorizationRequired { .. } => {
@@ -432,6 +433,14 @@ impl From<CoreError> for ApiError {
             CoreError::Disconnected { .. } => Self::conflict("disconnected", message),
             CoreError::Revoked { .. } => Self::conflict("revoked", message),
             CoreError::AppDeleted { .. } => Self::conflict("app_deleted", message),
+            CoreError::ConnectSession(refusal) => {
+                let status = match refusal {
+                    hubkeeper_core::SessionRefusal::Unknown => StatusCode::NOT_FOUND,
+                    hubkeeper_core::SessionRefusal::Expired => StatusCode::GONE,
+                    hubkeeper_core::SessionRefusal::AlreadyUsed => StatusCode::CONFLICT,
+                };
+                Self::new(status, refusal.code(), message)
+            }
             CoreError::Shredded { .. } => Self::new(StatusCode::GONE, "tenant_forgotten", message),
             CoreError::HubSpot(h) => hubspot_error(&h),
             CoreError::AppCredentialsRejected { .. } => {

@@ -21,6 +21,7 @@ pub mod openapi;
 pub mod activity_stream;
 pub mod apps;
 pub mod billing;
+pub mod connect;
 pub mod dashboard;
 pub mod dead_letters;
 pub mod events;
@@ -52,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .merge(apps::router())
         .merge(installations::router())
         .merge(oauth::router())
+        .merge(connect::router())
         .merge(queries::router())
         .merge(events::router())
         .merge(webhooks::router())

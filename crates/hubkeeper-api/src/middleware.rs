@@ -46,7 +46,7 @@ pub fn layer(router: Router<AppState>) -> Router<AppState> {
                     tracing::info_span!(
                         "request",
                         method = %req.method(),
-                        path = %req.uri().path(),
+                        path = %loggable_path(req.uri().path()),
                         request_id = %request_id,
                     )
                 })
@@ -55,6 +55,17 @@ pub fn layer(router: Router<AppState>) -> Router<AppState> {
                 }),
         )
         .layer(axum::middleware::from_fn(crate::request::assign))
+}
+
+/// The path as logs may show it: a connect session's link is a bearer capability, so its id is
+/// replaced.
+fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+    match path.strip_prefix("/connect/") {
+        Some(rest) if rest.starts_with(hubkeeper_core::connect::SESSION_PREFIX) => {
+            "/connect/[session]".into()
+        }
+        _ => path.into(),
+    }
 }
 
 fn is_json(response: &Response) -> bool {
@@ -156,6 +167,13 @@ mod tests {
     use axum::http::StatusCode;
     use axum::routing::get;
     use tower::ServiceExt;
+
+    #[test]
+    fn connect_links_are_not_logged() {
+        assert_eq!(loggable_path("/connect/cs_abcdef"), "/connect/[session]");
+        assert_eq!(loggable_path("/connect-result"), "/connect-result");
+        assert_eq!(loggable_path("/v1/apps"), "/v1/apps");
+    }
 
     /// The framework's own answers, through the same layer the server uses.
     fn app() -> Router {

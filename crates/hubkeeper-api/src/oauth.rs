@@ -1,6 +1,8 @@
-//! The public install flow: `GET /oauth/{app_id}/install` sends the browser to HubSpot's consent
-//! page, `GET /oauth/callback` finishes the install and sends it on to the dashboard with
-//! `?connected=<installation id>` or `?error=<code>`.
+//! The public install flow: `GET /oauth/{app_id}/install` (or a connect session's
+//! `GET /connect/{session_id}`, see [`crate::connect`]) sends the browser to HubSpot's consent
+//! page, `GET /oauth/callback` finishes the install and sends the browser to the session's
+//! return URL (`installation_id`, `external_ref`, `status=connected`, or `error=<code>`), or,
+//! without one, to the public result page `/connect-result` (never the dashboard's login).
 //!
 //! Both routes are public (a customer's browser calls them) and therefore rate limited per
 //! client IP, so nobody can burn HubSpot code exchanges or fill the state table from one host.
@@ -15,6 +17,7 @@ use axum::http::{header, Extensions, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
+use hubkeeper_core::connect::outcome_url;
 use hubkeeper_core::selftest::RateLimitProbe;
 use hubkeeper_core::settings::{SettingsApplier, SettingsSnapshot};
 use hubkeeper_core::CallbackParams;
@@ -158,7 +161,7 @@ fn client_ip(extensions: &Extensions) -> IpAddr {
         .unwrap_or(IpAddr::from([0, 0, 0, 0]))
 }
 
-fn limited(state: &AppState, extensions: &Extensions) -> Result<(), ApiError> {
+pub(crate) fn limited(state: &AppState, extensions: &Extensions) -> Result<(), ApiError> {
     let limiter = &state.tokens()?.oauth_limiter;
     let ip = client_ip(extensions);
     limiter.check(ip).map_err(|wait| {
@@ -205,24 +208,47 @@ async fn callback(
         .unwrap_or("")
         .trim_end_matches('/');
     let target = match params {
-        Err(_) => format!("{base}/dashboard/tokens?error=invalid_state"),
+        Err(_) => format!("{base}/connect-result?error=invalid_state"),
         Ok(Query(params)) => {
-            match services
+            let done = services
                 .oauth
                 .complete(params, Some(request.as_str()))
-                .await
-            {
+                .await;
+            let outcome = match &done.result {
                 Ok(id) => {
                     metrics::counter!("hk_oauth_callbacks_total", "outcome" => "connected")
                         .increment(1);
-                    format!("{base}/dashboard/tokens?connected={id}")
+                    Ok(*id)
                 }
                 Err(e) => {
                     metrics::counter!("hk_oauth_callbacks_total", "outcome" => e.code())
                         .increment(1);
                     tracing::info!(code = e.code(), "install not completed: {e}");
-                    format!("{base}/dashboard/tokens?error={}", e.code())
+                    Err(e.code())
                 }
+            };
+            match &done.session {
+                Some(session) => match session.return_url.as_deref() {
+                    Some(url) => {
+                        let url = if url.starts_with('/') {
+                            format!("{base}{url}")
+                        } else {
+                            url.to_owned()
+                        };
+                        outcome_url(&url, &session.customer.external_ref, outcome)
+                    }
+                    None => outcome_url(
+                        &format!("{base}/connect-result"),
+                        &session.customer.external_ref,
+                        outcome,
+                    ),
+                },
+                None => match outcome {
+                    Ok(id) => {
+                        format!("{base}/connect-result?status=connected&installation_id={id}")
+                    }
+                    Err(code) => format!("{base}/connect-result?error={code}"),
+                },
             }
         }
     };

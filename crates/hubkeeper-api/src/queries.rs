@@ -34,13 +34,14 @@ pub struct InstallationParams {
     status: Option<String>,
     app_id: Option<String>,
     hub_id: Option<String>,
+    external_ref: Option<String>,
     q: Option<String>,
     sort: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
 }
 
-/// `GET /v1/installations?status=&app_id=&hub_id=&q=&sort=&limit=&cursor=`
+/// `GET /v1/installations?status=&app_id=&hub_id=&external_ref=&q=&sort=&limit=&cursor=`
 async fn installations(
     State(state): State<AppState>,
     caller: Caller,
@@ -56,6 +57,14 @@ async fn installations(
             .unwrap_or_default(),
         app_id: uuid("app_id", &p.app_id)?,
         hub_id: int("hub_id", &p.hub_id)?,
+        external_ref: p
+            .external_ref
+            .as_deref()
+            .map(|r| {
+                hubkeeper_domain::installation::validate_external_ref(r)
+                    .map_err(|e| ApiError::invalid_parameter("external_ref", e.to_string()))
+            })
+            .transpose()?,
         q: text("q", &p.q)?,
         sort: text("sort", &p.sort)?,
         limit: int("limit", &p.limit)?,

@@ -50,6 +50,8 @@ pub struct NewApp {
     pub optional_scopes: String,
     pub oauth_generation: Option<OAuthGeneration>,
     pub signature_versions: Option<Vec<SignatureVersion>>,
+    /// Allowed return URLs of connect sessions.
+    pub return_urls: Vec<String>,
 }
 
 /// A partial update; `None` leaves a field as it is.
@@ -63,6 +65,8 @@ pub struct AppChanges {
     pub optional_scopes: Option<String>,
     pub oauth_generation: Option<OAuthGeneration>,
     pub signature_versions: Option<Vec<SignatureVersion>>,
+    /// Replaces the allowed return URLs of connect sessions.
+    pub return_urls: Option<Vec<String>>,
     /// Accepted only when equal to the current client id (forms resend every field).
     pub client_id: Option<String>,
     /// A secret was sent: always refused (a new secret means a new app entry). The value itself
@@ -85,6 +89,8 @@ pub struct AppDetails {
     pub optional_scopes: BTreeSet<String>,
     pub oauth_generation: OAuthGeneration,
     pub signature_versions: BTreeSet<SignatureVersion>,
+    /// Where connect sessions may send the end user back to (scheme, host, port, path prefix).
+    pub return_urls: Vec<String>,
     pub registered_at: DateTime<Utc>,
     pub updated_at: Option<DateTime<Utc>>,
     pub deleted_at: Option<DateTime<Utc>>,
@@ -131,6 +137,7 @@ impl AppDetails {
             optional_scopes: config.optional_scopes.clone(),
             oauth_generation: config.oauth_generation,
             signature_versions: config.signature_versions.clone(),
+            return_urls: config.return_urls.clone(),
             registered_at: config.registered_at,
             updated_at: app.updated_at(),
             deleted_at: app.deleted_at(),
@@ -265,6 +272,7 @@ impl AppService {
             optional_scopes: new.optional_scopes,
             oauth_generation: new.oauth_generation,
             signature_versions: new.signature_versions,
+            return_urls: new.return_urls,
         });
         if let Err(e) = self
             .inner
@@ -312,6 +320,7 @@ impl AppService {
             optional_scopes: changes.optional_scopes,
             oauth_generation: changes.oauth_generation,
             signature_versions: changes.signature_versions,
+            return_urls: changes.return_urls,
             client_id: changes.client_id,
             client_secret: None,
         };
@@ -690,6 +699,7 @@ mod tests {
             optional_scopes: String::new(),
             oauth_generation: None,
             signature_versions: None,
+            return_urls: Vec::new(),
         };
         assert!(!format!("{new:?}").contains("super-secret-value"));
     }

@@ -89,6 +89,10 @@ pub enum CoreError {
         retry_after_secs: u64,
     },
 
+    /// A connect session that does not exist, expired or was used.
+    #[error(transparent)]
+    ConnectSession(#[from] crate::connect::SessionRefusal),
+
     /// The tenant's data key was destroyed: its secrets are unreadable for good.
     #[error("the secrets of {owner} were crypto-shredded and can no longer be read")]
     Shredded { owner: String },

@@ -21,6 +21,7 @@ pub mod backup;
 pub mod billing;
 pub mod broadcast;
 pub mod commands;
+pub mod connect;
 pub mod error;
 pub mod oauth;
 pub mod selftest;
@@ -31,8 +32,9 @@ pub mod vault;
 pub use apps::{AppChanges, AppDeletion, AppDetails, AppService, NewApp};
 pub use broadcast::{Broadcaster, Invalidation, INVALIDATE_SUBJECT};
 pub use commands::{CommandBus, CommandError};
+pub use connect::{CreatedSession, NewSession, SessionRefusal};
 pub use error::CoreError;
-pub use oauth::{CallbackError, CallbackParams, OAuthConfig, OAuthService};
+pub use oauth::{CallbackError, CallbackParams, Completion, OAuthConfig, OAuthService};
 pub use tokens::{
     ForgetOutcome, HandedOutToken, InstallationDetails, NotRefreshable, RefreshFailure,
     RefreshOutcome, RefreshTrigger, TokenConfig, TokenDeps, TokenService, TokenUsage, TriggerKind,

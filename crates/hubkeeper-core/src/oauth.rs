@@ -27,6 +27,7 @@ use sqlx::PgPool;
 use url::Url;
 
 use crate::apps::AppService;
+use crate::connect::SessionContext;
 use crate::error::CoreError;
 use crate::tokens::TokenService;
 use crate::vault::Vault;
@@ -99,6 +100,11 @@ pub enum CallbackError {
     InvalidClient,
     #[error("token exchange failed: {0}")]
     TokenExchangeFailed(String),
+    #[error(
+        "the connect session reconnects an installation of another HubSpot account than the one \
+         authorised"
+    )]
+    AccountMismatch,
 }
 
 impl CallbackError {
@@ -111,8 +117,16 @@ impl CallbackError {
             CallbackError::RedirectUriMismatch => "redirect_uri_mismatch",
             CallbackError::InvalidClient => "invalid_client",
             CallbackError::TokenExchangeFailed(_) => "token_exchange_failed",
+            CallbackError::AccountMismatch => "account_mismatch",
         }
     }
+}
+
+/// How a callback ended, and the connect session it belonged to.
+#[derive(Debug)]
+pub struct Completion {
+    pub session: Option<SessionContext>,
+    pub result: Result<InstallationId, CallbackError>,
 }
 
 /// Starts and completes installs. Cheap to clone.
@@ -157,8 +171,29 @@ impl OAuthService {
         })
     }
 
+    pub(crate) fn apps(&self) -> &AppService {
+        &self.apps
+    }
+
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
     /// The HubSpot consent URL for `app_id`, with a fresh state.
     pub async fn install_url(&self, app_id: AppId) -> Result<Url, CoreError> {
+        self.consent_url(app_id, None).await
+    }
+
+    /// The consent URL with a fresh state, bound to a connect session when there is one.
+    pub(crate) async fn consent_url(
+        &self,
+        app_id: AppId,
+        session_hash: Option<&str>,
+    ) -> Result<Url, CoreError> {
         let app = self.apps.load(app_id).await?;
         let config = app
             .config()
@@ -179,12 +214,16 @@ impl OAuthService {
             .bind(now)
             .execute(&self.pool)
             .await?;
-        sqlx::query("INSERT INTO oauth_states (nonce, app_id, expires_at) VALUES ($1, $2, $3)")
-            .bind(&nonce)
-            .bind(app_id.to_string())
-            .bind(expires_at)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO oauth_states (nonce, app_id, expires_at, session_hash)
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&nonce)
+        .bind(app_id.to_string())
+        .bind(expires_at)
+        .bind(session_hash)
+        .execute(&self.pool)
+        .await?;
         let state = sign_state(&self.state_key, &nonce, app_id, expires_at);
         let scopes: Vec<String> = config.scopes.iter().cloned().collect();
         let optional: Vec<String> = config.optional_scopes.iter().cloned().collect();
@@ -193,52 +232,92 @@ impl OAuthService {
             .authorize_url(&creds, &scopes, &optional, &state, None))
     }
 
-    /// Completes an install from HubSpot's redirect; returns the installation connected.
-    pub async fn complete(
+    /// Completes an install from HubSpot's redirect: the installation connected or why not,
+    /// with the connect session the state was bound to (if any; known once the state is
+    /// genuine), whose outcome is recorded.
+    pub async fn complete(&self, params: CallbackParams, request_id: Option<&str>) -> Completion {
+        let (session, result) = self.complete_inner(params, request_id).await;
+        if let Some(session) = &session {
+            let outcome = result.as_ref().map(|id| *id).map_err(CallbackError::code);
+            self.finish_session(&session.hash, outcome).await;
+        }
+        Completion { session, result }
+    }
+
+    async fn complete_inner(
         &self,
         params: CallbackParams,
         request_id: Option<&str>,
-    ) -> Result<InstallationId, CallbackError> {
+    ) -> (
+        Option<SessionContext>,
+        Result<InstallationId, CallbackError>,
+    ) {
         // CSRF first: nothing else is looked at for a request we did not start.
-        let state = params
-            .state
-            .as_deref()
-            .filter(|s| !s.is_empty())
-            .ok_or(CallbackError::InvalidState)?;
+        let Some(state) = params.state.as_deref().filter(|s| !s.is_empty()) else {
+            return (None, Err(CallbackError::InvalidState));
+        };
         let now = self.clock.now();
-        let (nonce, app_id) =
-            verify_state(&self.state_key, state, now).ok_or(CallbackError::InvalidState)?;
-        let consumed: Option<String> = sqlx::query_scalar(
+        let Some((nonce, app_id)) = verify_state(&self.state_key, state, now) else {
+            return (None, Err(CallbackError::InvalidState));
+        };
+        let consumed: Result<Option<(String, Option<String>)>, sqlx::Error> = sqlx::query_as(
             "UPDATE oauth_states SET used_at = $3
               WHERE nonce = $1 AND app_id = $2 AND used_at IS NULL AND expires_at > $3
-              RETURNING app_id",
+              RETURNING app_id, session_hash",
         )
         .bind(&nonce)
         .bind(app_id.to_string())
         .bind(now)
         .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| CallbackError::TokenExchangeFailed(format!("database: {e}")))?;
-        if consumed.is_none() {
-            return Err(CallbackError::InvalidState);
-        }
+        .await;
+        let session_hash = match consumed {
+            Err(e) => {
+                return (
+                    None,
+                    Err(CallbackError::TokenExchangeFailed(format!("database: {e}"))),
+                )
+            }
+            Ok(None) => return (None, Err(CallbackError::InvalidState)),
+            Ok(Some((_, hash))) => hash,
+        };
+        let session = match session_hash {
+            None => None,
+            Some(hash) => match self.session_context(&hash).await {
+                Ok(Some(session)) if session.app_id == app_id => Some(session),
+                Ok(_) => return (None, Err(CallbackError::InvalidState)),
+                Err(e) => {
+                    return (
+                        None,
+                        Err(CallbackError::TokenExchangeFailed(format!(
+                            "connect session: {e}"
+                        ))),
+                    )
+                }
+            },
+        };
         if let Some(error) = params.error.as_deref() {
             tracing::info!(%app_id, error = short(error), "install declined at HubSpot");
-            return Err(CallbackError::AccessDenied);
+            return (session, Err(CallbackError::AccessDenied));
         }
-        let code = params
+        let Some(code) = params
             .code
             .as_deref()
             .map(str::trim)
             .filter(|c| !c.is_empty())
-            .ok_or(CallbackError::MissingCode)?;
-        self.exchange(app_id, code, request_id).await
+        else {
+            return (session, Err(CallbackError::MissingCode));
+        };
+        let result = self
+            .exchange(app_id, code, session.as_ref(), request_id)
+            .await;
+        (session, result)
     }
 
     async fn exchange(
         &self,
         app_id: AppId,
         code: &str,
+        session: Option<&SessionContext>,
         request_id: Option<&str>,
     ) -> Result<InstallationId, CallbackError> {
         let failed = |what: &str, e: &dyn fmt::Display| {
@@ -291,6 +370,12 @@ impl OAuthService {
         // App-level installs: one installation per (app, hub). The App aggregate has no
         // user-level flag yet, so the user is not part of the identity.
         let installation_id = InstallationId::derive(app_id, hub_id, None);
+        if let Some(expected) = session.and_then(|s| s.installation_id) {
+            if expected != installation_id {
+                tracing::info!(%app_id, %hub_id, %expected, "connect session authorised another account");
+                return Err(CallbackError::AccountMismatch);
+            }
+        }
         let connected_at = self.clock.now();
         let tokens = self
             .vault
@@ -317,7 +402,8 @@ impl OAuthService {
                     installer,
                     scopes,
                     tokens,
-                    app_version: None,
+                    app_version: session.and_then(|s| s.app_version.clone()),
+                    customer: session.map(|s| s.customer.clone()),
                 },
                 &metadata,
             )
@@ -427,6 +513,7 @@ mod tests {
             CallbackError::RedirectUriMismatch,
             CallbackError::InvalidClient,
             CallbackError::TokenExchangeFailed("x".into()),
+            CallbackError::AccountMismatch,
         ]
         .iter()
         .map(CallbackError::code)
@@ -439,7 +526,8 @@ mod tests {
                 "missing_code",
                 "redirect_uri_mismatch",
                 "invalid_client",
-                "token_exchange_failed"
+                "token_exchange_failed",
+                "account_mismatch"
             ]
         );
     }

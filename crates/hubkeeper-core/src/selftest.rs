@@ -261,7 +261,8 @@ pub async fn run(deps: &SelfTestDeps, app_id: Option<AppId>) -> SelfTestReport {
                     },
                     Some("selftest"),
                 )
-                .await;
+                .await
+                .result;
             let declined = oauth
                 .complete(
                     CallbackParams {
@@ -272,7 +273,8 @@ pub async fn run(deps: &SelfTestDeps, app_id: Option<AppId>) -> SelfTestReport {
                     },
                     Some("selftest"),
                 )
-                .await;
+                .await
+                .result;
             match (forged, declined) {
                 (Err(CallbackError::InvalidState), Err(CallbackError::AccessDenied)) => step.end(
                     StepStatus::Passed,

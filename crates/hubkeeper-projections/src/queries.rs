@@ -266,6 +266,8 @@ pub struct InstallationQuery {
     pub statuses: Vec<String>,
     pub app_id: Option<Uuid>,
     pub hub_id: Option<i64>,
+    /// The app's customer reference (exact match).
+    pub external_ref: Option<String>,
     /// Free text: hub domain, installer e-mail, hub id or installation id prefix.
     pub q: Option<String>,
     /// `connected` (default `-connected`), `expires`, `last_used`, `hub_id`, ...
@@ -317,6 +319,8 @@ pub struct InstallationView {
     pub installer_email: Option<String>,
     pub scopes: Vec<String>,
     pub app_version: Option<String>,
+    /// The app's customer reference of the latest connect through a connect session.
+    pub external_ref: Option<String>,
     /// Effective status: connected | expired | needs_reauthorization | disconnected | revoked |
     /// forgotten.
     pub status: String,
@@ -352,6 +356,7 @@ fn installation_from_row(row: &PgRow) -> Result<InstallationView, sqlx::Error> {
         installer_email: row.try_get("installer_email")?,
         scopes: row.try_get("scopes")?,
         app_version: row.try_get("app_version")?,
+        external_ref: row.try_get("external_ref")?,
         status: row.try_get("effective_status")?,
         disconnect_cause: row.try_get("disconnect_cause")?,
         status_reason: row.try_get("status_reason")?,
@@ -391,6 +396,10 @@ fn push_installation_filters(b: &mut QueryBuilder<'_, Postgres>, q: &Installatio
     }
     if let Some(hub) = q.hub_id {
         b.push(" AND i.hub_id = ").push_bind(hub);
+    }
+    if let Some(external_ref) = &q.external_ref {
+        b.push(" AND i.external_ref = ")
+            .push_bind(external_ref.clone());
     }
     if let Some(text) = q.q.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
         let pattern = contains_pattern(text);

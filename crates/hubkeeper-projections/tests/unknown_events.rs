@@ -39,6 +39,8 @@ fn connected(id: InstallationId, app: AppId, hub: u64) -> Value {
         scopes: vec!["oauth".into()],
         tokens: tokens(),
         app_version: None,
+        external_ref: None,
+        metadata: None,
         generation: 1,
         connected_at: Utc::now(),
     }))
@@ -75,6 +77,7 @@ fn registered(app: AppId) -> Value {
         optional_scopes: vec![],
         oauth_generation: StoredOAuthGeneration::V2026_03,
         signature_versions: vec![StoredSignatureVersion::V3],
+        return_urls: Vec::new(),
         registered_at: Utc::now(),
     }))
     .unwrap()

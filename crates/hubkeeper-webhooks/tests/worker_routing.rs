@@ -83,6 +83,7 @@ impl ApiSide {
                     scopes: vec!["oauth".into()],
                     tokens,
                     app_version: None,
+                    customer: None,
                 },
                 &EventMetadata::new(Actor::System, Utc::now()),
             )

@@ -3,7 +3,7 @@
 // has consequences, sends the reason given, and reports its outcome.
 
 import { post } from './api.js';
-import { h, confirmAction, actionButton, attempt, settle } from './ui.js';
+import { h, confirmAction, actionButton, attempt, settle, connectButton } from './ui.js';
 import { formatAbsolute, relative } from './time.js';
 import { HELP } from './help.js';
 
@@ -103,11 +103,10 @@ export function disconnectButton(ctx, inst, done) {
 /** For accounts without working tokens: the customer (or you, in their browser) connects again. */
 export function reconnectLink(inst) {
   if (!['needs_reauthorization', 'disconnected', 'revoked'].includes(inst.status)) return null;
-  return h('a', {
-    class: 'btn btn-small',
-    href: `/oauth/${inst.app_id}/install`,
-    title: 'Opens HubSpot\'s consent page; whoever approves it must be able to authorise the app for this account.',
-  }, 'Reconnect');
+  const btn = connectButton({ app_id: inst.app_id, label: inst.app_label }, { label: 'Reconnect', small: true, externalRef: inst.external_ref });
+  btn.title = 'Opens HubSpot\'s consent page; whoever approves it must be able to authorise the app for this account.';
+  btn.dataset.action = 'reconnect';
+  return btn;
 }
 
 export function detailsLink(inst) {

@@ -234,6 +234,14 @@ function setupGlobalHandlers() {
 /** The OAuth install flow returns here with its outcome in the query string. */
 function reportOAuthOutcome() {
   const params = new URLSearchParams(location.search);
+  // A connect session returns with installation_id, external_ref and status=connected: Token
+  // Management highlights `connected=<id>`.
+  if (params.get('status') === 'connected' && params.get('installation_id')) {
+    params.set('connected', params.get('installation_id'));
+    for (const key of ['status', 'installation_id', 'external_ref']) params.delete(key);
+    history.replaceState({}, '', location.pathname + '?' + params.toString());
+    return;
+  }
   const outcome = params.get('oauth') || params.get('install');
   const error = params.get('error') || params.get('oauth_error');
   if (!outcome && !error) return;
@@ -244,6 +252,7 @@ function reportOAuthOutcome() {
     redirect_uri_mismatch: 'HubSpot refused the redirect URI: it must match the app\'s configuration in HubSpot exactly.',
     invalid_client: 'HubSpot refused the app\'s client ID or secret. Check the app in App Management.',
     token_exchange_failed: 'HubSpot did not exchange the code for tokens. Start the connection again; if it keeps failing, check the activity log.',
+    account_mismatch: 'The customer reference already belongs to another HubSpot account of this app; nothing was changed. Connect with that account, or use another reference.',
   };
   if (error) {
     // Only codes Hubkeeper sends are shown: the URL is anyone's to write, so an unknown value
@@ -257,7 +266,7 @@ function reportOAuthOutcome() {
     const hub = params.get('hub_id');
     toast(hub ? `HubSpot account ${hub} is connected.` : 'The HubSpot account is connected.');
   }
-  for (const key of ['oauth', 'install', 'error', 'oauth_error', 'error_description', 'hub_id', 'installation_id', 'installation', 'app_id']) {
+  for (const key of ['oauth', 'install', 'error', 'oauth_error', 'error_description', 'hub_id', 'installation_id', 'installation', 'app_id', 'external_ref']) {
     params.delete(key);
   }
   const rest = params.toString();

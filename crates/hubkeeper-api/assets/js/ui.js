@@ -3,6 +3,7 @@
 // become markup.
 
 import { timeEl } from './time.js';
+import { post } from './api.js';
 
 /** Creates an element: h('a', {href: '/x', class: 'btn'}, 'text', childNode, [more]). */
 export function h(tag, attrs, ...children) {
@@ -303,9 +304,52 @@ export function shortId(id) {
   return id ? String(id).slice(0, 8) : '';
 }
 
+const EXTERNAL_REF = '^[A-Za-z0-9._:@+/\\-]{1,128}$';
+
 /**
- * "Connect a HubSpot account": starts the OAuth install flow for an app in this browser (it ends
- * back on Token Management with the outcome). With several apps, the user picks one.
+ * Starts connecting a HubSpot account through `app` in this browser with a connect session:
+ * asks for the customer's reference (prefilled for a reconnect), creates the session (returning
+ * to Token Management) and follows its link to HubSpot's consent page.
+ */
+export async function startConnect(app, { externalRef } = {}) {
+  const input = h('input', {
+    id: 'connect-external-ref', name: 'external_ref', required: true, maxlength: 128,
+    pattern: EXTERNAL_REF, spellcheck: 'false', autocomplete: 'off', value: externalRef || '',
+    placeholder: 'e.g. customer-42',
+  });
+  const extra = h('div', { class: 'field' },
+    h('label', { for: 'connect-external-ref' }, 'Customer reference ', h('span', { class: 'muted' }, '(your id of this customer: letters, digits and . _ - : @ + /)')),
+    input);
+  const answer = await confirmAction({
+    title: `Connect a HubSpot account through ${app.label || 'this app'}`,
+    intro: 'Opens HubSpot\'s consent page in this browser; whoever approves it must be able to authorise the app for the account. The account is recorded for the customer reference below; a reference that already has an account reconnects it.',
+    confirmLabel: 'Continue to HubSpot',
+    extra,
+  });
+  if (!answer) return;
+  try {
+    const session = await post(`/v1/apps/${app.app_id}/connect-sessions`, {
+      external_ref: input.value.trim(),
+      return_url: '/dashboard/tokens',
+    });
+    location.assign(session.connect_url);
+  } catch (e) {
+    toast(`Could not start the connection: ${e.message}`, 'error');
+  }
+}
+
+/** A button that starts a connect session for `app` (see `startConnect`). */
+export function connectButton(app, { label = 'Connect a HubSpot account', small = false, primary = false, id, externalRef } = {}) {
+  const classes = ['btn', small ? 'btn-small' : '', primary ? 'btn-primary' : ''].filter(Boolean).join(' ');
+  return h('button', {
+    type: 'button', class: classes, id,
+    onclick: () => startConnect(app, { externalRef }),
+  }, label);
+}
+
+/**
+ * "Connect a HubSpot account": starts a connect session for an app in this browser (it ends back
+ * on Token Management with the outcome). With several apps, the user picks one.
  */
 export function connectControl(apps) {
   const live = (apps || []).filter((a) => !a.deleted_at);
@@ -313,7 +357,7 @@ export function connectControl(apps) {
     return h('a', { class: 'btn', href: '/dashboard/apps', 'data-link': true, title: 'Customers connect through an OAuth app: add one first' }, 'Add an app to connect accounts');
   }
   if (live.length === 1) {
-    return h('a', { class: 'btn btn-primary', id: 'connect-account', href: `/oauth/${live[0].app_id}/install` }, 'Connect a HubSpot account');
+    return connectButton(live[0], { primary: true, id: 'connect-account' });
   }
   const select = h('select', { id: 'connect-app', 'aria-label': 'App to connect through' },
     live.map((a) => h('option', { value: a.app_id }, `${a.label} (${a.environment})`)));
@@ -321,7 +365,8 @@ export function connectControl(apps) {
   const form = h('form', { class: 'connect-form' }, select, go);
   form.addEventListener('submit', (e) => {
     e.preventDefault();
-    location.assign(`/oauth/${encodeURIComponent(select.value)}/install`);
+    const app = live.find((a) => a.app_id === select.value);
+    if (app) startConnect(app);
   });
   return form;
 }

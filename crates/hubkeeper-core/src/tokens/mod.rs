@@ -113,6 +113,10 @@ pub struct InstallationDetails {
     pub status: InstallationStatus,
     pub scopes: Vec<String>,
     pub app_version: Option<String>,
+    /// The app's customer reference of the latest connect through a connect session.
+    pub external_ref: Option<String>,
+    /// The app's metadata of that session.
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
     pub access_expires_at: Option<DateTime<Utc>>,
     pub generation: u64,
     pub first_connected_at: Option<DateTime<Utc>>,
@@ -254,6 +258,8 @@ impl TokenService {
             status,
             scopes: installation.granted_scopes().iter().cloned().collect(),
             app_version: installation.app_version().map(str::to_owned),
+            external_ref: installation.external_ref().map(str::to_owned),
+            metadata: installation.metadata().cloned(),
             access_expires_at: installation.access_expires_at(),
             generation: installation.generation(),
             first_connected_at: installation.first_connected_at(),

@@ -186,6 +186,10 @@ pub struct AppConfig {
     pub oauth_generation: OAuthGeneration,
     /// Accepted webhook signature versions (never empty).
     pub signature_versions: BTreeSet<SignatureVersion>,
+    /// Where connect sessions may send the end user back to (scheme, host, port and path
+    /// prefix; see [`match_return_url`]). Empty: sessions take no return URL.
+    #[serde(default)]
+    pub return_urls: Vec<String>,
     /// When the app was registered.
     pub registered_at: DateTime<Utc>,
 }
@@ -231,6 +235,9 @@ impl AppConfig {
         }
         if let Some(versions) = &update.signature_versions {
             next.signature_versions = validate_signature_versions(versions)?;
+        }
+        if let Some(urls) = &update.return_urls {
+            next.return_urls = validate_return_urls(urls)?;
         }
         Ok(next)
     }
@@ -408,4 +415,137 @@ pub(crate) fn validate_signature_versions(
         return Err(AppError::NoSignatureVersions);
     }
     Ok(set)
+}
+
+/// Most return URLs an app may register.
+pub const MAX_RETURN_URLS: usize = 20;
+/// Longest return URL accepted (registered or requested).
+pub const MAX_RETURN_URL_CHARS: usize = 2000;
+
+/// Why a URL cannot be a return URL, or is not on the app's list.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReturnUrlError {
+    /// Not a usable absolute URL.
+    #[error("return URL {reason}")]
+    Invalid {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// Well formed, but no registered entry has its scheme, host, port and path prefix.
+    #[error(
+        "return URL {url} is not on the app's list of return URLs (scheme, host, port and path \
+         prefix must match a registered entry{registered})"
+    )]
+    NotAllowed {
+        /// The URL asked for (shortened).
+        url: String,
+        /// `": a, b"` listing the entries, or `"; the app has none"`.
+        registered: String,
+    },
+}
+
+/// Parses one return URL: absolute http(s) (http only for localhost), with a host, without
+/// credentials or fragment, at most [`MAX_RETURN_URL_CHARS`] long.
+pub fn parse_return_url(raw: &str) -> Result<Url, ReturnUrlError> {
+    let invalid = |reason| ReturnUrlError::Invalid { reason };
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Err(invalid("must not be empty"));
+    }
+    if raw.chars().count() > MAX_RETURN_URL_CHARS {
+        return Err(invalid("is longer than 2000 characters"));
+    }
+    if raw.chars().any(char::is_whitespace) {
+        return Err(invalid("must not contain whitespace"));
+    }
+    if raw.contains('#') {
+        return Err(invalid("must not contain a fragment (#...)"));
+    }
+    let url = Url::parse(raw).map_err(|_| invalid("must be an absolute http(s) URL"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("must not contain credentials"));
+    }
+    let is_local = match url.host() {
+        Some(Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        Some(Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        None => return Err(invalid("must have a host")),
+    };
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if is_local => Ok(url),
+        "http" => Err(invalid(
+            "must use https (http is only allowed for localhost)",
+        )),
+        _ => Err(invalid("must be an absolute http(s) URL")),
+    }
+}
+
+/// Validates an app's list of return URLs: each one as [`parse_return_url`] and without a
+/// query (an entry is a prefix); kept in their normalised form, duplicates dropped, order kept.
+pub fn validate_return_urls(urls: &[String]) -> Result<Vec<String>, AppError> {
+    let mut out: Vec<String> = Vec::new();
+    for raw in urls {
+        let url = parse_return_url(raw).map_err(|e| AppError::InvalidReturnUrl {
+            reason: e.to_string(),
+        })?;
+        if url.query().is_some() {
+            return Err(AppError::InvalidReturnUrl {
+                reason: format!(
+                    "{} must not contain a query: a registered return URL is a prefix",
+                    crate::validate::shorten(url.as_str(), 200)
+                ),
+            });
+        }
+        let text = url.to_string();
+        if !out.contains(&text) {
+            out.push(text);
+        }
+    }
+    if out.len() > MAX_RETURN_URLS {
+        return Err(AppError::InvalidReturnUrl {
+            reason: format!("at most {MAX_RETURN_URLS} return URLs can be registered"),
+        });
+    }
+    Ok(out)
+}
+
+/// Whether `candidate` may be used as a session's return URL given the app's `allowed` list:
+/// the same scheme, host and port (default ports count) as an entry, and a path that is the
+/// entry's path or continues it after a `/` (dot segments are resolved before comparing, so
+/// `/done/../admin` is `/admin`). Any query on the candidate is kept.
+pub fn match_return_url(allowed: &[String], candidate: &str) -> Result<Url, ReturnUrlError> {
+    let url = parse_return_url(candidate)?;
+    let fits = |entry: &Url| {
+        entry.scheme() == url.scheme()
+            && entry.host_str() == url.host_str()
+            && entry.port_or_known_default() == url.port_or_known_default()
+            && path_has_prefix(url.path(), entry.path())
+    };
+    if allowed
+        .iter()
+        .filter_map(|entry| Url::parse(entry).ok())
+        .any(|entry| fits(&entry))
+    {
+        return Ok(url);
+    }
+    let registered = if allowed.is_empty() {
+        "; the app has none".to_owned()
+    } else {
+        format!(": {}", allowed.join(", "))
+    };
+    Err(ReturnUrlError::NotAllowed {
+        url: crate::validate::shorten(url.as_str(), 200),
+        registered,
+    })
+}
+
+fn path_has_prefix(path: &str, prefix: &str) -> bool {
+    if prefix.is_empty() || prefix == "/" || path == prefix {
+        return true;
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) => prefix.ends_with('/') || rest.starts_with('/'),
+        None => false,
+    }
 }

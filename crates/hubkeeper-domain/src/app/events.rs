@@ -118,6 +118,10 @@ pub struct AppRegistered {
     pub oauth_generation: StoredOAuthGeneration,
     /// Accepted webhook signature versions, sorted.
     pub signature_versions: Vec<StoredSignatureVersion>,
+    /// Allowed return URLs of connect sessions, normalised (absent in events written before
+    /// apps had them: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub return_urls: Vec<String>,
     /// When the app was registered.
     pub registered_at: DateTime<Utc>,
 }
@@ -152,6 +156,9 @@ pub struct AppUpdated {
     /// New accepted signature versions (complete list).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature_versions: Option<Vec<StoredSignatureVersion>>,
+    /// New allowed return URLs (complete list; empty: none any more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_urls: Option<Vec<String>>,
     /// When the change was made.
     pub updated_at: DateTime<Utc>,
 }

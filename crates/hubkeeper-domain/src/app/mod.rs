@@ -18,8 +18,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use config::{
-    change_warnings, AppConfig, Environment, OAuthGeneration, SignatureVersion,
-    MAX_DESCRIPTION_CHARS, MAX_LABEL_CHARS,
+    change_warnings, match_return_url, parse_return_url, validate_return_urls, AppConfig,
+    Environment, OAuthGeneration, ReturnUrlError, SignatureVersion, MAX_DESCRIPTION_CHARS,
+    MAX_LABEL_CHARS, MAX_RETURN_URLS, MAX_RETURN_URL_CHARS,
 };
 pub use events::{
     event_types, AppClientSecretRotated, AppCredentialsRejected, AppDeleted, AppEvent,
@@ -103,6 +104,8 @@ pub struct RegisterApp {
     pub oauth_generation: Option<OAuthGeneration>,
     /// `None` means all versions.
     pub signature_versions: Option<Vec<SignatureVersion>>,
+    /// Allowed return URLs of connect sessions (may be empty).
+    pub return_urls: Vec<String>,
 }
 
 /// Partial update: `None` leaves a field unchanged.
@@ -128,6 +131,8 @@ pub struct UpdateApp {
     pub oauth_generation: Option<OAuthGeneration>,
     /// New accepted signature versions (replaces the list).
     pub signature_versions: Option<Vec<SignatureVersion>>,
+    /// New allowed return URLs of connect sessions (replaces the list; empty clears it).
+    pub return_urls: Option<Vec<String>>,
     /// Refused unless equal to the current client id.
     pub client_id: Option<String>,
     /// Always refused.
@@ -185,6 +190,12 @@ pub enum AppError {
     ScopeRequiredAndOptional {
         /// The scope.
         scope: String,
+    },
+    /// Bad return URL list.
+    #[error("{reason}")]
+    InvalidReturnUrl {
+        /// What is wrong, naming the entry.
+        reason: String,
     },
     /// Empty signature version list.
     #[error("at least one webhook signature version must be accepted")]
@@ -358,6 +369,7 @@ impl App {
             optional_scopes: optional_scopes.into_iter().collect(),
             oauth_generation: cmd.oauth_generation.unwrap_or_default().into(),
             signature_versions: convert_all(signature_versions),
+            return_urls: validate_return_urls(&cmd.return_urls)?,
             registered_at: now,
         }))
     }
@@ -388,6 +400,7 @@ impl App {
             optional_scopes: changed_list(&current.optional_scopes, &next.optional_scopes),
             oauth_generation: changed(&current.oauth_generation, &next.oauth_generation),
             signature_versions: changed_list(&current.signature_versions, &next.signature_versions),
+            return_urls: changed(&current.return_urls, &next.return_urls),
             updated_at: now,
         })))
     }
@@ -505,6 +518,7 @@ impl App {
                     optional_scopes: e.optional_scopes.into_iter().collect(),
                     oauth_generation: e.oauth_generation.into(),
                     signature_versions: convert_all(e.signature_versions),
+                    return_urls: e.return_urls,
                     registered_at: e.registered_at,
                 });
             }
@@ -538,6 +552,9 @@ impl App {
                 }
                 if let Some(versions) = e.signature_versions {
                     config.signature_versions = convert_all(versions);
+                }
+                if let Some(urls) = e.return_urls {
+                    config.return_urls = urls;
                 }
             }
             AppEvent::Deleted(e) => {

@@ -53,6 +53,7 @@ fn register_cmd(secret: &Sealed) -> RegisterApp {
         optional_scopes: "tickets".into(),
         oauth_generation: None,
         signature_versions: None,
+        return_urls: Vec::new(),
     }
 }
 
@@ -77,6 +78,7 @@ fn registered(secret: &Sealed) -> AppEvent {
             StoredSignatureVersion::V2,
             StoredSignatureVersion::V3,
         ],
+        return_urls: Vec::new(),
         registered_at: t0(),
     })
 }
@@ -105,6 +107,7 @@ fn update_event() -> AppUpdated {
         optional_scopes: None,
         oauth_generation: None,
         signature_versions: None,
+        return_urls: None,
         updated_at: later(),
     }
 }
@@ -375,6 +378,7 @@ async fn resubmitting_identical_values_records_nothing() {
             redirect_uri: Some(REDIRECT.into()),
             scopes: Some("oauth crm.objects.companies.write crm.objects.contacts.read".into()),
             signature_versions: Some(SignatureVersion::ALL.to_vec()),
+            return_urls: None,
             ..UpdateApp::default()
         }))
         .await
@@ -399,6 +403,7 @@ async fn risky_fields_update_and_are_validated() {
             optional_scopes: Some(vec![]),
             oauth_generation: Some(StoredOAuthGeneration::V1),
             signature_versions: Some(vec![StoredSignatureVersion::V3]),
+            return_urls: None,
             ..update_event()
         })]);
 
@@ -480,6 +485,7 @@ fn applying_an_update_changes_the_config() {
             label: Some("New".into()),
             scopes: Some(vec!["oauth".into()]),
             signature_versions: Some(vec![StoredSignatureVersion::V2]),
+            return_urls: None,
             ..update_event()
         }),
     ]);
@@ -919,4 +925,111 @@ fn snapshots_written_before_rotation_existed_still_load() {
     object.remove("parked");
     let app: App = serde_json::from_value(old).expect("old snapshot loads");
     assert_eq!(app, state(vec![registered(&s)]));
+}
+
+#[tokio::test]
+async fn return_urls_are_validated_normalised_and_updated() {
+    let s = secret();
+    let mut cmd = register_cmd(&s);
+    cmd.return_urls = vec![
+        "https://App.Example.com/hubspot/done".into(),
+        "https://app.example.com/hubspot/done".into(),
+        "http://localhost:3000/cb".into(),
+    ];
+    let events = at(t0())
+        .given_no_previous_events()
+        .when_async(AppCommand::RegisterApp(cmd))
+        .await
+        .inspect_result()
+        .expect("registers");
+    let [AppEvent::Registered(e)] = events.as_slice() else {
+        panic!("expected one AppRegistered, got {events:?}");
+    };
+    assert_eq!(
+        e.return_urls,
+        vec![
+            "https://app.example.com/hubspot/done".to_owned(),
+            "http://localhost:3000/cb".to_owned()
+        ],
+        "normalised, duplicates dropped, order kept"
+    );
+    for bad in [
+        "http://app.example.com/done",
+        "https://app.example.com/done?x=1",
+        "https://app.example.com/done#x",
+        "https://user:pw@app.example.com/",
+        "ftp://app.example.com/",
+        "done",
+    ] {
+        let mut cmd = register_cmd(&s);
+        cmd.return_urls = vec![bad.into()];
+        let refused = at(t0())
+            .given_no_previous_events()
+            .when_async(AppCommand::RegisterApp(cmd))
+            .await
+            .inspect_result();
+        assert!(
+            matches!(refused, Err(AppError::InvalidReturnUrl { .. })),
+            "{bad}: {refused:?}"
+        );
+    }
+    at(later())
+        .given(vec![registered(&s)])
+        .when_async(AppCommand::UpdateApp(UpdateApp {
+            return_urls: Some(vec!["https://app.example.com/x".into()]),
+            ..UpdateApp::default()
+        }))
+        .await
+        .then_expect_events(vec![AppEvent::Updated(AppUpdated {
+            app_id: app_id(),
+            label: None,
+            description: None,
+            environment: None,
+            redirect_uri: None,
+            scopes: None,
+            optional_scopes: None,
+            oauth_generation: None,
+            signature_versions: None,
+            return_urls: Some(vec!["https://app.example.com/x".into()]),
+            updated_at: later(),
+        })]);
+}
+
+#[test]
+fn a_return_url_must_match_scheme_host_port_and_path_prefix() {
+    let allowed = vec![
+        "https://app.example.com/hubspot/done".to_owned(),
+        "http://localhost:3000/".to_owned(),
+    ];
+    for ok in [
+        "https://app.example.com/hubspot/done",
+        "https://app.example.com/hubspot/done/tenant-1?tab=crm",
+        "https://app.example.com:443/hubspot/done",
+        "http://localhost:3000/anything",
+    ] {
+        assert!(match_return_url(&allowed, ok).is_ok(), "{ok}");
+    }
+    for off in [
+        "https://app.example.com/hubspot/donezo",
+        "https://app.example.com/hubspot/done/../../admin",
+        "https://app.example.com/hubspot",
+        "https://evil.example.com/hubspot/done",
+        "https://app.example.com.evil.example/hubspot/done",
+        "https://app.example.com:8443/hubspot/done",
+        "http://localhost:3001/",
+    ] {
+        assert!(
+            matches!(
+                match_return_url(&allowed, off),
+                Err(ReturnUrlError::NotAllowed { .. })
+            ),
+            "{off}"
+        );
+    }
+    assert!(matches!(
+        match_return_url(&allowed, "http://app.example.com/hubspot/done"),
+        Err(ReturnUrlError::Invalid { .. })
+    ));
+    let none = match_return_url(&[], "https://app.example.com/").unwrap_err();
+    assert!(none.to_string().contains("the app has none"), "{none}");
 }

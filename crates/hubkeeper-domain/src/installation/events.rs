@@ -119,6 +119,12 @@ pub struct InstallationConnected {
     /// Version of our app the user installed, if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_version: Option<String>,
+    /// The app's own id of its customer, when the connect came through a connect session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_ref: Option<String>,
+    /// The app's metadata of that session (a small JSON object), if it gave any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
     /// Token generation after this event (always 1 here).
     pub generation: u64,
     /// When the connect was recorded.
@@ -141,6 +147,12 @@ pub struct InstallationReconnected {
     /// Version of our app, if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_version: Option<String>,
+    /// The app's own id of its customer, when the connect came through a connect session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_ref: Option<String>,
+    /// The app's metadata of that session (a small JSON object), if it gave any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
     /// Status just before the reconnect, for "recovered from ..." reporting.
     pub previous_status: StoredInstallationStatus,
     /// Token generation after this event.

@@ -27,6 +27,7 @@
 //! newer tokens nor mark a fresh installation as needing re-authorization. A distributed lock
 //! around refreshes keeps this rare; the check makes it harmless.
 
+mod customer;
 mod events;
 #[cfg(test)]
 mod tests;
@@ -39,6 +40,10 @@ use hubkeeper_crypto::Sealed;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use customer::{
+    validate_external_ref, validate_metadata, CustomerRef, CustomerRefError,
+    MAX_EXTERNAL_REF_CHARS, MAX_METADATA_BYTES, MAX_METADATA_DEPTH,
+};
 pub use events::{
     event_types, InstallationConnected, InstallationDisconnected, InstallationEvent,
     InstallationReconnected, InstallationRevoked, ReauthorizationRequired, RefreshFailed,
@@ -197,6 +202,13 @@ pub enum HistoryChange {
         /// After.
         to: String,
     },
+    /// A connect session of another of the app's customers reconnected the installation.
+    CustomerChanged {
+        /// The customer reference before, if any.
+        from: Option<String>,
+        /// The customer reference now.
+        to: String,
+    },
     /// Refresh token found dead.
     ReauthorizationRequired {
         /// Failure category.
@@ -238,6 +250,8 @@ pub struct Connect {
     pub tokens: SealedTokens,
     /// Version of our app, if known.
     pub app_version: Option<String>,
+    /// The app's customer, when the connect came through a connect session.
+    pub customer: Option<CustomerRef>,
 }
 
 /// Commands accepted by [`Installation`].
@@ -323,6 +337,9 @@ pub enum InstallationError {
     /// Bad installer e-mail.
     #[error("installer e-mail address is not valid")]
     InvalidInstallerEmail,
+    /// Bad customer reference or metadata.
+    #[error(transparent)]
+    InvalidCustomer(#[from] CustomerRefError),
     /// Bad app version string.
     #[error("app version {reason} (at most 64 characters)")]
     InvalidAppVersion {
@@ -412,6 +429,10 @@ pub struct Installation {
     installer: Installer,
     scopes: BTreeSet<String>,
     app_version: Option<String>,
+    #[serde(default)]
+    external_ref: Option<String>,
+    #[serde(default)]
+    metadata: Option<serde_json::Map<String, serde_json::Value>>,
     lifecycle: Lifecycle,
     tokens: Option<SealedTokens>,
     generation: u64,
@@ -523,6 +544,16 @@ impl Installation {
         self.app_version.as_deref()
     }
 
+    /// The app's customer reference of the latest connect through a session, if any.
+    pub fn external_ref(&self) -> Option<&str> {
+        self.external_ref.as_deref()
+    }
+
+    /// The app's metadata of the latest connect through a session, if any.
+    pub fn metadata(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        self.metadata.as_ref()
+    }
+
     /// First connect.
     pub fn first_connected_at(&self) -> Option<DateTime<Utc>> {
         self.first_connected_at
@@ -588,6 +619,16 @@ impl Installation {
                     .map_err(|reason| InstallationError::InvalidAppVersion { reason })?,
             ),
         };
+        let (external_ref, metadata) = match cmd.customer {
+            Some(customer) => (
+                Some(validate_external_ref(&customer.external_ref)?),
+                customer
+                    .metadata
+                    .map(|m| validate_metadata(serde_json::Value::Object(m)))
+                    .transpose()?,
+            ),
+            None => (None, None),
+        };
         check_expiry(&cmd.tokens, now)?;
 
         let Some(previous_status) = self.status_at(now) else {
@@ -601,6 +642,8 @@ impl Installation {
                 scopes,
                 tokens: cmd.tokens.into(),
                 app_version,
+                external_ref,
+                metadata,
                 generation: 1,
                 connected_at: now,
             })));
@@ -617,6 +660,8 @@ impl Installation {
                 scopes,
                 tokens: cmd.tokens.into(),
                 app_version,
+                external_ref,
+                metadata,
                 previous_status: previous_status.into(),
                 generation: self.generation + 1,
                 connected_at: now,
@@ -849,6 +894,8 @@ impl Installation {
                 self.installer = e.installer.into();
                 self.scopes = e.scopes.iter().cloned().collect();
                 self.app_version = e.app_version.clone();
+                self.external_ref = e.external_ref;
+                self.metadata = e.metadata;
                 self.lifecycle = Lifecycle::Active;
                 self.tokens = Some(e.tokens.into());
                 self.generation = e.generation;
@@ -880,6 +927,19 @@ impl Installation {
                     self.scopes = scopes;
                 }
                 self.record_version_change(at, e.app_version);
+                if let Some(external_ref) = e.external_ref {
+                    if self.external_ref.as_deref() != Some(external_ref.as_str()) {
+                        self.push_history(
+                            at,
+                            HistoryChange::CustomerChanged {
+                                from: self.external_ref.clone(),
+                                to: external_ref.clone(),
+                            },
+                        );
+                    }
+                    self.external_ref = Some(external_ref);
+                    self.metadata = e.metadata;
+                }
                 self.hub_domain = e.hub_domain;
                 self.installer = e.installer.into();
                 self.lifecycle = Lifecycle::Active;

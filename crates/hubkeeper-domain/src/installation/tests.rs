@@ -61,6 +61,7 @@ fn connect_cmd(tokens: &SealedTokens) -> Connect {
         scopes: vec!["oauth".into(), "crm.objects.contacts.read".into()],
         tokens: tokens.clone(),
         app_version: Some("1.4.0".into()),
+        customer: None,
     }
 }
 
@@ -75,6 +76,8 @@ fn connected(tokens: &SealedTokens) -> InstallationEvent {
         scopes: vec!["crm.objects.contacts.read".into(), "oauth".into()],
         tokens: tokens.clone().into(),
         app_version: Some("1.4.0".into()),
+        external_ref: None,
+        metadata: None,
         generation: 1,
         connected_at: t0(),
     })
@@ -349,6 +352,8 @@ async fn reconnect_while_connected_starts_a_new_generation() {
                 ],
                 tokens: new.clone().into(),
                 app_version: Some("1.4.0".into()),
+                external_ref: None,
+                metadata: None,
                 previous_status: StoredInstallationStatus::Connected,
                 generation: 2,
                 connected_at: mins(10),
@@ -409,6 +414,8 @@ fn reconnect_after_revoke_restores_access_and_tracks_history() {
             scopes: vec!["oauth".into(), "tickets".into()],
             tokens: second.clone().into(),
             app_version: Some("2.0.0".into()),
+            external_ref: None,
+            metadata: None,
             previous_status: StoredInstallationStatus::Revoked,
             generation: 2,
             connected_at: mins(70),
@@ -710,6 +717,8 @@ async fn stale_failure_cannot_mark_a_fresh_grant_as_needing_reauthorization() {
         scopes: vec!["oauth".into()],
         tokens: tokens(mins(50)).into(),
         app_version: None,
+        external_ref: None,
+        metadata: None,
         previous_status: StoredInstallationStatus::Connected,
         generation: 2,
         connected_at: mins(20),
@@ -898,6 +907,8 @@ async fn late_uninstall_webhook_does_not_disconnect_a_newer_grant() {
         scopes: vec!["oauth".into()],
         tokens: tokens(mins(90)).into(),
         app_version: None,
+        external_ref: None,
+        metadata: None,
         previous_status: StoredInstallationStatus::Disconnected,
         generation: 2,
         connected_at: mins(60),
@@ -1009,6 +1020,8 @@ fn reconnect_after_forget_clears_the_flag() {
             scopes: vec!["oauth".into()],
             tokens: tokens(mins(90)).into(),
             app_version: None,
+            external_ref: None,
+            metadata: None,
             previous_status: StoredInstallationStatus::Disconnected,
             generation: 2,
             connected_at: mins(60),
@@ -1035,6 +1048,8 @@ fn event_types_match_serde_tags() {
             scopes: vec![],
             tokens: pair.clone().into(),
             app_version: None,
+            external_ref: None,
+            metadata: None,
             previous_status: StoredInstallationStatus::Expired,
             generation: 2,
             connected_at: t0(),
@@ -1126,4 +1141,118 @@ fn installation_state_round_trips_through_serde() {
     let json = serde_json::to_string(&inst).expect("serialize");
     let back: Installation = serde_json::from_str(&json).expect("deserialize");
     assert_eq!(back, inst);
+}
+
+fn customer(external_ref: &str, plan: &str) -> CustomerRef {
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("plan".into(), serde_json::Value::String(plan.into()));
+    CustomerRef {
+        external_ref: external_ref.into(),
+        metadata: Some(metadata),
+    }
+}
+
+#[tokio::test]
+async fn a_connect_through_a_session_records_the_apps_customer() {
+    let t = tokens(mins(30));
+    let mut cmd = connect_cmd(&t);
+    cmd.customer = Some(customer("cust-17", "pro"));
+    let InstallationEvent::Connected(mut expected) = connected(&t) else {
+        unreachable!()
+    };
+    expected.external_ref = Some("cust-17".into());
+    expected.metadata = customer("cust-17", "pro").metadata;
+    at(t0())
+        .given_no_previous_events()
+        .when_async(InstallationCommand::Connect(cmd))
+        .await
+        .then_expect_events(vec![InstallationEvent::Connected(expected)]);
+}
+
+#[tokio::test]
+async fn a_bad_customer_reference_or_metadata_is_refused() {
+    let t = tokens(mins(30));
+    let mut cmd = connect_cmd(&t);
+    cmd.customer = Some(customer("has space", "pro"));
+    let refused = at(t0())
+        .given_no_previous_events()
+        .when_async(InstallationCommand::Connect(cmd))
+        .await
+        .inspect_result();
+    assert!(matches!(
+        refused,
+        Err(InstallationError::InvalidCustomer(
+            CustomerRefError::InvalidExternalRef { .. }
+        ))
+    ));
+    let mut cmd = connect_cmd(&t);
+    let mut big = serde_json::Map::new();
+    big.insert(
+        "blob".into(),
+        serde_json::Value::String("x".repeat(MAX_METADATA_BYTES)),
+    );
+    cmd.customer = Some(CustomerRef {
+        external_ref: "cust-17".into(),
+        metadata: Some(big),
+    });
+    let refused = at(t0())
+        .given_no_previous_events()
+        .when_async(InstallationCommand::Connect(cmd))
+        .await
+        .inspect_result();
+    assert!(matches!(
+        refused,
+        Err(InstallationError::InvalidCustomer(
+            CustomerRefError::MetadataTooLarge { .. }
+        ))
+    ));
+}
+
+#[test]
+fn a_reconnect_keeps_the_customer_unless_a_session_names_another() {
+    let first = tokens(mins(30));
+    let mut state = Installation::default();
+    let InstallationEvent::Connected(mut c) = connected(&first) else {
+        unreachable!()
+    };
+    c.external_ref = Some("cust-17".into());
+    c.metadata = customer("cust-17", "pro").metadata;
+    state.apply(InstallationEvent::Connected(c));
+    assert_eq!(state.external_ref(), Some("cust-17"));
+    let reconnect = |external_ref: Option<&str>, generation: u64| {
+        InstallationEvent::Reconnected(InstallationReconnected {
+            installation_id: id(),
+            hub_domain: "acme.example".into(),
+            installer: installer().into(),
+            scopes: vec!["crm.objects.contacts.read".into(), "oauth".into()],
+            tokens: tokens(mins(60)).into(),
+            app_version: None,
+            external_ref: external_ref.map(str::to_owned),
+            metadata: external_ref.and_then(|r| customer(r, "enterprise").metadata),
+            previous_status: StoredInstallationStatus::Connected,
+            generation,
+            connected_at: mins(10),
+        })
+    };
+    // The install path (no session) keeps the customer and its metadata.
+    state.apply(reconnect(None, 2));
+    assert_eq!(state.external_ref(), Some("cust-17"));
+    assert_eq!(state.metadata().unwrap()["plan"], "pro");
+    // A session of the same customer updates the metadata, without a history entry.
+    state.apply(reconnect(Some("cust-17"), 3));
+    assert_eq!(state.metadata().unwrap()["plan"], "enterprise");
+    assert!(!state
+        .history()
+        .iter()
+        .any(|h| matches!(h.change, HistoryChange::CustomerChanged { .. })));
+    // Another customer's session takes the installation over, in its history.
+    state.apply(reconnect(Some("cust-99"), 4));
+    assert_eq!(state.external_ref(), Some("cust-99"));
+    assert_eq!(
+        state.history().last().map(|h| &h.change),
+        Some(&HistoryChange::CustomerChanged {
+            from: Some("cust-17".into()),
+            to: "cust-99".into(),
+        })
+    );
 }

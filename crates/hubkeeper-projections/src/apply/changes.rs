@@ -57,6 +57,8 @@ pub struct InstallationRow {
     pub installer_email: Option<String>,
     pub scopes: Vec<String>,
     pub app_version: Option<String>,
+    /// The app's customer reference of the latest connect through a connect session.
+    pub external_ref: Option<String>,
     pub status: String,
     pub disconnect_cause: Option<String>,
     pub status_reason: Option<String>,
@@ -92,6 +94,7 @@ impl InstallationRow {
             installer_email: c.installer.email.clone(),
             scopes: c.scopes.clone(),
             app_version: c.app_version.clone(),
+            external_ref: c.external_ref.clone(),
             status: "connected".into(),
             disconnect_cause: None,
             status_reason: None,
@@ -151,6 +154,9 @@ impl InstallationRow {
                 self.scopes = c.scopes.clone();
                 if c.app_version.is_some() {
                     self.app_version = c.app_version.clone();
+                }
+                if c.external_ref.is_some() {
+                    self.external_ref = c.external_ref.clone();
                 }
                 self.set_status("connected", c.connected_at);
                 self.disconnect_cause = None;
@@ -739,6 +745,8 @@ mod tests {
                     scopes: vec!["oauth".into()],
                     tokens: tokens(),
                     app_version: None,
+                    external_ref: None,
+                    metadata: None,
                     generation: 1,
                     connected_at: minute(0),
                 }),

@@ -13,7 +13,7 @@ use crate::event::{DomainEvent, ProjectedEvent};
 use crate::tables::{Projection, Tables};
 
 const INSTALLATION_COLUMNS: &str = "installation_id, app_id, hub_id, user_id, hub_domain, \
-    installer_user_id, installer_email, scopes, app_version, status, disconnect_cause, \
+    installer_user_id, installer_email, scopes, app_version, external_ref, status, disconnect_cause, \
     status_reason, status_changed_at, access_expires_at, first_connected_at, last_connected_at, \
     last_refreshed_at, consecutive_failures, last_failure_class, last_failure_message, \
     last_failure_at, generation, forgotten_at, last_sequence, last_position, updated_at";

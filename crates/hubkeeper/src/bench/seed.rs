@@ -60,6 +60,7 @@ pub async fn connect_installations(
                 scopes: vec!["crm.objects.contacts.read".into(), "oauth".into()],
                 tokens: sealed,
                 app_version: None,
+                customer: None,
             };
             let metadata = EventMetadata::new(Actor::System, now);
             Ok(tokens.record_connect(connect, &metadata).await?)

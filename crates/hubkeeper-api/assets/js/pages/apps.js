@@ -4,7 +4,7 @@
 // forced), and resume refreshes parked after HubSpot rejected the app's client credentials.
 
 import { get, post, patch, del, query, listOf } from '../api.js';
-import { h, clear, pageHeader, section, loading, errorState, emptyState, time, table, helpPanel, field, setFieldError, toast, confirmAction, actionButton, run, attempt, settle } from '../ui.js';
+import { h, clear, pageHeader, section, loading, errorState, emptyState, time, table, helpPanel, field, setFieldError, toast, confirmAction, actionButton, run, attempt, settle, connectButton } from '../ui.js';
 import { HELP } from '../help.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -13,6 +13,27 @@ const ENVIRONMENTS = [['development', 'Development'], ['staging', 'Staging'], ['
 
 function splitScopes(text) {
   return text.split(/[\s,]+/).map((s) => s.trim()).filter(Boolean);
+}
+
+function splitLines(text) {
+  return text.split(/[\s,]+/).map((s) => s.trim()).filter(Boolean);
+}
+
+/** Why a list of return URLs will not be accepted, or null. */
+function returnUrlsProblem(list) {
+  for (const text of list) {
+    let url;
+    try {
+      url = new URL(text);
+    } catch (e) {
+      return `${text} is not a full URL, e.g. https://app.example.com/hubspot/connected.`;
+    }
+    const loopback = ['localhost', '127.0.0.1', '[::1]'].includes(url.hostname);
+    if (url.protocol !== 'https:' && !(url.protocol === 'http:' && loopback)) return `${text} must start with https:// (http:// only for localhost).`;
+    if (url.search || url.hash) return `${text} must not contain a ?query or #fragment: it is a prefix.`;
+    if (url.username || url.password) return `${text} must not contain a user name or password.`;
+  }
+  return list.length > 20 ? 'At most 20 return URLs.' : null;
 }
 
 /** Why a redirect URI will not work, or null. */
@@ -90,7 +111,7 @@ export async function render(ctx) {
         { label: 'Installations', cell: (a) => h('span', {}, String(a.installation_count ?? 0), h('span', { class: 'sub' }, `${a.active_installation_count ?? 0} active`)) },
         { label: 'Created', cell: (a) => time(a.created_at || a.registered_at, { date: true }) },
         { label: 'Actions', class: 'actions', cell: (a) => h('div', { class: 'row-actions' },
-          h('a', { class: 'btn btn-small', href: `/oauth/${a.app_id}/install`, title: `Start connecting a HubSpot account through ${a.label}` }, 'Connect account'),
+          connectButton(a, { label: 'Connect account', small: true }),
           a.refreshes_parked_at ? resumeButton(a) : null,
           editButton(a), deleteButton(a)) },
       ], apps, { caption: 'Apps', rowId: (a) => a.app_id }));
@@ -177,6 +198,19 @@ export async function render(ctx) {
     const redirect = h('input', { name: 'redirect_uri', type: 'url', required: true, value: app ? app.redirect_uri : `${location.origin}/oauth/callback`, spellcheck: 'false' });
     const scopes = h('input', { name: 'scopes', required: true, value: app ? (app.scopes || []).join(' ') : 'oauth', spellcheck: 'false' });
     const optional = h('input', { name: 'optional_scopes', value: app ? (app.optional_scopes || []).join(' ') : '', spellcheck: 'false' });
+    const returnUrls = h('textarea', { name: 'return_urls', rows: 2, spellcheck: 'false', placeholder: 'https://app.example.com/hubspot/connected' });
+    // The list comes from the app itself (the list view does not carry it).
+    let currentReturnUrls = [];
+    if (editing) {
+      returnUrls.disabled = true;
+      get(`/v1/apps/${app.app_id}`)
+        .then((full) => {
+          currentReturnUrls = full.return_urls || [];
+          returnUrls.value = currentReturnUrls.join('\n');
+        })
+        .catch(() => {})
+        .finally(() => { returnUrls.disabled = false; });
+    }
     const submit = h('button', { type: 'submit', class: 'btn btn-primary' }, editing ? 'Save changes' : 'Add app');
     const cancel = h('button', { type: 'button', class: 'btn', onclick: () => clear(formSlot) }, 'Cancel');
     const formError = h('p', { class: 'field-error', role: 'alert', hidden: true });
@@ -193,6 +227,7 @@ export async function render(ctx) {
         field('Redirect URI', redirect, 'Exactly as configured in HubSpot, including https:// and the path.'),
         field('Scopes', scopes, 'Required scopes, separated by spaces.'),
         field('Optional scopes', optional, 'Scopes customers may decline, separated by spaces (may be empty).'),
+        field('Return URLs', returnUrls, 'Where connect sessions may send your customers back to after HubSpot, one per line: scheme, host, port and path prefix must match (https://, or http:// for localhost).'),
         field('Description', description)),
       formError,
       h('div', { class: 'form-actions' }, cancel, submit));
@@ -207,12 +242,14 @@ export async function render(ctx) {
         redirect_uri: redirect.value.trim(),
         scopes: splitScopes(scopes.value),
         optional_scopes: splitScopes(optional.value),
+        return_urls: splitLines(returnUrls.value),
       };
       const problems = [
         [label, values.label ? null : 'Give the app a label.'],
         [redirect, redirectProblem(values.redirect_uri)],
         [scopes, scopesProblem(values.scopes, true)],
         [optional, scopesProblem(values.optional_scopes, false)],
+        [returnUrls, returnUrlsProblem(values.return_urls)],
       ];
       if (!editing) {
         problems.push([clientId, UUID.test(clientId.value.trim()) ? null : 'A HubSpot client ID looks like xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx (hexadecimal digits).']);
@@ -235,6 +272,7 @@ export async function render(ctx) {
         const sameSet = (a, b) => a.length === b.length && a.every((x) => b.includes(x));
         if (!sameSet(values.scopes, app.scopes || [])) changes.scopes = values.scopes;
         if (!sameSet(values.optional_scopes, app.optional_scopes || [])) changes.optional_scopes = values.optional_scopes;
+        if (!returnUrls.disabled && values.return_urls.join('\n') !== currentReturnUrls.join('\n')) changes.return_urls = values.return_urls;
         if (!Object.keys(changes).length) {
           toast('Nothing changed.');
           clear(formSlot);

@@ -31,6 +31,8 @@ function describeChange(change) {
     }
     case 'app_version_changed':
       return `App version changed from ${change.from || 'unknown'} to ${change.to}.`;
+    case 'customer_changed':
+      return `Reconnected for customer ${change.to}` + (change.from ? ` (was ${change.from})` : '');
     case 'reauthorization_required':
       return `Needs re-authorisation: ${FAILURE_CLASSES[change.class] || change.class}.`;
     case 'disconnected':
@@ -108,6 +110,10 @@ export async function render(ctx) {
             view.user_id ? ['User-level installation for', `user ${view.user_id}`] : null,
             ['App', view.app_label || view.app_id],
             ['App version', view.app_version || 'not reported'],
+            ['Customer reference', view.external_ref ? h('code', { id: 'external-ref' }, view.external_ref) : 'none (not connected through a connect session)'],
+            view.metadata && Object.keys(view.metadata).length
+              ? ['Customer metadata', h('code', { id: 'customer-metadata', class: 'wrap' }, JSON.stringify(view.metadata))]
+              : null,
             ['Plan', view.plan_code || 'No plan'],
             ['Installation id', h('code', {}, view.installation_id)],
           ]))),
