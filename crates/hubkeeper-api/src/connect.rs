@@ -126,7 +126,12 @@ async fn open(
     headers: HeaderMap,
     Path(session_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    limited(&state, &extensions)?;
+    limited(
+        &state,
+        &extensions,
+        crate::client_addr::ClientBucket::OAuthInstall,
+    )
+    .await?;
     match state.tokens()?.oauth.start_session(&session_id).await {
         Ok(url) => {
             metrics::counter!("hk_oauth_installs_started_total").increment(1);

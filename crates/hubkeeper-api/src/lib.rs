@@ -4,6 +4,7 @@
 //! [`ApiError`], answered in one JSON shape.
 
 // Shared by every route.
+pub mod client_addr;
 pub mod error;
 pub mod extract;
 mod middleware;
@@ -29,6 +30,7 @@ pub mod health;
 pub mod installations;
 pub mod oauth;
 pub mod plans;
+pub mod proxy;
 pub mod queries;
 pub mod server_config;
 pub mod settings;
@@ -59,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .merge(webhooks::router())
         .merge(dead_letters::router())
         .merge(plans::router())
+        .merge(proxy::router())
         .merge(billing::router())
         .merge(settings::router())
         .merge(stats::router());
@@ -67,7 +70,8 @@ pub fn router(state: AppState) -> Router {
         state.clone(),
         policy::enforce,
     ));
-    middleware::layer(routes.fallback(not_found))
+    let trusted = state.clients().trusted_proxies.clone();
+    middleware::layer(routes.fallback(not_found), trusted)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             security::strict_transport,
@@ -81,7 +85,8 @@ pub async fn serve_health(
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = middleware::layer(health::router().fallback(not_found)).with_state(state);
+    let trusted = state.clients().trusted_proxies.clone();
+    let app = middleware::layer(health::router().fallback(not_found), trusted).with_state(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

@@ -1,5 +1,5 @@
-//! Cross-cutting layers: every request gets an id ([`crate::request`]) that is on its tracing
-//! span and echoed in the response; every error answer is the JSON error shape, whoever made it;
+//! Cross-cutting layers: every request gets an id ([`crate::request`]) and a client address
+//! ([`crate::client_addr`]) that are on its tracing span (the id also echoed in the response); every error answer is the JSON error shape, whoever made it;
 //! latency and status class are recorded; security headers are set.
 
 use std::time::{Duration, Instant};
@@ -28,7 +28,10 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How much of a framework-made error body is kept as the message.
 const MAX_MESSAGE: usize = 500;
 
-pub fn layer(router: Router<AppState>) -> Router<AppState> {
+pub fn layer(
+    router: Router<AppState>,
+    trusted: std::sync::Arc<crate::client_addr::TrustedProxies>,
+) -> Router<AppState> {
     router
         .layer(axum::middleware::from_fn(request_timeout))
         .layer(axum::middleware::from_fn(json_errors))
@@ -43,17 +46,23 @@ pub fn layer(router: Router<AppState>) -> Router<AppState> {
                         .get::<RequestId>()
                         .map_or("-", RequestId::as_str)
                         .to_owned();
+                    let client = crate::client_addr::client_addr(req.extensions());
                     tracing::info_span!(
                         "request",
                         method = %req.method(),
                         path = %loggable_path(req.uri().path()),
                         request_id = %request_id,
+                        client = %client,
                     )
                 })
                 .on_response(|res: &Response, latency: Duration, _span: &tracing::Span| {
                     tracing::debug!(status = res.status().as_u16(), ?latency, "response");
                 }),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            trusted,
+            crate::client_addr::resolve,
+        ))
         .layer(axum::middleware::from_fn(crate::request::assign))
 }
 

@@ -5,24 +5,26 @@
 //! without one, to the public result page `/connect-result` (never the dashboard's login).
 //!
 //! Both routes are public (a customer's browser calls them) and therefore rate limited per
-//! client IP, so nobody can burn HubSpot code exchanges or fill the state table from one host.
+//! client (address, or IPv6 /64), each in its own bucket shared by every API process, so nobody
+//! can burn HubSpot code exchanges or fill the state table from one host.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{header, Extensions, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::{header, Extensions};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
+use hubkeeper_bus::limiter::SharedRateLimiter;
 use hubkeeper_core::connect::outcome_url;
 use hubkeeper_core::selftest::RateLimitProbe;
 use hubkeeper_core::settings::{SettingsApplier, SettingsSnapshot};
 use hubkeeper_core::CallbackParams;
 use hubkeeper_domain::AppId;
 
+use crate::client_addr::{self, ClientAddr, ClientBucket};
 use crate::error::ApiError;
 use crate::extract::Query;
 use crate::params;
@@ -35,11 +37,13 @@ pub fn router() -> Router<AppState> {
         .route("/oauth/callback", get(callback))
 }
 
-/// Fixed-window request counter per client IP. Its limits can change at run time (the
-/// settings page applies them through [`OAuthRateLimiter::reconfigure`]).
+/// The install flow's per-client limits: separate buckets for install and callback requests,
+/// counted in the shared limiter (every API process draws from one budget per client; see
+/// [`crate::client_addr`]). Its limits can change at run time (the settings page applies them
+/// through [`OAuthRateLimiter::reconfigure`]).
 pub struct OAuthRateLimiter {
     limits: Mutex<Limits>,
-    hits: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    shared: SharedRateLimiter,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -50,14 +54,14 @@ struct Limits {
 }
 
 impl OAuthRateLimiter {
-    pub fn new(max: u32, window: Duration) -> Self {
+    pub fn new(shared: SharedRateLimiter, max: u32, window: Duration) -> Self {
         Self {
             limits: Mutex::new(Limits {
                 enabled: true,
                 max: max.max(1),
                 window: window.max(Duration::from_secs(1)),
             }),
-            hits: Mutex::new(HashMap::new()),
+            shared,
         }
     }
 
@@ -76,46 +80,31 @@ impl OAuthRateLimiter {
         };
     }
 
-    /// Forgets every counter.
-    pub fn clear(&self) {
-        self.hits
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+    /// Forgets every per-client counter (install, callback and log-in), in every process.
+    pub async fn clear(&self) {
+        client_addr::clear_all(&self.shared).await;
     }
 
-    /// Forgets one address's counter.
-    pub fn forget(&self, ip: IpAddr) {
-        self.hits
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&ip);
+    /// Forgets one client's install counter.
+    pub async fn forget(&self, client: ClientAddr) {
+        let key = format!(
+            "{}{}",
+            ClientBucket::OAuthInstall.prefix(),
+            client.limit_key()
+        );
+        if let Err(e) = self.shared.forget(&key).await {
+            tracing::warn!(error = %e, "rate-limit counter not forgotten");
+        }
     }
 
-    /// `Err(wait)` when `ip` has used up its budget for the current window.
-    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
-        self.check_at(ip, Instant::now())
-    }
-
-    /// [`OAuthRateLimiter::check`] at a given instant (tests move time instead of sleeping).
-    fn check_at(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+    /// Counts one request of `client` in `bucket`: `Err(wait)` when its budget for the window is
+    /// used up.
+    pub async fn check(&self, bucket: ClientBucket, client: ClientAddr) -> Result<(), Duration> {
         let (enabled, max, window) = self.limits();
         if !enabled {
             return Ok(());
         }
-        let mut hits = self.hits.lock().unwrap_or_else(PoisonError::into_inner);
-        if hits.len() > 100_000 {
-            hits.retain(|_, (start, _)| now.duration_since(*start) < window);
-        }
-        let entry = hits.entry(ip).or_insert((now, 0));
-        if now.duration_since(entry.0) >= window {
-            *entry = (now, 0);
-        }
-        if entry.1 >= max {
-            return Err(window.saturating_sub(now.duration_since(entry.0)));
-        }
-        entry.1 += 1;
-        Ok(())
+        client_addr::reserve_client(&self.shared, bucket, client, max, window).await
     }
 }
 
@@ -135,46 +124,40 @@ impl SettingsApplier for OAuthRateLimiter {
     }
 
     fn clear_rate_limits(&self) {
-        self.clear();
+        // The counters are shared: one delete clears them for every process.
+        let shared = self.shared.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { client_addr::clear_all(&shared).await });
+        }
     }
 }
 
 /// The self-test drives the live limiter with a documentation address.
+#[async_trait::async_trait]
 impl RateLimitProbe for OAuthRateLimiter {
     fn limits(&self) -> (bool, u32, Duration) {
         OAuthRateLimiter::limits(self)
     }
 
-    fn check(&self, ip: IpAddr) -> Result<(), Duration> {
-        OAuthRateLimiter::check(self, ip)
+    async fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+        OAuthRateLimiter::check(self, ClientBucket::OAuthInstall, ClientAddr(ip)).await
     }
 
-    fn forget(&self, ip: IpAddr) {
-        OAuthRateLimiter::forget(self, ip)
+    async fn forget(&self, ip: IpAddr) {
+        OAuthRateLimiter::forget(self, ClientAddr(ip)).await
     }
 }
 
-fn client_ip(extensions: &Extensions) -> IpAddr {
-    extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip())
-        .unwrap_or(IpAddr::from([0, 0, 0, 0]))
-}
-
-pub(crate) fn limited(state: &AppState, extensions: &Extensions) -> Result<(), ApiError> {
+pub(crate) async fn limited(
+    state: &AppState,
+    extensions: &Extensions,
+    bucket: ClientBucket,
+) -> Result<(), ApiError> {
     let limiter = &state.tokens()?.oauth_limiter;
-    let ip = client_ip(extensions);
-    limiter.check(ip).map_err(|wait| {
+    let client = client_addr::client_addr(extensions);
+    limiter.check(bucket, client).await.map_err(|wait| {
         metrics::counter!("hk_oauth_rate_limited_total").increment(1);
-        ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            format!(
-                "too many install requests from this address; try again in {} s",
-                wait.as_secs().max(1)
-            ),
-        )
-        .retry_after(wait.as_secs())
+        client_addr::limited(bucket, wait)
     })
 }
 
@@ -183,7 +166,7 @@ async fn install(
     extensions: Extensions,
     Path(app_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    limited(&state, &extensions)?;
+    limited(&state, &extensions, ClientBucket::OAuthInstall).await?;
     let app_id: AppId = params::path("app_id", &app_id)?;
     let url = state.tokens()?.oauth.install_url(app_id).await?;
     metrics::counter!("hk_oauth_installs_started_total").increment(1);
@@ -200,7 +183,7 @@ async fn callback(
     request: RequestId,
     params: Result<Query<CallbackParams>, ApiError>,
 ) -> Result<Response, ApiError> {
-    limited(&state, &extensions)?;
+    limited(&state, &extensions, ClientBucket::OAuthCallback).await?;
     let services = state.tokens()?;
     let base = services
         .public_url
@@ -272,10 +255,17 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_limiter_follows_settings_at_once() {
-        let limiter = OAuthRateLimiter::new(10, Duration::from_secs(60));
-        let ip = IpAddr::from([203, 0, 113, 7]);
+    fn limiter(max: u32, window: Duration) -> OAuthRateLimiter {
+        // Never connects: these tests only touch the configuration.
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .unwrap();
+        OAuthRateLimiter::new(SharedRateLimiter::new(pool), max, window)
+    }
+
+    #[tokio::test]
+    async fn the_limiter_follows_settings_at_once() {
+        let limiter = limiter(10, Duration::from_secs(60));
         let mut values = SettingsValues {
             oauth_rate_limit: OAuthRateLimit {
                 enabled: true,
@@ -291,18 +281,18 @@ mod tests {
             "never customized: the process configuration stands"
         );
         SettingsApplier::apply(&limiter, &snapshot(values, true));
-        assert!(limiter.check(ip).is_ok());
-        assert!(limiter.check(ip).is_ok());
-        assert!(
-            limiter.check(ip).is_err(),
-            "third request over a limit of 2"
+        assert_eq!(
+            RateLimitProbe::limits(&limiter),
+            (true, 2, Duration::from_secs(60))
         );
-        limiter.clear_rate_limits();
-        assert!(limiter.check(ip).is_ok(), "cleared counters start over");
         values.oauth_rate_limit.enabled = false;
         SettingsApplier::apply(&limiter, &snapshot(values, true));
+        let ip = ClientAddr(IpAddr::from([203, 0, 113, 7]));
         for _ in 0..10 {
-            assert!(limiter.check(ip).is_ok(), "disabled: nothing is refused");
+            assert!(
+                limiter.check(ClientBucket::OAuthInstall, ip).await.is_ok(),
+                "disabled: nothing is refused (and nothing is counted)"
+            );
         }
         assert_eq!(
             RateLimitProbe::limits(&limiter),
@@ -310,49 +300,11 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_limiter_allows_max_per_window_per_ip() {
-        let limiter = OAuthRateLimiter::new(3, Duration::from_secs(60));
-        let a = IpAddr::from([10, 0, 0, 1]);
-        let b = IpAddr::from([10, 0, 0, 2]);
-        for _ in 0..3 {
-            assert!(limiter.check(a).is_ok());
-        }
-        let wait = limiter.check(a).unwrap_err();
-        assert!(wait <= Duration::from_secs(60) && wait > Duration::from_secs(55));
-        assert!(limiter.check(b).is_ok(), "other addresses are not affected");
-    }
-
-    #[test]
-    fn the_limiter_can_be_reconfigured_disabled_and_cleared() {
-        let limiter = OAuthRateLimiter::new(1, Duration::from_secs(60));
-        let a = IpAddr::from([10, 0, 0, 1]);
-        assert!(limiter.check(a).is_ok());
-        assert!(limiter.check(a).is_err());
-        limiter.reconfigure(false, 1, Duration::from_secs(60));
-        assert!(limiter.check(a).is_ok(), "disabled");
-        limiter.reconfigure(true, 1, Duration::from_secs(60));
-        assert!(limiter.check(a).is_err());
-        limiter.forget(a);
-        assert!(limiter.check(a).is_ok());
-        limiter.clear();
-        assert!(limiter.check(a).is_ok());
-        assert_eq!(limiter.limits(), (true, 1, Duration::from_secs(60)));
-    }
-
-    #[test]
-    fn the_limiter_recovers_after_the_window() {
-        let limiter = OAuthRateLimiter::new(1, Duration::from_secs(1));
-        let a = IpAddr::from([10, 0, 0, 1]);
-        let start = Instant::now();
-        assert!(limiter.check_at(a, start).is_ok());
-        let refused = limiter.check_at(a, start + Duration::from_millis(999));
-        assert_eq!(
-            refused,
-            Err(Duration::from_millis(1)),
-            "1 ms left in the window"
-        );
-        assert!(limiter.check_at(a, start + Duration::from_secs(1)).is_ok());
-        assert!(limiter.check_at(a, start + Duration::from_secs(1)).is_err());
+    #[tokio::test]
+    async fn limits_are_clamped() {
+        let limiter = limiter(0, Duration::ZERO);
+        assert_eq!(limiter.limits(), (true, 1, Duration::from_secs(1)));
+        limiter.reconfigure(true, 0, Duration::from_millis(10));
+        assert_eq!(limiter.limits(), (true, 1, Duration::from_secs(1)));
     }
 }

@@ -8,12 +8,13 @@ use hubkeeper_core::backup::BackupService;
 use hubkeeper_core::billing::BillingService;
 use hubkeeper_core::selftest::SelfTestDeps;
 use hubkeeper_core::settings::{LiveSettings, SettingsService};
-use hubkeeper_core::{AppService, OAuthService, TokenService};
+use hubkeeper_core::{AppService, OAuthService, ProxyService, TokenService};
 use hubkeeper_webhooks::WebhookIngest;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 
 use crate::auth::Authenticator;
+use crate::client_addr::ClientPolicy;
 use crate::error::ApiError;
 use crate::oauth::OAuthRateLimiter;
 use crate::server_config::ServerConfigView;
@@ -26,6 +27,8 @@ pub struct TokenServices {
     pub tokens: TokenService,
     pub oauth: OAuthService,
     pub oauth_limiter: Arc<OAuthRateLimiter>,
+    /// HubSpot API calls on an installation's behalf (`/v1/proxy/…`).
+    pub proxy: ProxyService,
     /// Base URL the dashboard is reached at (`HK_PUBLIC_URL`); `None`: relative redirects.
     pub public_url: Option<String>,
 }
@@ -56,6 +59,8 @@ pub struct Inner {
     pub jetstream: async_nats::jetstream::Context,
     pub metrics: PrometheusHandle,
     pub auth: Arc<Authenticator>,
+    /// Trusted proxies (who the client is) and the per-client limits of `/auth/login`.
+    pub clients: ClientPolicy,
     /// The effective, non-secret configuration (`GET /v1/server/config`).
     pub server_config: Arc<ServerConfigView>,
     /// `None` on processes without master keys.
@@ -98,6 +103,14 @@ impl AppState {
 
     pub fn auth(&self) -> &Authenticator {
         &self.inner.auth
+    }
+
+    pub fn clients(&self) -> &ClientPolicy {
+        &self.inner.clients
+    }
+
+    pub fn proxy(&self) -> Result<&ProxyService, ApiError> {
+        self.tokens().map(|t| &t.proxy)
     }
 
     pub fn server_config(&self) -> &ServerConfigView {

@@ -12,6 +12,7 @@ pub mod consume;
 pub mod dead_letter;
 pub mod envelope;
 pub mod leadership;
+pub mod limiter;
 pub mod permissions;
 pub mod registry;
 pub mod relay;

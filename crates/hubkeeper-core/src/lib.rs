@@ -9,6 +9,7 @@
 //! * [`apps`]: app registration and credentials.
 //! * [`tokens`]: token hand-out, single-flight refresh, revoke, disconnect, forget.
 //! * [`oauth`]: the install flow (signed single-use state, code exchange, connect).
+//! * [`proxy`]: HubSpot API calls on an installation's behalf, within the shared per-portal limit.
 //! * [`broadcast`]: cross-process cache invalidation.
 //! * [`billing`]: pricing plans, subscriptions, usage and quotas.
 //! * [`settings`]: runtime settings and the control channel that applies them everywhere.
@@ -24,6 +25,7 @@ pub mod commands;
 pub mod connect;
 pub mod error;
 pub mod oauth;
+pub mod proxy;
 pub mod selftest;
 pub mod settings;
 pub mod tokens;
@@ -35,6 +37,7 @@ pub use commands::{CommandBus, CommandError};
 pub use connect::{CreatedSession, NewSession, SessionRefusal};
 pub use error::CoreError;
 pub use oauth::{CallbackError, CallbackParams, Completion, OAuthConfig, OAuthService};
+pub use proxy::{ProxyConfig, ProxyError, ProxyRequest, ProxyResponse, ProxyService};
 pub use tokens::{
     ForgetOutcome, HandedOutToken, InstallationDetails, NotRefreshable, RefreshFailure,
     RefreshOutcome, RefreshTrigger, TokenConfig, TokenDeps, TokenService, TokenUsage, TriggerKind,

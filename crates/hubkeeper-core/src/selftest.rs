@@ -108,13 +108,14 @@ impl SelfTestReport {
 }
 
 /// The limiter the OAuth routes use, as the self-test sees it.
+#[async_trait::async_trait]
 pub trait RateLimitProbe: Send + Sync {
     /// Whether limiting is on, requests allowed per window, the window.
     fn limits(&self) -> (bool, u32, Duration);
     /// Counts one request from `ip`: `Err(wait)` when it is over the limit.
-    fn check(&self, ip: IpAddr) -> Result<(), Duration>;
+    async fn check(&self, ip: IpAddr) -> Result<(), Duration>;
     /// Forgets `ip`'s counter.
-    fn forget(&self, ip: IpAddr);
+    async fn forget(&self, ip: IpAddr);
 }
 
 /// What the self-test uses.
@@ -393,7 +394,7 @@ pub async fn run(deps: &SelfTestDeps, app_id: Option<AppId>) -> SelfTestReport {
     };
     steps.push(report);
 
-    steps.push(rate_limit(deps.rate_limiter.as_deref()));
+    steps.push(rate_limit(deps.rate_limiter.as_deref()).await);
 
     let finished_at = Utc::now();
     let report = SelfTestReport {
@@ -688,7 +689,7 @@ async fn crm_call(
         .map_or(0, Vec::len))
 }
 
-fn rate_limit(probe: Option<&dyn RateLimitProbe>) -> StepReport {
+async fn rate_limit(probe: Option<&dyn RateLimitProbe>) -> StepReport {
     let step = Step::start("rate_limit_enforcement");
     let Some(probe) = probe else {
         return step.end(
@@ -703,16 +704,16 @@ fn rate_limit(probe: Option<&dyn RateLimitProbe>) -> StepReport {
             "OAuth callback rate limiting is disabled in the settings",
         );
     }
-    probe.forget(PROBE_IP);
+    probe.forget(PROBE_IP).await;
     let mut allowed = 0u32;
     let refused = loop {
-        match probe.check(PROBE_IP) {
+        match probe.check(PROBE_IP).await {
             Ok(()) if allowed < max => allowed += 1,
             Ok(()) => break None,
             Err(wait) => break Some(wait),
         }
     };
-    probe.forget(PROBE_IP);
+    probe.forget(PROBE_IP).await;
     match refused {
         Some(wait) if allowed == max => step.end(
             StepStatus::Passed,
@@ -746,11 +747,12 @@ mod tests {
         count: Mutex<u32>,
     }
 
+    #[async_trait::async_trait]
     impl RateLimitProbe for Limiter {
         fn limits(&self) -> (bool, u32, Duration) {
             (self.enabled, self.max, Duration::from_secs(60))
         }
-        fn check(&self, _ip: IpAddr) -> Result<(), Duration> {
+        async fn check(&self, _ip: IpAddr) -> Result<(), Duration> {
             let mut count = self.count.lock().expect("lock");
             if self.enforce && *count >= self.max {
                 return Err(Duration::from_secs(42));
@@ -758,7 +760,7 @@ mod tests {
             *count += 1;
             Ok(())
         }
-        fn forget(&self, _ip: IpAddr) {
+        async fn forget(&self, _ip: IpAddr) {
             *self.count.lock().expect("lock") = 0;
         }
     }
@@ -772,18 +774,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_rate_limit_step_needs_request_max_plus_one_refused() {
-        let ok = rate_limit(Some(&limiter(true, true)));
+    #[tokio::test]
+    async fn the_rate_limit_step_needs_request_max_plus_one_refused() {
+        let ok = rate_limit(Some(&limiter(true, true))).await;
         assert_eq!(ok.status, StepStatus::Passed, "{}", ok.detail);
         assert!(ok.detail.contains("request 4 was refused"), "{}", ok.detail);
-        let leaky = rate_limit(Some(&limiter(true, false)));
+        let leaky = rate_limit(Some(&limiter(true, false))).await;
         assert_eq!(leaky.status, StepStatus::Failed);
         assert!(leaky.detail.contains("still allowed"), "{}", leaky.detail);
-        let off = rate_limit(Some(&limiter(false, true)));
+        let off = rate_limit(Some(&limiter(false, true))).await;
         assert_eq!(off.status, StepStatus::Failed);
         assert!(off.detail.contains("disabled"), "{}", off.detail);
-        assert_eq!(rate_limit(None).status, StepStatus::Skipped);
+        assert_eq!(rate_limit(None).await.status, StepStatus::Skipped);
     }
 
     #[test]

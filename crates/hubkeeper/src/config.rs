@@ -123,6 +123,85 @@ pub struct HttpArgs {
         value_parser = seconds
     )]
     pub shutdown_deadline: Duration,
+
+    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` headers are believed (CIDR list,
+    /// e.g. `10.0.0.0/8,fd00::/8`; a bare address is that address). The client is the rightmost
+    /// hop that is not one of them; from any other peer the headers are ignored. Unset: the
+    /// TCP peer is the client.
+    #[arg(long, env = "HK_TRUSTED_PROXIES", value_parser = trusted_proxies, default_value = "")]
+    pub trusted_proxies: TrustedProxyList,
+
+    /// `/auth/login` attempts allowed per client (address, IPv6 /64) and window, shared by every
+    /// API process.
+    #[arg(long, env = "HK_LOGIN_RATE_LIMIT_MAX", default_value_t = 20)]
+    pub login_rate_limit_max: u32,
+
+    /// Length of the log-in rate-limit window, in seconds.
+    #[arg(
+        long = "login-rate-limit-window-secs",
+        env = "HK_LOGIN_RATE_LIMIT_WINDOW_SECS",
+        default_value = "60",
+        value_parser = seconds
+    )]
+    pub login_rate_limit_window: Duration,
+}
+
+/// The validated `HK_TRUSTED_PROXIES`.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxyList(pub hubkeeper_api::client_addr::TrustedProxies);
+
+fn trusted_proxies(raw: &str) -> Result<TrustedProxyList, SettingError> {
+    hubkeeper_api::client_addr::TrustedProxies::parse(raw)
+        .map(TrustedProxyList)
+        .map_err(SettingError::NotACidrList)
+}
+
+/// The HubSpot API proxy (`/v1/proxy/{installation}/{path}`).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "HubSpot API proxy")]
+pub struct ProxyArgs {
+    /// Proxied calls allowed per HubSpot portal and window, across every API process
+    /// (HubSpot's limit for OAuth apps: 110 per 10 s).
+    #[arg(long, env = "HK_PROXY_RATE_LIMIT_MAX", default_value_t = 110)]
+    pub proxy_rate_limit_max: u32,
+
+    /// Length of the per-portal window (a plain number counts in seconds; `ms` allowed).
+    #[arg(
+        long = "proxy-rate-limit-window",
+        env = "HK_PROXY_RATE_LIMIT_WINDOW",
+        default_value = "10s",
+        value_parser = seconds
+    )]
+    pub proxy_rate_limit_window: Duration,
+
+    /// Added to the window when slots are reserved, so network jitter between two calls cannot
+    /// put one call too many into one of HubSpot's windows (a plain number counts in ms).
+    #[arg(
+        long = "proxy-rate-limit-guard",
+        env = "HK_PROXY_RATE_LIMIT_GUARD",
+        default_value = "250ms",
+        value_parser = millis
+    )]
+    pub proxy_rate_limit_guard: Duration,
+
+    /// Longest a proxied call waits for a slot before it is answered 429 with `Retry-After`
+    /// (a plain number counts in seconds).
+    #[arg(
+        long = "proxy-max-wait",
+        env = "HK_PROXY_MAX_WAIT",
+        default_value = "20s",
+        value_parser = seconds
+    )]
+    pub proxy_max_wait: Duration,
+
+    /// Timeout of one call to HubSpot (a plain number counts in seconds).
+    #[arg(
+        long = "proxy-timeout",
+        env = "HK_PROXY_TIMEOUT",
+        default_value = "30s",
+        value_parser = seconds
+    )]
+    pub proxy_timeout: Duration,
 }
 
 /// A worker-only process's own health and metrics listener.
@@ -505,6 +584,8 @@ pub struct Config {
     #[command(flatten)]
     pub hubspot: HubSpotArgs,
     #[command(flatten)]
+    pub proxy: ProxyArgs,
+    #[command(flatten)]
     pub relay: RelayArgs,
     #[command(flatten)]
     pub schedule: ScheduleArgs,
@@ -564,7 +645,8 @@ command_settings! {
     UpSettings {
         store: StoreArgs, nats: NatsArgs, http: HttpArgs, data: DataDirArgs,
         local: LocalServerArgs, keys: KeyArgs, bootstrap: BootstrapKeyArgs, tokens: TokenArgs,
-        oauth: OAuthArgs, hubspot: HubSpotArgs, relay: RelayArgs, schedule: ScheduleArgs,
+        oauth: OAuthArgs, hubspot: HubSpotArgs, proxy: ProxyArgs, relay: RelayArgs,
+        schedule: ScheduleArgs,
         refresher: RefresherArgs, projector: ProjectorArgs, webhook_ingest: WebhookIngestArgs,
         webhook_worker: WebhookWorkerArgs, dashboard: DashboardArgs, backups: BackupArgs,
         settings: SettingsArgs,
@@ -575,7 +657,7 @@ command_settings! {
     /// `api`: the HTTP API, the dashboard, webhook intake.
     ApiSettings {
         store: StoreArgs, nats: NatsArgs, http: HttpArgs, data: DataDirArgs, keys: KeyArgs,
-        tokens: TokenArgs, oauth: OAuthArgs, hubspot: HubSpotArgs,
+        tokens: TokenArgs, oauth: OAuthArgs, hubspot: HubSpotArgs, proxy: ProxyArgs,
         webhook_ingest: WebhookIngestArgs, dashboard: DashboardArgs, backups: BackupArgs,
         settings: SettingsArgs,
     }
@@ -677,6 +759,8 @@ pub enum SettingError {
     NoDelays,
     #[error("must not be empty")]
     Empty,
+    #[error("{0}")]
+    NotACidrList(String),
     #[error(
         "{secs} s is not below the {lifetime} s HubSpot issues access tokens for: every hand-out \
          would refresh and still fail",

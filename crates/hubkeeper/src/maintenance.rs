@@ -135,6 +135,7 @@ pub async fn selftest_command(
         .current()
         .await?;
     let limiter = Arc::new(OAuthRateLimiter::new(
+        hubkeeper_bus::limiter::SharedRateLimiter::new(pool.clone()),
         config.oauth.oauth_rate_limit_max,
         config.oauth.oauth_rate_limit_window,
     ));

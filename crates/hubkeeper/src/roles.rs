@@ -213,6 +213,15 @@ pub async fn run_roles(
         jetstream: js.clone(),
         metrics,
         auth,
+        clients: hubkeeper_api::client_addr::ClientPolicy {
+            trusted_proxies: std::sync::Arc::new(config.http.trusted_proxies.0.clone()),
+            limiter: hubkeeper_bus::limiter::SharedRateLimiter::new(pool.clone()),
+            login_max: config.http.login_rate_limit_max.max(1),
+            login_window: config
+                .http
+                .login_rate_limit_window
+                .max(Duration::from_secs(1)),
+        },
         server_config,
         tokens: tokens.clone(),
         webhooks,

@@ -47,10 +47,17 @@ pub struct Me {
 /// (`api_key=…`) works too and is answered with a redirect to the dashboard.
 async fn login(
     State(state): State<AppState>,
+    extensions: axum::http::Extensions,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     super::csrf::check_login_origin(&headers)?;
+    // Every attempt counts, per client and shared by every API process: guessing keys from
+    // one address (or one IPv6 /64) stops at the limit however many replicas run.
+    state
+        .clients()
+        .check_login(crate::client_addr::client_addr(&extensions))
+        .await?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

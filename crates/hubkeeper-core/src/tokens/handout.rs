@@ -22,6 +22,8 @@ pub struct HandedOutToken {
     pub expires_at: DateTime<Utc>,
     pub hub_id: HubId,
     pub scopes: Vec<String>,
+    /// Which refresh of the installation issued it (see [`TokenService::replace_rejected`]).
+    pub generation: u64,
 }
 
 #[derive(Clone)]
@@ -41,6 +43,7 @@ impl CachedToken {
             expires_at: self.expires_at,
             hub_id: self.hub_id,
             scopes: self.scopes.clone(),
+            generation: self.generation,
         }
     }
 }
@@ -118,6 +121,38 @@ impl TokenService {
                         requested_secs: margin.num_seconds(),
                     })
                 }
+            }
+            Flight::NotRefreshable(reason) => Err(not_refreshable_error(id, reason)),
+            Flight::ReauthRequired => {
+                Err(CoreError::ReauthorizationRequired { id: id.to_string() })
+            }
+            Flight::Failed(e) => Err(CoreError::HubSpot(e)),
+            Flight::RecentlyFailed(e) => Err(e),
+        }
+    }
+}
+
+impl TokenService {
+    /// HubSpot refused `rejected` (a 401 on an API call, e.g. the token was revoked at HubSpot
+    /// before its expiry): refreshes once through the single-flight path, unless any process has
+    /// refreshed since `rejected` was issued, and hands out the new token. Concurrent callers
+    /// holding the same rejected token share one refresh.
+    pub async fn replace_rejected(
+        &self,
+        id: &InstallationId,
+        rejected: &HandedOutToken,
+        request_id: Option<&str>,
+    ) -> Result<HandedOutToken, CoreError> {
+        let trigger = RefreshTrigger::rejected(request_id.map(str::to_owned));
+        let flight = self
+            .inner
+            .clone()
+            .single_flight(*id, Need::GenerationIs(rejected.generation), trigger)
+            .await?;
+        match flight {
+            Flight::Fresh(token, _) => {
+                self.inner.count_handout(*id, self.inner.clock.now());
+                Ok(token.handed_out())
             }
             Flight::NotRefreshable(reason) => Err(not_refreshable_error(id, reason)),
             Flight::ReauthRequired => {
@@ -235,6 +270,11 @@ pub fn expose_for_response(token: &HandedOutToken) -> &str {
     token.access_token.expose_secret()
 }
 
+/// Exposes a token only to the `Authorization` header of a proxied HubSpot call.
+pub fn expose_for_proxy(token: &HandedOutToken) -> &str {
+    token.access_token.expose_secret()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,6 +286,7 @@ mod tests {
             expires_at: Utc::now(),
             hub_id: HubId(1),
             scopes: vec!["oauth".into()],
+            generation: 1,
         };
         assert!(!format!("{token:?}").contains("CNsecret-access"));
         assert_eq!(expose_for_response(&token), "CNsecret-access");

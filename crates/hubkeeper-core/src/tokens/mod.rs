@@ -61,7 +61,7 @@ use crate::commands::CommandBus;
 use crate::error::CoreError;
 use crate::vault::Vault;
 
-pub use handout::{expose_for_response, HandedOutToken};
+pub use handout::{expose_for_proxy, expose_for_response, HandedOutToken};
 pub use refresh::{NotRefreshable, RefreshFailure, RefreshOutcome, RefreshTrigger, TriggerKind};
 pub use revoke::{record_uninstall, ForgetOutcome};
 pub use usage::TokenUsage;

@@ -41,6 +41,8 @@ pub enum TriggerKind {
     Idle,
     /// An operator asked for it.
     Manual,
+    /// HubSpot refused the current access token on an API call (revoked before its expiry).
+    Rejected,
 }
 
 impl TriggerKind {
@@ -50,6 +52,7 @@ impl TriggerKind {
             TriggerKind::Scheduled => "scheduled",
             TriggerKind::Idle => "idle",
             TriggerKind::Manual => "manual",
+            TriggerKind::Rejected => "rejected",
         }
     }
 }
@@ -76,6 +79,15 @@ impl RefreshTrigger {
             kind: TriggerKind::Idle,
             actor: Actor::Refresher,
             request_id: None,
+        }
+    }
+
+    /// HubSpot refused the access token on a proxied API call.
+    pub fn rejected(request_id: Option<String>) -> Self {
+        Self {
+            kind: TriggerKind::Rejected,
+            actor: Actor::Refresher,
+            request_id,
         }
     }
 

@@ -1,14 +1,15 @@
-//! The token services (vault, apps, tokens, the install flow) from configuration, for the API
-//! and the refresher roles.
+//! The token services (vault, apps, tokens, the install flow, the HubSpot API proxy) from
+//! configuration, for the API and the refresher roles.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use hubkeeper_api::oauth::OAuthRateLimiter;
 use hubkeeper_api::state::TokenServices;
+use hubkeeper_bus::limiter::SharedRateLimiter;
 use hubkeeper_core::{
-    AppService, Broadcaster, CommandBus, OAuthConfig, OAuthService, TokenConfig, TokenDeps,
-    TokenService, Vault,
+    AppService, Broadcaster, CommandBus, OAuthConfig, OAuthService, ProxyConfig, ProxyService,
+    TokenConfig, TokenDeps, TokenService, Vault,
 };
 use hubkeeper_domain::DomainServices;
 use hubkeeper_hubspot::{HubSpotClient, HubSpotConfig};
@@ -70,6 +71,19 @@ pub async fn build(
         },
     })
     .await;
+    let shared_limits = SharedRateLimiter::new(pool.clone());
+    let proxy = ProxyService::new(
+        tokens.clone(),
+        shared_limits.clone(),
+        ProxyConfig {
+            api_base: config.hubspot.hubspot_api_url.clone(),
+            portal_max: config.proxy.proxy_rate_limit_max,
+            portal_window: config.proxy.proxy_rate_limit_window,
+            guard: config.proxy.proxy_rate_limit_guard,
+            max_wait: config.proxy.proxy_max_wait,
+            request_timeout: config.proxy.proxy_timeout.max(Duration::from_secs(1)),
+        },
+    )?;
     let oauth = OAuthService::start(
         pool.clone(),
         apps.clone(),
@@ -87,7 +101,9 @@ pub async fn build(
         apps,
         tokens,
         oauth,
+        proxy,
         oauth_limiter: Arc::new(OAuthRateLimiter::new(
+            shared_limits,
             config.oauth.oauth_rate_limit_max,
             config.oauth.oauth_rate_limit_window,
         )),
