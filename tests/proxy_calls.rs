@@ -39,8 +39,10 @@ fn proxy_env() -> Vec<(&'static str, &'static str)> {
 }
 
 async fn started() -> (Harness, String, String, support::TestApp) {
-    let mut sim = SimConfig::default();
-    sim.rate_limit = (LIMIT, WINDOW);
+    let sim = SimConfig {
+        rate_limit: (LIMIT, WINDOW),
+        ..SimConfig::default()
+    };
     let mut h = Harness::start(sim).await;
     let env = proxy_env();
     let a = h.spawn_api("api-a", &env).await;
@@ -50,12 +52,8 @@ async fn started() -> (Harness, String, String, support::TestApp) {
         .register_app(a, "secret-proxy-0123456789", "secret-proxy-0123456789")
         .await;
     let id = h.install(a, &app, HUB).await;
-    let service = create_key(&h.pool, "app backend", Role::Service, "test")
-        .await
-        .unwrap()
-        .token
-        .expose_secret()
-        .to_string();
+    // The harness's service key is bound to the app.
+    let service = h.service_key.clone().expect("service key");
     (h, id, service, app)
 }
 
@@ -166,6 +164,10 @@ async fn two_processes_keep_one_portal_under_hubspots_limit_and_survive_a_revoke
             .count();
         busiest = busiest.max(in_window);
     }
+    eprintln!(
+        "proxy run: {} calls answered 200, busiest {WINDOW:?} window at HubSpot {busiest} (limit {LIMIT})",
+        times.len()
+    );
     assert!(
         busiest <= LIMIT as usize,
         "{busiest} calls reached HubSpot within one {WINDOW:?} window (limit {LIMIT})"
@@ -177,6 +179,7 @@ async fn two_processes_keep_one_portal_under_hubspots_limit_and_survive_a_revoke
     // The revoked token was refused (401) and replaced by exactly one refresh, whichever
     // process met the 401 first.
     let refused = crm.iter().filter(|e| e.status == 401).count();
+    eprintln!("proxy run: {refused} calls met the revoked token (401) before the refresh");
     assert!(refused >= 1, "the revoked token was used at least once");
     assert_eq!(
         h.ctl.counters().await.unwrap().total.refresh_calls - refreshes_before,
@@ -296,6 +299,17 @@ async fn paths_that_leave_hubspots_api_are_refused_before_anything_is_sent() {
         .to_string();
     let (status, body) = raw_get(port, &format!("/v1/proxy/{id}{CONTACTS}"), &auditor).await;
     assert_eq!(status, 403, "{body}");
+    // Admin keys and service keys of other apps carry no installation's token either.
+    let (status, body) = raw_get(port, &format!("/v1/proxy/{id}{CONTACTS}"), &h.admin_key).await;
+    assert_eq!(status, 403, "{body}");
+    let unbound = create_key(&h.pool, "unbound", Role::Service, "test")
+        .await
+        .unwrap()
+        .token
+        .expose_secret()
+        .to_string();
+    let (status, body) = raw_get(port, &format!("/v1/proxy/{id}{CONTACTS}"), &unbound).await;
+    assert_eq!(status, 403, "{body}");
     // An unknown installation is a 404 in the JSON error shape.
     let unknown = uuid::Uuid::new_v4();
     let (status, body) = raw_get(port, &format!("/v1/proxy/{unknown}{CONTACTS}"), &service).await;
@@ -305,8 +319,10 @@ async fn paths_that_leave_hubspots_api_are_refused_before_anything_is_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_budget_answers_429_with_retry_after_without_calling_hubspot() {
-    let mut sim = SimConfig::default();
-    sim.rate_limit = (LIMIT, WINDOW);
+    let sim = SimConfig {
+        rate_limit: (LIMIT, WINDOW),
+        ..SimConfig::default()
+    };
     let mut h = Harness::start(sim).await;
     // Two calls per minute, and no waiting: the third is ours to refuse.
     let a = h
@@ -325,24 +341,13 @@ async fn a_full_budget_answers_429_with_retry_after_without_calling_hubspot() {
         .await;
     let id = h.install(a, &app, HUB).await;
     let url = format!("{}/v1/proxy/{id}{CONTACTS}", h.api(a));
+    let key = h.service_key.clone().expect("service key");
     for _ in 0..2 {
-        let r = h
-            .http
-            .get(&url)
-            .bearer_auth(&h.admin_key)
-            .send()
-            .await
-            .unwrap();
+        let r = h.http.get(&url).bearer_auth(&key).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK);
     }
     let calls = h.ctl.counters().await.unwrap().total.crm_calls;
-    let r = h
-        .http
-        .get(&url)
-        .bearer_auth(&h.admin_key)
-        .send()
-        .await
-        .unwrap();
+    let r = h.http.get(&url).bearer_auth(&key).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
     let retry: u64 = r.headers()["retry-after"]
         .to_str()

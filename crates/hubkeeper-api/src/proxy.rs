@@ -1,4 +1,5 @@
-//! `/v1/proxy/{installation_id}/{path}`: HubSpot API calls on an installation's behalf (see
+//! `/v1/proxy/{installation_id}/{path}`: HubSpot API calls on an installation's behalf, for a
+//! service key bound to the installation's app (see
 //! [`hubkeeper_core::proxy`] for what is forwarded, limited, refreshed and retried). The path
 //! below the installation id is taken from the raw request URI, still percent-encoded, so an
 //! encoded `..` is seen and refused rather than decoded into a traversal.
@@ -12,7 +13,7 @@ use axum::Router;
 use hubkeeper_core::proxy::{retry_after_secs, ProxyError, ProxyRequest};
 use hubkeeper_domain::InstallationId;
 
-use crate::auth::{Caller, Permission};
+use crate::auth::{AppAccess, Caller, Permission};
 use crate::error::ApiError;
 use crate::params;
 use crate::request::RequestId;
@@ -29,6 +30,8 @@ pub fn router() -> Router<AppState> {
     )
 }
 
+// Each piece of the request is its own extractor: the handler forwards all of them.
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     State(state): State<AppState>,
     caller: Caller,
@@ -41,6 +44,10 @@ async fn forward(
 ) -> Result<Response, ApiError> {
     caller.require(Permission::UseTokens)?;
     let installation: InstallationId = params::path("installation_id", &raw_id)?;
+    // The call carries the installation's token: only the app's own backend may make it.
+    caller
+        .require_installation(&state, &installation, AppAccess::ReceiveTokens)
+        .await?;
     let proxy = state.proxy()?;
     let path = raw_path_below(uri.path(), &raw_id).ok_or_else(|| {
         ApiError::invalid_parameter("path", "the proxied path is missing or malformed")
