@@ -14,7 +14,7 @@ use axum::extract::RawQuery;
 use axum::response::Html;
 use axum::routing::get;
 use fantoccini::Locator;
-use hubkeeper_api::auth::{create_key, Role};
+use hubkeeper_api::auth::{create_key, create_key_for_apps, Role};
 use hubkeeper_sim::{AccountSpec, AppSpec, ClientSecret, SeedFile, SimConfig, UserSpec};
 use hubkeeper_testkit::{free_port, wait_until, Browser, Server, TestEnv};
 use secrecy::ExposeSecret;
@@ -81,12 +81,6 @@ async fn a_connect_session_returns_the_browser_to_the_apps_return_url() {
         .token
         .expose_secret()
         .to_string();
-    let service = create_key(&env.pool(), "app backend", Role::Service, "test")
-        .await
-        .unwrap()
-        .token
-        .expose_secret()
-        .to_string();
     let http = reqwest::Client::new();
     let app: Value = http
         .post(format!("{base}/v1/apps"))
@@ -105,6 +99,19 @@ async fn a_connect_session_returns_the_browser_to_the_apps_return_url() {
         .await
         .unwrap();
     let app_id = app["app_id"].as_str().expect("app created").to_string();
+    // The app's backend creates sessions with a key bound to the app.
+    let service = create_key_for_apps(
+        &env.pool(),
+        "app backend",
+        Role::Service,
+        &[app_id.parse().expect("app id")],
+        "test",
+    )
+    .await
+    .expect("bound service key")
+    .token
+    .expose_secret()
+    .to_string();
     let session: Value = http
         .post(format!("{base}/v1/apps/{app_id}/connect-sessions"))
         .bearer_auth(&service)
@@ -175,12 +182,19 @@ async fn a_connect_session_returns_the_browser_to_the_apps_return_url() {
 
     // The link was used: the public failure page with its code, not the dashboard's login.
     c.goto(&connect_url).await.unwrap();
-    let code = c
+    let code = match c
         .wait()
         .at_most(WAIT)
         .for_element(Locator::Css("#error-code"))
         .await
-        .unwrap();
+    {
+        Ok(code) => code,
+        Err(e) => panic!(
+            "no error code on {:?} ({e}): {}",
+            c.current_url().await,
+            c.source().await.unwrap_or_default()
+        ),
+    };
     assert_eq!(code.text().await.unwrap(), "session_used");
     let heading = c
         .find(Locator::Css("h1"))

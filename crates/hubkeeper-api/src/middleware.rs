@@ -81,14 +81,28 @@ fn is_json(response: &Response) -> bool {
     crate::extract::is_json(response.headers().get(header::CONTENT_TYPE))
 }
 
+/// A page rendered on purpose for a person's browser (the public connect outcome page); the
+/// framework's own rejections are plain text, never HTML.
+fn is_html_page(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"))
+}
+
 /// Turns any error answer that is not JSON (the framework's rejections, a method not allowed,
-/// a body over the limit) into the JSON error shape, keeping its status and headers.
+/// a body over the limit) into the JSON error shape, keeping its status and headers. HTML pages
+/// a handler chose to answer with stay as they are.
 async fn json_errors(req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let response = next.run(req).await;
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) || is_json(&response) {
+    if !(status.is_client_error() || status.is_server_error())
+        || is_json(&response)
+        || is_html_page(&response)
+    {
         return response;
     }
     let (mut parts, body) = response.into_parts();

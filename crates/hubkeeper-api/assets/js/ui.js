@@ -304,7 +304,8 @@ export function shortId(id) {
   return id ? String(id).slice(0, 8) : '';
 }
 
-const EXTERNAL_REF = '^[A-Za-z0-9._:@+/\\-]{1,128}$';
+// Checked by the browser's `pattern`, which compiles with the `v` flag: `/` and `-` need escaping.
+const EXTERNAL_REF = '^[A-Za-z0-9._:@+\\/\\-]{1,128}$';
 
 /**
  * Starts connecting a HubSpot account through `app` in this browser with a connect session:
