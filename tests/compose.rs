@@ -194,6 +194,7 @@ fn compose_file_is_valid_and_runs_every_role_healthily() {
         "worker refresher",
         "worker projector",
         "worker webhooks",
+        "worker notifier",
     ] {
         assert!(count(role) >= 1, "{role} runs: {roles:?}");
     }

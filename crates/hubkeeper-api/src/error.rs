@@ -23,6 +23,7 @@ use axum::Json;
 use hubkeeper_core::{CoreError, NotRefreshable, RefreshFailure};
 use hubkeeper_domain::app::AppError;
 use hubkeeper_domain::installation::{InstallationError, InstallationStatus};
+use hubkeeper_domain::notification::EndpointError;
 use hubkeeper_domain::plan::PlanError;
 use hubkeeper_domain::subscription::SubscriptionError;
 use hubkeeper_hubspot::HubSpotError;
@@ -426,6 +427,13 @@ impl From<CoreError> for ApiError {
                 | InstallationError::InvalidAppVersion { .. }
                 | InstallationError::InvalidCustomer(_) => Self::validation(message),
                 other => Self::internal(other),
+            },
+            CoreError::Endpoint(endpoint) => match endpoint {
+                EndpointError::UnknownEndpoint(_) => Self::not_found(message),
+                EndpointError::AlreadyExists(_) | EndpointError::TooManyEndpoints => {
+                    Self::conflict("conflict", message)
+                }
+                _ => Self::validation(message),
             },
             CoreError::ReauthorizationRequired { .. } => {
                 Self::conflict("reauthorization_required", message)

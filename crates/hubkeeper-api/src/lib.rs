@@ -28,6 +28,7 @@ pub mod dead_letters;
 pub mod events;
 pub mod health;
 pub mod installations;
+pub mod notifications;
 pub mod oauth;
 pub mod plans;
 pub mod proxy;
@@ -53,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .merge(server_config::router())
         .merge(activity_stream::router())
         .merge(apps::router())
+        .merge(notifications::router())
         .merge(installations::router())
         .merge(oauth::router())
         .merge(connect::router())

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use hubkeeper_core::backup::BackupService;
 use hubkeeper_core::billing::BillingService;
+use hubkeeper_core::notifications::NotificationService;
 use hubkeeper_core::selftest::SelfTestDeps;
 use hubkeeper_core::settings::{LiveSettings, SettingsService};
 use hubkeeper_core::{AppService, OAuthService, ProxyService, TokenService};
@@ -29,6 +30,8 @@ pub struct TokenServices {
     pub oauth_limiter: Arc<OAuthRateLimiter>,
     /// HubSpot API calls on an installation's behalf (`/v1/proxy/…`).
     pub proxy: ProxyService,
+    /// The apps' notification endpoints and deliveries (they hold sealed signing secrets).
+    pub notifications: NotificationService,
     /// Base URL the dashboard is reached at (`HK_PUBLIC_URL`); `None`: relative redirects.
     pub public_url: Option<String>,
 }

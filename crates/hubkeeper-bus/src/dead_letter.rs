@@ -39,6 +39,10 @@ pub mod kind {
     pub const REFRESH: &str = "refresh";
     /// Events the projector could not apply (`hubkeeper_projections::live`).
     pub const PROJECTOR: &str = "projector";
+    /// Events the notifier could not turn into deliveries (`hubkeeper_core::notifications`).
+    pub const NOTIFY_FANOUT: &str = "notify-fanout";
+    /// Notification deliveries given up (`hubkeeper_core::notifications`).
+    pub const NOTIFY: &str = "notify";
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -22,8 +22,8 @@ pub use envelope::{event_subject, RelayedEvent, ENVELOPE_VERSION};
 pub use leadership::{run_as_leader, LeaderRole, LeaderWork, Leadership};
 pub use relay::{EventRelay, RelayConfig, RelayOutcome};
 pub use streams::{
-    ensure_streams, StreamsConfig, DLQ_STREAM, DLQ_SUBJECT_PREFIX, EVENTS_STREAM, REFRESH_STREAM,
-    REFRESH_SUBJECT_PREFIX,
+    ensure_streams, StreamsConfig, DLQ_STREAM, DLQ_SUBJECT_PREFIX, EVENTS_STREAM, NOTIFY_STREAM,
+    NOTIFY_SUBJECT_PREFIX, REFRESH_STREAM, REFRESH_SUBJECT_PREFIX,
 };
 
 use std::time::Duration;

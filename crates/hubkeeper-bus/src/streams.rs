@@ -12,6 +12,11 @@ pub const EVENTS_STREAM: &str = "HK_EVENTS";
 /// refresher acknowledges it), deduplicated per installation and token generation.
 pub const REFRESH_STREAM: &str = "HK_REFRESH";
 pub const REFRESH_SUBJECT_PREFIX: &str = "hk.refresh";
+/// Notification deliveries from the notifier's fan-out to its delivery workers: a work queue (a
+/// message is gone once delivered or given up), `hk.notify.<app>.<endpoint>`, deduplicated by
+/// `webhook-id` inside the duplicate window so a repeated fan-out queues nothing twice.
+pub const NOTIFY_STREAM: &str = "HK_NOTIFY";
+pub const NOTIFY_SUBJECT_PREFIX: &str = "hk.notify";
 /// Every dead letter, whatever produced it, on `hk.dlq.<kind>` (`refresh`, `webhooks`, ...): one
 /// place for operators to list, inspect and re-drive.
 pub const DLQ_STREAM: &str = "HK_DLQ";
@@ -67,6 +72,19 @@ pub fn refresh_stream_config(config: &StreamsConfig) -> stream::Config {
     }
 }
 
+pub fn notify_stream_config(config: &StreamsConfig) -> stream::Config {
+    stream::Config {
+        name: NOTIFY_STREAM.into(),
+        description: Some("Notification deliveries: notifier fan-out -> notifier delivery".into()),
+        subjects: vec![format!("{NOTIFY_SUBJECT_PREFIX}.>")],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        num_replicas: config.replicas,
+        duplicate_window: config.duplicate_window,
+        ..Default::default()
+    }
+}
+
 pub fn dlq_stream_config(config: &StreamsConfig) -> stream::Config {
     stream::Config {
         name: DLQ_STREAM.into(),
@@ -91,6 +109,7 @@ pub async fn ensure_streams(
         .map_err(|e| BusError::JetStream(format!("stream {EVENTS_STREAM}: {e}")))?;
     for (name, definition) in [
         (REFRESH_STREAM, refresh_stream_config(config)),
+        (NOTIFY_STREAM, notify_stream_config(config)),
         (DLQ_STREAM, dlq_stream_config(config)),
     ] {
         js.create_or_update_stream(definition)

@@ -20,6 +20,7 @@ use cqrs_es::{
 use hubkeeper_domain::app::App;
 use hubkeeper_domain::installation::Installation;
 use hubkeeper_domain::metadata::EventMetadata;
+use hubkeeper_domain::notification::AppEndpoints;
 use hubkeeper_domain::plan::Plan;
 use hubkeeper_domain::settings::Settings;
 use hubkeeper_domain::subscription::Subscription;
@@ -90,6 +91,12 @@ impl BusAggregate for Subscription {
 /// is short and it is loaded at start-up and on resyncs only.
 impl BusAggregate for Settings {
     const SNAPSHOTS: Snapshots = Snapshots::Never;
+}
+
+/// Loaded by the notifier for every event that may interest an app, and by every endpoint
+/// command; its history grows with every edit, rotation and re-send.
+impl BusAggregate for AppEndpoints {
+    const SNAPSHOTS: Snapshots = Snapshots::EveryCommand;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -256,6 +263,7 @@ pub struct CommandBus {
     plans: AggregateBus<Plan>,
     subscriptions: AggregateBus<Subscription>,
     settings: AggregateBus<Settings>,
+    endpoints: AggregateBus<AppEndpoints>,
 }
 
 impl CommandBus {
@@ -266,7 +274,8 @@ impl CommandBus {
             installations: AggregateBus::new(pool, services.clone()),
             plans: AggregateBus::new(pool, services.clone()),
             subscriptions: AggregateBus::new(pool, services.clone()),
-            settings: AggregateBus::new(pool, services),
+            settings: AggregateBus::new(pool, services.clone()),
+            endpoints: AggregateBus::new(pool, services),
         }
     }
 
@@ -293,5 +302,10 @@ impl CommandBus {
     /// The bus of the `Settings` aggregate.
     pub fn settings(&self) -> &AggregateBus<Settings> {
         &self.settings
+    }
+
+    /// The bus of the `AppEndpoints` aggregate (an app's notification endpoints).
+    pub fn endpoints(&self) -> &AggregateBus<AppEndpoints> {
+        &self.endpoints
     }
 }

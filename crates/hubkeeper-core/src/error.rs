@@ -8,6 +8,7 @@
 use hubkeeper_crypto::CryptoError;
 use hubkeeper_domain::app::AppError;
 use hubkeeper_domain::installation::InstallationError;
+use hubkeeper_domain::notification::EndpointError;
 use hubkeeper_domain::plan::PlanError;
 use hubkeeper_domain::settings::SettingsError;
 use hubkeeper_domain::subscription::SubscriptionError;
@@ -45,6 +46,10 @@ pub enum CoreError {
     /// The Subscription aggregate refused the command.
     #[error(transparent)]
     Subscription(#[from] SubscriptionError),
+
+    /// The AppEndpoints aggregate refused the command.
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
 
     /// The Settings aggregate refused the command.
     #[error(transparent)]

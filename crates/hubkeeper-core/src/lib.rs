@@ -10,6 +10,7 @@
 //! * [`tokens`]: token hand-out, single-flight refresh, revoke, disconnect, forget.
 //! * [`oauth`]: the install flow (signed single-use state, code exchange, connect).
 //! * [`proxy`]: HubSpot API calls on an installation's behalf, within the shared per-portal limit.
+//! * [`notifications`]: the app's notification endpoints, deliveries and the notifier role.
 //! * [`broadcast`]: cross-process cache invalidation.
 //! * [`billing`]: pricing plans, subscriptions, usage and quotas.
 //! * [`settings`]: runtime settings and the control channel that applies them everywhere.
@@ -24,6 +25,7 @@ pub mod broadcast;
 pub mod commands;
 pub mod connect;
 pub mod error;
+pub mod notifications;
 pub mod oauth;
 pub mod proxy;
 pub mod selftest;

@@ -22,7 +22,7 @@ use hubkeeper_crypto::{
     WrappedKey,
 };
 use hubkeeper_domain::installation::SealedTokens;
-use hubkeeper_domain::{AppId, InstallationId};
+use hubkeeper_domain::{AppId, EndpointId, InstallationId};
 use rand::RngCore;
 use sqlx::PgPool;
 
@@ -43,6 +43,11 @@ pub fn installation_owner(id: &InstallationId) -> String {
 /// The data-key owner of an app's client secret.
 pub fn app_owner(id: &AppId) -> String {
     format!("app:{id}")
+}
+
+/// What an endpoint's signing secret is bound to.
+fn signing_secret_aad(endpoint: &EndpointId) -> Aad {
+    Aad::new(format!("endpoint:{endpoint}"), SecretKind::SigningSecret)
 }
 
 fn system_owner(name: &str) -> String {
@@ -213,6 +218,35 @@ impl Vault {
             sealed,
             &Aad::client_secret(app.to_string()),
         )?)
+    }
+
+    /// Seals the signing secret of an app's notification endpoint (under the app's data key,
+    /// bound to the endpoint).
+    pub async fn seal_signing_secret(
+        &self,
+        app: &AppId,
+        endpoint: &EndpointId,
+        secret: &SecretString,
+    ) -> Result<Sealed, CoreError> {
+        let owner = app_owner(app);
+        let key = self.key_for_seal(&owner).await?;
+        Ok(seal(
+            &key,
+            secret.expose_secret().as_bytes(),
+            &signing_secret_aad(endpoint),
+        )?)
+    }
+
+    /// Opens the signing secret of an app's notification endpoint.
+    pub async fn open_signing_secret(
+        &self,
+        app: &AppId,
+        endpoint: &EndpointId,
+        sealed: &Sealed,
+    ) -> Result<SecretString, CoreError> {
+        let owner = app_owner(app);
+        let key = self.key_for_open(&owner, sealed.dek_id()).await?;
+        Ok(open_string(&key, sealed, &signing_secret_aad(endpoint))?)
     }
 
     /// Crypto-shreds `owner`: destroys its wrapped data key, evicts every cached copy in every

@@ -32,6 +32,8 @@ pub enum SecretKind {
     RefreshToken,
     /// OAuth client secret of an app.
     ClientSecret,
+    /// Signing secret of an app's notification endpoint.
+    SigningSecret,
 }
 
 impl SecretKind {
@@ -41,6 +43,7 @@ impl SecretKind {
             Self::AccessToken => "access_token",
             Self::RefreshToken => "refresh_token",
             Self::ClientSecret => "client_secret",
+            Self::SigningSecret => "signing_secret",
         }
     }
 }

@@ -10,6 +10,7 @@ use cqrs_es::Aggregate;
 
 use crate::app::{self, App, APP_REGISTERED_VERSION};
 use crate::installation::{self, Installation};
+use crate::notification::{self, AppEndpoints};
 use crate::plan::{self, Plan};
 use crate::settings::{self, Settings};
 use crate::subscription::{self, Subscription};
@@ -131,15 +132,46 @@ pub const STORED_EVENT_TYPES: &[StoredEventType] = &[
     ),
     stored(Settings::TYPE, settings::event_types::LOGGING_CHANGED, V1_0),
     stored(Settings::TYPE, settings::event_types::BACKUPS_CHANGED, V1_0),
+    stored(
+        AppEndpoints::TYPE,
+        notification::event_types::ENDPOINT_ADDED,
+        V1_0,
+    ),
+    stored(
+        AppEndpoints::TYPE,
+        notification::event_types::ENDPOINT_CHANGED,
+        V1_0,
+    ),
+    stored(
+        AppEndpoints::TYPE,
+        notification::event_types::ENDPOINT_SECRET_ROTATED,
+        V1_0,
+    ),
+    stored(
+        AppEndpoints::TYPE,
+        notification::event_types::ENDPOINT_DISABLED,
+        V1_0,
+    ),
+    stored(
+        AppEndpoints::TYPE,
+        notification::event_types::ENDPOINT_REMOVED,
+        V1_0,
+    ),
+    stored(
+        AppEndpoints::TYPE,
+        notification::event_types::DELIVERY_RESENT,
+        V1_0,
+    ),
 ];
 
 /// Each aggregate's own list of event types, to check the catalog against.
-pub fn event_types_by_aggregate() -> [(&'static str, &'static [&'static str]); 5] {
+pub fn event_types_by_aggregate() -> [(&'static str, &'static [&'static str]); 6] {
     [
         (App::TYPE, &app::event_types::ALL),
         (Installation::TYPE, &installation::event_types::ALL),
         (Plan::TYPE, &plan::event_types::ALL),
         (Subscription::TYPE, &subscription::event_types::ALL),
         (Settings::TYPE, &settings::event_types::ALL),
+        (AppEndpoints::TYPE, &notification::event_types::ALL),
     ]
 }

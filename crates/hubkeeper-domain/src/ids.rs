@@ -252,3 +252,10 @@ mod tests {
         assert_eq!(first.as_uuid().get_version_num(), 7);
     }
 }
+
+uuid_id!(
+    /// Identifies one notification endpoint of an app (a URL Hubkeeper delivers events to).
+    EndpointId,
+    "endpoint id",
+    time_ordered
+);

@@ -8,6 +8,7 @@
 //! * [`installation`]: one app installed in one hub, with its sealed tokens and lifecycle
 //!   ([`installation::Installation`]).
 //! * [`plan`], [`subscription`]: pricing plans and which plan each tenant is on.
+//! * [`notification`]: where an app wants to hear about events (its notification endpoints).
 //! * [`settings`]: the deployment's operator-editable runtime settings.
 //! * [`ids`], [`metadata`], [`clock`]: shared vocabulary.
 //! * [`upcasters`]: how stored events of older versions are read today.
@@ -26,6 +27,7 @@ pub mod clock;
 pub mod ids;
 pub mod installation;
 pub mod metadata;
+pub mod notification;
 pub mod plan;
 pub mod settings;
 pub mod subscription;
@@ -38,7 +40,7 @@ mod validate;
 
 pub use clock::{Clock, DomainServices, ManualClock, SystemClock};
 pub use error::ParseError;
-pub use ids::{AppId, HubId, InstallationId, PlanId, UserId};
+pub use ids::{AppId, EndpointId, HubId, InstallationId, PlanId, UserId};
 
 /// Sealed secrets, re-exported so callers name one crate for domain types.
 pub use hubkeeper_crypto::Sealed;

@@ -12,6 +12,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use hubkeeper_domain::app::App;
 use hubkeeper_domain::catalog::{event_types_by_aggregate, StoredEventType, STORED_EVENT_TYPES};
 use hubkeeper_domain::installation::Installation;
+use hubkeeper_domain::notification::AppEndpoints;
 use hubkeeper_domain::plan::Plan;
 use hubkeeper_domain::settings::Settings;
 use hubkeeper_domain::subscription::Subscription;
@@ -110,6 +111,7 @@ fn load_any(path: &Path, fixture: &Fixture, current: &str) -> Value {
         Plan::TYPE => load::<Plan>(path, fixture, current),
         Subscription::TYPE => load::<Subscription>(path, fixture, current),
         Settings::TYPE => load::<Settings>(path, fixture, current),
+        AppEndpoints::TYPE => load::<AppEndpoints>(path, fixture, current),
         other => panic!("{}: unknown aggregate type {other}", path.display()),
     }
 }

@@ -446,6 +446,62 @@ pub struct ProjectorArgs {
     pub projector_ack_wait: Duration,
 }
 
+/// The notifier: deliveries of notifications to the apps' endpoints.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Notifier")]
+pub struct NotifierArgs {
+    /// Deliveries in flight per notifier process.
+    #[arg(long, env = "HK_NOTIFIER_CONCURRENCY", default_value_t = 32)]
+    pub notifier_concurrency: usize,
+
+    /// Events turned into deliveries at once per notifier process.
+    #[arg(long, env = "HK_NOTIFIER_FANOUT_CONCURRENCY", default_value_t = 8)]
+    pub notifier_fanout_concurrency: usize,
+
+    /// Delays before the second, third, ... delivery attempt, in milliseconds, comma-separated
+    /// (each drawn within the jitter either side); attempts are one more than the delays. The
+    /// default retries for about 24 hours.
+    #[arg(
+        long = "notifier-backoff-ms",
+        env = "HK_NOTIFIER_BACKOFF_MS",
+        default_value = "5000,30000,120000,600000,1800000,3600000,7200000,14400000,28800000,28800000",
+        value_parser = millis_list
+    )]
+    pub notifier_backoff: DurationList,
+
+    /// Fraction of each retry delay drawn at random either side of it (0 to 1).
+    #[arg(long, env = "HK_NOTIFIER_JITTER", default_value_t = 0.2)]
+    pub notifier_jitter: f64,
+
+    /// Seconds to wait for a receiver's answer.
+    #[arg(
+        long = "notifier-timeout-secs",
+        env = "HK_NOTIFIER_TIMEOUT_SECS",
+        default_value = "15",
+        value_parser = seconds
+    )]
+    pub notifier_timeout: Duration,
+
+    /// Seconds before a delivery whose notifier died is attempted again (at least the timeout
+    /// plus 5 s).
+    #[arg(
+        long = "notifier-ack-wait-secs",
+        env = "HK_NOTIFIER_ACK_WAIT_SECS",
+        default_value = "60",
+        value_parser = seconds
+    )]
+    pub notifier_ack_wait: Duration,
+
+    /// Longest `Retry-After` of a 429 honoured as asked, in seconds (longer waits are cut).
+    #[arg(
+        long = "notifier-max-retry-after-secs",
+        env = "HK_NOTIFIER_MAX_RETRY_AFTER_SECS",
+        default_value = "21600",
+        value_parser = seconds
+    )]
+    pub notifier_max_retry_after: Duration,
+}
+
 /// Receiving webhooks (the API's side).
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Webhook intake")]
@@ -598,6 +654,8 @@ pub struct Config {
     #[command(flatten)]
     pub webhook_worker: WebhookWorkerArgs,
     #[command(flatten)]
+    pub notifier: NotifierArgs,
+    #[command(flatten)]
     pub dashboard: DashboardArgs,
     #[command(flatten)]
     pub backups: BackupArgs,
@@ -648,8 +706,8 @@ command_settings! {
         oauth: OAuthArgs, hubspot: HubSpotArgs, proxy: ProxyArgs, relay: RelayArgs,
         schedule: ScheduleArgs,
         refresher: RefresherArgs, projector: ProjectorArgs, webhook_ingest: WebhookIngestArgs,
-        webhook_worker: WebhookWorkerArgs, dashboard: DashboardArgs, backups: BackupArgs,
-        settings: SettingsArgs,
+        webhook_worker: WebhookWorkerArgs, notifier: NotifierArgs, dashboard: DashboardArgs,
+        backups: BackupArgs, settings: SettingsArgs,
     }
 }
 
@@ -669,7 +727,8 @@ command_settings! {
         store: StoreArgs, nats: NatsArgs, metrics: MetricsArgs, data: DataDirArgs,
         keys: KeyArgs, tokens: TokenArgs, hubspot: HubSpotArgs, relay: RelayArgs,
         schedule: ScheduleArgs, refresher: RefresherArgs, projector: ProjectorArgs,
-        webhook_worker: WebhookWorkerArgs, backups: BackupArgs, settings: SettingsArgs,
+        webhook_worker: WebhookWorkerArgs, notifier: NotifierArgs, backups: BackupArgs,
+        settings: SettingsArgs,
     }
 }
 

@@ -26,6 +26,8 @@ pub enum WorkerRole {
     Projector,
     /// Processes stored webhook batches (any number share the queue).
     Webhooks,
+    /// Delivers notifications to the apps' endpoints (any number share the queue).
+    Notifier,
     /// Every worker role in one process.
     All,
 }
@@ -39,6 +41,7 @@ pub struct RoleSet {
     pub refresher: bool,
     pub projector: bool,
     pub webhooks: bool,
+    pub notifier: bool,
 }
 
 impl RoleSet {
@@ -57,6 +60,7 @@ impl RoleSet {
             refresher: true,
             projector: true,
             webhooks: true,
+            notifier: true,
         }
     }
 
@@ -79,6 +83,9 @@ impl RoleSet {
         }
         if self.webhooks {
             parts.push("webhooks");
+        }
+        if self.notifier {
+            parts.push("notifier");
         }
         parts.join("+")
     }
@@ -105,6 +112,10 @@ impl From<WorkerRole> for RoleSet {
             },
             WorkerRole::Webhooks => Self {
                 webhooks: true,
+                ..Self::default()
+            },
+            WorkerRole::Notifier => Self {
+                notifier: true,
                 ..Self::default()
             },
             WorkerRole::All => Self {
@@ -335,6 +346,19 @@ pub async fn run_roles(
         tasks.spawn(async move {
             worker.run(token).await;
             Ok("webhooks")
+        });
+    }
+    if roles.notifier {
+        let Some(services) = tokens.as_ref() else {
+            anyhow::bail!(
+                "the notifier needs HK_MASTER_KEYS to open the endpoints' signing secrets"
+            );
+        };
+        let notifier = crate::services::notifications::notifier(config, services)?;
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            notifier.run(token).await;
+            Ok("notifier")
         });
     }
     // Every process follows the settings; the projector role also runs billing and backups.

@@ -2,7 +2,7 @@
 // Management, User Management and the tenant details page. Each asks for confirmation when it
 // has consequences, sends the reason given, and reports its outcome.
 
-import { post } from './api.js';
+import { get, post } from './api.js';
 import { h, confirmAction, actionButton, attempt, settle, connectButton } from './ui.js';
 import { formatAbsolute, relative } from './time.js';
 import { HELP } from './help.js';
@@ -15,6 +15,24 @@ function label(inst) {
 
 function expiryText(iso) {
   return iso ? `${formatAbsolute(iso)} (${relative(iso)})` : 'unknown';
+}
+
+/**
+ * Whether the tenant's app hears of `type` (an enabled endpoint receives it), as a line for the
+ * confirmation dialog: the notification is queued as soon as the action is recorded.
+ */
+async function notificationNotice(inst, type) {
+  try {
+    const r = await get(`/v1/apps/${inst.app_id}/receivers?type=${encodeURIComponent(type)}`);
+    return r.notified
+      ? h('p', { class: 'notice', dataset: { notification: 'sent' } },
+        'The app is notified: ', h('code', {}, type), ` goes to ${r.urls.join(', ')} as soon as you confirm.`)
+      : h('p', { class: 'notice muted', dataset: { notification: 'none' } },
+        'No notification goes out: the app has no enabled endpoint for ', h('code', {}, type), ' (Notifications page).');
+  } catch (e) {
+    return h('p', { class: 'notice muted', dataset: { notification: 'unknown' } },
+      `Whether the app is notified could not be checked: ${e.message}`);
+  }
 }
 
 /** Refreshes now; `done` is called after any outcome so the caller can reload. */
@@ -48,8 +66,10 @@ export function revokeButton(ctx, inst, done) {
       ? ctx.deniedReason(PERMISSION)
       : 'This account holds no tokens to revoke.',
     onClick: async () => {
+      const notice = await notificationNotice(inst, 'installation.revoked');
       const answer = await confirmAction({
         title: `Revoke the tokens of ${label(inst)}?`,
+        extra: notice,
         intro: 'HubSpot is told to invalidate the refresh token, and Hubkeeper deletes the stored tokens.',
         consequences: HELP.revoke.consequences,
         confirmLabel: 'Revoke tokens',
@@ -79,8 +99,10 @@ export function disconnectButton(ctx, inst, done) {
       ? ctx.deniedReason(PERMISSION)
       : 'This account is already disconnected.',
     onClick: async () => {
+      const notice = await notificationNotice(inst, 'installation.disconnected');
       const answer = await confirmAction({
         title: `Disconnect ${label(inst)}?`,
+        extra: notice,
         intro: 'Hubkeeper removes the account\'s tokens and marks it disconnected. Its data and history are kept.',
         consequences: HELP.disconnect.consequences,
         confirmLabel: 'Disconnect',

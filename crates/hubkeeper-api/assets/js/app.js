@@ -14,6 +14,7 @@ const PAGES = [
   { path: 'users', title: 'User Management', module: './pages/users.js' },
   { path: 'users/:id', title: 'Tenant details', module: './pages/user-detail.js', parent: 'users' },
   { path: 'apps', title: 'App Management', module: './pages/apps.js' },
+  { path: 'notifications', title: 'Notifications', module: './pages/notifications.js' },
   { path: 'pricing', title: 'Pricing Models', module: './pages/pricing-plans.js' },
   { path: 'billing', title: 'Billing & Upgrades', module: './pages/billing-usage.js' },
   { path: 'activity', title: 'Activity Logs', module: './pages/activity.js' },

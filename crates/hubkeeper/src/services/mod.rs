@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod maintenance;
+pub mod notifications;
 pub mod projections;
 pub mod tokens;
 pub mod webhooks;

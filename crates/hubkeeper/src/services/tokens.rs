@@ -7,6 +7,7 @@ use std::time::Duration;
 use hubkeeper_api::oauth::OAuthRateLimiter;
 use hubkeeper_api::state::TokenServices;
 use hubkeeper_bus::limiter::SharedRateLimiter;
+use hubkeeper_core::notifications::NotificationService;
 use hubkeeper_core::{
     AppService, Broadcaster, CommandBus, OAuthConfig, OAuthService, ProxyConfig, ProxyService,
     TokenConfig, TokenDeps, TokenService, Vault,
@@ -43,6 +44,12 @@ pub async fn build(
     let broadcaster = Broadcaster::new(nats.clone());
     let vault = Vault::start(pool.clone(), keyring, broadcaster.clone()).await;
     let bus = Arc::new(CommandBus::new(pool, clock.clone()));
+    let notifications = NotificationService::new(
+        pool.clone(),
+        bus.clone(),
+        vault.clone(),
+        hubkeeper_bus::jetstream(nats.clone()),
+    );
     let apps = AppService::start(
         pool.clone(),
         bus.clone(),
@@ -102,6 +109,7 @@ pub async fn build(
         tokens,
         oauth,
         proxy,
+        notifications,
         oauth_limiter: Arc::new(OAuthRateLimiter::new(
             shared_limits,
             config.oauth.oauth_rate_limit_max,
