@@ -77,13 +77,14 @@ fn command_of(service: &Value) -> Vec<String> {
 }
 
 /// The NATS password of every user, as `.env` would hold them.
-const NATS_PASSWORDS: [(&str, &str); 7] = [
+const NATS_PASSWORDS: [(&str, &str); 8] = [
     ("HK_NATS_API_PASSWORD", "pw-api"),
     ("HK_NATS_RELAY_PASSWORD", "pw-relay"),
     ("HK_NATS_SCHEDULER_PASSWORD", "pw-scheduler"),
     ("HK_NATS_REFRESHER_PASSWORD", "pw-refresher"),
     ("HK_NATS_PROJECTOR_PASSWORD", "pw-projector"),
     ("HK_NATS_WEBHOOKS_PASSWORD", "pw-webhooks"),
+    ("HK_NATS_NOTIFIER_PASSWORD", "pw-notifier"),
     ("HK_NATS_ALL_PASSWORD", "pw-all"),
 ];
 

@@ -20,7 +20,8 @@ use std::fmt::Write as _;
 
 use crate::envelope::EVENT_SUBJECT_PREFIX;
 use crate::streams::{
-    DLQ_STREAM, DLQ_SUBJECT_PREFIX, EVENTS_STREAM, REFRESH_STREAM, REFRESH_SUBJECT_PREFIX,
+    DLQ_STREAM, DLQ_SUBJECT_PREFIX, EVENTS_STREAM, NOTIFY_STREAM, NOTIFY_SUBJECT_PREFIX,
+    REFRESH_STREAM, REFRESH_SUBJECT_PREFIX,
 };
 
 /// Webhook streams (defined in `hubkeeper-webhooks`, which depends on this crate).
@@ -33,9 +34,10 @@ const CONTROL_SUBJECTS: &str = "hk.control.>";
 const INVALIDATE_SUBJECT: &str = "hk.cache.invalidate";
 
 /// Every stream Hubkeeper defines; each process converges their definitions at start-up.
-pub const STREAMS: [&str; 5] = [
+pub const STREAMS: [&str; 6] = [
     EVENTS_STREAM,
     REFRESH_STREAM,
+    NOTIFY_STREAM,
     DLQ_STREAM,
     WEBHOOK_BATCH_STREAM,
     WEBHOOK_EVENT_STREAM,
@@ -50,6 +52,7 @@ pub enum NatsUser {
     Scheduler,
     Refresher,
     Projector,
+    Notifier,
     Webhooks,
     All,
 }
@@ -63,12 +66,13 @@ pub struct Permissions {
 
 impl NatsUser {
     /// Every user, in the order of the rendered configuration.
-    pub const ALL: [NatsUser; 7] = [
+    pub const ALL: [NatsUser; 8] = [
         NatsUser::Api,
         NatsUser::Relay,
         NatsUser::Scheduler,
         NatsUser::Refresher,
         NatsUser::Projector,
+        NatsUser::Notifier,
         NatsUser::Webhooks,
         NatsUser::All,
     ];
@@ -81,6 +85,7 @@ impl NatsUser {
             NatsUser::Scheduler => "scheduler",
             NatsUser::Refresher => "refresher",
             NatsUser::Projector => "projector",
+            NatsUser::Notifier => "notifier",
             NatsUser::Webhooks => "webhooks",
             NatsUser::All => "all",
         }
@@ -115,6 +120,8 @@ impl NatsUser {
                 publish.push(WEBHOOK_BATCH_SUBJECTS.to_owned());
                 publish.push(CONTROL_SUBJECTS.to_owned());
                 publish.push(format!("{REFRESH_SUBJECT_PREFIX}.>"));
+                // Re-sending a notification delivery.
+                publish.push(format!("{NOTIFY_SUBJECT_PREFIX}.>"));
                 publish.extend(stream_reads(DLQ_STREAM));
                 publish.push(format!("$JS.API.STREAM.MSG.DELETE.{DLQ_STREAM}"));
                 subscribe.push(format!("{EVENT_SUBJECT_PREFIX}.>"));
@@ -133,7 +140,14 @@ impl NatsUser {
                 publish.extend(consumer(EVENTS_STREAM));
                 publish.push(format!("{DLQ_SUBJECT_PREFIX}.projector"));
             }
-            // The notifier (a consumer of the events stream) gets its row here.
+            NatsUser::Notifier => {
+                // Fans events out into its own work queue and consumes that.
+                publish.extend(consumer(EVENTS_STREAM));
+                publish.extend(consumer(NOTIFY_STREAM));
+                publish.push(format!("{NOTIFY_SUBJECT_PREFIX}.>"));
+                publish.push(format!("{DLQ_SUBJECT_PREFIX}.notify"));
+                publish.push(format!("{DLQ_SUBJECT_PREFIX}.notify-fanout"));
+            }
             NatsUser::Webhooks => {
                 publish.extend(consumer(WEBHOOK_BATCH_STREAM));
                 publish.push(WEBHOOK_EVENT_SUBJECTS.to_owned());
