@@ -545,6 +545,81 @@ pub const METRICS_DESCRIBED: &[(&str, MetricKind, &str)] = &[
         Counter,
         "Incoming webhook requests by outcome.",
     ),
+    (
+        "hk_api_request_timeouts_total",
+        Counter,
+        "API requests answered 503 because they outlived the request timeout.",
+    ),
+    (
+        "hk_client_rate_limited_total",
+        Counter,
+        "Requests refused by a per-client limit (OAuth install, OAuth callback, log-in), by bucket.",
+    ),
+    (
+        "hk_connect_sessions_created_total",
+        Counter,
+        "Connect sessions created by apps and the dashboard.",
+    ),
+    (
+        "hk_connect_sessions_started_total",
+        Counter,
+        "Connect session links opened and sent on to HubSpot's consent page.",
+    ),
+    (
+        "hk_notification_attempt_seconds",
+        Histogram,
+        "Time one notification delivery attempt took, receiver included.",
+    ),
+    (
+        "hk_notification_attempts_total",
+        Counter,
+        "Notification delivery attempts by outcome status.",
+    ),
+    (
+        "hk_notification_lag_seconds",
+        Histogram,
+        "Time from the event being recorded to its notification being delivered.",
+    ),
+    (
+        "hk_notifications_queued_total",
+        Counter,
+        "Notifications queued for delivery by the notifier's fan-out.",
+    ),
+    (
+        "hk_notifier_errors_total",
+        Counter,
+        "Notifier messages that failed to process (retried or dead-lettered).",
+    ),
+    (
+        "hk_proxy_hubspot_rate_limited_total",
+        Counter,
+        "HubSpot API proxy calls answered 429 by HubSpot.",
+    ),
+    (
+        "hk_proxy_requests_total",
+        Counter,
+        "HubSpot API proxy calls by HubSpot status class (or limited, error).",
+    ),
+    (
+        "hk_proxy_retries_total",
+        Counter,
+        "HubSpot API proxy calls retried once, by cause.",
+    ),
+    (
+        "hk_proxy_token_rejected_total",
+        Counter,
+        "HubSpot API proxy calls whose access token HubSpot rejected (one refresh follows).",
+    ),
+    (
+        "hk_proxy_upstream_seconds",
+        Histogram,
+        "Time HubSpot took to answer a proxied call.",
+    ),
+    (
+        "hk_proxy_wait_seconds",
+        Histogram,
+        "Time a proxied call waited for a slot in the portal's shared budget.",
+    ),
 ];
 
 fn describe_metrics() {
