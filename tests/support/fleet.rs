@@ -427,8 +427,9 @@ pub async fn install(fleet: &Fleet, hub_id: u64) -> String {
     let done = callback.headers()["location"].to_str().unwrap().to_string();
     // Relative, or absolute when the API knows its public URL.
     let done = url::Url::parse("http://x/").unwrap().join(&done).unwrap();
+    // `/connect-result?status=connected&installation_id=…` (or the older `?connected=…`).
     done.query_pairs()
-        .find(|(k, _)| k == "connected")
+        .find(|(k, _)| k == "installation_id" || k == "connected")
         .map(|(_, v)| v.into_owned())
         .unwrap_or_else(|| panic!("callback did not connect: {done}"))
 }

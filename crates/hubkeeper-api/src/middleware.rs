@@ -141,8 +141,16 @@ async fn json_errors(req: Request, next: Next) -> Response {
     Response::from_parts(parts, Body::new(json_body))
 }
 
-/// Answers 503 when the handler has not produced a response within [`REQUEST_TIMEOUT`].
+/// Operations that run long by design and show their own outcome: an operator starting the
+/// self-test or a backup waits for its report rather than a timeout.
+const LONG_OPERATIONS: [&str; 2] = ["/v1/selftest", "/v1/backups"];
+
+/// Answers 503 when the handler has not produced a response within [`REQUEST_TIMEOUT`]
+/// (except the [`LONG_OPERATIONS`] started with POST).
 async fn request_timeout(req: Request, next: Next) -> Response {
+    if req.method() == axum::http::Method::POST && LONG_OPERATIONS.contains(&req.uri().path()) {
+        return next.run(req).await;
+    }
     answer_within(REQUEST_TIMEOUT, req, next).await
 }
 
