@@ -1,6 +1,8 @@
 //! Commands per second through the API into the event store (16 clients editing 16 apps, one
 //! each, so the rate is not an optimistic-concurrency contest), and at that rate the relay's lag
-//! (commit to JetStream delivery) and the projector's (commit to read-model row).
+//! (commit to JetStream delivery) and the projector's (commit to read-model row). In the same
+//! run, the baseline: single-row durable INSERTs of the same size from as many clients, so the
+//! ratio says what a command costs over the one write it must make.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -18,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::load::{closed_loop, LoadFigures};
 use super::percentile;
 use super::stack::Stack;
+use super::{Goal, Goals};
 
 #[derive(Debug, Serialize)]
 pub struct CommandFigures {
@@ -29,6 +32,12 @@ pub struct CommandFigures {
     pub projector_lag_p99_ms: f64,
     /// Read-model polling period: projector lags are accurate to about this much.
     pub projector_poll_ms: u64,
+    /// Average payload + metadata bytes of the events the commands wrote.
+    pub event_bytes: usize,
+    /// The baseline: one durable single-row INSERT of `event_bytes` per call, same clients.
+    pub raw_inserts: LoadFigures,
+    /// Commands per second over raw inserts per second.
+    pub ratio_to_raw_insert: f64,
 }
 
 type Seen = Arc<Mutex<HashMap<(String, i64), DateTime<Utc>>>>;
@@ -177,6 +186,19 @@ pub async fn run(tools: PathBuf, clients: usize, seconds: u64) -> anyhow::Result
     };
     let mut relay = lags(&relayed);
     let mut projector = lags(&projected);
+    let event_bytes: Option<i64> = sqlx::query_scalar(
+        "SELECT (avg(octet_length(payload::text) + octet_length(metadata::text)))::bigint
+           FROM events WHERE aggregate_type = 'app' AND aggregate_id = ANY($1)
+            AND recorded_at >= $2",
+    )
+    .bind(apps.as_slice())
+    .bind(load_started)
+    .fetch_one(&stack.pool)
+    .await?;
+    let event_bytes = event_bytes.unwrap_or(0).max(0) as usize;
+    let raw_inserts =
+        raw_inserts(&stack, clients, event_bytes, Duration::from_secs(seconds)).await?;
+    eprintln!("{}", raw_inserts.line("raw durable INSERT"));
     let figures = CommandFigures {
         events: written.len(),
         relay_lag_p50_ms: percentile(&mut relay, 50.0),
@@ -184,6 +206,9 @@ pub async fn run(tools: PathBuf, clients: usize, seconds: u64) -> anyhow::Result
         projector_lag_p50_ms: percentile(&mut projector, 50.0),
         projector_lag_p99_ms: percentile(&mut projector, 99.0),
         projector_poll_ms: poll.as_millis() as u64,
+        event_bytes,
+        ratio_to_raw_insert: commands.per_second / raw_inserts.per_second.max(f64::MIN_POSITIVE),
+        raw_inserts,
         commands,
     };
     eprintln!(
@@ -194,4 +219,66 @@ pub async fn run(tools: PathBuf, clients: usize, seconds: u64) -> anyhow::Result
         figures.projector_lag_p99_ms
     );
     Ok(figures)
+}
+
+/// The floor under any command: one durable (fsynced) single-row INSERT of an event's size into
+/// a table shaped like the events table, from `clients` clients at once, on the same Postgres.
+async fn raw_inserts(
+    stack: &Stack,
+    clients: usize,
+    event_bytes: usize,
+    duration: Duration,
+) -> anyhow::Result<LoadFigures> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS bench_raw_inserts (
+             position bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+             aggregate_id text NOT NULL,
+             payload json NOT NULL,
+             metadata json NOT NULL)",
+    )
+    .execute(&stack.pool)
+    .await?;
+    // Half the bytes in each column, as JSON strings.
+    let half = "x".repeat(event_bytes.saturating_sub(8) / 2);
+    let payload = Arc::new(serde_json::Value::String(half).to_string());
+    let pool = stack.pool.clone();
+    Ok(closed_loop(clients, duration, move |client, i| {
+        let pool = pool.clone();
+        let payload = payload.clone();
+        async move {
+            sqlx::query(
+                "INSERT INTO bench_raw_inserts (aggregate_id, payload, metadata)
+                 VALUES ($1, $2::json, $2::json)",
+            )
+            .bind(format!("{client}-{i}"))
+            .bind(payload.as_str())
+            .execute(&pool)
+            .await
+            .is_ok()
+        }
+    })
+    .await)
+}
+
+impl Goals for CommandFigures {
+    /// 2,000 commands/s from 16 clients with p99 under 20 ms; at that rate the relay's lag
+    /// under 50 ms and the projector's under 100 ms at p99.
+    fn goals(&self) -> Vec<Goal> {
+        vec![
+            Goal::at_least(
+                "commands_per_second",
+                self.commands.per_second,
+                2_000.0,
+                "commands/s",
+            ),
+            Goal::below("commands_p99", self.commands.p99_ms, 20.0, "ms"),
+            Goal::below("commands_relay_lag_p99", self.relay_lag_p99_ms, 50.0, "ms"),
+            Goal::below(
+                "commands_projector_lag_p99",
+                self.projector_lag_p99_ms,
+                100.0,
+                "ms",
+            ),
+        ]
+    }
 }

@@ -83,3 +83,11 @@ where
         max_ms,
     }
 }
+
+/// An HTTP call counts as a success when it was answered 2xx and its body was read.
+pub async fn succeeded(request: impl Future<Output = reqwest::Result<reqwest::Response>>) -> bool {
+    match request.await {
+        Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+        _ => false,
+    }
+}

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::seed::connect_installations;
 use super::stack::Stack;
+use super::{Goal, Goals};
 use crate::config::Config;
 use futures::StreamExt;
 
@@ -81,4 +82,20 @@ pub async fn run(
         peak_rss_mib: mib(peak),
         loaded_per_installation_kib: (loaded.saturating_sub(idle)) as f64 / installations as f64,
     })
+}
+
+impl Goals for MemoryFigures {
+    /// An idle `up` fits a small container, and every installation with its cached token costs
+    /// under a kibibyte (docs/performance.md).
+    fn goals(&self) -> Vec<Goal> {
+        vec![
+            Goal::below("memory_idle_rss", self.idle_rss_mib, 64.0, "MiB"),
+            Goal::below(
+                "memory_per_installation",
+                self.loaded_per_installation_kib,
+                1.0,
+                "KiB",
+            ),
+        ]
+    }
 }

@@ -3,8 +3,11 @@
 //! its figures and writes them as JSON under `bench-results/` for comparison over time.
 
 mod commands;
+mod goals;
 mod load;
 mod memory;
+mod notify;
+mod proxy;
 mod refresh;
 mod relay;
 mod replay;
@@ -19,6 +22,8 @@ use std::time::Duration;
 use clap::Subcommand;
 use hubkeeper_embedded::{LocalNats, LocalPostgres, NatsOptions, PostgresOptions};
 use serde::Serialize;
+
+pub use goals::{Goal, Goals};
 
 #[derive(Debug, Subcommand)]
 pub enum Scenario {
@@ -83,6 +88,36 @@ pub enum Scenario {
     Memory {
         #[arg(long, default_value_t = 100_000, value_parser = positive::<u64>)]
         installations: u64,
+    },
+    /// HubSpot calls through `/v1/proxy`, against the same calls made directly to HubSpot.
+    Proxy {
+        /// Installations (portals) the calls are spread over, so HubSpot's per-portal limit
+        /// does not bind.
+        #[arg(long, default_value_t = 500, value_parser = positive::<u64>)]
+        installations: u64,
+        /// Concurrent clients, comma-separated.
+        #[arg(long, default_value = "1,16", value_delimiter = ',', value_parser = positive::<usize>)]
+        concurrency: Vec<usize>,
+        /// Seconds per concurrency level and path.
+        #[arg(long, default_value_t = 5, value_parser = positive::<u64>)]
+        seconds: u64,
+        /// Calls per portal and 10 s, at the simulator and in the proxy's shared limit
+        /// (HubSpot's for OAuth apps: 110).
+        #[arg(long, default_value_t = 110, value_parser = positive::<u32>)]
+        portal_limit: u32,
+    },
+    /// Notifications to an app's endpoint: a backlog's deliveries per second, then the lag from
+    /// an event's commit to the app at a steady rate.
+    Notify {
+        /// Notifications queued before the notifier starts.
+        #[arg(long, default_value_t = 5_000, value_parser = positive::<u64>)]
+        backlog: u64,
+        /// Events per second in the steady phase.
+        #[arg(long, default_value_t = 50, value_parser = positive::<u64>)]
+        rate: u64,
+        /// Length of the steady phase, seconds.
+        #[arg(long, default_value_t = 10, value_parser = positive::<u64>)]
+        seconds: u64,
     },
 }
 
@@ -156,6 +191,8 @@ pub struct Report<T: Serialize> {
     pub started_at: chrono::DateTime<chrono::Utc>,
     pub machine: Machine,
     pub figures: T,
+    /// What the figures are judged by, each with `met`.
+    pub goals: Vec<Goal>,
 }
 
 #[derive(Debug, Serialize)]
@@ -226,10 +263,28 @@ pub async fn run(config: &crate::config::Config, scenario: Scenario) -> anyhow::
             let figures = memory::run(config, tools, installations).await?;
             write_report("memory", started_at, figures)
         }
+        Scenario::Proxy {
+            installations,
+            concurrency,
+            seconds,
+            portal_limit,
+        } => {
+            let figures =
+                proxy::run(tools, installations, &concurrency, seconds, portal_limit).await?;
+            write_report("proxy", started_at, figures)
+        }
+        Scenario::Notify {
+            backlog,
+            rate,
+            seconds,
+        } => {
+            let figures = notify::run(config, tools, backlog, rate, seconds).await?;
+            write_report("notify", started_at, figures)
+        }
     }
 }
 
-fn write_report<T: Serialize>(
+fn write_report<T: Serialize + Goals>(
     scenario: &'static str,
     started_at: chrono::DateTime<chrono::Utc>,
     figures: T,
@@ -238,6 +293,7 @@ fn write_report<T: Serialize>(
         scenario,
         started_at,
         machine: Machine::here(),
+        goals: figures.goals(),
         figures,
     };
     let json = serde_json::to_string_pretty(&report)?;
@@ -250,6 +306,10 @@ fn write_report<T: Serialize>(
     ));
     std::fs::write(&file, json)?;
     eprintln!("written to {}", file.display());
+    // Last, so a run ends with its verdicts.
+    for goal in &report.goals {
+        println!("{}", goal.line());
+    }
     Ok(())
 }
 

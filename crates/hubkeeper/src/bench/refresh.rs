@@ -14,6 +14,7 @@ use hubkeeper_sim::{FaultEndpoint, FaultMode, FaultRule, SimConfig};
 use serde::Serialize;
 
 use super::stack::Stack;
+use super::{Goal, Goals};
 
 const L0: u64 = 3_600;
 
@@ -169,4 +170,30 @@ pub async fn run(
         concurrency_per_refresher: concurrency,
         phases,
     })
+}
+
+impl Goals for RefreshFigures {
+    /// Exactly one refresh call per installation, and at least 0.7 of the floor that the
+    /// configured concurrency and HubSpot's latency set, in every phase.
+    fn goals(&self) -> Vec<Goal> {
+        self.phases
+            .iter()
+            .flat_map(|phase| {
+                [
+                    Goal::exactly(
+                        format!("refresh_calls_with_{}_refreshers", phase.refreshers),
+                        phase.refresh_calls as f64,
+                        self.installations as f64,
+                        "calls",
+                    ),
+                    Goal::at_least(
+                        format!("refresh_efficiency_with_{}_refreshers", phase.refreshers),
+                        phase.efficiency,
+                        0.7,
+                        "of floor",
+                    ),
+                ]
+            })
+            .collect()
+    }
 }

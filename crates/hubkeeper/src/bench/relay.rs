@@ -10,7 +10,7 @@ use secrecy::SecretString;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::{percentile, BenchEnv};
+use super::{percentile, BenchEnv, Goal, Goals};
 
 #[derive(Debug, Serialize)]
 pub struct RelayFigures {
@@ -132,4 +132,11 @@ pub async fn run(
         lag_p99_ms: percentile(&mut lags, 99.0),
         lag_max_ms: max,
     })
+}
+
+impl Goals for RelayFigures {
+    /// Commit to JetStream delivery under 50 ms at p99 (the commands goal's relay lag).
+    fn goals(&self) -> Vec<Goal> {
+        vec![Goal::below("relay_lag_p99", self.lag_p99_ms, 50.0, "ms")]
+    }
 }

@@ -11,6 +11,7 @@ use sqlx::PgPool;
 
 use super::seed::clone_histories;
 use super::stack::Stack;
+use super::{Goal, Goals};
 
 #[derive(Debug, Serialize)]
 pub struct ReplayFigures {
@@ -89,4 +90,16 @@ pub async fn run(tools: PathBuf, events: u64) -> anyhow::Result<ReplayFigures> {
         replay_events_per_second: report.events_per_second(),
         ratio: report.events_per_second() / baseline_rate,
     })
+}
+
+impl Goals for ReplayFigures {
+    /// Rebuilding every read model at a quarter of the rate of merely reading the history.
+    fn goals(&self) -> Vec<Goal> {
+        vec![Goal::at_least(
+            "replay_vs_read_after",
+            self.ratio,
+            0.25,
+            "x baseline",
+        )]
+    }
 }

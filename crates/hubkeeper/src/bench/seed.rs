@@ -2,9 +2,11 @@
 //! a bench's time: connects through the real command path (sealed tokens that the API can open),
 //! and whole event histories cloned in SQL from one real installation (replay input).
 
+use std::ops::Range;
 use std::time::Instant;
 
 use futures::StreamExt;
+use hubkeeper_api::state::TokenServices;
 use hubkeeper_domain::installation::{Connect, Installer};
 use hubkeeper_domain::metadata::{Actor, EventMetadata};
 use hubkeeper_domain::{AppId, HubId, InstallationId, UserId};
@@ -14,9 +16,84 @@ use sqlx::PgPool;
 use super::stack::{Stack, HUB_BASE};
 use crate::config::Config;
 
-/// Records `count` installations of `app` through the token service, as the OAuth callback
-/// would after a successful exchange (tokens sealed with the stack's master key). The simulator
-/// never issued these tokens: they serve hand-outs, not refreshes.
+/// Records installations of one app through the token service, as the OAuth callback would
+/// after a successful exchange (tokens sealed with the stack's master key). The simulator never
+/// issued these tokens: they serve hand-outs and notifications, not refreshes.
+pub struct Connector {
+    services: TokenServices,
+    vault: hubkeeper_core::Vault,
+    app: AppId,
+}
+
+impl Connector {
+    pub async fn new(config: &Config, stack: &Stack, app: &str) -> anyhow::Result<Self> {
+        let mut config = config.clone();
+        config.keys.master_keys = stack.var("HK_MASTER_KEYS").map(SecretString::from);
+        let services = crate::services::tokens::build(&config, &stack.pool, &stack.nats)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no master keys for seeding"))?;
+        let keyring = crate::keys::keyring(&config)?
+            .ok_or_else(|| anyhow::anyhow!("no master keys for seeding"))?;
+        Ok(Self {
+            services,
+            vault: hubkeeper_core::Vault::new(stack.pool.clone(), keyring),
+            app: app.parse()?,
+        })
+    }
+
+    /// Connects the accounts with indexes in `accounts` (hub `HUB_BASE + i`), `concurrency` at
+    /// a time.
+    pub async fn connect(
+        &self,
+        accounts: Range<u64>,
+        concurrency: usize,
+    ) -> anyhow::Result<Vec<InstallationId>> {
+        let results: Vec<anyhow::Result<InstallationId>> = futures::stream::iter(accounts)
+            .map(|i| self.connect_one(i))
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+
+    async fn connect_one(&self, i: u64) -> anyhow::Result<InstallationId> {
+        let app = self.app;
+        let hub = HubId(HUB_BASE + i);
+        let id = InstallationId::derive(app, hub, None);
+        let now = chrono::Utc::now();
+        let sealed = self
+            .vault
+            .seal_tokens(
+                &id,
+                &format!("bench-access-{}", uuid::Uuid::new_v4()),
+                &format!("bench-refresh-{}", uuid::Uuid::new_v4()),
+                now + chrono::Duration::hours(6),
+            )
+            .await?;
+        let connect = Connect {
+            app_id: app,
+            hub_id: hub,
+            user_id: None,
+            hub_domain: format!("bench-{i}.example.com"),
+            installer: Installer {
+                user_id: Some(UserId(800_000_000 + i)),
+                email: Some(format!("owner{i}@bench.example.com")),
+            },
+            scopes: vec!["crm.objects.contacts.read".into(), "oauth".into()],
+            tokens: sealed,
+            app_version: None,
+            customer: None,
+        };
+        let metadata = EventMetadata::new(Actor::System, now);
+        Ok(self
+            .services
+            .tokens
+            .record_connect(connect, &metadata)
+            .await?)
+    }
+}
+
+/// Connects accounts `0..count` of `app` (see [`Connector`]).
 pub async fn connect_installations(
     config: &Config,
     stack: &Stack,
@@ -24,51 +101,11 @@ pub async fn connect_installations(
     count: u64,
     concurrency: usize,
 ) -> anyhow::Result<Vec<InstallationId>> {
-    let mut config = config.clone();
-    config.keys.master_keys = stack.var("HK_MASTER_KEYS").map(SecretString::from);
-    let services = crate::services::tokens::build(&config, &stack.pool, &stack.nats)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no master keys for seeding"))?;
-    let app: AppId = app.parse()?;
     let started = Instant::now();
-    let tokens = &services.tokens;
-    let keyring = crate::keys::keyring(&config)?
-        .ok_or_else(|| anyhow::anyhow!("no master keys for seeding"))?;
-    let vault = &hubkeeper_core::Vault::new(stack.pool.clone(), keyring);
-    let results: Vec<anyhow::Result<InstallationId>> = futures::stream::iter(0..count)
-        .map(|i| async move {
-            let hub = HubId(HUB_BASE + i);
-            let id = InstallationId::derive(app, hub, None);
-            let now = chrono::Utc::now();
-            let sealed = vault
-                .seal_tokens(
-                    &id,
-                    &format!("bench-access-{}", uuid::Uuid::new_v4()),
-                    &format!("bench-refresh-{}", uuid::Uuid::new_v4()),
-                    now + chrono::Duration::hours(6),
-                )
-                .await?;
-            let connect = Connect {
-                app_id: app,
-                hub_id: hub,
-                user_id: None,
-                hub_domain: format!("bench-{i}.example.com"),
-                installer: Installer {
-                    user_id: Some(UserId(800_000_000 + i)),
-                    email: Some(format!("owner{i}@bench.example.com")),
-                },
-                scopes: vec!["crm.objects.contacts.read".into(), "oauth".into()],
-                tokens: sealed,
-                app_version: None,
-                customer: None,
-            };
-            let metadata = EventMetadata::new(Actor::System, now);
-            Ok(tokens.record_connect(connect, &metadata).await?)
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
-    let ids = results.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    let ids = Connector::new(config, stack, app)
+        .await?
+        .connect(0..count, concurrency)
+        .await?;
     eprintln!(
         "connected {count} installations in {:.1}s ({:.0}/s)",
         started.elapsed().as_secs_f64(),

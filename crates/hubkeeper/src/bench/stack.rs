@@ -358,9 +358,15 @@ impl Stack {
             .get("location")
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| anyhow!("callback answered {}", callback.status()))?;
-        let done = url::Url::parse(&format!("http://x{done}"))?;
+        // The callback sends the browser to the public result page (absolute, or relative to
+        // the API), which names the installation when it connected.
+        let done = url::Url::parse(&base)?.join(done)?;
+        let connected = done
+            .query_pairs()
+            .any(|(k, v)| k == "status" && v == "connected");
         done.query_pairs()
-            .find(|(k, _)| k == "connected")
+            .find(|(k, _)| k == "installation_id")
+            .filter(|_| connected)
             .map(|(_, v)| v.into_owned())
             .ok_or_else(|| anyhow!("callback did not connect hub {hub_id}: {done}"))
     }

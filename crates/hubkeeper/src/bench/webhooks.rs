@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use super::load::{closed_loop, LoadFigures};
 use super::stack::{Stack, CLIENT_SECRET, HUB_BASE};
+use super::{Goal, Goals};
 
 #[derive(Debug, Serialize)]
 pub struct WebhookFigures {
@@ -137,4 +138,31 @@ pub async fn run(
         seconds_per_run: seconds,
         runs,
     })
+}
+
+impl Goals for WebhookFigures {
+    /// At 1 and 10 events per batch, at least half a raw JetStream publisher's rate; at 100,
+    /// p99 under 10 ms.
+    fn goals(&self) -> Vec<Goal> {
+        let mut goals = Vec::new();
+        for run in &self.runs {
+            if run.batch_events <= 10 {
+                goals.push(Goal::at_least(
+                    format!("webhooks_{}_per_batch_vs_jetstream", run.batch_events),
+                    run.ratio,
+                    0.5,
+                    "x baseline",
+                ));
+            }
+            if run.batch_events >= 100 {
+                goals.push(Goal::below(
+                    format!("webhooks_{}_per_batch_p99", run.batch_events),
+                    run.hubkeeper.p99_ms,
+                    10.0,
+                    "ms",
+                ));
+            }
+        }
+        goals
+    }
 }

@@ -1,0 +1,201 @@
+//! The HubSpot API proxy's added latency: the same CRM call made directly to the simulator with
+//! the installation's access token (the baseline) and through `/v1/proxy/{installation}/...` with
+//! a service key, in the same run, at each concurrency level. HubSpot's per-portal limit (in the
+//! simulator) and the proxy's shared limit are the same (by default HubSpot's, 110 per 10 s);
+//! calls go to installations picked at random among enough portals that neither limit binds, so
+//! the proxy's limiter runs as in production (one Postgres round trip per call) without making
+//! calls wait, and what is measured is the proxy's own cost.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hubkeeper_sim::SimConfig;
+use rand::Rng;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+
+use super::load::{closed_loop, succeeded, LoadFigures};
+use super::stack::Stack;
+use super::{Goal, Goals};
+
+/// The call both paths make.
+const CALL: &str = "crm/v3/objects/contacts?limit=10";
+
+#[derive(Debug, Serialize)]
+pub struct ProxyFigures {
+    pub installations: u64,
+    /// Calls per portal and 10 s, at the simulator and in the proxy.
+    pub portal_limit: u32,
+    pub seconds_per_level: u64,
+    pub levels: Vec<ProxyLevel>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProxyLevel {
+    pub concurrency: usize,
+    pub proxied: LoadFigures,
+    /// The same call straight to the simulator.
+    pub direct: LoadFigures,
+    /// Proxied minus direct, at p50 and p99.
+    pub added_p50_ms: f64,
+    pub added_p99_ms: f64,
+}
+
+pub async fn run(
+    tools: PathBuf,
+    installations: u64,
+    levels: &[usize],
+    seconds: u64,
+    portal_limit: u32,
+) -> anyhow::Result<ProxyFigures> {
+    let window = Duration::from_secs(10);
+    let sim = SimConfig {
+        rate_limit: (portal_limit, window),
+        ..SimConfig::default()
+    };
+    let mut stack = Stack::start(tools, sim).await?;
+    let api = stack
+        .spawn(
+            "api",
+            &["api"],
+            &[
+                ("HK_PROXY_RATE_LIMIT_MAX", portal_limit.to_string()),
+                (
+                    "HK_PROXY_RATE_LIMIT_WINDOW",
+                    format!("{}s", window.as_secs()),
+                ),
+            ],
+        )
+        .await?;
+    let app = stack.register_app(api).await?;
+    stack.register_accounts(installations).await?;
+    let ids = stack.install_accounts(api, &app, installations, 16).await?;
+    let key = stack.service_key(&app).await?;
+    // The baseline calls HubSpot with each installation's own access token, as an app without
+    // the proxy would after a hand-out.
+    let mut tokens = Vec::with_capacity(ids.len());
+    for id in &ids {
+        tokens.push(access_token(&stack, api, &key, id).await?);
+    }
+    let hubspot = stack
+        .var("HK_HUBSPOT_API_URL")
+        .ok_or_else(|| anyhow::anyhow!("the stack has no HubSpot URL"))?;
+    let ids = Arc::new(ids);
+    let tokens = Arc::new(tokens);
+    let duration = Duration::from_secs(seconds);
+    // Warm both paths (connections, the API's token cache).
+    proxied(&stack, api, &key, &ids, 8, Duration::from_secs(2)).await;
+    direct(&stack, &hubspot, &tokens, 8, Duration::from_secs(2)).await;
+    let mut out = Vec::new();
+    for &concurrency in levels {
+        let p = proxied(&stack, api, &key, &ids, concurrency, duration).await;
+        eprintln!("{}", p.line("proxied call"));
+        let d = direct(&stack, &hubspot, &tokens, concurrency, duration).await;
+        eprintln!("{}", d.line("direct call (baseline)"));
+        if p.requests == 0 || d.requests == 0 {
+            anyhow::bail!(
+                "no successful call at concurrency {concurrency} (proxied errors {}, direct errors {}); see {}",
+                p.errors,
+                d.errors,
+                stack.logs().display()
+            );
+        }
+        out.push(ProxyLevel {
+            concurrency,
+            added_p50_ms: p.p50_ms - d.p50_ms,
+            added_p99_ms: p.p99_ms - d.p99_ms,
+            proxied: p,
+            direct: d,
+        });
+    }
+    Ok(ProxyFigures {
+        installations,
+        portal_limit,
+        seconds_per_level: seconds,
+        levels: out,
+    })
+}
+
+async fn access_token(
+    stack: &Stack,
+    api: usize,
+    key: &SecretString,
+    id: &str,
+) -> anyhow::Result<SecretString> {
+    let response = stack
+        .http
+        .get(format!("{}/v1/installations/{id}/token", stack.base(api)))
+        .bearer_auth(key.expose_secret())
+        .send()
+        .await?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await?;
+    body["access_token"]
+        .as_str()
+        .map(|t| SecretString::from(t.to_owned()))
+        .ok_or_else(|| anyhow::anyhow!("token hand-out for {id} answered {status}"))
+}
+
+async fn proxied(
+    stack: &Stack,
+    api: usize,
+    key: &SecretString,
+    ids: &Arc<Vec<String>>,
+    concurrency: usize,
+    duration: Duration,
+) -> LoadFigures {
+    let http = stack.http.clone();
+    let base = stack.base(api);
+    let key = format!("Bearer {}", key.expose_secret());
+    let ids = ids.clone();
+    closed_loop(concurrency, duration, move |_, _| {
+        let id = &ids[rand::thread_rng().gen_range(0..ids.len())];
+        let request = http
+            .get(format!("{base}/v1/proxy/{id}/{CALL}"))
+            .header("authorization", &key)
+            .send();
+        succeeded(request)
+    })
+    .await
+}
+
+async fn direct(
+    stack: &Stack,
+    hubspot: &str,
+    tokens: &Arc<Vec<SecretString>>,
+    concurrency: usize,
+    duration: Duration,
+) -> LoadFigures {
+    let http = stack.http.clone();
+    let url = format!("{}/{CALL}", hubspot.trim_end_matches('/'));
+    let tokens = tokens.clone();
+    closed_loop(concurrency, duration, move |_, _| {
+        let token = &tokens[rand::thread_rng().gen_range(0..tokens.len())];
+        let request = http.get(&url).bearer_auth(token.expose_secret()).send();
+        succeeded(request)
+    })
+    .await
+}
+
+impl Goals for ProxyFigures {
+    /// At one client, the proxy adds under 5 ms at p50 and under 10 ms at p99 to a HubSpot call
+    /// (token from the cache, one shared-limit reservation, forwarding both ways).
+    fn goals(&self) -> Vec<Goal> {
+        let one = self.levels.iter().find(|l| l.concurrency == 1);
+        vec![
+            Goal::below(
+                "proxy_added_p50_at_1",
+                one.map_or(f64::NAN, |l| l.added_p50_ms),
+                5.0,
+                "ms",
+            ),
+            Goal::below(
+                "proxy_added_p99_at_1",
+                one.map_or(f64::NAN, |l| l.added_p99_ms),
+                10.0,
+                "ms",
+            ),
+        ]
+    }
+}
