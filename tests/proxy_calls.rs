@@ -33,7 +33,9 @@ fn proxy_env() -> Vec<(&'static str, &'static str)> {
     vec![
         ("HK_PROXY_RATE_LIMIT_MAX", "110"),
         ("HK_PROXY_RATE_LIMIT_WINDOW", "2s"),
-        ("HK_PROXY_RATE_LIMIT_GUARD", "100ms"),
+        // The production default: arrivals at HubSpot jitter by more than 100 ms when the
+        // machine is loaded, and a window packed to its limit then sees one call too many.
+        ("HK_PROXY_RATE_LIMIT_GUARD", "250ms"),
         ("HK_PROXY_MAX_WAIT", "30s"),
     ]
 }
@@ -181,6 +183,14 @@ async fn two_processes_keep_one_portal_under_hubspots_limit_and_survive_a_revoke
     let refused = crm.iter().filter(|e| e.status == 401).count();
     eprintln!("proxy run: {refused} calls met the revoked token (401) before the refresh");
     assert!(refused >= 1, "the revoked token was used at least once");
+    // Calls that waited for a slot re-read the token just before it, so only those already
+    // near their slot when the token was revoked (and until the refresh) meet the 401; the rest
+    // use the refreshed token (when calls kept the token they took before waiting, 190 of the
+    // 300 met the 401, each spending a slot of the portal's budget).
+    assert!(
+        refused < CALLS / 4,
+        "{refused} calls were sent with the revoked token: waiting calls must re-read it"
+    );
     assert_eq!(
         h.ctl.counters().await.unwrap().total.refresh_calls - refreshes_before,
         1,

@@ -23,7 +23,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hubkeeper_bus::limiter::{Limit, SharedRateLimiter};
+use hubkeeper_bus::limiter::{Limit, Reservation, SharedRateLimiter};
 use hubkeeper_domain::InstallationId;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
@@ -61,6 +61,11 @@ const RETURNED_RESPONSE_HEADERS: [&str; 9] = [
 
 /// Largest HubSpot answer relayed (HubSpot's pages are far smaller).
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// A slot wait at least this long re-reads the token before the call is sent ...
+const RECHECK_AFTER_WAIT: Duration = Duration::from_millis(50);
+/// ... this long before the slot (a cache hit takes microseconds, a load from Postgres a few ms).
+const RECHECK_LEAD: Duration = Duration::from_millis(20);
 
 /// Validity the forwarded token must still have: long enough for the call and its retry.
 const TOKEN_MARGIN: Duration = Duration::from_secs(60);
@@ -203,7 +208,27 @@ impl ProxyService {
         let mut refreshed = false;
         let mut retried = false;
         loop {
-            self.take_slot(&bucket).await?;
+            let wait = self.reserve_slot(&bucket).await?;
+            if wait >= RECHECK_AFTER_WAIT {
+                // The token was taken before the wait (it names the portal whose budget the call
+                // spends); a refresh or revocation may have replaced it meanwhile, and sending
+                // the old one would spend the slot on a certain 401. Re-read it just before the
+                // slot, but never send late for it: a late send could put one call too many
+                // into one of HubSpot's windows. A read not done by then keeps the old token.
+                let slot = tokio::time::Instant::now() + wait;
+                tokio::time::sleep(wait - RECHECK_LEAD).await;
+                let reread = self
+                    .tokens
+                    .get_token_inner(&request.installation, TOKEN_MARGIN, rid);
+                match tokio::time::timeout_at(slot, reread).await {
+                    Ok(Ok(current)) => token = current,
+                    Ok(Err(e)) => return Err(e.into()),
+                    Err(_) => {}
+                }
+                tokio::time::sleep_until(slot).await;
+            } else if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
             let sent = self
                 .send(&request.method, &url, &headers, &token, &request.body)
                 .await;
@@ -249,19 +274,20 @@ impl ProxyService {
         }
     }
 
-    async fn take_slot(&self, bucket: &str) -> Result<(), ProxyError> {
+    /// Reserves a slot in the portal's shared window; answers how long until it may be used.
+    async fn reserve_slot(&self, bucket: &str) -> Result<Duration, ProxyError> {
         let started = Instant::now();
         match self
             .limiter
-            .acquire(bucket, self.config.portal_limit())
+            .reserve(bucket, self.config.portal_limit())
             .await
         {
-            Ok(Ok(_)) => {
+            Ok(Reservation::Granted(wait)) => {
                 metrics::histogram!("hk_proxy_wait_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                Ok(())
+                    .record((started.elapsed() + wait).as_secs_f64());
+                Ok(wait)
             }
-            Ok(Err(retry_after)) => {
+            Ok(Reservation::RetryAfter(retry_after)) => {
                 metrics::counter!("hk_proxy_requests_total", "class" => "limited").increment(1);
                 Err(ProxyError::RateLimited { retry_after })
             }

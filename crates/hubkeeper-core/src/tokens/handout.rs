@@ -65,7 +65,10 @@ impl TokenService {
         result
     }
 
-    async fn get_token_inner(
+    /// [`TokenService::get_token`] without counting a hand-out: for a caller that already
+    /// counted this use and only needs the current token again (the proxy after waiting for a
+    /// slot, during which the token may have been refreshed).
+    pub(crate) async fn get_token_inner(
         &self,
         id: &InstallationId,
         min_validity: Duration,
