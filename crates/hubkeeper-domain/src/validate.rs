@@ -2,6 +2,8 @@
 
 use std::collections::BTreeSet;
 
+use url::{Host, Url};
+
 /// Longest scope name accepted; HubSpot's longest are well under 100 characters.
 const MAX_SCOPE_LEN: usize = 128;
 
@@ -73,6 +75,39 @@ pub(crate) fn single_line(text: &str, max: usize) -> Result<String, &'static str
         return Err("is too long");
     }
     Ok(trimmed.to_owned())
+}
+
+/// The rule for every URL an app gives Hubkeeper to send someone to or to call (OAuth redirect
+/// URI, connect return URL, notification endpoint): absolute, with a host, without whitespace,
+/// fragment or credentials, and https, or plain http only to the machine itself (localhost or a
+/// loopback address, for development). Callers add their own length limit and error type; the
+/// reason reads after the field's name ("redirect URI must ...").
+pub(crate) fn check_app_url(raw: &str) -> Result<Url, &'static str> {
+    if raw.is_empty() {
+        return Err("must not be empty");
+    }
+    if raw.chars().any(char::is_whitespace) {
+        return Err("must not contain whitespace");
+    }
+    if raw.contains('#') {
+        return Err("must not contain a fragment (#...)");
+    }
+    let url = Url::parse(raw).map_err(|_| "must be an absolute http(s) URL")?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not contain credentials");
+    }
+    let is_local = match url.host() {
+        Some(Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        Some(Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        None => return Err("must have a host"),
+    };
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if is_local => Ok(url),
+        "http" => Err("must use https (http is only allowed for localhost)"),
+        _ => Err("must be an absolute http(s) URL"),
+    }
 }
 
 #[cfg(test)]

@@ -7,10 +7,10 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use hubkeeper_crypto::Sealed;
 use serde::{Deserialize, Serialize};
-use url::{Host, Url};
+use url::Url;
 
 use super::{AppError, UpdateApp};
-use crate::validate::{parse_scope_list, single_line, BadScope};
+use crate::validate::{check_app_url, parse_scope_list, single_line, BadScope};
 use crate::ParseError;
 
 /// Longest label accepted (it is a short internal name).
@@ -345,34 +345,9 @@ pub(crate) fn validate_client_id(client_id: &str) -> Result<String, AppError> {
 /// The redirect URI is compared byte for byte by HubSpot, so it is validated but stored
 /// exactly as typed (the `url` crate would normalise it, e.g. add a trailing `/`).
 pub(crate) fn validate_redirect_uri(uri: &str) -> Result<String, AppError> {
-    let invalid = |reason| AppError::InvalidRedirectUri { reason };
-    if uri.is_empty() {
-        return Err(invalid("must not be empty"));
-    }
-    if uri.chars().any(char::is_whitespace) {
-        return Err(invalid("must not contain whitespace"));
-    }
-    if uri.contains('#') {
-        return Err(invalid("must not contain a fragment (#...)"));
-    }
-    let url = Url::parse(uri).map_err(|_| invalid("must be an absolute http(s) URL"))?;
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(invalid("must not contain credentials"));
-    }
-    let is_local = match url.host() {
-        Some(Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
-        Some(Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(Host::Ipv6(ip)) => ip.is_loopback(),
-        None => return Err(invalid("must have a host")),
-    };
-    match url.scheme() {
-        "https" => Ok(uri.to_owned()),
-        "http" if is_local => Ok(uri.to_owned()),
-        "http" => Err(invalid(
-            "must use https (http is only allowed for localhost)",
-        )),
-        _ => Err(invalid("must be an absolute http(s) URL")),
-    }
+    check_app_url(uri)
+        .map(|_| uri.to_owned())
+        .map_err(|reason| AppError::InvalidRedirectUri { reason })
 }
 
 fn bad_scope(list: &'static str) -> impl Fn(BadScope) -> AppError {
@@ -455,30 +430,7 @@ pub fn parse_return_url(raw: &str) -> Result<Url, ReturnUrlError> {
     if raw.chars().count() > MAX_RETURN_URL_CHARS {
         return Err(invalid("is longer than 2000 characters"));
     }
-    if raw.chars().any(char::is_whitespace) {
-        return Err(invalid("must not contain whitespace"));
-    }
-    if raw.contains('#') {
-        return Err(invalid("must not contain a fragment (#...)"));
-    }
-    let url = Url::parse(raw).map_err(|_| invalid("must be an absolute http(s) URL"))?;
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(invalid("must not contain credentials"));
-    }
-    let is_local = match url.host() {
-        Some(Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
-        Some(Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(Host::Ipv6(ip)) => ip.is_loopback(),
-        None => return Err(invalid("must have a host")),
-    };
-    match url.scheme() {
-        "https" => Ok(url),
-        "http" if is_local => Ok(url),
-        "http" => Err(invalid(
-            "must use https (http is only allowed for localhost)",
-        )),
-        _ => Err(invalid("must be an absolute http(s) URL")),
-    }
+    check_app_url(raw).map_err(invalid)
 }
 
 /// Validates an app's list of return URLs: each one as [`parse_return_url`] and without a

@@ -2,7 +2,7 @@
 //! installations (its notification endpoints), one aggregate per app (its id is the app id), so
 //! the notifier finds every endpoint of an app with one load.
 //!
-//! Rules: an endpoint's URL is https (http only to localhost, 127.0.0.1 or ::1), without
+//! Rules: an endpoint's URL is https (http only to localhost or a loopback address), without
 //! credentials or fragment; it receives a validated list of [`NotificationType`]s (by default
 //! every type except the opt-in `installation.refreshed`); its signing secret is sealed by the
 //! edge and never leaves this aggregate in clear; a rotation keeps the previous secret signing
@@ -20,7 +20,6 @@ use chrono::{DateTime, Duration, Utc};
 use hubkeeper_crypto::Sealed;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use url::{Host, Url};
 
 pub use events::{
     event_types, DeliveryResent, EndpointAdded, EndpointChanged, EndpointDisabled, EndpointEvent,
@@ -29,6 +28,7 @@ pub use events::{
 
 use crate::aggregate::aggregate;
 use crate::ids::{AppId, EndpointId};
+use crate::validate::check_app_url;
 use crate::ParseError;
 
 /// Endpoints one app may have.
@@ -523,7 +523,7 @@ aggregate!(
     EndpointError
 );
 
-/// A delivery URL: https, or http to a loopback host; no credentials, fragment or whitespace.
+/// A delivery URL: at most 2,048 characters, and the rule of every app URL ([`check_app_url`]).
 pub fn validate_url(raw: &str) -> Result<String, EndpointError> {
     let invalid = |reason| EndpointError::InvalidUrl { reason };
     let raw = raw.trim();
@@ -533,30 +533,7 @@ pub fn validate_url(raw: &str) -> Result<String, EndpointError> {
     if raw.chars().count() > MAX_URL_CHARS {
         return Err(invalid("is longer than 2048 characters"));
     }
-    if raw.chars().any(char::is_whitespace) {
-        return Err(invalid("must not contain whitespace"));
-    }
-    if raw.contains('#') {
-        return Err(invalid("must not contain a fragment (#...)"));
-    }
-    let url = Url::parse(raw).map_err(|_| invalid("must be an absolute http(s) URL"))?;
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(invalid("must not contain credentials"));
-    }
-    let is_local = match url.host() {
-        Some(Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
-        Some(Host::Ipv4(ip)) => ip == std::net::Ipv4Addr::LOCALHOST,
-        Some(Host::Ipv6(ip)) => ip == std::net::Ipv6Addr::LOCALHOST,
-        None => return Err(invalid("must have a host")),
-    };
-    match url.scheme() {
-        "https" => Ok(raw.to_owned()),
-        "http" if is_local => Ok(raw.to_owned()),
-        "http" => Err(invalid(
-            "must use https (http only to localhost, 127.0.0.1 or ::1)",
-        )),
-        _ => Err(invalid("must be an absolute http(s) URL")),
-    }
+    check_app_url(raw).map(|_| raw.to_owned()).map_err(invalid)
 }
 
 /// A list of type names: each known, at least one, duplicates folded.

@@ -98,12 +98,13 @@ fn urls_must_be_https_or_loopback_http() {
         "http://localhost:8080/h",
         "http://127.0.0.1:9/h",
         "http://[::1]:9/h",
+        "http://127.0.0.2/h",
     ] {
         assert!(validate_url(good).is_ok(), "{good}");
     }
     for bad in [
         "http://example.com/h",
-        "http://127.0.0.2/h",
+        "http://128.0.0.1/h",
         "ftp://localhost/h",
         "https://user:pw@x.example/h",
         "https://x.example/h#frag",
@@ -123,7 +124,7 @@ fn urls_must_be_https_or_loopback_http() {
             ..add(&s)
         }))
         .then_expect_error_message(
-            "endpoint URL must use https (http only to localhost, 127.0.0.1 or ::1)",
+            "endpoint URL must use https (http is only allowed for localhost)",
         );
 }
 

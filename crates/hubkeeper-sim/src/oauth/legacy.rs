@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::model::RefreshTokenState;
 use crate::respond::{api_error, oauth_error, with_meta, LogMeta};
-use crate::state::{AccessCheck, SimState};
+use crate::state::{AccessCheck, InstallKey, SimState, Store};
 use crate::tokens::TokenHash;
 
 fn not_found(message: &str) -> Response {
@@ -87,6 +87,25 @@ fn refresh_not_found() -> Response {
     )
 }
 
+/// The refresh token of a legacy call: notes its account and app in `meta` when it is known,
+/// and answers its installation when HubSpot would still accept it (active, or superseded
+/// within its grace).
+fn usable_refresh_token(
+    store: &Store,
+    hash: &TokenHash,
+    now: Instant,
+    meta: &mut LogMeta,
+) -> Option<InstallKey> {
+    let rec = store.refresh_tokens.get(hash)?;
+    meta.hub_id = Some(rec.key.hub_id);
+    meta.client_id = Some(rec.key.client_id.clone());
+    matches!(
+        store.refresh_state(rec, now),
+        RefreshTokenState::Active | RefreshTokenState::Superseded
+    )
+    .then(|| rec.key.clone())
+}
+
 /// `GET /oauth/v1/refresh-tokens/{token}`.
 pub(crate) async fn legacy_refresh_token_info(
     State(state): State<SimState>,
@@ -99,27 +118,22 @@ pub(crate) async fn legacy_refresh_token_info(
         token_hash: Some(hash.short()),
         ..LogMeta::default()
     };
-    let response = match store.refresh_tokens.get(&hash) {
-        Some(rec) => {
-            meta.hub_id = Some(rec.key.hub_id);
-            meta.client_id = Some(rec.key.client_id.clone());
-            match (store.refresh_state(rec, now), store.installation(&rec.key)) {
-                (RefreshTokenState::Active | RefreshTokenState::Superseded, Some(inst)) => {
-                    Json(json!({
-                        "token": token,
-                        "user": inst.user.email,
-                        "hub_domain": store.account_domain(rec.key.hub_id),
-                        "scopes": inst.scopes,
-                        "hub_id": rec.key.hub_id,
-                        "client_id": rec.key.client_id,
-                        "user_id": inst.user.user_id,
-                        "token_type": "refresh",
-                    }))
-                    .into_response()
-                }
-                _ => refresh_not_found(),
-            }
-        }
+    let key = usable_refresh_token(&store, &hash, now, &mut meta);
+    let response = match key
+        .as_ref()
+        .and_then(|key| Some((key, store.installation(key)?)))
+    {
+        Some((key, inst)) => Json(json!({
+            "token": token,
+            "user": inst.user.email,
+            "hub_domain": store.account_domain(key.hub_id),
+            "scopes": inst.scopes,
+            "hub_id": key.hub_id,
+            "client_id": key.client_id,
+            "user_id": inst.user.user_id,
+            "token_type": "refresh",
+        }))
+        .into_response(),
         None => refresh_not_found(),
     };
     store
@@ -144,17 +158,7 @@ pub(crate) async fn legacy_revoke(
         token_hash: Some(hash.short()),
         ..LogMeta::default()
     };
-    let usable = match store.refresh_tokens.get(&hash) {
-        Some(rec) => {
-            meta.hub_id = Some(rec.key.hub_id);
-            meta.client_id = Some(rec.key.client_id.clone());
-            matches!(
-                store.refresh_state(rec, now),
-                RefreshTokenState::Active | RefreshTokenState::Superseded
-            )
-        }
-        None => false,
-    };
+    let usable = usable_refresh_token(&store, &hash, now, &mut meta).is_some();
     let response = if usable {
         if let Some(rec) = store.refresh_tokens.get_mut(&hash) {
             rec.revoked = true;

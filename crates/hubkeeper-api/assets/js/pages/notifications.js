@@ -41,8 +41,8 @@ function urlProblem(text) {
   } catch (e) {
     return 'Enter a full URL, e.g. https://app.example.com/hooks/hubkeeper.';
   }
-  const loopback = ['localhost', '127.0.0.1', '[::1]'].includes(url.hostname);
-  if (url.protocol === 'http:' && !loopback) return 'Use https:// (plain http:// only to localhost, 127.0.0.1 or ::1).';
+  const loopback = url.hostname === 'localhost' || url.hostname === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(url.hostname);
+  if (url.protocol === 'http:' && !loopback) return 'Use https:// (plain http:// only to localhost or a loopback address).';
   if (url.protocol !== 'https:' && url.protocol !== 'http:') return 'The URL must start with https://.';
   if (url.hash) return 'The URL cannot contain a #fragment.';
   if (url.username || url.password) return 'The URL cannot contain a user name or password.';
