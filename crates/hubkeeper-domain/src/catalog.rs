@@ -8,9 +8,11 @@
 
 use cqrs_es::Aggregate;
 
+use crate::access::{self, ApiKey};
 use crate::app::{self, App, APP_REGISTERED_VERSION};
 use crate::installation::{self, Installation};
 use crate::notification::{self, AppEndpoints};
+use crate::operations::{self, Operation};
 use crate::plan::{self, Plan};
 use crate::settings::{self, Settings};
 use crate::subscription::{self, Subscription};
@@ -162,10 +164,43 @@ pub const STORED_EVENT_TYPES: &[StoredEventType] = &[
         notification::event_types::DELIVERY_RESENT,
         V1_0,
     ),
+    stored(ApiKey::TYPE, access::event_types::API_KEY_CREATED, V1_0),
+    stored(ApiKey::TYPE, access::event_types::API_KEY_REVOKED, V1_0),
+    stored(ApiKey::TYPE, access::event_types::DASHBOARD_LOGGED_IN, V1_0),
+    stored(
+        ApiKey::TYPE,
+        access::event_types::DASHBOARD_LOGGED_OUT,
+        V1_0,
+    ),
+    stored(
+        Operation::TYPE,
+        operations::event_types::LOG_IN_FAILED,
+        V1_0,
+    ),
+    stored(
+        Operation::TYPE,
+        operations::event_types::RATE_LIMITS_CLEARED,
+        V1_0,
+    ),
+    stored(
+        Operation::TYPE,
+        operations::event_types::CONFIGURATION_RELOADED,
+        V1_0,
+    ),
+    stored(
+        Operation::TYPE,
+        operations::event_types::BACKUP_STARTED,
+        V1_0,
+    ),
+    stored(
+        Operation::TYPE,
+        operations::event_types::SELF_TEST_RUN,
+        V1_0,
+    ),
 ];
 
 /// Each aggregate's own list of event types, to check the catalog against.
-pub fn event_types_by_aggregate() -> [(&'static str, &'static [&'static str]); 6] {
+pub fn event_types_by_aggregate() -> [(&'static str, &'static [&'static str]); 8] {
     [
         (App::TYPE, &app::event_types::ALL),
         (Installation::TYPE, &installation::event_types::ALL),
@@ -173,5 +208,7 @@ pub fn event_types_by_aggregate() -> [(&'static str, &'static [&'static str]); 6
         (Subscription::TYPE, &subscription::event_types::ALL),
         (Settings::TYPE, &settings::event_types::ALL),
         (AppEndpoints::TYPE, &notification::event_types::ALL),
+        (ApiKey::TYPE, &access::event_types::ALL),
+        (Operation::TYPE, &operations::event_types::ALL),
     ]
 }

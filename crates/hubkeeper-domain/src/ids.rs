@@ -259,3 +259,11 @@ uuid_id!(
     "endpoint id",
     time_ordered
 );
+
+uuid_id!(
+    /// Identifies one recorded operator action that concerns no other aggregate (a failed log-in,
+    /// a configuration reload, a backup started, a self-test run): each is its own `Operation`.
+    OperationId,
+    "operation id",
+    time_ordered
+);

@@ -10,6 +10,10 @@
 //! * [`plan`], [`subscription`]: pricing plans and which plan each tenant is on.
 //! * [`notification`]: where an app wants to hear about events (its notification endpoints).
 //! * [`settings`]: the deployment's operator-editable runtime settings.
+//! * [`access`]: the audited history of each API key ([`access::ApiKey`]: created, log-ins,
+//!   log-outs, revoked).
+//! * [`operations`]: operator actions that concern no other aggregate ([`operations::Operation`]:
+//!   failed log-ins, rate limits cleared, configuration reloaded, backups started, self-tests).
 //! * [`ids`], [`metadata`], [`clock`]: shared vocabulary.
 //! * [`upcasters`]: how stored events of older versions are read today.
 //! * [`catalog`]: every stored event type and version, each pinned by a fixture of its stored
@@ -21,6 +25,7 @@
 //! state can be refactored freely. New optional fields get `#[serde(default)]`; anything else
 //! needs a version bump and an upcaster.
 
+pub mod access;
 pub mod app;
 pub mod catalog;
 pub mod clock;
@@ -28,6 +33,7 @@ pub mod ids;
 pub mod installation;
 pub mod metadata;
 pub mod notification;
+pub mod operations;
 pub mod plan;
 pub mod settings;
 pub mod subscription;
@@ -40,7 +46,7 @@ mod validate;
 
 pub use clock::{Clock, DomainServices, ManualClock, SystemClock};
 pub use error::ParseError;
-pub use ids::{AppId, EndpointId, HubId, InstallationId, PlanId, UserId};
+pub use ids::{AppId, EndpointId, HubId, InstallationId, OperationId, PlanId, UserId};
 
 /// Sealed secrets, re-exported so callers name one crate for domain types.
 pub use hubkeeper_crypto::Sealed;

@@ -40,6 +40,10 @@ pub enum Actor {
     HubSpot,
     /// Anything else done by Hubkeeper on its own (migrations, maintenance). `system`.
     System,
+    /// Someone at the machine, through a `hubkeeper` admin command (no key involved). `cli`.
+    CommandLine,
+    /// A caller that did not prove who it is (a refused log-in). `anonymous`.
+    Anonymous,
 }
 
 impl fmt::Display for Actor {
@@ -50,6 +54,8 @@ impl fmt::Display for Actor {
             Self::Refresher => f.write_str("system:refresher"),
             Self::HubSpot => f.write_str("hubspot"),
             Self::System => f.write_str("system"),
+            Self::CommandLine => f.write_str("cli"),
+            Self::Anonymous => f.write_str("anonymous"),
         }
     }
 }
@@ -63,6 +69,8 @@ impl FromStr for Actor {
             "system:refresher" => Ok(Self::Refresher),
             "hubspot" => Ok(Self::HubSpot),
             "system" => Ok(Self::System),
+            "cli" => Ok(Self::CommandLine),
+            "anonymous" => Ok(Self::Anonymous),
             other => match other.strip_prefix("key:") {
                 Some(id) if !id.is_empty() && !id.chars().any(char::is_whitespace) => {
                     Ok(Self::AdminKey(id.to_owned()))
@@ -70,7 +78,7 @@ impl FromStr for Actor {
                 _ => Err(ParseError::new(
                     "actor",
                     s,
-                    "expected key:<id>, system:scheduler, system:refresher, hubspot or system",
+                    "expected key:<id>, system:scheduler, system:refresher, hubspot, system, cli or anonymous",
                 )),
             },
         }
@@ -226,6 +234,8 @@ mod tests {
             (Actor::Refresher, "system:refresher"),
             (Actor::HubSpot, "hubspot"),
             (Actor::System, "system"),
+            (Actor::CommandLine, "cli"),
+            (Actor::Anonymous, "anonymous"),
         ];
         for (actor, text) in cases {
             assert_eq!(actor.to_string(), text);

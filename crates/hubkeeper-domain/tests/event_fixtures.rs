@@ -9,10 +9,12 @@ use std::path::{Path, PathBuf};
 
 use cqrs_es::persist::SerializedEvent;
 use cqrs_es::{Aggregate, DomainEvent};
+use hubkeeper_domain::access::ApiKey;
 use hubkeeper_domain::app::App;
 use hubkeeper_domain::catalog::{event_types_by_aggregate, StoredEventType, STORED_EVENT_TYPES};
 use hubkeeper_domain::installation::Installation;
 use hubkeeper_domain::notification::AppEndpoints;
+use hubkeeper_domain::operations::Operation;
 use hubkeeper_domain::plan::Plan;
 use hubkeeper_domain::settings::Settings;
 use hubkeeper_domain::subscription::Subscription;
@@ -112,6 +114,8 @@ fn load_any(path: &Path, fixture: &Fixture, current: &str) -> Value {
         Subscription::TYPE => load::<Subscription>(path, fixture, current),
         Settings::TYPE => load::<Settings>(path, fixture, current),
         AppEndpoints::TYPE => load::<AppEndpoints>(path, fixture, current),
+        ApiKey::TYPE => load::<ApiKey>(path, fixture, current),
+        Operation::TYPE => load::<Operation>(path, fixture, current),
         other => panic!("{}: unknown aggregate type {other}", path.display()),
     }
 }
