@@ -50,6 +50,7 @@ static ASSETS: &[(&str, &str, &[u8])] = assets! {
     "js/pages/billing-usage.js" => "text/javascript; charset=utf-8",
     "js/pages/settings.js" => "text/javascript; charset=utf-8",
     "js/pages/notifications.js" => "text/javascript; charset=utf-8",
+    "js/pages/api-keys.js" => "text/javascript; charset=utf-8",
 };
 
 pub fn router() -> Router<AppState> {

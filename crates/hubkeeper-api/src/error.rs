@@ -21,9 +21,11 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hubkeeper_core::{CoreError, NotRefreshable, RefreshFailure};
+use hubkeeper_domain::access::ApiKeyError;
 use hubkeeper_domain::app::AppError;
 use hubkeeper_domain::installation::{InstallationError, InstallationStatus};
 use hubkeeper_domain::notification::EndpointError;
+use hubkeeper_domain::operations::OperationError;
 use hubkeeper_domain::plan::PlanError;
 use hubkeeper_domain::subscription::SubscriptionError;
 use hubkeeper_hubspot::HubSpotError;
@@ -427,6 +429,17 @@ impl From<CoreError> for ApiError {
                 | InstallationError::InvalidAppVersion { .. }
                 | InstallationError::InvalidCustomer(_) => Self::validation(message),
                 other => Self::internal(other),
+            },
+            CoreError::ApiKey(key) => match key {
+                ApiKeyError::AlreadyCreated(_) => Self::conflict("conflict", message),
+                ApiKeyError::AlreadyRevoked(_) | ApiKeyError::Revoked(_) => {
+                    Self::conflict("revoked", message)
+                }
+                _ => Self::validation(message),
+            },
+            CoreError::Operation(operation) => match operation {
+                OperationError::AlreadyRecorded => Self::conflict("conflict", message),
+                _ => Self::validation(message),
             },
             CoreError::Endpoint(endpoint) => match endpoint {
                 EndpointError::UnknownEndpoint(_) => Self::not_found(message),

@@ -28,6 +28,7 @@ pub mod dead_letters;
 pub mod events;
 pub mod health;
 pub mod installations;
+pub mod keys;
 pub mod notifications;
 pub mod oauth;
 pub mod plans;
@@ -56,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .merge(apps::router())
         .merge(notifications::router())
         .merge(installations::router())
+        .merge(keys::router())
         .merge(oauth::router())
         .merge(connect::router())
         .merge(queries::router())

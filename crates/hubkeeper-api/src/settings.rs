@@ -13,6 +13,7 @@ use axum::{Json, Router};
 use hubkeeper_core::backup::{list_backups, BackupRun};
 use hubkeeper_core::selftest::{self, SelfTestReport};
 use hubkeeper_core::settings::{SettingsChange, SettingsSnapshot};
+use hubkeeper_domain::operations::{BackupTrigger, OperationCommand};
 use hubkeeper_domain::AppId;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -75,9 +76,17 @@ async fn update(
 async fn reload(
     caller: Caller,
     State(state): State<AppState>,
+    request: RequestId,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Permission::Administer)?;
     state.maintenance()?.settings.reload_everywhere().await?;
+    state
+        .audit()
+        .operation(
+            OperationCommand::RecordConfigurationReloaded,
+            &request.metadata(caller.actor()),
+        )
+        .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"status": "sent", "message": "every process re-reads the settings now"})),
@@ -87,12 +96,20 @@ async fn reload(
 async fn clear_rate_limits(
     caller: Caller,
     State(state): State<AppState>,
+    request: RequestId,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Permission::Administer)?;
     state
         .maintenance()?
         .settings
         .clear_rate_limits_everywhere()
+        .await?;
+    state
+        .audit()
+        .operation(
+            OperationCommand::RecordRateLimitsCleared,
+            &request.metadata(caller.actor()),
+        )
         .await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -155,6 +172,7 @@ async fn backups(
 async fn backup_now(
     caller: Caller,
     State(state): State<AppState>,
+    request: RequestId,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Permission::Administer)?;
     let ops = state.maintenance()?;
@@ -162,6 +180,16 @@ async fn backup_now(
         .backups
         .as_ref()
         .ok_or_else(|| ApiError::not_configured("this process makes no backups"))?;
+    // Recorded as it starts: a backup that then fails still shows who started it.
+    state
+        .audit()
+        .operation(
+            OperationCommand::RecordBackupStarted {
+                trigger: BackupTrigger::Api,
+            },
+            &request.metadata(caller.actor()),
+        )
+        .await?;
     let keep = ops.live.get().values.backups.keep;
     let outcome = backups.backup("api", keep).await?;
     Ok((
@@ -185,6 +213,7 @@ struct SelfTestRequest {
 async fn run_selftest(
     caller: Caller,
     State(state): State<AppState>,
+    request_id: RequestId,
     body: axum::body::Bytes,
 ) -> Result<Json<SelfTestReport>, ApiError> {
     caller.require(Permission::Administer)?;
@@ -195,7 +224,12 @@ async fn run_selftest(
         crate::extract::parse_json_object(&body)?
     };
     let ops = state.maintenance()?;
-    Ok(Json(selftest::run(&ops.selftest, request.app_id).await))
+    let report = selftest::run(&ops.selftest, request.app_id).await;
+    state
+        .audit()
+        .operation(report.as_operation(), &request_id.metadata(caller.actor()))
+        .await?;
+    Ok(Json(report))
 }
 
 async fn last_selftest(

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use hubkeeper_core::access::AuditLog;
 use hubkeeper_core::backup::BackupService;
 use hubkeeper_core::billing::BillingService;
 use hubkeeper_core::notifications::NotificationService;
@@ -62,6 +63,8 @@ pub struct Inner {
     pub jetstream: async_nats::jetstream::Context,
     pub metrics: PrometheusHandle,
     pub auth: Arc<Authenticator>,
+    /// Records key changes, log-ins and operator actions as events with their actor.
+    pub audit: AuditLog,
     /// Trusted proxies (who the client is) and the per-client limits of `/auth/login`.
     pub clients: ClientPolicy,
     /// The effective, non-secret configuration (`GET /v1/server/config`).
@@ -106,6 +109,10 @@ impl AppState {
 
     pub fn auth(&self) -> &Authenticator {
         &self.inner.auth
+    }
+
+    pub fn audit(&self) -> &AuditLog {
+        &self.inner.audit
     }
 
     pub fn clients(&self) -> &ClientPolicy {

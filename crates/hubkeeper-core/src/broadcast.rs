@@ -1,7 +1,7 @@
 //! Cache invalidation across processes over core NATS.
 //!
 //! Every process caches some decrypted material (access tokens, unwrapped data keys, app
-//! credentials). When one process changes the underlying state it publishes an [`Invalidation`]
+//! credentials) and verified API keys. When one process changes the underlying state it publishes an [`Invalidation`]
 //! on [`INVALIDATE_SUBJECT`] and every process (itself included) drops its copy.
 //!
 //! This is deliberately plain core NATS, not JetStream: a message missed while NATS is down must
@@ -33,6 +33,8 @@ pub enum Invalidation {
     DataKey { owner: String },
     /// An app's configuration changed or it was deleted.
     App { app_id: String },
+    /// An API key was revoked: API processes forget what they cached about it.
+    ApiKey { key_id: String },
 }
 
 /// Publishes invalidations; a no-op without NATS (single-process tools such as the CLI).
@@ -75,11 +77,7 @@ impl Broadcaster {
 
     /// Calls `handler` with every invalidation published anywhere, for as long as `owner` is
     /// alive. async-nats resubscribes by itself after a reconnect.
-    pub(crate) async fn listen<T, F, Fut>(
-        &self,
-        owner: Weak<T>,
-        handler: F,
-    ) -> Option<ListenerGuard>
+    pub async fn listen<T, F, Fut>(&self, owner: Weak<T>, handler: F) -> Option<ListenerGuard>
     where
         T: Send + Sync + 'static,
         F: Fn(Arc<T>, Invalidation) -> Fut + Send + Sync + 'static,
@@ -107,7 +105,7 @@ impl Broadcaster {
 }
 
 /// Stops a listener when its owner goes away.
-pub(crate) struct ListenerGuard(JoinHandle<()>);
+pub struct ListenerGuard(JoinHandle<()>);
 
 impl Drop for ListenerGuard {
     fn drop(&mut self) {
@@ -138,6 +136,13 @@ mod tests {
             Invalidation::DataKey {
                 owner: "app:x".into()
             }
+        );
+        let key = Invalidation::ApiKey {
+            key_id: "ak0123456789ab".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&key).unwrap(),
+            r#"{"kind":"api_key","key_id":"ak0123456789ab"}"#
         );
     }
 }

@@ -17,10 +17,12 @@ use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
 use cqrs_es::{
     Aggregate, AggregateContext, AggregateError, CqrsFramework, EventEnvelope, EventStore,
 };
+use hubkeeper_domain::access::ApiKey;
 use hubkeeper_domain::app::App;
 use hubkeeper_domain::installation::Installation;
 use hubkeeper_domain::metadata::EventMetadata;
 use hubkeeper_domain::notification::AppEndpoints;
+use hubkeeper_domain::operations::Operation;
 use hubkeeper_domain::plan::Plan;
 use hubkeeper_domain::settings::Settings;
 use hubkeeper_domain::subscription::Subscription;
@@ -97,6 +99,18 @@ impl BusAggregate for Settings {
 /// command; its history grows with every edit, rotation and re-send.
 impl BusAggregate for AppEndpoints {
     const SNAPSHOTS: Snapshots = Snapshots::EveryCommand;
+}
+
+/// A key's history grows with its creation, its dashboard log-ins and log-outs (a few per
+/// working day for a person's key, none for a service key) and its revocation: short enough to
+/// replay on the log-in path for years.
+impl BusAggregate for ApiKey {
+    const SNAPSHOTS: Snapshots = Snapshots::Never;
+}
+
+/// One event per aggregate, ever (each operation has its own id): nothing to snapshot.
+impl BusAggregate for Operation {
+    const SNAPSHOTS: Snapshots = Snapshots::Never;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -264,6 +278,8 @@ pub struct CommandBus {
     subscriptions: AggregateBus<Subscription>,
     settings: AggregateBus<Settings>,
     endpoints: AggregateBus<AppEndpoints>,
+    keys: AggregateBus<ApiKey>,
+    operations: AggregateBus<Operation>,
 }
 
 impl CommandBus {
@@ -275,7 +291,9 @@ impl CommandBus {
             plans: AggregateBus::new(pool, services.clone()),
             subscriptions: AggregateBus::new(pool, services.clone()),
             settings: AggregateBus::new(pool, services.clone()),
-            endpoints: AggregateBus::new(pool, services),
+            endpoints: AggregateBus::new(pool, services.clone()),
+            keys: AggregateBus::new(pool, services.clone()),
+            operations: AggregateBus::new(pool, services),
         }
     }
 
@@ -307,5 +325,15 @@ impl CommandBus {
     /// The bus of the `AppEndpoints` aggregate (an app's notification endpoints).
     pub fn endpoints(&self) -> &AggregateBus<AppEndpoints> {
         &self.endpoints
+    }
+
+    /// The bus of the `ApiKey` aggregate (a key's audited history).
+    pub fn keys(&self) -> &AggregateBus<ApiKey> {
+        &self.keys
+    }
+
+    /// The bus of the `Operation` aggregate (operator actions on nothing else).
+    pub fn operations(&self) -> &AggregateBus<Operation> {
+        &self.operations
     }
 }

@@ -6,9 +6,11 @@
 //! (domain, crypto, HubSpot) already guarantee that for their own text.
 
 use hubkeeper_crypto::CryptoError;
+use hubkeeper_domain::access::ApiKeyError;
 use hubkeeper_domain::app::AppError;
 use hubkeeper_domain::installation::InstallationError;
 use hubkeeper_domain::notification::EndpointError;
+use hubkeeper_domain::operations::OperationError;
 use hubkeeper_domain::plan::PlanError;
 use hubkeeper_domain::settings::SettingsError;
 use hubkeeper_domain::subscription::SubscriptionError;
@@ -54,6 +56,14 @@ pub enum CoreError {
     /// The Settings aggregate refused the command.
     #[error(transparent)]
     Settings(#[from] SettingsError),
+
+    /// The ApiKey aggregate refused the command.
+    #[error(transparent)]
+    ApiKey(#[from] ApiKeyError),
+
+    /// The Operation aggregate refused the command.
+    #[error(transparent)]
+    Operation(#[from] OperationError),
 
     /// HubSpot rejected the refresh token: only the user can fix this by installing again.
     #[error(

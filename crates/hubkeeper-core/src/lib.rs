@@ -34,7 +34,7 @@ pub mod tokens;
 pub mod vault;
 
 pub use apps::{AppChanges, AppDeletion, AppDetails, AppService, NewApp};
-pub use broadcast::{Broadcaster, Invalidation, INVALIDATE_SUBJECT};
+pub use broadcast::{Broadcaster, Invalidation, ListenerGuard, INVALIDATE_SUBJECT};
 pub use commands::{CommandBus, CommandError};
 pub use connect::{CreatedSession, NewSession, SessionRefusal};
 pub use error::CoreError;

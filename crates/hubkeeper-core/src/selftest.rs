@@ -101,6 +101,23 @@ pub struct SelfTestReport {
 }
 
 impl SelfTestReport {
+    /// What the audit log records about this run (an `Operation`'s `SelfTestRun`).
+    pub fn as_operation(&self) -> hubkeeper_domain::operations::OperationCommand {
+        hubkeeper_domain::operations::OperationCommand::RecordSelfTest {
+            passed: self.passed,
+            app_id: self.app_id.as_deref().and_then(|a| a.parse().ok()),
+            steps: u32::try_from(self.steps.len()).unwrap_or(u32::MAX),
+            failed_steps: self
+                .steps
+                .iter()
+                .filter(|s| s.status == StepStatus::Failed)
+                .map(|s| s.name.to_owned())
+                .collect(),
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+        }
+    }
+
     /// The first failed step.
     pub fn first_failure(&self) -> Option<&StepReport> {
         self.steps.iter().find(|s| s.status == StepStatus::Failed)

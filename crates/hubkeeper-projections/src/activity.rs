@@ -1,9 +1,13 @@
 //! The activity log's wording: one human-readable line per event, with a level an operator can
 //! filter on (`error` means someone has to act, `warn` means access was lost or is at risk).
 
+use hubkeeper_domain::access::ApiKeyEvent;
 use hubkeeper_domain::app::AppEvent;
 use hubkeeper_domain::installation::{DisconnectCause, InstallationEvent};
+use hubkeeper_domain::notification::EndpointEvent;
+use hubkeeper_domain::operations::{OperationEvent, StoredBackupTrigger, StoredLogInRefusal};
 use hubkeeper_domain::plan::{BillingInterval, Money, PlanEvent, PlanTerms, PlanType};
+use hubkeeper_domain::settings::{SectionChanged, SettingsEvent};
 use hubkeeper_domain::subscription::{
     ChangeDirection, ChangeTrigger, StoredPlanRef, SubscriptionEvent,
 };
@@ -76,6 +80,10 @@ pub fn describe(
         DomainEvent::App(e) => describe_app(e),
         DomainEvent::Plan(e) => describe_plan(e, context.plan_code),
         DomainEvent::Subscription(e) => describe_subscription(e, &hub),
+        DomainEvent::Settings(e) => describe_settings(e, &actor_text(event.actor())),
+        DomainEvent::Endpoint(e) => describe_endpoint(e),
+        DomainEvent::ApiKey(e) => describe_key(e, &actor_text(event.actor())),
+        DomainEvent::Operation(e) => describe_operation(e, &actor_text(event.actor())),
         DomainEvent::Unknown => (
             Level::Info,
             format!(
@@ -230,6 +238,238 @@ fn describe_app(event: &AppEvent) -> (Level, String) {
             } else {
                 "App deleted".to_owned()
             },
+        ),
+    }
+}
+
+/// Who did it, in words: `key ak…`, `the command line`, `Hubkeeper`, `an anonymous client`.
+pub(crate) fn actor_text(actor: &str) -> String {
+    match actor {
+        "cli" => "the command line".to_owned(),
+        "system" | "system:scheduler" | "system:refresher" => "Hubkeeper".to_owned(),
+        "hubspot" => "HubSpot".to_owned(),
+        "anonymous" => "an anonymous client".to_owned(),
+        other => match other.strip_prefix("key:") {
+            Some(id) => format!("key {id}"),
+            None => other.to_owned(),
+        },
+    }
+}
+
+fn describe_key(event: &ApiKeyEvent, actor: &str) -> (Level, String) {
+    match event {
+        ApiKeyEvent::Created(e) => {
+            let apps = if e.apps.is_empty() {
+                String::new()
+            } else {
+                let apps: Vec<String> = e.apps.iter().map(ToString::to_string).collect();
+                format!(", apps: {}", apps.join(", "))
+            };
+            (
+                Level::Info,
+                format!(
+                    "Key `{}` ({}{apps}) created as {} by {actor}",
+                    e.name, e.role, e.key_id
+                ),
+            )
+        }
+        ApiKeyEvent::Revoked(e) => (
+            Level::Warn,
+            match &e.name {
+                Some(name) => format!("Key `{name}` ({}) revoked by {actor}", e.key_id),
+                None => format!("Key {} revoked by {actor}", e.key_id),
+            },
+        ),
+        ApiKeyEvent::LoggedIn(e) => (
+            Level::Info,
+            format!(
+                "Key {} logged in to the dashboard{}",
+                e.key_id,
+                e.client
+                    .as_deref()
+                    .map_or_else(String::new, |c| format!(" from {c}"))
+            ),
+        ),
+        ApiKeyEvent::LoggedOut(e) => (
+            Level::Info,
+            format!("Key {} logged out of the dashboard", e.key_id),
+        ),
+    }
+}
+
+fn describe_operation(event: &OperationEvent, actor: &str) -> (Level, String) {
+    match event {
+        OperationEvent::LogInFailed(e) => {
+            let from = e
+                .client
+                .as_deref()
+                .map_or_else(String::new, |c| format!(" from {c}"));
+            let why = match (e.refusal, e.key_id.as_deref()) {
+                (StoredLogInRefusal::UnknownKey, Some(id)) => {
+                    format!("key {id} is unknown or revoked, or its secret is wrong")
+                }
+                (StoredLogInRefusal::UnknownKey, None) => "not an API key".to_owned(),
+                (StoredLogInRefusal::RoleNotAllowed, id) => format!(
+                    "key {} may not open the dashboard (a service key)",
+                    id.unwrap_or("?")
+                ),
+            };
+            (Level::Warn, format!("Failed log-in{from}: {why}"))
+        }
+        OperationEvent::RateLimitsCleared(_) => (
+            Level::Info,
+            format!("Rate limits cleared in every process by {actor}"),
+        ),
+        OperationEvent::ConfigurationReloaded(_) => (
+            Level::Info,
+            format!("Configuration reloaded in every process by {actor}"),
+        ),
+        OperationEvent::BackupStarted(e) => (
+            Level::Info,
+            format!(
+                "Backup started by {actor} ({})",
+                match e.trigger {
+                    StoredBackupTrigger::Api => "API",
+                    StoredBackupTrigger::CommandLine => "`hubkeeper backup`",
+                }
+            ),
+        ),
+        OperationEvent::SelfTestRun(e) => {
+            let app = e
+                .app_id
+                .map_or_else(String::new, |a| format!(" with app {a}"));
+            if e.passed {
+                (
+                    Level::Info,
+                    format!("Self-test passed ({} steps){app}, run by {actor}", e.steps),
+                )
+            } else {
+                (
+                    Level::Warn,
+                    format!(
+                        "Self-test failed ({} of {} steps: {}){app}, run by {actor}",
+                        e.failed_steps.len(),
+                        e.steps,
+                        e.failed_steps.join(", ")
+                    ),
+                )
+            }
+        }
+    }
+}
+
+/// A setting's value in words (`unset` for a level left to each process).
+fn setting_value(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Null => "unset".to_owned(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `` `section.field` from A to B `` for every field that changed.
+fn changed_fields<T: Serialize>(section: &str, change: &SectionChanged<T>) -> Vec<String> {
+    let (Ok(serde_json::Value::Object(before)), Ok(serde_json::Value::Object(after))) = (
+        serde_json::to_value(&change.previous),
+        serde_json::to_value(&change.current),
+    ) else {
+        return Vec::new();
+    };
+    let null = serde_json::Value::Null;
+    after
+        .iter()
+        .filter(|(field, value)| before.get(*field).unwrap_or(&null) != *value)
+        .map(|(field, value)| {
+            format!(
+                "`{section}.{field}` from {} to {}",
+                setting_value(before.get(field).unwrap_or(&null)),
+                setting_value(value)
+            )
+        })
+        .collect()
+}
+
+fn describe_settings(event: &SettingsEvent, actor: &str) -> (Level, String) {
+    let fields = match event {
+        SettingsEvent::OAuthRateLimitChanged(e) => changed_fields("oauth_rate_limit", e),
+        SettingsEvent::LoggingChanged(e) => changed_fields("logging", e),
+        SettingsEvent::BackupsChanged(e) => changed_fields("backups", e),
+    };
+    let (first, rest) = match fields.split_first() {
+        Some((first, rest)) => (first.clone(), rest),
+        None => ("(no field)".to_owned(), &[][..]),
+    };
+    let mut message = format!("Setting {first}");
+    for more in rest {
+        message.push_str("; ");
+        message.push_str(more);
+    }
+    // "Setting `a` from 1 to 2" reads as "changed": say it once.
+    let message = message.replacen(" from ", " changed from ", 1);
+    (Level::Info, format!("{message} by {actor}"))
+}
+
+fn describe_endpoint(event: &EndpointEvent) -> (Level, String) {
+    match event {
+        EndpointEvent::Added(e) => (
+            Level::Info,
+            format!(
+                "Notification endpoint {} added: {} ({} type(s))",
+                e.endpoint_id,
+                e.url,
+                e.event_types.len()
+            ),
+        ),
+        EndpointEvent::Changed(e) => {
+            let mut changed: Vec<String> = Vec::new();
+            if let Some(url) = &e.url {
+                changed.push(format!("URL now {url}"));
+            }
+            if let Some(types) = &e.event_types {
+                changed.push(format!("types now {}", types.join(", ")));
+            }
+            if e.description.is_some() {
+                changed.push("description".to_owned());
+            }
+            match e.enabled {
+                Some(true) => changed.push("enabled".to_owned()),
+                Some(false) => changed.push("paused".to_owned()),
+                None => {}
+            }
+            (
+                Level::Info,
+                format!(
+                    "Notification endpoint {} changed: {}",
+                    e.endpoint_id,
+                    changed.join("; ")
+                ),
+            )
+        }
+        EndpointEvent::SecretRotated(e) => (
+            Level::Info,
+            format!(
+                "Notification endpoint {} signing secret rotated; the previous secret also signs                  until {}",
+                e.endpoint_id,
+                e.previous_valid_until.format("%Y-%m-%d %H:%M UTC")
+            ),
+        ),
+        EndpointEvent::Disabled(e) => (
+            Level::Warn,
+            format!(
+                "Notification endpoint {} disabled: {}",
+                e.endpoint_id, e.reason
+            ),
+        ),
+        EndpointEvent::Removed(e) => (
+            Level::Info,
+            format!("Notification endpoint {} removed", e.endpoint_id),
+        ),
+        EndpointEvent::DeliveryResent(e) => (
+            Level::Info,
+            format!(
+                "Notification {} re-sent to endpoint {}",
+                e.webhook_id, e.endpoint_id
+            ),
         ),
     }
 }

@@ -8,10 +8,14 @@
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::SerializedEvent;
 use hubkeeper_bus::RelayedEvent;
+use hubkeeper_domain::access::{ApiKey, ApiKeyEvent};
 use hubkeeper_domain::app::{App, AppEvent};
 use hubkeeper_domain::installation::{Installation, InstallationEvent};
 use hubkeeper_domain::metadata;
+use hubkeeper_domain::notification::{AppEndpoints, EndpointEvent};
+use hubkeeper_domain::operations::{Operation, OperationEvent};
 use hubkeeper_domain::plan::{Plan, PlanEvent};
+use hubkeeper_domain::settings::{Settings, SettingsEvent};
 use hubkeeper_domain::subscription::{Subscription, SubscriptionEvent};
 use hubkeeper_store::StoredEvent;
 use serde_json::Value;
@@ -44,6 +48,14 @@ pub enum DomainEvent {
     Plan(PlanEvent),
     /// Subscriptions and usage limits: likewise.
     Subscription(SubscriptionEvent),
+    /// Runtime settings: an activity line.
+    Settings(SettingsEvent),
+    /// An app's notification endpoints: an activity line.
+    Endpoint(EndpointEvent),
+    /// An API key created, used to log in, logged out, revoked: an activity line.
+    ApiKey(ApiKeyEvent),
+    /// An operator action on nothing else (failed log-in, reload, backup, ...): an activity line.
+    Operation(OperationEvent),
     /// An aggregate type or event type this version does not know (e.g. written by a newer
     /// release during a rolling deploy, or by a module without a projection here).
     Unknown,
@@ -117,16 +129,47 @@ impl ProjectedEvent {
                 Err(e) => DomainEvent::Undecodable(e.to_string()),
             }
         } else if kind == Subscription::TYPE {
-            if !hubkeeper_domain::subscription::event_types::ALL.contains(&self.event_type.as_str())
-            {
-                return DomainEvent::Unknown;
-            }
-            match serde_json::from_value::<SubscriptionEvent>(self.payload.clone()) {
-                Ok(event) => DomainEvent::Subscription(event),
-                Err(e) => DomainEvent::Undecodable(e.to_string()),
-            }
+            self.decode_as(
+                &hubkeeper_domain::subscription::event_types::ALL,
+                DomainEvent::Subscription,
+            )
+        } else if kind == Settings::TYPE {
+            self.decode_as(
+                &hubkeeper_domain::settings::event_types::ALL,
+                DomainEvent::Settings,
+            )
+        } else if kind == AppEndpoints::TYPE {
+            self.decode_as(
+                &hubkeeper_domain::notification::event_types::ALL,
+                DomainEvent::Endpoint,
+            )
+        } else if kind == ApiKey::TYPE {
+            self.decode_as(
+                &hubkeeper_domain::access::event_types::ALL,
+                DomainEvent::ApiKey,
+            )
+        } else if kind == Operation::TYPE {
+            self.decode_as(
+                &hubkeeper_domain::operations::event_types::ALL,
+                DomainEvent::Operation,
+            )
         } else {
             DomainEvent::Unknown
+        }
+    }
+
+    /// The payload as `E` when the event type is one of `known`.
+    fn decode_as<E: serde::de::DeserializeOwned>(
+        &self,
+        known: &[&str],
+        wrap: fn(E) -> DomainEvent,
+    ) -> DomainEvent {
+        if !known.contains(&self.event_type.as_str()) {
+            return DomainEvent::Unknown;
+        }
+        match serde_json::from_value::<E>(self.payload.clone()) {
+            Ok(event) => wrap(event),
+            Err(e) => DomainEvent::Undecodable(e.to_string()),
         }
     }
 
@@ -253,10 +296,16 @@ mod tests {
         assert_eq!(unknown.decode(), DomainEvent::Unknown);
         let broken = ProjectedEvent::from_stored(stored("AppDeleted", "1.0", json!({"x": 1})));
         assert!(matches!(broken.decode(), DomainEvent::Undecodable(_)));
-        let mut other = stored("LoggingSettingsChanged", "1.0", json!({}));
+        let mut other = stored("LoggingSettingsChangedInTheFuture", "1.0", json!({}));
         other.aggregate_type = "settings".into();
         assert_eq!(
             ProjectedEvent::from_stored(other).decode(),
+            DomainEvent::Unknown
+        );
+        let mut elsewhere = stored("SomethingElse", "1.0", json!({}));
+        elsewhere.aggregate_type = "some_future_aggregate".into();
+        assert_eq!(
+            ProjectedEvent::from_stored(elsewhere).decode(),
             DomainEvent::Unknown
         );
         let mut plan = stored("PlanCreated", "1.0", json!({}));

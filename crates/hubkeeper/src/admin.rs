@@ -1,9 +1,13 @@
 //! `hubkeeper admin …`: API key management from the command line (the first admin key has to
 //! come from somewhere that does not need a key).
 
+use std::sync::Arc;
+
 use clap::Subcommand;
-use hubkeeper_core::access::{create_key_for_apps, list_keys, revoke_key, Role};
-use hubkeeper_domain::AppId;
+use hubkeeper_core::access::{list_keys, AuditLog, Role};
+use hubkeeper_core::{Broadcaster, CommandBus, Invalidation};
+use hubkeeper_domain::metadata::{Actor, EventMetadata};
+use hubkeeper_domain::{AppId, DomainServices};
 use secrecy::ExposeSecret;
 
 use crate::config::Config;
@@ -33,13 +37,19 @@ pub enum AdminCommand {
 pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
     let pool = crate::roles::connect_store(config)?;
     hubkeeper_store::migrate(&pool).await?;
+    // Key changes made here are recorded like those made over the API, with `cli` as the actor.
+    let audit = AuditLog::new(Arc::new(CommandBus::new(&pool, DomainServices::system())));
+    let metadata = EventMetadata::new(Actor::CommandLine, chrono::Utc::now());
     match command {
         AdminCommand::CreateKey { role, name, apps } => {
             let name = name.trim();
             if name.is_empty() {
                 anyhow::bail!("--name must not be empty");
             }
-            let key = create_key_for_apps(&pool, name, role, &apps, "cli").await?;
+            let key = audit
+                .create_key(&pool, name, role, &apps, &metadata)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("{}", key.token.expose_secret());
             let bound = if key.apps.is_empty() {
                 String::new()
@@ -60,10 +70,36 @@ pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
             }
         }
         AdminCommand::RevokeKey { id } => {
-            if revoke_key(&pool, &id).await? {
-                eprintln!(
-                    "revoked {id}: its dashboard sessions ended now; API processes stop accepting the key within seconds"
-                );
+            if audit
+                .revoke_key(&pool, &id, &metadata)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+            {
+                // API processes cache verified keys: tell them now.
+                let told = match config.nats.nats_url.as_ref() {
+                    Some(url) => {
+                        let client = hubkeeper_bus::connect_with(
+                            url,
+                            "hubkeeper-admin",
+                            &config.nats.auth(),
+                        )
+                        .await?;
+                        Broadcaster::new(client)
+                            .publish(&Invalidation::ApiKey { key_id: id.clone() })
+                            .await;
+                        true
+                    }
+                    None => false,
+                };
+                if told {
+                    eprintln!(
+                        "revoked {id}: its dashboard sessions ended and API processes stopped accepting it"
+                    );
+                } else {
+                    eprintln!(
+                        "revoked {id}: its dashboard sessions ended now; without HK_NATS_URL here, API processes stop accepting the key within seconds"
+                    );
+                }
             } else {
                 anyhow::bail!("no active key with id {id}");
             }

@@ -5,9 +5,12 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
 use hubkeeper_api::oauth::OAuthRateLimiter;
+use hubkeeper_core::access::AuditLog;
 use hubkeeper_core::backup::{self, BackupConfig, BackupService};
 use hubkeeper_core::selftest::{self, RateLimitProbe, SelfTestDeps, StepStatus};
 use hubkeeper_core::settings::{SettingsApplier, SettingsService};
+use hubkeeper_domain::metadata::{Actor, EventMetadata};
+use hubkeeper_domain::operations::{BackupTrigger, OperationCommand};
 use hubkeeper_domain::AppId;
 
 use crate::config::Config;
@@ -26,10 +29,18 @@ pub async fn backup_command(
         .ok_or_else(|| anyhow!("DATABASE_URL is not set"))?;
     let pool = crate::roles::connect_store(config)?;
     hubkeeper_store::migrate(&pool).await?;
+    let (bus, _) = bus_and_billing(&pool);
+    AuditLog::new(bus.clone())
+        .operation(
+            OperationCommand::RecordBackupStarted {
+                trigger: BackupTrigger::CommandLine,
+            },
+            &EventMetadata::new(Actor::CommandLine, chrono::Utc::now()),
+        )
+        .await?;
     let keep = match keep {
         Some(keep) => keep,
         None => {
-            let (bus, _) = bus_and_billing(&pool);
             SettingsService::new(bus, pool.clone(), None)
                 .current()
                 .await?
@@ -131,7 +142,7 @@ pub async fn selftest_command(
     };
     // The limiter as every process configures it: from the stored settings.
     let (bus, _) = bus_and_billing(&pool);
-    let stored = SettingsService::new(bus, pool.clone(), None)
+    let stored = SettingsService::new(bus.clone(), pool.clone(), None)
         .current()
         .await?;
     let limiter = Arc::new(OAuthRateLimiter::new(
@@ -149,6 +160,12 @@ pub async fn selftest_command(
         rate_limiter: Some(limiter as Arc<dyn RateLimitProbe>),
     };
     let report = selftest::run(&deps, app).await;
+    AuditLog::new(bus)
+        .operation(
+            report.as_operation(),
+            &EventMetadata::new(Actor::CommandLine, chrono::Utc::now()),
+        )
+        .await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -214,6 +214,12 @@ pub async fn run_roles(
         hubkeeper_api::auth::Authenticator::new(pool.clone())
             .with_sessions(crate::services::access::session_settings(config)),
     );
+    // A key revoked by any process stops working here at once.
+    auth.follow_revocations(&hubkeeper_core::Broadcaster::new(nats.clone()))
+        .await;
+    let audit = hubkeeper_core::access::AuditLog::new(std::sync::Arc::new(
+        hubkeeper_core::CommandBus::new(&pool, hubkeeper_domain::DomainServices::system()),
+    ));
     let server_config = std::sync::Arc::new(crate::services::access::server_config_view(&label));
     let maintenance =
         crate::services::maintenance::build(config, &pool, &nats, database_url, tokens.as_ref())?;
@@ -224,6 +230,7 @@ pub async fn run_roles(
         jetstream: js.clone(),
         metrics,
         auth,
+        audit,
         clients: hubkeeper_api::client_addr::ClientPolicy {
             trusted_proxies: std::sync::Arc::new(config.http.trusted_proxies.0.clone()),
             limiter: hubkeeper_bus::limiter::SharedRateLimiter::new(pool.clone()),

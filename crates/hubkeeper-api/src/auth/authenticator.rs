@@ -1,17 +1,20 @@
 //! Verifies API keys with a short-lived cache, and dashboard sessions without one.
 //!
-//! Verified keys are cached briefly so the token hand-out path does not query Postgres per call;
-//! a revoked key stops working within [`KEY_CACHE_TTL`] everywhere. Known keys and refusals are
+//! Verified keys are cached briefly so the token hand-out path does not query Postgres per call.
+//! A revocation empties the cache of every API process that follows revocations
+//! ([`Authenticator::follow_revocations`], on the cache-invalidation broadcast); a process that
+//! missed the message stops accepting the key within [`KEY_CACHE_TTL`]. Known keys and refusals are
 //! kept in two bounded LRU caches ([`KeyCache`]), so a flood of random keys only ever evicts other
 //! refusals: it cannot flush the keys real clients use.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::{header, HeaderMap, Method};
 use chrono::{DateTime, Utc};
 use hubkeeper_core::access::{self, keys::parse_key, InstallationApps, NewSession};
+use hubkeeper_core::{Broadcaster, Invalidation, ListenerGuard};
 use hubkeeper_domain::{AppId, InstallationId};
 use sqlx::PgPool;
 
@@ -95,6 +98,9 @@ impl<V: Clone> Lru<V> {
 pub struct KeyCache {
     known: Lru<(Instant, Caller)>,
     refused: Lru<Instant>,
+    /// Bumped by every [`KeyCache::clear`], so a verification that read Postgres before a
+    /// revocation cannot put its (stale) answer back afterwards.
+    generation: u64,
 }
 
 impl KeyCache {
@@ -102,6 +108,7 @@ impl KeyCache {
         Self {
             known: Lru::new(capacity),
             refused: Lru::new(capacity),
+            generation: 0,
         }
     }
 
@@ -138,6 +145,12 @@ impl KeyCache {
     pub fn clear(&mut self) {
         self.known.clear();
         self.refused.clear();
+        self.generation += 1;
+    }
+
+    /// Changes with every [`KeyCache::clear`].
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// (known keys, refusals) cached.
@@ -151,6 +164,7 @@ pub struct Authenticator {
     cache: Mutex<KeyCache>,
     sessions: SessionSettings,
     installation_apps: InstallationApps,
+    revocations: Mutex<Option<ListenerGuard>>,
 }
 
 impl Authenticator {
@@ -160,6 +174,26 @@ impl Authenticator {
             pool,
             cache: Mutex::new(KeyCache::new(KEY_CACHE_CAPACITY)),
             sessions: SessionSettings::default(),
+            revocations: Mutex::new(None),
+        }
+    }
+
+    /// Empties the key cache whenever any process broadcasts a revoked key, for as long as this
+    /// authenticator lives (without NATS, revocations elsewhere take [`KEY_CACHE_TTL`]).
+    pub async fn follow_revocations(self: &Arc<Self>, broadcaster: &Broadcaster) {
+        let guard = broadcaster
+            .listen(
+                Arc::downgrade(self),
+                |auth: Arc<Authenticator>, invalidation| async move {
+                    if let Invalidation::ApiKey { key_id } = invalidation {
+                        tracing::info!(%key_id, "API key revoked; key cache emptied");
+                        auth.clear_cache();
+                    }
+                },
+            )
+            .await;
+        if let Ok(mut slot) = self.revocations.lock() {
+            *slot = guard;
         }
     }
 
@@ -180,16 +214,21 @@ impl Authenticator {
         };
         let digest = access::hash_secret(secret);
         let cache_key = format!("{id}:{digest}");
+        let mut generation = None;
         if let Ok(mut cache) = self.cache.lock() {
             if let Some(answer) = cache.get(&cache_key, Instant::now()) {
                 return Ok(answer);
             }
+            generation = Some(cache.generation());
         }
         let caller = access::verify_key(&self.pool, id, &digest)
             .await?
             .map(Caller::from);
         if let Ok(mut cache) = self.cache.lock() {
-            cache.insert(cache_key, caller.clone(), Instant::now());
+            // A revocation while Postgres was asked: this answer may predate it.
+            if generation == Some(cache.generation()) {
+                cache.insert(cache_key, caller.clone(), Instant::now());
+            }
         }
         Ok(caller)
     }
@@ -200,7 +239,8 @@ impl Authenticator {
         Ok(self.installation_apps.app_of(id).await?)
     }
 
-    /// Forgets every cached verification (after a key is revoked).
+    /// Forgets every cached verification (after a key is revoked; revocations are rare enough
+    /// that emptying the whole cache costs nothing worth a finer index).
     pub fn clear_cache(&self) {
         if let Ok(mut cache) = self.cache.lock() {
             cache.clear();

@@ -13,7 +13,10 @@ use serde::{Deserialize, Serialize};
 use super::sessions::{clear_cookie, cookie_is_secure, session_cookie, set_cookie};
 use super::{authenticate, AuthMethod, Authenticated, Permission, Role};
 use crate::error::ApiError;
+use crate::request::RequestId;
 use crate::state::AppState;
+use hubkeeper_domain::metadata::Actor;
+use hubkeeper_domain::operations::LogInRefusal;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -47,6 +50,7 @@ pub struct Me {
 /// (`api_key=…`) works too and is answered with a redirect to the dashboard.
 async fn login(
     State(state): State<AppState>,
+    request_id: RequestId,
     extensions: axum::http::Extensions,
     headers: HeaderMap,
     body: Bytes,
@@ -54,10 +58,8 @@ async fn login(
     super::csrf::check_login_origin(&headers)?;
     // Every attempt counts, per client and shared by every API process: guessing keys from
     // one address (or one IPv6 /64) stops at the limit however many replicas run.
-    state
-        .clients()
-        .check_login(crate::client_addr::client_addr(&extensions))
-        .await?;
+    let client = crate::client_addr::client_addr(&extensions);
+    state.clients().check_login(client).await?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -79,16 +81,41 @@ async fn login(
     let auth = state.auth();
     let Some(caller) = auth.verify(&request.api_key).await? else {
         tracing::info!("dashboard login refused: unknown, malformed or revoked key");
+        record_refusal(
+            &state,
+            LogInRefusal::UnknownKey,
+            &request.api_key,
+            client.0,
+            &request_id.metadata(Actor::Anonymous),
+        )
+        .await;
         return Err(ApiError::unauthorized(
             "this API key is unknown or revoked: check it, or ask an admin for a new one",
         ));
     };
     if !caller.role.allows(Permission::Read) {
+        record_refusal(
+            &state,
+            LogInRefusal::RoleNotAllowed,
+            &request.api_key,
+            client.0,
+            &request_id.metadata(caller.actor()),
+        )
+        .await;
         return Err(ApiError::forbidden(format!(
             "{} keys are for the app's backend and cannot open the dashboard; use an admin, operator or auditor key",
             caller.role.as_str()
         )));
     }
+    // Recorded before the session exists: no log-in without its event.
+    state
+        .audit()
+        .logged_in(
+            &caller.key_id,
+            Some(client.0),
+            &request_id.metadata(caller.actor()),
+        )
+        .await?;
     let user_agent = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok());
@@ -116,18 +143,44 @@ async fn login(
     Ok(response)
 }
 
+/// Records a refused log-in. The refusal is answered whatever happens here: a store that cannot
+/// record it is logged, never turned into a different answer for the client.
+async fn record_refusal(
+    state: &AppState,
+    refusal: LogInRefusal,
+    presented: &str,
+    client: std::net::IpAddr,
+    metadata: &hubkeeper_domain::metadata::EventMetadata,
+) {
+    if let Err(e) = state
+        .audit()
+        .log_in_failed(refusal, presented, Some(client), metadata)
+        .await
+    {
+        tracing::warn!(error = %e, "refused log-in not recorded");
+    }
+}
+
 /// Ends the session and removes the cookie. A session that has already ended just loses its
 /// cookie; a live one must prove the request came from the dashboard (CSRF token).
-async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn logout(
+    State(state): State<AppState>,
+    request_id: RequestId,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let auth = state.auth();
     if headers.contains_key(header::AUTHORIZATION) {
         return Err(ApiError::bad_request(
-            "logout ends a dashboard session; an API key is ended with `hubkeeper admin revoke-key`",
+            "logout ends a dashboard session; an API key is ended with `DELETE /v1/keys/{id}` or `hubkeeper admin revoke-key`",
         ));
     }
     if let Some(secret) = session_cookie(&headers, auth.session_settings()) {
         match authenticate(auth, &axum::http::Method::POST, &headers).await {
             Ok(who) => {
+                state
+                    .audit()
+                    .logged_out(&who.caller.key_id, &request_id.metadata(who.caller.actor()))
+                    .await?;
                 auth.end_session(secret).await?;
                 tracing::info!(key_id = %who.caller.key_id, "dashboard logout");
             }

@@ -6,11 +6,13 @@
 //! every process. This module owns the SQL; how a request presents a key or a session cookie is
 //! the HTTP layer's business.
 
+pub mod audit;
 pub mod keys;
 pub mod roles;
 pub mod scope;
 pub mod sessions;
 
+pub use audit::AuditLog;
 pub use keys::{
     count_active, create_key, create_key_for_apps, install_key, is_well_formed_key, list_keys,
     revoke_key, unknown_apps, verify_key, CreateKeyError, InstallKeyError, Installed, KeyListing,

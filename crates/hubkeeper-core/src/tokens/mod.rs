@@ -204,7 +204,7 @@ impl TokenService {
                             inner.evict(&id, None);
                         }
                     }
-                    Invalidation::App { .. } => {}
+                    Invalidation::App { .. } | Invalidation::ApiKey { .. } => {}
                 }
             })
             .await;

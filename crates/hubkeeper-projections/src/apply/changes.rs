@@ -488,13 +488,12 @@ impl Changes {
                             _ => None,
                         };
                         let subject = installation.and_then(|id| self.subjects.get(&id).copied());
-                        self.add_activity(
-                            event,
-                            decoded,
-                            installation,
-                            subject.map(|s| s.0),
-                            subject.map(|s| s.1),
-                        );
+                        // An app's notification endpoints are the app's aggregate.
+                        let app = match decoded {
+                            DomainEvent::Endpoint(_) => Uuid::parse_str(&event.aggregate_id).ok(),
+                            _ => subject.map(|s| s.0),
+                        };
+                        self.add_activity(event, decoded, installation, app, subject.map(|s| s.1));
                         ApplyReport::of(Outcome::Applied)
                     } else {
                         ApplyReport::of(Outcome::Skipped)

@@ -102,6 +102,7 @@ async fn ensure_admin_key(
     let file = data_dir.join(ADMIN_KEY_FILE);
     if access::count_active(pool, Role::Admin).await? == 0 {
         let key = access::create_key(pool, BOOTSTRAP_KEY_NAME, Role::Admin, CREATED_BY).await?;
+        record_bootstrap_key(pool, &key.id).await?;
         write_key_file(&file, &key.token)
             .with_context(|| format!("cannot write the admin key to {}", file.display()))?;
         return Ok(format!(
@@ -127,6 +128,9 @@ pub async fn install_bootstrap_key(pool: &PgPool, key: &SecretString) -> anyhow:
         access::install_key(pool, key, BOOTSTRAP_KEY_NAME, Role::Admin, CREATED_BY)
             .await
             .context("HK_BOOTSTRAP_ADMIN_KEY")?;
+    if installed == Installed::Added {
+        record_bootstrap_key(pool, &id).await?;
+    }
     let what = match installed {
         Installed::Added => "installed",
         Installed::AlreadyPresent => "in place",
@@ -134,6 +138,22 @@ pub async fn install_bootstrap_key(pool: &PgPool, key: &SecretString) -> anyhow:
     Ok(format!(
         "log in with the admin key from HK_BOOTSTRAP_ADMIN_KEY ({id}, {what})"
     ))
+}
+
+/// Records the first admin key's creation (Hubkeeper itself made or installed it).
+async fn record_bootstrap_key(pool: &PgPool, id: &str) -> anyhow::Result<()> {
+    let audit = access::AuditLog::new(std::sync::Arc::new(hubkeeper_core::CommandBus::new(
+        pool,
+        hubkeeper_domain::DomainServices::system(),
+    )));
+    let metadata = hubkeeper_domain::metadata::EventMetadata::new(
+        hubkeeper_domain::metadata::Actor::System,
+        chrono::Utc::now(),
+    );
+    audit
+        .key_created(id, BOOTSTRAP_KEY_NAME, Role::Admin, &[], &metadata)
+        .await
+        .map_err(|e| anyhow::anyhow!("the first admin key's creation was not recorded: {e}"))
 }
 
 /// Whether the key file exists and still holds a working key.
