@@ -18,6 +18,7 @@ const PAGES = [
   { path: 'pricing', title: 'Pricing Models', module: './pages/pricing-plans.js' },
   { path: 'billing', title: 'Billing & Upgrades', module: './pages/billing-usage.js' },
   { path: 'activity', title: 'Activity Logs', module: './pages/activity.js' },
+  { path: 'keys', title: 'API Keys', module: './pages/api-keys.js' },
   { path: 'settings', title: 'Settings', module: './pages/settings.js' },
 ];
 

@@ -9,6 +9,9 @@ export function actorLabel(actor) {
     'system:refresher': 'token refresher',
     hubspot: 'HubSpot',
     system: 'Hubkeeper',
+    'system:bootstrap': 'Hubkeeper (first admin key)',
+    cli: 'command line',
+    anonymous: 'anonymous client',
   }[actor] || actor;
 }
 

@@ -103,7 +103,15 @@ export const HELP = {
     items: [
       ['Safe to change', 'Label, description and environment.'],
       ['Change with care', 'Scopes: adding is safe, removing can break features customers rely on. Redirect URI: must match HubSpot\'s configuration or new connections fail.'],
-      ['Cannot change', 'Client ID and client secret. A different HubSpot app, or a rotated secret, means adding a new app entry.'],
+      ['Cannot change by an edit', 'Client ID and client secret. A different HubSpot app means adding a new app entry; a secret rotated in HubSpot goes in with "Rotate secret".'],
+    ],
+  },
+  rotateSecret: {
+    title: 'About rotating a client secret',
+    consequences: [
+      'Token refreshes use the new secret at once, in every process; refreshes parked after HubSpot rejected the old secret resume.',
+      'Webhooks signed with the previous secret are still accepted during the overlap, so deliveries HubSpot already signed are not lost.',
+      'The rotation is recorded in the activity log with your key; the secret itself never is.',
     ],
   },
   resumeRefreshes: {
@@ -111,7 +119,7 @@ export const HELP = {
     consequences: [
       'Hubkeeper refreshes this app\'s tokens again, with the client secret it has now.',
       'If the secret is still wrong, HubSpot refuses again and refreshes are parked again (one more alert).',
-      'If the secret was rotated in HubSpot, rotate it here instead (POST /v1/apps/{id}/rotate-secret): that resumes refreshes too.',
+      'If the secret was rotated in HubSpot, use "Rotate secret" instead: that resumes refreshes too.',
     ],
     note: 'Resume after fixing the app in HubSpot (e.g. restoring the secret Hubkeeper knows). The action is recorded in the activity log with your key.',
   },

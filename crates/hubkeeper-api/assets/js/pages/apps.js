@@ -113,7 +113,7 @@ export async function render(ctx) {
         { label: 'Actions', class: 'actions', cell: (a) => h('div', { class: 'row-actions' },
           connectButton(a, { label: 'Connect account', small: true }),
           a.refreshes_parked_at ? resumeButton(a) : null,
-          editButton(a), deleteButton(a)) },
+          editButton(a), a.deleted_at ? null : rotateButton(a), deleteButton(a)) },
       ], apps, { caption: 'Apps', rowId: (a) => a.app_id }));
     } catch (e) {
       if (!closed && seq === loadSeq) clear(listBox).append(errorState(e, load));
@@ -150,6 +150,45 @@ export async function render(ctx) {
       },
     });
     btn.dataset.action = 'resume-refreshes';
+    return btn;
+  }
+
+  function rotateButton(app) {
+    const btn = actionButton('Rotate secret', {
+      allowed: admin,
+      deniedReason: ctx.deniedReason('administer'),
+      onClick: async () => {
+        const secret = h('input', { type: 'password', id: 'rotate-secret', name: 'client_secret', autocomplete: 'new-password', spellcheck: 'false', required: true });
+        const hours = h('input', { type: 'number', id: 'rotate-overlap', name: 'overlap_hours', min: 0, max: 720, step: 1, value: 24 });
+        const extra = h('div', {},
+          field('New client secret', secret, 'From the app\'s Auth page in HubSpot\'s developer portal, after rotating it there. Stored encrypted; never shown again.'),
+          field('Overlap (hours)', hours, 'For this long webhooks signed with the previous secret are still accepted (0 to 720).'));
+        const answer = await confirmAction({
+          title: `Rotate the client secret of "${app.label}"?`,
+          intro: 'Rotate it in HubSpot first, then paste the new secret here.',
+          consequences: HELP.rotateSecret.consequences,
+          confirmLabel: 'Rotate secret',
+          extra,
+        });
+        if (!answer) return;
+        const value = secret.value.trim();
+        const overlap = Number(hours.value);
+        if (!value) {
+          toast('The secret was not rotated: paste the new client secret.', 'error');
+          return;
+        }
+        if (!Number.isInteger(overlap) || overlap < 0 || overlap > 720) {
+          toast('The secret was not rotated: the overlap is a whole number of hours from 0 to 720.', 'error');
+          return;
+        }
+        await attempt(btn, () => post(`/v1/apps/${app.app_id}/rotate-secret`, { client_secret: value, overlap_secs: overlap * 3600 }), {
+          succeeded: () => `Client secret of "${app.label}" rotated; the previous one is accepted for webhooks for ${overlap} hour${overlap === 1 ? '' : 's'}.`,
+          failed: 'The secret was not rotated',
+        });
+        settle(load);
+      },
+    });
+    btn.dataset.action = 'rotate-secret';
     return btn;
   }
 
@@ -222,7 +261,7 @@ export async function render(ctx) {
           ? 'Cannot change: it ties this entry to one HubSpot app. For another HubSpot app, add a new entry.'
           : 'From HubSpot\'s developer portal (Auth tab), in the form xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx.'),
         editing
-          ? h('div', { class: 'field' }, h('p', { class: 'label-like' }, 'Client secret'), h('p', { class: 'hint' }, 'Stored encrypted and never shown. It cannot be replaced: after rotating it in HubSpot, add a new app entry.'))
+          ? h('div', { class: 'field' }, h('p', { class: 'label-like' }, 'Client secret'), h('p', { class: 'hint' }, 'Stored encrypted and never shown. After rotating it in HubSpot, use "Rotate secret" in the list.'))
           : field('Client secret', clientSecret, 'From the same page. Stored encrypted; it is never shown again.'),
         field('Redirect URI', redirect, 'Exactly as configured in HubSpot, including https:// and the path.'),
         field('Scopes', scopes, 'Required scopes, separated by spaces.'),
