@@ -15,9 +15,13 @@ pub enum SecretKind {
     RefreshToken,
     Code,
     ClientSecret,
+    /// A Hubkeeper API key (`hk_<id>_<secret>`): only tests that create keys see one, so it is
+    /// not in [`SecretKind::ALL`].
+    ApiKey,
 }
 
 impl SecretKind {
+    /// Every kind of secret HubSpot issues or an app is given.
     pub const ALL: [SecretKind; 4] = [
         SecretKind::AccessToken,
         SecretKind::RefreshToken,
