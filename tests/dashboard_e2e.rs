@@ -102,7 +102,17 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
     ui.el("#login-submit").await.click().await.unwrap();
     ui.heading("Overview").await;
     ui.until_text(".whoami", "admin").await;
-    ui.until_text(".state-empty", "No activity yet").await;
+    // The only activity so far is the operator's own: the refused log-in and the log-in.
+    ui.until_text(
+        "#activity-feed",
+        "logged in to the dashboard from 127.0.0.1",
+    )
+    .await;
+    ui.until_text(
+        "#activity-feed",
+        "Failed log-in from 127.0.0.1: key ak0123456789ab",
+    )
+    .await;
     ui.dismiss_toasts().await;
     ui.shot("overview-empty").await;
 
