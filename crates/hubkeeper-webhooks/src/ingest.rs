@@ -6,9 +6,8 @@
 //! as a committed row. If JetStream does not acknowledge, the answer is 503 and HubSpot retries:
 //! a 200 is never given for a batch that could be lost.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
@@ -20,6 +19,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::batch::{validate_batch, BatchError};
+use crate::cache::{CacheLimits, CredentialCache};
 use crate::streams::batch_subject;
 
 /// What the verifier needs to know about an app.
@@ -91,6 +91,9 @@ pub struct IngestConfig {
     pub publish_timeout: Duration,
     /// How long verified credentials are reused without asking the source again.
     pub credentials_ttl: Duration,
+    /// How long "no such app" is remembered, so a flood of requests for an unknown app asks the
+    /// source once per period, not once per request.
+    pub unknown_app_ttl: Duration,
 }
 
 impl Default for IngestConfig {
@@ -101,6 +104,7 @@ impl Default for IngestConfig {
             max_age: Duration::from_secs(300),
             publish_timeout: Duration::from_secs(3),
             credentials_ttl: Duration::from_secs(30),
+            unknown_app_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -153,9 +157,6 @@ pub struct Accepted {
     pub signature_version: SignatureVersion,
 }
 
-/// When credentials were fetched, the source's generation then, and the credentials.
-type CachedCredentials = (Instant, u64, Arc<WebhookCredentials>);
-
 /// Verifies `request` with every secret valid at `now_ms`, current first: the first match wins;
 /// when none matches, the current secret's verdict. `None` when there is no secret.
 fn verify_with_any(
@@ -176,13 +177,20 @@ fn verify_with_any(
     verdict
 }
 
+/// What an unknown app's requests are checked against (a secret nobody knows), so they cost
+/// what a known app's do.
+static UNKNOWN_APP_CREDENTIALS: LazyLock<WebhookCredentials> =
+    LazyLock::new(|| WebhookCredentials {
+        client_secrets: vec![ValidSecret {
+            secret: SecretString::from(Uuid::new_v4().to_string()),
+            valid_until_ms: None,
+        }],
+        accepted: vec![SignatureVersion::V3],
+    });
+
 pub struct WebhookIngest {
     js: jetstream::Context,
-    credentials: Arc<dyn CredentialSource>,
-    cache: Mutex<HashMap<Uuid, CachedCredentials>>,
-    /// Held while fetching credentials, so a burst of requests for an app not yet cached opens
-    /// its secret once instead of once per request.
-    fetching: tokio::sync::Mutex<()>,
+    credentials: CredentialCache,
     config: IngestConfig,
 }
 
@@ -192,11 +200,17 @@ impl WebhookIngest {
         credentials: Arc<dyn CredentialSource>,
         config: IngestConfig,
     ) -> Self {
+        let credentials = CredentialCache::new(
+            credentials,
+            CacheLimits {
+                ttl: config.credentials_ttl,
+                unknown_ttl: config.unknown_app_ttl,
+                ..CacheLimits::default()
+            },
+        );
         Self {
             js,
             credentials,
-            cache: Mutex::new(HashMap::new()),
-            fetching: tokio::sync::Mutex::new(()),
             config,
         }
     }
@@ -214,41 +228,6 @@ impl WebhookIngest {
         )
     }
 
-    /// Cached credentials, unless too old or the source changed since (a rotated secret is
-    /// honoured at once, not after the TTL).
-    fn cached(&self, app_id: Uuid) -> Option<Arc<WebhookCredentials>> {
-        let generation = self.credentials.generation();
-        let cache = self.cache.lock().ok()?;
-        let (at, fetched_in, creds) = cache.get(&app_id)?;
-        (at.elapsed() < self.config.credentials_ttl && *fetched_in == generation)
-            .then(|| creds.clone())
-    }
-
-    async fn credentials(&self, app_id: Uuid) -> Result<Arc<WebhookCredentials>, IngestError> {
-        if let Some(creds) = self.cached(app_id) {
-            return Ok(creds);
-        }
-        let _fetching = self.fetching.lock().await;
-        if let Some(creds) = self.cached(app_id) {
-            return Ok(creds);
-        }
-        let generation = self.credentials.generation();
-        let creds = self
-            .credentials
-            .webhook_credentials(app_id)
-            .await
-            .map_err(|e| IngestError::Unavailable(e.to_string()))?
-            .ok_or(IngestError::UnknownApp(app_id))?;
-        let creds = Arc::new(creds);
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() > 1000 {
-                cache.clear();
-            }
-            cache.insert(app_id, (Instant::now(), generation, creds.clone()));
-        }
-        Ok(creds)
-    }
-
     /// Verifies and stores one request. `path_and_query` is the request target as received
     /// (e.g. `/webhooks/hubspot/<id>`), `now_ms` the current Unix time in milliseconds.
     pub async fn accept(
@@ -264,8 +243,38 @@ impl WebhookIngest {
                 limit: self.config.max_body_bytes,
             });
         }
-        let creds = self.credentials(app_id).await?;
         let uri = self.public_uri(path_and_query);
+        let creds = match self.credentials.get(app_id).await {
+            Ok(creds) => creds,
+            Err(IngestError::UnknownApp(id)) => {
+                // The same work as for a known app (a signature check), so neither the answer nor
+                // its time tells an unknown app from a wrong signature.
+                let _ = verify_with_any(
+                    &VerifierConfig {
+                        accepted: vec![
+                            SignatureVersion::V1,
+                            SignatureVersion::V2,
+                            SignatureVersion::V3,
+                        ],
+                        max_age: self.config.max_age,
+                        ..VerifierConfig::default()
+                    },
+                    &UNKNOWN_APP_CREDENTIALS,
+                    &IncomingRequest {
+                        method: "POST",
+                        uri: &uri,
+                        body: &body,
+                        signature: headers.signature,
+                        signature_version: headers.signature_version,
+                        signature_v3: headers.signature_v3,
+                        timestamp: headers.timestamp,
+                    },
+                    now_ms,
+                );
+                return Err(IngestError::UnknownApp(id));
+            }
+            Err(e) => return Err(e),
+        };
         let verifier = VerifierConfig {
             accepted: creds.accepted.clone(),
             max_age: self.config.max_age,
