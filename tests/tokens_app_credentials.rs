@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use chrono::{DateTime, Utc};
-use hubkeeper_hubspot::signature::sign_v1;
+use hubkeeper_hubspot::signature::sign_v3;
 use hubkeeper_sim::{ClientSecret, RotateSecret, SimConfig};
 use hubkeeper_testkit::{free_port, hubkeeper_binary, wait_until, HkProcess, SecretKind};
 use serde_json::{json, Value};
@@ -58,7 +58,7 @@ async fn count_events(h: &Harness, event_type: &str) -> i64 {
         .unwrap()
 }
 
-/// Posts a one-event webhook batch signed (v1) with `secret`; returns the status.
+/// Posts a one-event webhook batch signed (v3) with `secret`; returns the status.
 async fn webhook(h: &Harness, api: usize, app_id: &str, secret: &str, n: u64) -> StatusCode {
     let body = serde_json::to_vec(&json!([{
         "eventId": 7_000_000 + n, "subscriptionId": 25, "portalId": 41_000_001_u64,
@@ -68,11 +68,16 @@ async fn webhook(h: &Harness, api: usize, app_id: &str, secret: &str, n: u64) ->
         "changeSource": "CRM"
     }]))
     .unwrap();
+    let url = format!("{}/webhooks/hubspot/{app_id}", h.api(api));
+    let timestamp = Utc::now().timestamp_millis();
     h.http
-        .post(format!("{}/webhooks/hubspot/{app_id}", h.api(api)))
+        .post(&url)
         .header("content-type", "application/json")
-        .header("x-hubspot-signature", sign_v1(secret, &body))
-        .header("x-hubspot-signature-version", "v1")
+        .header(
+            "x-hubspot-signature-v3",
+            sign_v3(secret, "POST", &url, &body, timestamp),
+        )
+        .header("x-hubspot-request-timestamp", timestamp.to_string())
         .body(body)
         .send()
         .await

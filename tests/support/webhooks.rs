@@ -70,6 +70,9 @@ impl Hubkeeper {
         });
         if let Some(versions) = signature_versions {
             body["signature_versions"] = json!(versions);
+            if versions.iter().any(|v| *v == "v1" || *v == "v2") {
+                body["allow_legacy_signatures"] = json!(true);
+            }
         }
         let r = self
             .http

@@ -112,6 +112,8 @@ struct CreateApp {
     #[serde(default)]
     signature_versions: Option<Vec<String>>,
     #[serde(default)]
+    allow_legacy_signatures: bool,
+    #[serde(default)]
     return_urls: Option<Vec<String>>,
 }
 
@@ -134,6 +136,8 @@ struct PatchApp {
     oauth_generation: Option<String>,
     #[serde(default)]
     signature_versions: Option<Vec<String>>,
+    #[serde(default)]
+    allow_legacy_signatures: bool,
     #[serde(default)]
     return_urls: Option<Vec<String>>,
     #[serde(default)]
@@ -177,6 +181,7 @@ async fn create(
             .map(value::<OAuthGeneration>)
             .transpose()?,
         signature_versions: parse_versions(body.signature_versions)?,
+        allow_legacy_signatures: body.allow_legacy_signatures,
         return_urls: body.return_urls.unwrap_or_default(),
     };
     let view = services
@@ -184,10 +189,16 @@ async fn create(
         .register(new, &request.metadata(caller.actor()))
         .await?;
     let location = format!("/v1/apps/{}", view.app_id);
+    let warnings: Vec<String> =
+        hubkeeper_domain::app::legacy_signature_warning(&view.signature_versions)
+            .into_iter()
+            .collect();
+    let mut answer = serde_json::to_value(&view).map_err(ApiError::internal)?;
+    answer["warnings"] = json!(warnings);
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        Json(view),
+        Json(answer),
     ))
 }
 
@@ -226,6 +237,7 @@ async fn update(
             .map(value::<OAuthGeneration>)
             .transpose()?,
         signature_versions: parse_versions(body.signature_versions)?,
+        allow_legacy_signatures: body.allow_legacy_signatures,
         return_urls: body.return_urls,
         client_id: body.client_id,
         client_secret_supplied: body.client_secret.is_some(),

@@ -412,6 +412,12 @@ impl From<CoreError> for ApiError {
                     Self::conflict("has_active_installations", message)
                 }
                 AppError::RefreshesNotParked => Self::conflict("not_parked", message),
+                AppError::LegacySignaturesNotAllowed { .. } => {
+                    // Names the field that would have allowed the request.
+                    let mut error = Self::validation(message);
+                    error.details().parameter = Some("allow_legacy_signatures".into());
+                    error
+                }
                 _ => Self::validation(message),
             },
             CoreError::Installation(inst) => match inst {

@@ -49,7 +49,10 @@ pub struct NewApp {
     /// Space-separated, may be empty.
     pub optional_scopes: String,
     pub oauth_generation: Option<OAuthGeneration>,
+    /// `None`: v3 only.
     pub signature_versions: Option<Vec<SignatureVersion>>,
+    /// Required to name v1 or v2 in `signature_versions`.
+    pub allow_legacy_signatures: bool,
     /// Allowed return URLs of connect sessions.
     pub return_urls: Vec<String>,
 }
@@ -65,6 +68,8 @@ pub struct AppChanges {
     pub optional_scopes: Option<String>,
     pub oauth_generation: Option<OAuthGeneration>,
     pub signature_versions: Option<Vec<SignatureVersion>>,
+    /// Required for `signature_versions` to add v1 or v2.
+    pub allow_legacy_signatures: bool,
     /// Replaces the allowed return URLs of connect sessions.
     pub return_urls: Option<Vec<String>>,
     /// Accepted only when equal to the current client id (forms resend every field).
@@ -272,6 +277,7 @@ impl AppService {
             optional_scopes: new.optional_scopes,
             oauth_generation: new.oauth_generation,
             signature_versions: new.signature_versions,
+            allow_legacy_signatures: new.allow_legacy_signatures,
             return_urls: new.return_urls,
         });
         if let Err(e) = self
@@ -287,7 +293,13 @@ impl AppService {
             return Err(e.into());
         }
         tracing::info!(%app_id, "app registered");
-        self.get(app_id).await
+        let details = self.get(app_id).await?;
+        if let Some(warning) =
+            hubkeeper_domain::app::legacy_signature_warning(&details.signature_versions)
+        {
+            tracing::warn!(%app_id, %warning, "app registered accepting legacy webhook signatures");
+        }
+        Ok(details)
     }
 
     /// An app's details (also after deletion, for the record).
@@ -320,11 +332,15 @@ impl AppService {
             optional_scopes: changes.optional_scopes,
             oauth_generation: changes.oauth_generation,
             signature_versions: changes.signature_versions,
+            allow_legacy_signatures: changes.allow_legacy_signatures,
             return_urls: changes.return_urls,
             client_id: changes.client_id,
             client_secret: None,
         };
         let (_, warnings) = app.preview_update(&update).map_err(CoreError::App)?;
+        for warning in warnings.iter().filter(|w| w.contains("carry no timestamp")) {
+            tracing::warn!(%app_id, %warning, "app now accepts legacy webhook signatures");
+        }
         self.inner
             .bus
             .apps()
@@ -699,6 +715,7 @@ mod tests {
             optional_scopes: String::new(),
             oauth_generation: None,
             signature_versions: None,
+            allow_legacy_signatures: false,
             return_urls: Vec::new(),
         };
         assert!(!format!("{new:?}").contains("super-secret-value"));

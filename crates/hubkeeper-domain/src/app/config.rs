@@ -124,8 +124,17 @@ pub enum SignatureVersion {
 }
 
 impl SignatureVersion {
-    /// Every version; the default so nothing HubSpot sends is rejected until narrowed on purpose.
+    /// Every version (what apps registered before v3 became the default accept).
     pub const ALL: [Self; 3] = [Self::V1, Self::V2, Self::V3];
+
+    /// What a new app accepts unless told otherwise: v3 alone (HMAC with a timestamp; v1/v2 sign
+    /// no timestamp, so a captured request could be replayed forever).
+    pub const DEFAULT_FOR_NEW_APPS: [Self; 1] = [Self::V3];
+
+    /// v1 or v2: no timestamp in the signature.
+    pub fn is_legacy(self) -> bool {
+        matches!(self, Self::V1 | Self::V2)
+    }
 
     /// Stable name (also the serde form).
     pub fn as_str(self) -> &'static str {
@@ -235,6 +244,11 @@ impl AppConfig {
         }
         if let Some(versions) = &update.signature_versions {
             next.signature_versions = validate_signature_versions(versions)?;
+            check_legacy_opt_in(
+                &self.signature_versions,
+                &next.signature_versions,
+                update.allow_legacy_signatures,
+            )?;
         }
         if let Some(urls) = &update.return_urls {
             next.return_urls = validate_return_urls(urls)?;
@@ -308,7 +322,49 @@ pub fn change_warnings(old: &AppConfig, new: &AppConfig) -> Vec<String> {
             dropped.join(", ")
         ));
     }
+    let added_legacy: BTreeSet<SignatureVersion> = new
+        .signature_versions
+        .difference(&old.signature_versions)
+        .copied()
+        .filter(|v| v.is_legacy())
+        .collect();
+    warnings.extend(legacy_signature_warning(&added_legacy));
     warnings
+}
+
+/// The warning an app accepting v1/v2 deserves; `None` when it accepts neither.
+pub fn legacy_signature_warning(versions: &BTreeSet<SignatureVersion>) -> Option<String> {
+    let legacy: Vec<&str> = versions
+        .iter()
+        .filter(|v| v.is_legacy())
+        .map(|v| v.as_str())
+        .collect();
+    (!legacy.is_empty()).then(|| {
+        format!(
+            "webhook signatures {} carry no timestamp: a captured request can be replayed \
+             forever; accept them only while a sender cannot sign v3",
+            legacy.join(", ")
+        )
+    })
+}
+
+/// Refuses `next` when it adds v1/v2 to `current` without the explicit opt-in.
+pub(crate) fn check_legacy_opt_in(
+    current: &BTreeSet<SignatureVersion>,
+    next: &BTreeSet<SignatureVersion>,
+    allowed: bool,
+) -> Result<(), AppError> {
+    let added: Vec<&str> = next
+        .difference(current)
+        .filter(|v| v.is_legacy())
+        .map(|v| v.as_str())
+        .collect();
+    if added.is_empty() || allowed {
+        return Ok(());
+    }
+    Err(AppError::LegacySignaturesNotAllowed {
+        versions: added.join(", "),
+    })
 }
 
 pub(crate) fn validate_label(label: &str) -> Result<String, AppError> {

@@ -18,9 +18,10 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use config::{
-    change_warnings, match_return_url, parse_return_url, validate_return_urls, AppConfig,
-    Environment, OAuthGeneration, ReturnUrlError, SignatureVersion, MAX_DESCRIPTION_CHARS,
-    MAX_LABEL_CHARS, MAX_RETURN_URLS, MAX_RETURN_URL_CHARS,
+    change_warnings, legacy_signature_warning, match_return_url, parse_return_url,
+    validate_return_urls, AppConfig, Environment, OAuthGeneration, ReturnUrlError,
+    SignatureVersion, MAX_DESCRIPTION_CHARS, MAX_LABEL_CHARS, MAX_RETURN_URLS,
+    MAX_RETURN_URL_CHARS,
 };
 pub use events::{
     event_types, AppClientSecretRotated, AppCredentialsRejected, AppDeleted, AppEvent,
@@ -33,8 +34,9 @@ use crate::ids::AppId;
 use crate::stored::convert_all;
 use crate::validate::shorten;
 use config::{
-    check_scope_overlap, validate_client_id, validate_description, validate_label,
-    validate_optional_scopes, validate_redirect_uri, validate_scopes, validate_signature_versions,
+    check_legacy_opt_in, check_scope_overlap, validate_client_id, validate_description,
+    validate_label, validate_optional_scopes, validate_redirect_uri, validate_scopes,
+    validate_signature_versions,
 };
 
 /// Commands accepted by [`App`].
@@ -102,8 +104,11 @@ pub struct RegisterApp {
     pub optional_scopes: String,
     /// `None` means [`OAuthGeneration::default`] (2026-03).
     pub oauth_generation: Option<OAuthGeneration>,
-    /// `None` means all versions.
+    /// `None` means v3 only ([`SignatureVersion::DEFAULT_FOR_NEW_APPS`]).
     pub signature_versions: Option<Vec<SignatureVersion>>,
+    /// The caller asked on purpose for v1/v2 (unsigned timestamps, replayable): without it a
+    /// list naming them is refused.
+    pub allow_legacy_signatures: bool,
     /// Allowed return URLs of connect sessions (may be empty).
     pub return_urls: Vec<String>,
 }
@@ -131,6 +136,9 @@ pub struct UpdateApp {
     pub oauth_generation: Option<OAuthGeneration>,
     /// New accepted signature versions (replaces the list).
     pub signature_versions: Option<Vec<SignatureVersion>>,
+    /// The caller asked on purpose to start accepting v1/v2: without it a new list adding them
+    /// is refused (versions the app already accepts stay accepted).
+    pub allow_legacy_signatures: bool,
     /// New allowed return URLs of connect sessions (replaces the list; empty clears it).
     pub return_urls: Option<Vec<String>>,
     /// Refused unless equal to the current client id.
@@ -200,6 +208,16 @@ pub enum AppError {
     /// Empty signature version list.
     #[error("at least one webhook signature version must be accepted")]
     NoSignatureVersions,
+    /// v1/v2 asked for without the explicit opt-in.
+    #[error(
+        "signature_versions {versions} carry no timestamp, so a captured request can be replayed \
+         forever; accept them only on purpose with \"allow_legacy_signatures\": true (new apps \
+         accept v3 only)"
+    )]
+    LegacySignaturesNotAllowed {
+        /// The legacy versions asked for, e.g. `v1, v2`.
+        versions: String,
+    },
     /// Attempt to change the client id.
     #[error(
         "the client id cannot be changed: it identifies the HubSpot app; create a new app \
@@ -355,8 +373,13 @@ impl App {
         check_scope_overlap(&scopes, &optional_scopes)?;
         let signature_versions = match &cmd.signature_versions {
             Some(versions) => validate_signature_versions(versions)?,
-            None => SignatureVersion::ALL.into_iter().collect(),
+            None => SignatureVersion::DEFAULT_FOR_NEW_APPS.into_iter().collect(),
         };
+        check_legacy_opt_in(
+            &std::collections::BTreeSet::new(),
+            &signature_versions,
+            cmd.allow_legacy_signatures,
+        )?;
         Ok(AppEvent::Registered(AppRegistered {
             app_id: cmd.app_id,
             label: validate_label(&cmd.label)?,

@@ -53,6 +53,7 @@ fn register_cmd(secret: &Sealed) -> RegisterApp {
         optional_scopes: "tickets".into(),
         oauth_generation: None,
         signature_versions: None,
+        allow_legacy_signatures: false,
         return_urls: Vec::new(),
     }
 }
@@ -125,11 +126,117 @@ fn state(events: Vec<AppEvent>) -> App {
 #[tokio::test]
 async fn register_app_normalises_and_applies_defaults() {
     let s = secret();
+    let AppEvent::Registered(mut expected) = registered(&s) else {
+        unreachable!()
+    };
+    // New apps accept v3 only unless told otherwise.
+    expected.signature_versions = vec![StoredSignatureVersion::V3];
     at(t0())
         .given_no_previous_events()
         .when_async(AppCommand::RegisterApp(register_cmd(&s)))
         .await
-        .then_expect_events(vec![registered(&s)]);
+        .then_expect_events(vec![AppEvent::Registered(expected)]);
+}
+
+#[tokio::test]
+async fn legacy_signature_versions_need_the_explicit_opt_in() {
+    let s = secret();
+    for versions in [
+        vec![SignatureVersion::V1],
+        vec![SignatureVersion::V2, SignatureVersion::V3],
+        SignatureVersion::ALL.to_vec(),
+    ] {
+        let mut cmd = register_cmd(&s);
+        cmd.signature_versions = Some(versions.clone());
+        let AppError::LegacySignaturesNotAllowed { versions: named } = at(t0())
+            .given_no_previous_events()
+            .when_async(AppCommand::RegisterApp(cmd.clone()))
+            .await
+            .inspect_result()
+            .expect_err("refused without the opt-in")
+        else {
+            panic!("wrong refusal for {versions:?}");
+        };
+        assert!(named.contains("v1") || named.contains("v2"), "{named}");
+        assert!(AppError::LegacySignaturesNotAllowed { versions: named }
+            .to_string()
+            .contains("allow_legacy_signatures"));
+        cmd.allow_legacy_signatures = true;
+        let events = at(t0())
+            .given_no_previous_events()
+            .when_async(AppCommand::RegisterApp(cmd))
+            .await
+            .inspect_result()
+            .expect("accepted with the opt-in");
+        let [AppEvent::Registered(e)] = events.as_slice() else {
+            panic!("expected one AppRegistered, got {events:?}");
+        };
+        assert_eq!(e.signature_versions.len(), versions.len());
+    }
+    // The answer's warning.
+    let warning = legacy_signature_warning(&BTreeSet::from([SignatureVersion::V1]))
+        .expect("a warning for v1");
+    assert!(
+        warning.contains("v1") && warning.contains("replayed"),
+        "{warning}"
+    );
+    assert_eq!(
+        legacy_signature_warning(&BTreeSet::from([SignatureVersion::V3])),
+        None
+    );
+}
+
+#[tokio::test]
+async fn adding_legacy_versions_by_update_needs_the_opt_in_keeping_them_does_not() {
+    let s = secret();
+    let AppEvent::Registered(mut strict) = registered(&s) else {
+        unreachable!()
+    };
+    strict.signature_versions = vec![StoredSignatureVersion::V3];
+    let widen = UpdateApp {
+        signature_versions: Some(vec![SignatureVersion::V2, SignatureVersion::V3]),
+        ..UpdateApp::default()
+    };
+    at(later())
+        .given(vec![AppEvent::Registered(strict.clone())])
+        .when_async(AppCommand::UpdateApp(widen.clone()))
+        .await
+        .then_expect_error(AppError::LegacySignaturesNotAllowed {
+            versions: "v2".into(),
+        });
+    let opted_in = UpdateApp {
+        allow_legacy_signatures: true,
+        ..widen
+    };
+    let (_, warnings) = state(vec![AppEvent::Registered(strict.clone())])
+        .preview_update(&opted_in)
+        .expect("accepted with the opt-in");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("v2") && w.contains("replayed")),
+        "{warnings:?}"
+    );
+    at(later())
+        .given(vec![AppEvent::Registered(strict)])
+        .when_async(AppCommand::UpdateApp(opted_in))
+        .await
+        .then_expect_events(vec![AppEvent::Updated(AppUpdated {
+            signature_versions: Some(vec![StoredSignatureVersion::V2, StoredSignatureVersion::V3]),
+            ..update_event()
+        })]);
+    // An app registered when every version was the default keeps them without opting in again.
+    at(later())
+        .given(vec![registered(&s)])
+        .when_async(AppCommand::UpdateApp(UpdateApp {
+            signature_versions: Some(vec![SignatureVersion::V1, SignatureVersion::V3]),
+            ..UpdateApp::default()
+        }))
+        .await
+        .then_expect_events(vec![AppEvent::Updated(AppUpdated {
+            signature_versions: Some(vec![StoredSignatureVersion::V1, StoredSignatureVersion::V3]),
+            ..update_event()
+        })]);
 }
 
 #[tokio::test]
