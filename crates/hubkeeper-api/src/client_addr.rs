@@ -11,10 +11,14 @@
 //! * The OAuth install and callback routes and `/auth/login` each have their own bucket per
 //!   client key in the shared limiter ([`hubkeeper_bus::limiter`]), so N API processes allow the
 //!   limit once, not N times, and no process keeps per-client state.
+//! * Webhook requests that fail verification (unknown app, bad signature) are counted per client
+//!   in the same limiter ([`WebhookFailureLimit`]); a client over the limit is answered 429 and,
+//!   in the process that refused it, turned away before any lookup until its window frees up.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -206,6 +210,8 @@ pub enum ClientBucket {
     OAuthInstall,
     OAuthCallback,
     Login,
+    /// Webhook requests that failed verification.
+    WebhookFailures,
 }
 
 impl ClientBucket {
@@ -214,6 +220,7 @@ impl ClientBucket {
             ClientBucket::OAuthInstall => "oauth-install:",
             ClientBucket::OAuthCallback => "oauth-callback:",
             ClientBucket::Login => "login:",
+            ClientBucket::WebhookFailures => "webhook-failures:",
         }
     }
 
@@ -222,6 +229,7 @@ impl ClientBucket {
             ClientBucket::OAuthInstall => "install requests",
             ClientBucket::OAuthCallback => "install callbacks",
             ClientBucket::Login => "log-in attempts",
+            ClientBucket::WebhookFailures => "webhook requests with an invalid signature",
         }
     }
 
@@ -230,6 +238,7 @@ impl ClientBucket {
             ClientBucket::OAuthInstall => "oauth_install",
             ClientBucket::OAuthCallback => "oauth_callback",
             ClientBucket::Login => "login",
+            ClientBucket::WebhookFailures => "webhook_failures",
         }
     }
 }
@@ -243,6 +252,8 @@ pub struct ClientPolicy {
     /// `/auth/login` attempts allowed per client and window.
     pub login_max: u32,
     pub login_window: Duration,
+    /// Webhook verification failures allowed per client and window.
+    pub webhook_failures: WebhookFailureLimit,
 }
 
 impl ClientPolicy {
@@ -257,6 +268,67 @@ impl ClientPolicy {
         )
         .await
         .map_err(|wait| limited(ClientBucket::Login, wait))
+    }
+}
+
+/// Most clients a process remembers as over their webhook failure limit.
+const MAX_BLOCKED_CLIENTS: usize = 10_000;
+
+/// The per-client limit on webhook requests that fail verification. The count lives in the
+/// shared limiter (every process draws from one budget per client); a process that refused a
+/// client also remembers until when, so the client's further requests cost no lookup, no
+/// signature check and no round trip to the limiter. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct WebhookFailureLimit {
+    pub max: u32,
+    pub window: Duration,
+    blocked: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+impl WebhookFailureLimit {
+    pub fn new(max: u32, window: Duration) -> Self {
+        Self {
+            max: max.max(1),
+            window: window.max(Duration::from_secs(1)),
+            blocked: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// How long `client` is still refused here, if this process refused it lately.
+    pub fn blocked(&self, client: ClientAddr) -> Option<Duration> {
+        let blocked = self.blocked.lock().ok()?;
+        let until = blocked.get(&client.limit_key())?;
+        until.checked_duration_since(Instant::now())
+    }
+
+    /// Counts one failed request of `client`: `Err(wait)` when that was one too many.
+    pub async fn count(
+        &self,
+        limiter: &SharedRateLimiter,
+        client: ClientAddr,
+    ) -> Result<(), Duration> {
+        let wait = match reserve_client(
+            limiter,
+            ClientBucket::WebhookFailures,
+            client,
+            self.max,
+            self.window,
+        )
+        .await
+        {
+            Ok(()) => return Ok(()),
+            Err(wait) => wait,
+        };
+        if let Ok(mut blocked) = self.blocked.lock() {
+            let now = Instant::now();
+            if blocked.len() >= MAX_BLOCKED_CLIENTS {
+                blocked.retain(|_, until| *until > now);
+            }
+            if blocked.len() < MAX_BLOCKED_CLIENTS {
+                blocked.insert(client.limit_key(), now + wait);
+            }
+        }
+        Err(wait)
     }
 }
 
@@ -308,6 +380,7 @@ pub async fn clear_all(limiter: &SharedRateLimiter) {
         ClientBucket::OAuthInstall,
         ClientBucket::OAuthCallback,
         ClientBucket::Login,
+        ClientBucket::WebhookFailures,
     ] {
         if let Err(e) = limiter.clear(bucket.prefix()).await {
             tracing::warn!(error = %e, bucket = bucket.metric(), "rate limits not cleared");

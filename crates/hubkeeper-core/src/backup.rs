@@ -576,15 +576,54 @@ async fn make_order_safe(conn: &mut PgConnection) -> Result<RestoreOutcome, Core
     Ok(outcome)
 }
 
+/// HubSpot retries a webhook delivery for up to 3 days; processed webhook events are remembered
+/// at least a day longer, so a late retry is still recognised as a duplicate.
+pub const MIN_WEBHOOK_SEEN_RETENTION: Duration = Duration::from_secs(4 * 86_400);
+/// Default deduplication window of processed webhook events.
+pub const DEFAULT_WEBHOOK_SEEN_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+/// Rows of `webhook_events_seen` deleted per statement (keeps each delete short).
+const WEBHOOK_SEEN_PRUNE_BATCH: i64 = 5_000;
+
+/// Deletes the rows of `webhook_events_seen` processed longer than `retention` ago (raised to
+/// [`MIN_WEBHOOK_SEEN_RETENTION`]), in batches of `batch`; returns how many.
+pub async fn prune_webhook_events_seen(
+    pool: &PgPool,
+    retention: Duration,
+    batch: i64,
+) -> Result<u64, CoreError> {
+    let retention = retention.max(MIN_WEBHOOK_SEEN_RETENTION);
+    let seconds = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
+    let mut deleted = 0;
+    loop {
+        let done = sqlx::query(
+            "DELETE FROM webhook_events_seen WHERE dedupe_key IN (
+                SELECT dedupe_key FROM webhook_events_seen
+                 WHERE processed_at < now() - make_interval(secs => $1::double precision)
+                 ORDER BY processed_at LIMIT $2)",
+        )
+        .bind(seconds as f64)
+        .bind(batch.max(1))
+        .execute(pool)
+        .await?
+        .rows_affected();
+        deleted += done;
+        metrics::counter!("hk_webhook_seen_pruned_total").increment(done);
+        if done < u64::try_from(batch.max(1)).unwrap_or(u64::MAX) {
+            return Ok(deleted);
+        }
+    }
+}
+
 /// The leader-elected task that runs scheduled backups (per the live settings) and, hourly,
-/// renews subscriptions whose period ended and prunes log-like records after the logging
-/// retention period.
+/// renews subscriptions whose period ended, prunes log-like records after the logging
+/// retention period and processed webhook events after their deduplication window.
 pub struct MaintenanceScheduler {
     pool: PgPool,
     backups: BackupService,
     billing: crate::billing::BillingService,
     live: LiveSettings,
     poll: Duration,
+    webhook_seen_retention: Duration,
 }
 
 impl MaintenanceScheduler {
@@ -601,7 +640,15 @@ impl MaintenanceScheduler {
             billing,
             live,
             poll: Duration::from_secs(5),
+            webhook_seen_retention: DEFAULT_WEBHOOK_SEEN_RETENTION,
         }
+    }
+
+    /// How long processed webhook events are kept for deduplication (at least
+    /// [`MIN_WEBHOOK_SEEN_RETENTION`]).
+    pub fn with_webhook_seen_retention(mut self, retention: Duration) -> Self {
+        self.webhook_seen_retention = retention.max(MIN_WEBHOOK_SEEN_RETENTION);
+        self
     }
 
     /// Runs until `shutdown`: stands by until this process leads, then runs what is due.
@@ -633,6 +680,21 @@ impl MaintenanceScheduler {
                 }
             }
             (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "pruning old records failed"),
+        }
+        match prune_webhook_events_seen(
+            &self.pool,
+            self.webhook_seen_retention,
+            WEBHOOK_SEEN_PRUNE_BATCH,
+        )
+        .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                webhook_events_seen = n,
+                retention_secs = self.webhook_seen_retention.as_secs(),
+                "pruned processed webhook events past the deduplication window"
+            ),
+            Err(e) => tracing::warn!(error = %e, "pruning processed webhook events failed"),
         }
     }
 }

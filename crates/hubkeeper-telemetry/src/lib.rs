@@ -543,7 +543,12 @@ pub const METRICS_DESCRIBED: &[(&str, MetricKind, &str)] = &[
     (
         "hk_webhook_requests_total",
         Counter,
-        "Incoming webhook requests by outcome.",
+        "Incoming webhook requests by outcome (accepted, unknown_app, each signature failure class, rate_limited, ...).",
+    ),
+    (
+        "hk_webhook_seen_pruned_total",
+        Counter,
+        "Rows of webhook_events_seen deleted for being older than the deduplication window.",
     ),
     (
         "hk_api_request_timeouts_total",
@@ -553,7 +558,7 @@ pub const METRICS_DESCRIBED: &[(&str, MetricKind, &str)] = &[
     (
         "hk_client_rate_limited_total",
         Counter,
-        "Requests refused by a per-client limit (OAuth install, OAuth callback, log-in), by bucket.",
+        "Requests refused by a per-client limit (OAuth install, OAuth callback, log-in, webhook verification failures), by bucket.",
     ),
     (
         "hk_connect_sessions_created_total",

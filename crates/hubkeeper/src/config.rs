@@ -528,6 +528,20 @@ pub struct WebhookIngestArgs {
         value_parser = seconds
     )]
     pub webhook_events_max_age: Duration,
+
+    /// Webhook requests that fail verification (unknown app, bad signature) allowed per client
+    /// (address, IPv6 /64) and window, shared by every API process; beyond: 429.
+    #[arg(long, env = "HK_WEBHOOK_FAILURE_LIMIT_MAX", default_value_t = 60)]
+    pub webhook_failure_limit_max: u32,
+
+    /// Length of the webhook failure-limit window, in seconds.
+    #[arg(
+        long = "webhook-failure-limit-window-secs",
+        env = "HK_WEBHOOK_FAILURE_LIMIT_WINDOW_SECS",
+        default_value = "60",
+        value_parser = seconds
+    )]
+    pub webhook_failure_limit_window: Duration,
 }
 
 /// Processing stored webhook batches (the worker's side).
@@ -559,6 +573,17 @@ pub struct WebhookWorkerArgs {
         value_parser = seconds
     )]
     pub webhook_ack_wait: Duration,
+
+    /// How long processed webhook events are remembered for deduplication, in seconds (default
+    /// 7 days); older rows of `webhook_events_seen` are pruned hourly by the maintenance leader.
+    /// HubSpot retries a delivery for up to 3 days, so values below 4 days are raised to 4 days.
+    #[arg(
+        long = "webhook-seen-retention-secs",
+        env = "HK_WEBHOOK_SEEN_RETENTION_SECS",
+        default_value = "604800",
+        value_parser = seconds
+    )]
+    pub webhook_seen_retention: Duration,
 }
 
 /// The dashboard.

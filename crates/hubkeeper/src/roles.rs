@@ -239,6 +239,10 @@ pub async fn run_roles(
                 .http
                 .login_rate_limit_window
                 .max(Duration::from_secs(1)),
+            webhook_failures: hubkeeper_api::client_addr::WebhookFailureLimit::new(
+                config.webhook_ingest.webhook_failure_limit_max,
+                config.webhook_ingest.webhook_failure_limit_window,
+            ),
         },
         server_config,
         tokens: tokens.clone(),

@@ -35,6 +35,8 @@ pub struct Maintenance {
     nats: async_nats::Client,
     appliers: Vec<Arc<dyn SettingsApplier>>,
     resync: Duration,
+    /// How long processed webhook events are kept for deduplication.
+    webhook_seen_retention: Duration,
 }
 
 /// The log filter follows the logging settings.
@@ -118,6 +120,7 @@ pub fn build(
         nats: nats.clone(),
         appliers,
         resync: config.settings.settings_resync.max(Duration::from_secs(1)),
+        webhook_seen_retention: config.webhook_worker.webhook_seen_retention,
     })
 }
 
@@ -166,7 +169,8 @@ pub async fn spawn(
                 backups,
                 maintenance.billing.clone(),
                 services.live.clone(),
-            );
+            )
+            .with_webhook_seen_retention(maintenance.webhook_seen_retention);
             let token = shutdown.clone();
             tasks.spawn(async move {
                 scheduler.run(token).await;
