@@ -509,6 +509,7 @@ mod tests {
         );
         let e = ApiError::from(CoreError::HubSpot(HubSpotError::Transient {
             cause: hubkeeper_hubspot::TransientCause::Status(503),
+            retry_after: None,
             details: ErrorDetails::default(),
         }));
         assert_eq!(

@@ -531,8 +531,10 @@ impl HubSpotClient {
     }
 }
 
+/// The wait HubSpot asked for with a 429, or with a 5xx that carries `Retry-After` (a 503 during
+/// maintenance): both are honoured the same way.
 fn retry_after_for(status: StatusCode, headers: &HeaderMap) -> Option<Duration> {
-    (status == StatusCode::TOO_MANY_REQUESTS)
+    (status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error())
         .then(|| server_requested_wait(headers, chrono::Utc::now()))
         .flatten()
 }

@@ -106,9 +106,11 @@ pub enum HubSpotError {
         details: ErrorDetails,
     },
     /// Worth retrying later: 5xx, timeout, connection failure.
-    #[error("transient failure talking to HubSpot: {cause} ({details})")]
+    #[error("transient failure talking to HubSpot: {cause}{} ({details})", fmt_retry_after(.retry_after))]
     Transient {
         cause: TransientCause,
+        /// The wait a 5xx answer asked for (`Retry-After`, e.g. a 503 during maintenance).
+        retry_after: Option<Duration>,
         details: ErrorDetails,
     },
     /// An API call's access token was rejected (401) or lacks a scope (403).
@@ -152,7 +154,8 @@ impl HubSpotError {
     /// The wait HubSpot asked for, when it said.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            HubSpotError::RateLimited { retry_after, .. } => *retry_after,
+            HubSpotError::RateLimited { retry_after, .. }
+            | HubSpotError::Transient { retry_after, .. } => *retry_after,
             _ => None,
         }
     }
@@ -214,6 +217,7 @@ impl HubSpotError {
         };
         HubSpotError::Transient {
             cause,
+            retry_after: None,
             details: ErrorDetails::default(),
         }
     }
@@ -308,6 +312,7 @@ pub(crate) fn classify(
     if status >= 500 || status == 408 {
         return HubSpotError::Transient {
             cause: TransientCause::Status(status),
+            retry_after,
             details,
         };
     }

@@ -299,6 +299,72 @@ async fn long_retry_after_is_returned_not_slept() {
 }
 
 #[tokio::test]
+async fn retry_after_on_a_server_error_is_honoured_like_a_429() {
+    // Short: slept in place, then the call is tried again.
+    let (server, base) = start(vec![
+        reply(503, "{}").header("retry-after", "0"),
+        reply(200, TOKENS),
+    ])
+    .await;
+    let client = HubSpotClient::new(config(&base)).unwrap();
+    client
+        .refresh(
+            &creds(OAuthEndpoints::V2026_03),
+            &RefreshToken::new(REFRESH),
+            Some(6),
+        )
+        .await
+        .expect("refreshed after the asked-for wait");
+    assert_eq!(server.seen().len(), 2);
+
+    // Long: returned to the caller (the refresher redelivers after it), not slept, and the
+    // account is paused locally as HubSpot asked.
+    let (server, base) = start(vec![
+        reply(503, "{}").header("retry-after", "3600"),
+        reply(200, TOKENS),
+    ])
+    .await;
+    let client = HubSpotClient::new(config(&base)).unwrap();
+    let err = client
+        .refresh(
+            &creds(OAuthEndpoints::V2026_03),
+            &RefreshToken::new(REFRESH),
+            Some(7),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            HubSpotError::Transient {
+                cause: TransientCause::Status(503),
+                retry_after: Some(wait),
+                ..
+            } if wait == Duration::from_secs(3600)
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(3600)));
+    assert!(err.is_retryable());
+    assert_eq!(server.seen().len(), 1);
+    let wait = client.rate_limiter().unwrap().try_acquire(7).unwrap_err();
+    assert!(wait > Duration::from_secs(3500));
+
+    // Without Retry-After a 5xx carries no wait: the caller's jittered backoff applies.
+    let (_server, base) = start(vec![reply(502, ""), reply(502, ""), reply(502, "")]).await;
+    let client = HubSpotClient::new(config(&base)).unwrap();
+    let err = client
+        .refresh(
+            &creds(OAuthEndpoints::V2026_03),
+            &RefreshToken::new(REFRESH),
+            Some(8),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.retry_after(), None, "{err:?}");
+}
+
+#[tokio::test]
 async fn exhausted_window_on_success_pauses_the_account() {
     let (_server, base) = start(vec![reply(200, TOKENS)
         .header("x-hubspot-ratelimit-remaining", "0")

@@ -107,7 +107,7 @@ impl RefreshWorker {
 }
 
 /// The wait before a transient failure is redelivered: HubSpot's `Retry-After` when it gave one
-/// (never less), else the worker's backoff for this delivery, plus up to a fifth of it at random
+/// (with a 429 or a 5xx alike; never less), else the worker's backoff for this delivery, plus up to a fifth of it at random
 /// (`unit` in `0.0..1.0`), so the refreshes that failed together do not all come back together.
 fn redelivery_delay(
     retry_after: Option<Duration>,

@@ -607,6 +607,7 @@ mod tests {
         assert_eq!(
             failure_class(&HubSpotError::Transient {
                 cause: TransientCause::Status(503),
+                retry_after: None,
                 details: d()
             }),
             RefreshFailureClass::ServerError
@@ -614,6 +615,7 @@ mod tests {
         assert_eq!(
             failure_class(&HubSpotError::Transient {
                 cause: TransientCause::Timeout,
+                retry_after: None,
                 details: d()
             }),
             RefreshFailureClass::Network
@@ -655,6 +657,7 @@ mod tests {
         }));
         assert!(!needs_reauthorization(&HubSpotError::Transient {
             cause: TransientCause::Status(503),
+            retry_after: None,
             details: d()
         }));
         assert!(!needs_reauthorization(&HubSpotError::InvalidClient {
