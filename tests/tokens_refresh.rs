@@ -336,3 +336,227 @@ async fn key_rotation_rewraps_without_downtime() {
     assert!(hubkeeper_crypto::MasterKeyring::parse(&entry, None).is_ok());
     h.scan_for_leaks(&SecretKind::ALL).await;
 }
+
+/// The backend pid holding an installation refresh lock, once some process holds one.
+async fn refresh_lock_holder(h: &Harness) -> i32 {
+    let class = hubkeeper_bus::registry::TOKEN_REFRESH_LOCK_CLASS.class;
+    let holder = || async {
+        sqlx::query_scalar::<_, i32>(
+            "SELECT pid FROM pg_locks
+              WHERE locktype = 'advisory' AND granted AND objsubid = 2
+                AND classid = $1::int4::oid LIMIT 1",
+        )
+        .bind(class)
+        .fetch_optional(&h.pool)
+        .await
+        .unwrap()
+    };
+    wait_until(
+        "a process holds the refresh lock",
+        Duration::from_secs(20),
+        || async { holder().await.is_some() },
+    )
+    .await;
+    holder().await.expect("lock holder")
+}
+
+/// Waits until the simulator's fault rule `id` fired (the delayed call reached HubSpot).
+async fn fault_fired(h: &Harness, id: u64) {
+    wait_until(
+        "the delayed token call reached the simulator",
+        Duration::from_secs(20),
+        || async {
+            h.ctl
+                .faults()
+                .await
+                .unwrap()
+                .iter()
+                .any(|f| f.id == id && f.fired > 0)
+        },
+    )
+    .await;
+}
+
+/// A manual refresh on API `api` tagged with `request_id`, in the background.
+fn refresh_in_background(
+    h: &Harness,
+    api: usize,
+    id: &str,
+    request_id: &'static str,
+) -> tokio::task::JoinHandle<(StatusCode, Value)> {
+    let request = h
+        .http
+        .post(format!("{}/v1/installations/{id}/refresh", h.api(api)))
+        .bearer_auth(&h.admin_key)
+        .header("x-request-id", request_id);
+    tokio::spawn(async move {
+        let r = request.send().await.expect("refresh request");
+        let status = r.status();
+        (status, r.json::<Value>().await.unwrap_or(Value::Null))
+    })
+}
+
+/// Events of the installation recorded since `after` (sequence), as (type, request id).
+async fn events_since(h: &Harness, id: &str, after: i64) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "SELECT event_type, coalesce(metadata::json->>'request_id', '') FROM events
+          WHERE aggregate_id = $1 AND sequence > $2 ORDER BY sequence",
+    )
+    .bind(id)
+    .bind(after)
+    .fetch_all(&h.pool)
+    .await
+    .unwrap()
+}
+
+async fn last_sequence(h: &Harness, id: &str) -> i64 {
+    sqlx::query_scalar("SELECT max(sequence) FROM events WHERE aggregate_id = $1")
+        .bind(id)
+        .fetch_one(&h.pool)
+        .await
+        .unwrap()
+}
+
+async fn delay_next_token_call(h: &Harness, ms: u64) -> u64 {
+    h.ctl
+        .inject_fault(
+            &serde_json::from_value(
+                json!({"endpoint": "token", "mode": "latency", "ms": ms, "times": 1}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap()
+        .id
+}
+
+/// A refresh whose lock session is killed while HubSpot answers records nothing: the process
+/// that took the lock over records its own refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refresh_that_lost_its_lock_records_nothing() {
+    let mut h = Harness::start(SimConfig::default()).await;
+    let a = h.spawn_api("api-a", &[]).await;
+    let b = h.spawn_api("api-b", &[]).await;
+    h.register_account(40_000_001).await;
+    let app = h
+        .register_app(a, "secret-lock-0123456789", "secret-lock-0123456789")
+        .await;
+    let id = h.install(a, &app, 40_000_001).await;
+    let before = last_sequence(&h, &id).await;
+
+    // A's call to HubSpot is slow; meanwhile its lock session is killed.
+    let slow = delay_next_token_call(&h, 3_000).await;
+    let lost = refresh_in_background(&h, a, &id, "refresh-that-lost-its-lock");
+    let holder = refresh_lock_holder(&h).await;
+    fault_fired(&h, slow).await;
+    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(holder)
+        .fetch_one(&h.pool)
+        .await
+        .unwrap();
+    assert!(killed);
+    // B takes the lock over; its HubSpot call is slower still, so A's answer comes first.
+    let slower = delay_next_token_call(&h, 6_000).await;
+    let winner = refresh_in_background(&h, b, &id, "refresh-that-took-over");
+    fault_fired(&h, slower).await;
+
+    let (status, body) = lost.await.unwrap();
+    assert!(
+        status == StatusCode::SERVICE_UNAVAILABLE
+            || status == StatusCode::CONFLICT
+            || status.is_success(),
+        "{status} {body}"
+    );
+    let (status, body) = winner.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["refreshed"], true, "{body}");
+
+    let events = events_since(&h, &id, before).await;
+    assert!(
+        events
+            .iter()
+            .all(|(_, request)| request != "refresh-that-lost-its-lock"),
+        "the process that lost its lock recorded: {events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|(kind, request)| kind == "InstallationTokensRefreshed"
+                && request == "refresh-that-took-over"),
+        "{events:?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|(kind, _)| kind == "InstallationReauthorizationRequired"),
+        "{events:?}"
+    );
+    let details = h.details(a, &id).await;
+    assert_eq!(details["status"], "connected", "{details}");
+    let (status, token) = h.token(a, &id, 0).await;
+    assert_eq!(status, StatusCode::OK, "{token}");
+    let access = token["access_token"].as_str().unwrap_or_default();
+    assert_eq!(h.crm_status(access).await, StatusCode::OK);
+}
+
+/// A refresh that lost the race (HubSpot refuses the refresh token another process already
+/// rotated) records no re-authorisation and answers with the other process's tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_refresh_race_records_no_reauthorisation() {
+    let mut h = Harness::start(SimConfig {
+        rotation: RotationMode::On {
+            grace: Duration::ZERO,
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let a = h.spawn_api("api-a", &[]).await;
+    let b = h.spawn_api("api-b", &[]).await;
+    h.register_account(40_000_001).await;
+    let app = h
+        .register_app(a, "secret-race-0123456789", "secret-race-0123456789")
+        .await;
+    let id = h.install(a, &app, 40_000_001).await;
+    let before = last_sequence(&h, &id).await;
+
+    // A presents the refresh token, slowly; its lock session dies; B refreshes at once and
+    // HubSpot rotates the token, so A's (older) call is refused with invalid_grant.
+    let slow = delay_next_token_call(&h, 3_000).await;
+    let lost = refresh_in_background(&h, a, &id, "refresh-that-lost-the-race");
+    let holder = refresh_lock_holder(&h).await;
+    fault_fired(&h, slow).await;
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(holder)
+        .execute(&h.pool)
+        .await
+        .unwrap();
+    let winner = refresh_in_background(&h, b, &id, "refresh-that-won-the-race");
+    let (status, body) = winner.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = lost.await.unwrap();
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the lost race must not answer re-authorisation: {body}"
+    );
+
+    let events = events_since(&h, &id, before).await;
+    assert!(
+        !events
+            .iter()
+            .any(|(kind, _)| kind == "InstallationReauthorizationRequired"),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .all(|(_, request)| request != "refresh-that-lost-the-race"),
+        "{events:?}"
+    );
+    let details = h.details(b, &id).await;
+    assert_eq!(details["status"], "connected", "{details}");
+    let (status, token) = h.token(b, &id, 0).await;
+    assert_eq!(status, StatusCode::OK, "{token}");
+    let access = token["access_token"].as_str().unwrap_or_default();
+    assert_eq!(h.crm_status(access).await, StatusCode::OK);
+}

@@ -15,6 +15,7 @@ use hubkeeper_domain::{AppId, InstallationId};
 use hubkeeper_hubspot::{HubSpotError, RefreshToken, TransientCause};
 
 use super::handout::CachedToken;
+use super::single_flight::HeldLock;
 use super::{chrono_duration, status_error, Inner, TokenService};
 use crate::commands::CommandError;
 use crate::error::CoreError;
@@ -304,7 +305,7 @@ impl Inner {
                     .map(|hit| Flight::Fresh(hit, false)),
                 Need::GenerationIs(_) => None,
             },
-            move |inner| async move { inner.refresh_locked(&id, need, &trigger).await },
+            move |inner, lock| async move { inner.refresh_locked(&id, need, &trigger, &lock).await },
         )
         .await
     }
@@ -314,6 +315,7 @@ impl Inner {
         id: &InstallationId,
         need: Need,
         trigger: &RefreshTrigger,
+        lock: &HeldLock,
     ) -> Result<Flight, CoreError> {
         let installation = self.load(id).await?;
         let now = self.clock.now();
@@ -369,6 +371,13 @@ impl Inner {
             .await;
         metrics::histogram!("hk_refresh_seconds").record(started.elapsed().as_secs_f64());
         drop(refresh);
+        // HubSpot's answer may have taken long: if the lock's session died meanwhile, another
+        // process may hold the lock now and be refreshing the same tokens, so this one records
+        // nothing (neither tokens nor a failure) and answers from what is stored.
+        if !matches!(answer, Err(HubSpotError::InvalidClient { .. })) && !lock.still_held().await {
+            drop(answer);
+            return self.after_lost_lock(id, generation, trigger).await;
+        }
         match answer {
             Ok(set) => {
                 let refreshed_at = self.clock.now();
@@ -456,6 +465,24 @@ impl Inner {
             }
             Err(error) => {
                 let reauth = needs_reauthorization(&error);
+                if reauth {
+                    // A lost race: another process refreshed (and HubSpot rotated the refresh
+                    // token we presented) since we read it. The installation is fine.
+                    let current = self.load(id).await?;
+                    if current.generation() != generation {
+                        metrics::counter!("hk_refresh_total", "outcome" => "superseded", "class" => error.class())
+                            .increment(1);
+                        tracing::info!(
+                            installation_id = %id, trigger = trigger.kind.as_str(),
+                            "HubSpot refused a refresh token another process already replaced; \
+                             nothing to record"
+                        );
+                        return match not_refreshable(&current, self.clock.now()) {
+                            Some(reason) => Ok(Flight::NotRefreshable(reason)),
+                            None => Ok(Flight::Fresh(self.open_cached(id, &current).await?, false)),
+                        };
+                    }
+                }
                 let command = InstallationCommand::RecordRefreshFailure {
                     class: failure_class(&error),
                     reauth_required: reauth,
@@ -482,6 +509,31 @@ impl Inner {
                     Ok(Flight::Failed(error))
                 }
             }
+        }
+    }
+
+    /// What a refresh whose lock's session died answers, having recorded nothing: the stored
+    /// tokens when another process refreshed meanwhile, else `Busy` (the process that holds
+    /// the lock now settles it; the caller retries).
+    async fn after_lost_lock(
+        &self,
+        id: &InstallationId,
+        generation: u64,
+        trigger: &RefreshTrigger,
+    ) -> Result<Flight, CoreError> {
+        metrics::counter!("hk_refresh_total", "outcome" => "lock_lost", "class" => "none")
+            .increment(1);
+        tracing::warn!(
+            installation_id = %id, trigger = trigger.kind.as_str(),
+            "the refresh lock's session died during the HubSpot call; nothing recorded"
+        );
+        let current = self.load(id).await?;
+        if current.generation() == generation {
+            return Err(CoreError::Busy { id: id.to_string() });
+        }
+        match not_refreshable(&current, self.clock.now()) {
+            Some(reason) => Ok(Flight::NotRefreshable(reason)),
+            None => Ok(Flight::Fresh(self.open_cached(id, &current).await?, false)),
         }
     }
 

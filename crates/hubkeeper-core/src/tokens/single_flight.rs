@@ -102,6 +102,34 @@ impl RefreshLock {
         }
     }
 
+    /// Whether this session still holds the lock. A session that was killed (a restarted or
+    /// failed-over database, `pg_terminate_backend`, a network cut) took the lock with it, and
+    /// another process may have refreshed since: then nothing learned under the lock may be
+    /// recorded. Any error counts as "not held" (and the session is not reused).
+    async fn still_held(&mut self) -> bool {
+        let Some(conn) = self.conn.as_mut() else {
+            return false;
+        };
+        let held: Result<bool, sqlx::Error> = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks
+                             WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
+                               AND classid = $1::int4::oid AND objid = $2::int4::oid
+                               AND objsubid = 2)",
+        )
+        .bind(self.key.0)
+        .bind(self.key.1)
+        .fetch_one(&mut **conn)
+        .await;
+        match held {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!(error = %e, "the refresh lock's session is gone");
+                conn.close_on_drop();
+                false
+            }
+        }
+    }
+
     async fn release(mut self) {
         let Some(mut conn) = self.conn.take() else {
             return;
@@ -126,6 +154,28 @@ impl Drop for RefreshLock {
     }
 }
 
+/// The advisory lock a piece of work runs under, for the work to check that it still holds it
+/// before recording what it learned. Cheap to clone.
+#[derive(Clone)]
+pub(super) struct HeldLock(Arc<tokio::sync::Mutex<Option<RefreshLock>>>);
+
+impl HeldLock {
+    /// Whether the lock's session is alive and still holds it.
+    pub(super) async fn still_held(&self) -> bool {
+        match self.0.lock().await.as_mut() {
+            Some(lock) => lock.still_held().await,
+            None => false,
+        }
+    }
+
+    async fn release(&self) {
+        let lock = self.0.lock().await.take();
+        if let Some(lock) = lock {
+            lock.release().await;
+        }
+    }
+}
+
 impl Inner {
     /// Runs `work` holding the installation's locks, in a task of its own so that a caller that
     /// stops waiting (a closed HTTP connection) cannot cancel it between HubSpot's answer and
@@ -140,7 +190,8 @@ impl Inner {
         W: FnOnce(Arc<Inner>) -> F + Send + 'static,
         F: Future<Output = Result<T, CoreError>> + Send,
     {
-        self.exclusive_unless(id, |_| None, work).await
+        self.exclusive_unless(id, |_| None, move |inner, _lock| work(inner))
+            .await
     }
 
     /// [`Inner::exclusive`], but `settled` is asked once the in-process lock is held, before
@@ -154,7 +205,7 @@ impl Inner {
     where
         T: Send + 'static,
         S: FnOnce(&Inner) -> Option<T> + Send + 'static,
-        W: FnOnce(Arc<Inner>) -> F + Send + 'static,
+        W: FnOnce(Arc<Inner>, HeldLock) -> F + Send + 'static,
         F: Future<Output = Result<T, CoreError>> + Send,
     {
         spawn_uncancellable(async move {
@@ -164,8 +215,9 @@ impl Inner {
             }
             let _slot = self.flight_slot(&id).await?;
             let lock = RefreshLock::acquire(&self.pool, &id, self.config.lock_timeout).await?;
-            let result = work(self.clone()).await;
-            lock.release().await;
+            let held = HeldLock(Arc::new(tokio::sync::Mutex::new(Some(lock))));
+            let result = work(self.clone(), held.clone()).await;
+            held.release().await;
             result
         })
         .await
