@@ -16,6 +16,7 @@ use crate::operations::{self, Operation};
 use crate::plan::{self, Plan};
 use crate::settings::{self, Settings};
 use crate::subscription::{self, Subscription};
+use crate::webhook_log::{self, HubSpotWebhookLog};
 
 /// One stored event type and the versions it was written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,10 +198,15 @@ pub const STORED_EVENT_TYPES: &[StoredEventType] = &[
         operations::event_types::SELF_TEST_RUN,
         V1_0,
     ),
+    stored(
+        HubSpotWebhookLog::TYPE,
+        webhook_log::event_types::HUBSPOT_WEBHOOK_RECEIVED,
+        V1_0,
+    ),
 ];
 
 /// Each aggregate's own list of event types, to check the catalog against.
-pub fn event_types_by_aggregate() -> [(&'static str, &'static [&'static str]); 8] {
+pub fn event_types_by_aggregate() -> [(&'static str, &'static [&'static str]); 9] {
     [
         (App::TYPE, &app::event_types::ALL),
         (Installation::TYPE, &installation::event_types::ALL),
@@ -210,5 +216,6 @@ pub fn event_types_by_aggregate() -> [(&'static str, &'static [&'static str]); 8
         (AppEndpoints::TYPE, &notification::event_types::ALL),
         (ApiKey::TYPE, &access::event_types::ALL),
         (Operation::TYPE, &operations::event_types::ALL),
+        (HubSpotWebhookLog::TYPE, &webhook_log::event_types::ALL),
     ]
 }

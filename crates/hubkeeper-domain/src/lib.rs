@@ -14,6 +14,7 @@
 //!   log-outs, revoked).
 //! * [`operations`]: operator actions that concern no other aggregate ([`operations::Operation`]:
 //!   failed log-ins, rate limits cleared, configuration reloaded, backups started, self-tests).
+//! * [`webhook_log`]: every HubSpot webhook event Hubkeeper accepted, per installation.
 //! * [`ids`], [`metadata`], [`clock`]: shared vocabulary.
 //! * [`upcasters`]: how stored events of older versions are read today.
 //! * [`catalog`]: every stored event type and version, each pinned by a fixture of its stored
@@ -38,6 +39,7 @@ pub mod plan;
 pub mod settings;
 pub mod subscription;
 pub mod upcasters;
+pub mod webhook_log;
 
 mod aggregate;
 mod error;

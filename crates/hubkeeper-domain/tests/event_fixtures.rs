@@ -19,6 +19,7 @@ use hubkeeper_domain::plan::Plan;
 use hubkeeper_domain::settings::Settings;
 use hubkeeper_domain::subscription::Subscription;
 use hubkeeper_domain::upcasters;
+use hubkeeper_domain::webhook_log::HubSpotWebhookLog;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -116,6 +117,7 @@ fn load_any(path: &Path, fixture: &Fixture, current: &str) -> Value {
         AppEndpoints::TYPE => load::<AppEndpoints>(path, fixture, current),
         ApiKey::TYPE => load::<ApiKey>(path, fixture, current),
         Operation::TYPE => load::<Operation>(path, fixture, current),
+        HubSpotWebhookLog::TYPE => load::<HubSpotWebhookLog>(path, fixture, current),
         other => panic!("{}: unknown aggregate type {other}", path.display()),
     }
 }
