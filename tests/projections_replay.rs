@@ -1,5 +1,6 @@
 //! Projections under load: three projector processes (one killed, one restarted gracefully on
-//! the way) project 50,000+ events relayed through JetStream; `hubkeeper replay` then rebuilds
+//! the way) project 50,000+ events relayed through JetStream, 10,000+ of them HubSpot webhook
+//! events whose counts are folded into the installations' read models; `hubkeeper replay` then rebuilds
 //! every read model from the events table, and both give identical tables (checksums). Events
 //! written after the swap are projected on top of the rebuilt tables by the live projectors, and a
 //! second replay agrees again.
@@ -15,7 +16,7 @@ use hubkeeper_testkit::{free_port, hubkeeper_binary, wait_until, HkProcess, Test
 use sqlx::PgPool;
 use support::{
     app_rows, checksums, connected_row, differences, insert_rows, lifecycle_row, metric, snapshot,
-    Row,
+    webhook_row, Row,
 };
 
 const INSTALLATIONS: u64 = 2_600;
@@ -32,8 +33,42 @@ fn apps() -> Vec<AppId> {
         .collect()
 }
 
-/// Rows of round `r` (the r-th event of every installation), oldest history first.
+/// Rounds in which every installation also receives a HubSpot webhook event (in the same
+/// transaction as its lifecycle event, after it).
+fn webhook_round(r: i64) -> Option<i64> {
+    (r % 5 == 2).then_some(r / 5 + 1)
+}
+
+const WEBHOOK_ROUNDS: i64 = EVENTS_EACH / 5;
+/// Unrouted webhook events (the first app's log), in the last webhook round.
+const UNROUTED: i64 = 20;
+
+/// Rows of round `r` (the r-th event of every installation, and in some rounds a webhook event
+/// each), oldest history first.
 fn round(r: i64, apps: &[AppId], start: chrono::DateTime<Utc>) -> Vec<Row> {
+    let mut rows = lifecycle_round(r, apps, start);
+    if let Some(n) = webhook_round(r) {
+        rows.extend((0..INSTALLATIONS).map(|k| {
+            let app = apps[(k % apps.len() as u64) as usize];
+            let at = start + Span::minutes(r * 700 + (k % 600) as i64) + Span::seconds(1);
+            webhook_row(app, Some(HUB_BASE + k), n, k * 100 + n as u64, at)
+        }));
+        if n == WEBHOOK_ROUNDS {
+            rows.extend((1..=UNROUTED).map(|i| {
+                webhook_row(
+                    apps[0],
+                    None,
+                    i,
+                    9_000_000 + i as u64,
+                    start + Span::minutes(r * 700),
+                )
+            }));
+        }
+    }
+    rows
+}
+
+fn lifecycle_round(r: i64, apps: &[AppId], start: chrono::DateTime<Utc>) -> Vec<Row> {
     (0..INSTALLATIONS)
         .map(|k| {
             let app = apps[(k % apps.len() as u64) as usize];
@@ -410,15 +445,36 @@ async fn three_projectors_with_restarts_match_a_full_replay() {
             .unwrap();
     assert!(plan_line.contains("PlanCreated"), "{plan_line}");
 
-    // Side columns owned by other components survive a replay.
-    sqlx::query(
-        "UPDATE rm_installations SET plan_code = 'pro', webhook_events = 7
-          WHERE hub_id = $1",
+    // Every HubSpot webhook event is counted, once, by the live projectors.
+    let webhook_total = INSTALLATIONS as i64 * WEBHOOK_ROUNDS + UNROUTED;
+    wait_until(
+        "webhook events counted",
+        Duration::from_secs(60),
+        || async {
+            sqlx::query_as::<_, (i64, i64)>(
+                "SELECT (SELECT count(*) FROM rm_webhook_events),
+                        (SELECT COALESCE(sum(webhook_events), 0)::bigint FROM rm_installations)",
+            )
+            .fetch_one(&pool)
+            .await
+            .is_ok_and(|n| n == (webhook_total, webhook_total - UNROUTED))
+        },
     )
-    .bind((HUB_BASE + 5) as i64)
-    .execute(&pool)
-    .await
-    .unwrap();
+    .await;
+    let (days, daily): (i64, i64) =
+        sqlx::query_as("SELECT count(DISTINCT day), sum(events)::bigint FROM webhook_usage_daily")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(daily, webhook_total - UNROUTED);
+    assert!(days >= WEBHOOK_ROUNDS, "counted per day: {days} days");
+
+    // Side columns owned by other components survive a replay.
+    sqlx::query("UPDATE rm_installations SET plan_code = 'pro' WHERE hub_id = $1")
+        .bind((HUB_BASE + 5) as i64)
+        .execute(&pool)
+        .await
+        .unwrap();
 
     let index_names = || async {
         sqlx::query_scalar::<_, String>(
@@ -478,7 +534,7 @@ async fn three_projectors_with_restarts_match_a_full_replay() {
             .fetch_one(&pool)
             .await
             .unwrap();
-    assert_eq!(kept, (Some("pro".into()), 7));
+    assert_eq!(kept, (Some("pro".into()), WEBHOOK_ROUNDS));
     assert_eq!(
         index_names().await,
         indexes_before,

@@ -2,8 +2,10 @@
 //! with deliberate duplicates and HubSpot's retries, to a Hubkeeper API and two webhook worker
 //! processes, while nats-server is restarted once and later SIGKILLed and started again. Every
 //! unique event must be processed exactly once (recorded once, counted once, republished once),
-//! nothing lost, nothing dead-lettered; an uninstall webhook disconnects its installation; events
-//! for an unknown portal are kept for review.
+//! nothing lost, nothing dead-lettered; every unique event is in the history once (a
+//! `HubSpotWebhookReceived`, listed by the audit export) and the counts the live projector folds
+//! from them equal a replay's; an uninstall webhook disconnects its installation; events for an
+//! unknown portal are kept for review.
 
 #[path = "support/read_side.rs"]
 mod read_side;
@@ -34,6 +36,34 @@ async fn seen(pool: &sqlx::PgPool) -> i64 {
         .fetch_one(pool)
         .await
         .unwrap_or(0)
+}
+
+/// Per installation (count, latest time), per installation and day, and events projected.
+type WebhookReadModels = (
+    Vec<(uuid::Uuid, i64, Option<chrono::DateTime<Utc>>)>,
+    Vec<(uuid::Uuid, chrono::NaiveDate, i64)>,
+    i64,
+);
+
+async fn webhook_read_models(pool: &sqlx::PgPool) -> WebhookReadModels {
+    let per_installation = sqlx::query_as(
+        "SELECT installation_id, webhook_events, last_webhook_at FROM rm_installations
+          ORDER BY installation_id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let per_day = sqlx::query_as(
+        "SELECT installation_id, day, events FROM webhook_usage_daily ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let projected = sqlx::query_scalar("SELECT count(*) FROM rm_webhook_events")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    (per_installation, per_day, projected)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -72,9 +102,13 @@ async fn ten_thousand_events_exactly_once_across_a_nats_restart() {
     replay(&pool, &ReplayOptions::default(), |_| {})
         .await
         .expect("project installations");
+    // The relay and a projector too: the webhook counts are folded from the webhook logs'
+    // events, live, through the same NATS restarts.
     let _workers = [
         hk.spawn_worker(&env, "webhooks-a", "webhooks"),
         hk.spawn_worker(&env, "webhooks-b", "webhooks"),
+        hk.spawn_worker(&env, "relay", "relay"),
+        hk.spawn_worker(&env, "projector", "projector"),
     ];
 
     let started = Instant::now();
@@ -217,12 +251,80 @@ async fn ten_thousand_events_exactly_once_across_a_nats_restart() {
         attempts > batches,
         "HubSpot retried ({attempts} attempts, {batches} batches)"
     );
-    let counted: i64 =
-        sqlx::query_scalar("SELECT COALESCE(sum(webhook_events), 0)::bigint FROM rm_installations")
+    // Every unique event is in the history exactly once: one `HubSpotWebhookReceived` per
+    // identity, routed ones in their installation's log, the unknown portal's in the app's.
+    let (logged, identities): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT payload -> 'HubSpotWebhookReceived' ->> 'identity')
+           FROM events WHERE aggregate_type = 'hubspot_webhook_log'
+            AND event_type = 'HubSpotWebhookReceived'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (logged, identities),
+        (unique, unique),
+        "each event logged once"
+    );
+    let in_apps_log: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_id = $1")
+            .bind(format!("app:{app}"))
             .fetch_one(&pool)
             .await
             .unwrap();
-    assert_eq!(counted, PORTALS as i64 * PER_PORTAL as i64 + 1);
+    assert_eq!(in_apps_log, 5, "unrouted events are in the app's log");
+    // Each log's sequences run 1..n without a hole.
+    let holes: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT aggregate_id, max(sequence) AS m, count(*) AS n FROM events
+                                WHERE aggregate_type = 'hubspot_webhook_log'
+                                GROUP BY aggregate_id) AS l WHERE m <> n",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(holes, 0, "a webhook log has a gap in its sequences");
+    // The audit export lists them all, once each.
+    let export = hk
+        .http
+        .get(format!(
+            "{}/v1/events/export?event_type=HubSpotWebhookReceived",
+            hk.base
+        ))
+        .bearer_auth(&hk.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(export.status().as_u16(), 200);
+    let exported = export.text().await.unwrap();
+    let mut exported_ids = std::collections::HashSet::new();
+    for line in exported.lines() {
+        let event: serde_json::Value = serde_json::from_str(line).expect("an NDJSON line");
+        let identity = event["payload"]["HubSpotWebhookReceived"]["identity"]
+            .as_str()
+            .expect("an identity")
+            .to_owned();
+        assert!(exported_ids.insert(identity), "exported twice: {line}");
+    }
+    assert_eq!(exported_ids.len() as i64, unique);
+
+    // The counts are folded from those events by the live projector.
+    let routed = PORTALS as i64 * PER_PORTAL as i64 + 1;
+    let counted = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COALESCE(sum(webhook_events), 0)::bigint FROM rm_installations",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap_or(0)
+    };
+    wait_until(
+        "the projector counted every routed event",
+        Duration::from_secs(120),
+        || async { counted().await >= routed },
+    )
+    .await;
+    let counted = counted().await;
+    assert_eq!(counted, routed);
     let daily: i64 = sqlx::query_scalar("SELECT sum(events)::bigint FROM webhook_usage_daily")
         .fetch_one(&pool)
         .await
@@ -244,6 +346,19 @@ async fn ten_thousand_events_exactly_once_across_a_nats_restart() {
             .await
             .unwrap();
     assert_eq!(unrouted, 5, "unknown portals are kept for review");
+
+    // A replay folds the same counts from the history as the live projector did.
+    let live = webhook_read_models(&pool).await;
+    assert_eq!(live.0.len(), PORTALS as usize);
+    assert_eq!(live.2, unique, "every event projected once");
+    replay(&pool, &ReplayOptions::default(), |_| {})
+        .await
+        .expect("replay");
+    assert_eq!(
+        webhook_read_models(&pool).await,
+        live,
+        "replay differs from the live projection"
+    );
 
     let js = hubkeeper_bus::jetstream(env.nats_client().await);
     let mut events = js
@@ -474,15 +589,25 @@ async fn dead_letters_can_be_listed_inspected_and_redriven() {
         Duration::from_secs(60),
         || async {
             sqlx::query_scalar::<_, i64>(
-                "SELECT webhook_events FROM rm_installations WHERE hub_id = $1",
+                "SELECT count(*) FROM events WHERE event_type = 'HubSpotWebhookReceived'",
             )
-            .bind(portal as i64)
             .fetch_one(&pool)
             .await
             .is_ok_and(|n| n == 2)
         },
     )
     .await;
+    // Counted from those events (no projector runs here: a replay projects).
+    replay(&pool, &ReplayOptions::default(), |_| {})
+        .await
+        .unwrap();
+    let counted: i64 =
+        sqlx::query_scalar("SELECT webhook_events FROM rm_installations WHERE hub_id = $1")
+            .bind(portal as i64)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(counted, 2);
     assert!(list().await["items"].as_array().unwrap().is_empty());
     let r = hk
         .http

@@ -14,6 +14,7 @@ use hubkeeper_domain::installation::{
     StoredInstallationStatus, StoredInstaller, StoredRefreshFailureClass, StoredTokens,
     TenantForgotten, TokensRefreshed,
 };
+use hubkeeper_domain::webhook_log::{log_id, HubSpotWebhookReceived, WebhookLogEvent};
 use hubkeeper_domain::{AppId, HubId, InstallationId, Sealed, UserId};
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -299,8 +300,43 @@ pub async fn insert_rows(pool: &PgPool, rows: &[Row]) -> sqlx::Result<()> {
     tx.commit().await
 }
 
+/// A `HubSpotWebhookReceived` of the webhook log of `app`'s installation in `hub` (or, with no
+/// hub, of the app's log of unrouted events), as the webhook workers write it.
+pub fn webhook_row(
+    app: AppId,
+    hub: Option<u64>,
+    sequence: i64,
+    event_id: u64,
+    at: DateTime<Utc>,
+) -> Row {
+    let installation = hub.map(|h| installation_id(app, h));
+    let received = WebhookLogEvent::Received(HubSpotWebhookReceived {
+        identity: format!("{:032x}{event_id:032x}", app.as_uuid().as_u128() & 0xffff),
+        event_id,
+        subscription_type: "contact.propertyChange".into(),
+        object_id: Some(event_id % 977),
+        property_name: Some("lifecyclestage".into()),
+        property_value: Some("customer".into()),
+        change_source: Some("CRM_UI".into()),
+        occurred_at: at - Duration::milliseconds(150 + (event_id % 400) as i64),
+        portal_id: HubId(hub.unwrap_or(49_999_999)),
+        app_id: app,
+        attempt: Some(0),
+        installation_id: installation,
+    });
+    Row {
+        aggregate_type: "hubspot_webhook_log".into(),
+        aggregate_id: log_id(app, installation),
+        sequence,
+        event_type: "HubSpotWebhookReceived".into(),
+        event_version: "1.0".into(),
+        payload: serde_json::to_value(received).expect("json"),
+        metadata: meta("hubspot", at),
+    }
+}
+
 /// The read-model tables and their primary-key order.
-pub const READ_MODELS: [(&str, &str); 5] = [
+pub const READ_MODELS: [(&str, &str); 7] = [
     ("rm_installations", "installation_id"),
     (
         "rm_installation_status_periods",
@@ -309,6 +345,8 @@ pub const READ_MODELS: [(&str, &str); 5] = [
     ("rm_apps", "app_id"),
     ("rm_activity", "global_position"),
     ("rm_activity_subjects", "installation_id"),
+    ("rm_webhook_events", "log_id, sequence"),
+    ("webhook_usage_daily", "installation_id, day"),
 ];
 
 /// `(table, rows, md5 of every row's text in primary-key order)` for every read model.

@@ -84,8 +84,21 @@ pub const RECOUNT_LOCK_CLASS: LockClass = LockClass {
     class: 0x686b_636f,
 };
 
+/// Appending to a HubSpot webhook log: (class, `hashtext` of the log's aggregate id), held by a
+/// webhook worker's transaction from before its first write until it commits, so the log's
+/// sequences are taken in turn and each append's transaction is newer than the one before
+/// ("hkwl").
+pub const WEBHOOK_LOG_LOCK_CLASS: LockClass = LockClass {
+    name: "webhook log append",
+    class: 0x686b_776c,
+};
+
 /// Every two-key lock class.
-pub const LOCK_CLASSES: [LockClass; 2] = [TOKEN_REFRESH_LOCK_CLASS, RECOUNT_LOCK_CLASS];
+pub const LOCK_CLASSES: [LockClass; 3] = [
+    TOKEN_REFRESH_LOCK_CLASS,
+    RECOUNT_LOCK_CLASS,
+    WEBHOOK_LOG_LOCK_CLASS,
+];
 
 /// The relay's position in the global order (`stream_cursors.name`).
 pub const RELAY_CURSOR: &str = "relay";

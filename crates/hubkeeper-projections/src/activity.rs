@@ -11,6 +11,7 @@ use hubkeeper_domain::settings::{SectionChanged, SettingsEvent};
 use hubkeeper_domain::subscription::{
     ChangeDirection, ChangeTrigger, StoredPlanRef, SubscriptionEvent,
 };
+use hubkeeper_domain::webhook_log::WebhookLogEvent;
 use serde::Serialize;
 
 use crate::event::{DomainEvent, ProjectedEvent};
@@ -84,6 +85,15 @@ pub fn describe(
         DomainEvent::Endpoint(e) => describe_endpoint(e),
         DomainEvent::ApiKey(e) => describe_key(e, &actor_text(event.actor())),
         DomainEvent::Operation(e) => describe_operation(e, &actor_text(event.actor())),
+        // Said here for the as-of views and exports; the activity log itself gets no line per
+        // webhook event (see docs/read-models.md).
+        DomainEvent::WebhookLog(WebhookLogEvent::Received(e)) => (
+            Level::Info,
+            format!(
+                "HubSpot sent {} (event {}) from hub {}",
+                e.subscription_type, e.event_id, e.portal_id
+            ),
+        ),
         DomainEvent::Unknown => (
             Level::Info,
             format!(

@@ -17,6 +17,7 @@ use hubkeeper_domain::operations::{Operation, OperationEvent};
 use hubkeeper_domain::plan::{Plan, PlanEvent};
 use hubkeeper_domain::settings::{Settings, SettingsEvent};
 use hubkeeper_domain::subscription::{Subscription, SubscriptionEvent};
+use hubkeeper_domain::webhook_log::{HubSpotWebhookLog, WebhookLogEvent};
 use hubkeeper_store::StoredEvent;
 use serde_json::Value;
 
@@ -56,6 +57,8 @@ pub enum DomainEvent {
     ApiKey(ApiKeyEvent),
     /// An operator action on nothing else (failed log-in, reload, backup, ...): an activity line.
     Operation(OperationEvent),
+    /// A HubSpot webhook event: counted by the installations projection, no activity line.
+    WebhookLog(WebhookLogEvent),
     /// An aggregate type or event type this version does not know (e.g. written by a newer
     /// release during a rolling deploy, or by a module without a projection here).
     Unknown,
@@ -152,6 +155,11 @@ impl ProjectedEvent {
             self.decode_as(
                 &hubkeeper_domain::operations::event_types::ALL,
                 DomainEvent::Operation,
+            )
+        } else if kind == HubSpotWebhookLog::TYPE {
+            self.decode_as(
+                &hubkeeper_domain::webhook_log::event_types::ALL,
+                DomainEvent::WebhookLog,
             )
         } else {
             DomainEvent::Unknown

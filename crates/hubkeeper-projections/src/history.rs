@@ -8,9 +8,12 @@ use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use hubkeeper_domain::app::App;
 use hubkeeper_domain::installation::{HistoryEntry, Installation, Installer, LastFailure};
+use hubkeeper_domain::webhook_log::{
+    event_types::HUBSPOT_WEBHOOK_RECEIVED, AGGREGATE_TYPE as WEBHOOK_LOG_TYPE,
+};
 use hubkeeper_store::{GlobalCursor, StoredEvent};
 use serde::Serialize;
-use sqlx::{PgExecutor, Row};
+use sqlx::{PgExecutor, PgPool, Row};
 
 use crate::event::{DomainEvent, ProjectedEvent};
 
@@ -205,6 +208,10 @@ pub struct InstallationAsOf {
     pub consecutive_failures: u32,
     pub last_failure: Option<LastFailure>,
     pub forgotten_at: Option<DateTime<Utc>>,
+    /// HubSpot webhook events its log had recorded by then, and the latest HubSpot time among
+    /// them.
+    pub webhook_events: i64,
+    pub last_webhook_at: Option<DateTime<Utc>>,
     pub history: Vec<HistoryEntry>,
 }
 
@@ -230,12 +237,12 @@ pub struct AppAsOf {
 
 /// The installation folded from its events recorded at or before `at`; `None` if it did not
 /// exist yet.
-pub async fn installation_as_of<'e, E: PgExecutor<'e>>(
-    executor: E,
+pub async fn installation_as_of(
+    pool: &PgPool,
     installation_id: &str,
     at: DateTime<Utc>,
 ) -> Result<Option<InstallationAsOf>, sqlx::Error> {
-    let events = events_until(executor, Installation::TYPE, installation_id, at).await?;
+    let events = events_until(pool, Installation::TYPE, installation_id, at).await?;
     let mut state = Installation::default();
     let mut sequence = 0;
     for event in &events {
@@ -247,6 +254,17 @@ pub async fn installation_as_of<'e, E: PgExecutor<'e>>(
     let Some(status) = state.status_at(at) else {
         return Ok(None);
     };
+    // Its webhook log, folded in the database: it can hold millions of events.
+    let (webhook_events, last_webhook_at): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
+        "SELECT count(*), max((payload -> $3 ->> 'occurred_at')::timestamptz) FROM events
+          WHERE aggregate_type = $1 AND aggregate_id = $2 AND recorded_at <= $4",
+    )
+    .bind(WEBHOOK_LOG_TYPE)
+    .bind(installation_id)
+    .bind(HUBSPOT_WEBHOOK_RECEIVED)
+    .bind(at)
+    .fetch_one(pool)
+    .await?;
     Ok(Some(InstallationAsOf {
         installation_id: installation_id.to_owned(),
         as_of: at,
@@ -274,6 +292,8 @@ pub async fn installation_as_of<'e, E: PgExecutor<'e>>(
         consecutive_failures: state.consecutive_failures(),
         last_failure: state.last_failure().cloned(),
         forgotten_at: state.forgotten_at(),
+        webhook_events,
+        last_webhook_at,
         history: state.history().to_vec(),
     }))
 }

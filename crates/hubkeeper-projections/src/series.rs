@@ -560,20 +560,20 @@ pub const WEBHOOK_KEYS: [Key; 3] = [
     level("latency_p95_ms"),
 ];
 
-/// HubSpot webhook events processed per bucket (after de-duplication) and their ingest latency:
-/// from HubSpot's `occurredAt` to the moment Hubkeeper had recorded the event. The de-duplication
-/// table this reads is pruned after its window, so the series reaches back that far only.
+/// HubSpot webhook events recorded per bucket (after de-duplication) and their ingest latency:
+/// from HubSpot's `occurredAt` to the moment a webhook worker recorded the event. Read from
+/// `rm_webhook_events`, folded from the webhook logs' events, so a replay rebuilds it whole.
 pub async fn webhooks(pool: &PgPool, window: Window) -> Result<Series, QueryError> {
     let sql = format!(
         "SELECT b.start,
-                count(w.event_id) AS received,
-                (percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM w.processed_at - w.occurred_at))
+                count(w.sequence) AS received,
+                (percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM w.received_at - w.occurred_at))
                   * 1000)::float8 AS latency_p50_ms,
-                (percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM w.processed_at - w.occurred_at))
+                (percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM w.received_at - w.occurred_at))
                   * 1000)::float8 AS latency_p95_ms
            FROM {BUCKETS}
-           LEFT JOIN webhook_events_seen w
-             ON w.processed_at >= b.start AND w.processed_at < {BUCKET_END}
+           LEFT JOIN rm_webhook_events w
+             ON w.received_at >= b.start AND w.received_at < {BUCKET_END}
           GROUP BY b.start ORDER BY b.start"
     );
     let rows = run(pool, &sql, window, |q| q).await?;

@@ -9,7 +9,8 @@ use std::str::FromStr;
 /// A read model that can be rebuilt on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Projection {
-    /// `rm_installations` and `rm_installation_status_periods`.
+    /// `rm_installations` and `rm_installation_status_periods`, with the webhook counts folded
+    /// from the HubSpot webhook logs: `rm_webhook_events` and `webhook_usage_daily`.
     Installations,
     /// `rm_apps`.
     Apps,
@@ -35,7 +36,9 @@ impl Projection {
     /// The live tables of this projection.
     pub fn tables(self) -> &'static [&'static str] {
         match self {
-            Projection::Installations => &[INSTALLATIONS, STATUS_PERIODS],
+            Projection::Installations => {
+                &[INSTALLATIONS, STATUS_PERIODS, WEBHOOK_EVENTS, WEBHOOK_USAGE]
+            }
             Projection::Apps => &[APPS],
             Projection::Activity => &[ACTIVITY, ACTIVITY_SUBJECTS],
         }
@@ -66,16 +69,15 @@ pub const STATUS_PERIODS: &str = "rm_installation_status_periods";
 pub const APPS: &str = "rm_apps";
 pub const ACTIVITY: &str = "rm_activity";
 pub const ACTIVITY_SUBJECTS: &str = "rm_activity_subjects";
+pub const WEBHOOK_EVENTS: &str = "rm_webhook_events";
+pub const WEBHOOK_USAGE: &str = "webhook_usage_daily";
 
 /// Columns of `rm_installations` owned by other components (not derived from events). A replay
 /// copies them from the live table into the rebuilt one, so rebuilding loses none of them. A
 /// migration that adds such a column must add it here.
-pub const INSTALLATION_SIDE_COLUMNS: &[&str] = &[
-    "plan_code",
-    "last_used_at",
-    "webhook_events",
-    "last_webhook_at",
-];
+/// (`webhook_events` and `last_webhook_at` are not among them: they are folded from the
+/// HubSpot webhook logs' events.)
+pub const INSTALLATION_SIDE_COLUMNS: &[&str] = &["plan_code", "last_used_at"];
 
 /// Suffix of the tables a replay builds.
 pub const REBUILD_SUFFIX: &str = "_new";
@@ -88,6 +90,8 @@ pub struct Tables {
     pub apps: String,
     pub activity: String,
     pub activity_subjects: String,
+    pub webhook_events: String,
+    pub webhook_usage: String,
     /// Projections written; events only feed these (a replay of one projection leaves the
     /// others alone).
     pub enabled: Vec<Projection>,
@@ -102,6 +106,8 @@ impl Tables {
             apps: APPS.into(),
             activity: ACTIVITY.into(),
             activity_subjects: ACTIVITY_SUBJECTS.into(),
+            webhook_events: WEBHOOK_EVENTS.into(),
+            webhook_usage: WEBHOOK_USAGE.into(),
             enabled: Projection::ALL.to_vec(),
         }
     }
@@ -123,6 +129,8 @@ impl Tables {
             apps: name(Projection::Apps, APPS),
             activity: name(Projection::Activity, ACTIVITY),
             activity_subjects: name(Projection::Activity, ACTIVITY_SUBJECTS),
+            webhook_events: name(Projection::Installations, WEBHOOK_EVENTS),
+            webhook_usage: name(Projection::Installations, WEBHOOK_USAGE),
             enabled: projections.to_vec(),
         }
     }

@@ -6,6 +6,8 @@
 //! type, time, object and property change.
 
 use chrono::{DateTime, TimeZone, Utc};
+use hubkeeper_domain::webhook_log::HubSpotWebhookReceived;
+use hubkeeper_domain::{AppId, HubId, InstallationId};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -139,6 +141,40 @@ pub fn parse_batch(body: &[u8]) -> Result<Vec<WebhookEvent>, BatchError> {
 }
 
 impl WebhookEvent {
+    /// The event as the webhook log stores it (`HubSpotWebhookReceived`): its identity `key`,
+    /// HubSpot's fields that say what happened, and the installation it was routed to.
+    pub fn received(
+        &self,
+        key: &[u8; 32],
+        app_id: Uuid,
+        installation: Option<Uuid>,
+    ) -> HubSpotWebhookReceived {
+        let text = |name: &str| match self.raw.get(name) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => Some(other.to_string()),
+        };
+        let number = |name: &str| match self.raw.get(name)? {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        };
+        HubSpotWebhookReceived {
+            identity: hex::encode(key),
+            event_id: u64::try_from(self.event_id).unwrap_or_default(),
+            subscription_type: self.subscription_type.clone(),
+            object_id: number("objectId"),
+            property_name: text("propertyName"),
+            property_value: text("propertyValue"),
+            change_source: text("changeSource"),
+            occurred_at: self.occurred_at(),
+            portal_id: HubId(u64::try_from(self.portal_id).unwrap_or_default()),
+            app_id: AppId::from_uuid(app_id),
+            attempt: number("attemptNumber").and_then(|n| u32::try_from(n).ok()),
+            installation_id: installation.map(InstallationId::from_uuid),
+        }
+    }
+
     /// The event's identity across redeliveries: SHA-256 over the app and the fields HubSpot
     /// keeps equal when it sends the same event again (`attemptNumber` changes, so it is left
     /// out).
@@ -289,6 +325,40 @@ mod tests {
         let many: Vec<Value> = (0..101).map(|_| event()).collect();
         let body = serde_json::to_vec(&many).unwrap();
         assert_eq!(parse_batch(&body), Err(BatchError::TooMany(101)));
+    }
+
+    #[test]
+    fn the_stored_event_carries_what_happened_and_where_it_went() {
+        let mut raw = event();
+        raw["objectId"] = json!(5001);
+        raw["propertyName"] = json!("email");
+        raw["propertyValue"] = json!("ada@example.com");
+        raw["changeSource"] = json!("CRM_UI");
+        raw["attemptNumber"] = json!(2);
+        let body = serde_json::to_vec(&json!([raw])).unwrap();
+        let parsed = parse_batch(&body).unwrap().remove(0);
+        let app = Uuid::from_u128(1);
+        let key = parsed.dedupe_key(app);
+        let routed = parsed.received(&key, app, Some(Uuid::from_u128(9)));
+        assert_eq!(routed.identity, hex::encode(key));
+        assert_eq!(routed.event_id, u64::try_from(parsed.event_id).unwrap());
+        assert_eq!(routed.object_id, Some(5001));
+        assert_eq!(routed.property_name.as_deref(), Some("email"));
+        assert_eq!(routed.property_value.as_deref(), Some("ada@example.com"));
+        assert_eq!(routed.change_source.as_deref(), Some("CRM_UI"));
+        assert_eq!(routed.attempt, Some(2));
+        assert_eq!(routed.occurred_at, parsed.occurred_at());
+        assert_eq!(
+            routed.installation_id.map(|i| i.as_uuid()),
+            Some(Uuid::from_u128(9))
+        );
+        // Numbers sent as other JSON are kept as their text; unrouted events name no installation.
+        let mut odd = parsed.clone();
+        odd.raw.insert("propertyValue".into(), json!(42));
+        odd.raw.remove("objectId");
+        let unrouted = odd.received(&key, app, None);
+        assert_eq!(unrouted.property_value.as_deref(), Some("42"));
+        assert_eq!((unrouted.object_id, unrouted.installation_id), (None, None));
     }
 
     #[test]

@@ -16,11 +16,17 @@
 //! 4. republish every new event on `hk.webhooks.<app>.<portal>.<type>` (message id = its
 //!    identity, so a republish after a crash is dropped by JetStream);
 //! 5. in one transaction, record the identities (a unique key: of two workers racing on the
-//!    same event, one inserts it) and count what was inserted: per installation
-//!    (`rm_installations.webhook_events`, `last_webhook_at`) and per day
-//!    (`webhook_usage_daily`). Ordinary webhook events are deliberately not recorded as domain
-//!    events: they are operational volume, not lifecycle facts, and would dominate every
-//!    installation's history;
+//!    same event, one inserts it) and append each event this transaction inserted, and only
+//!    those, to the event store as a `HubSpotWebhookReceived` of its webhook log
+//!    (`hubkeeper_domain::webhook_log`): the routed installation's log, or the app's log for
+//!    unrouted ones, which are also kept in `webhook_unrouted` for review. The rows are written
+//!    with one multi-row INSERT in the columns postgres-es writes (no aggregate load: a log is
+//!    append-only and nothing decides on its state); each log's next sequence is read under a
+//!    per-log advisory lock (`WEBHOOK_LOG_LOCK_CLASS`) taken before the transaction's first
+//!    write, so its events enter the global order in sequence order. Every count
+//!    (`rm_installations.webhook_events`, `last_webhook_at`, `webhook_usage_daily`, the
+//!    `/v1/stats/webhooks` series) is folded from these events by the projector, so a replay
+//!    rebuilds them exactly;
 //! 6. acknowledge the batch.
 //!
 //! A crash anywhere before 5 commits redoes the batch (commands idempotent, republish
@@ -37,9 +43,13 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use hubkeeper_bus::consume::{consume, Backoff, ConsumerSpec, Delivery, Handler, Outcome};
 use hubkeeper_bus::dead_letter;
+use hubkeeper_bus::registry::WEBHOOK_LOG_LOCK_CLASS;
 use hubkeeper_core::tokens::record_uninstall;
 use hubkeeper_core::{Broadcaster, CommandBus, CommandError};
 use hubkeeper_domain::metadata::{Actor, EventMetadata};
+use hubkeeper_domain::webhook_log::{
+    self, log_id, WebhookLogEvent, AGGREGATE_TYPE as WEBHOOK_LOG_TYPE,
+};
 use hubkeeper_domain::{AppId, HubId, InstallationId, UserId};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -414,8 +424,8 @@ impl WebhookWorker {
         Ok(())
     }
 
-    /// Records the identities and counts the ones this transaction inserted; returns (inserted,
-    /// of them unrouted).
+    /// Records the identities and appends the events this transaction inserted to the webhook
+    /// logs; returns (inserted, of them unrouted).
     async fn record(
         &self,
         app_id: Uuid,
@@ -440,7 +450,29 @@ impl WebhookWorker {
             times.push(event.occurred_at());
             installations.push(routes.get(&route_key(event)).and_then(Route::target));
         }
+        let target = |event: &WebhookEvent| routes.get(&route_key(event)).and_then(Route::target);
+        let log_of = |event: &WebhookEvent| {
+            log_id(
+                AppId::from_uuid(app_id),
+                target(event).map(InstallationId::from_uuid),
+            )
+        };
+        let mut logs: Vec<String> = sorted.iter().map(|(_, e)| log_of(e)).collect();
+        logs.sort();
+        logs.dedup();
+
         let mut tx = self.pool.begin().await?;
+        // The logs' locks come before any write: this transaction's id is taken only once every
+        // earlier append to these logs has committed, so a log's events are in the global
+        // order in sequence order (what the relay, the projector and replay rely on).
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock($1, h)
+               FROM (SELECT DISTINCT hashtext(l) AS h FROM UNNEST($2::text[]) AS l ORDER BY h) AS s",
+        )
+        .bind(WEBHOOK_LOG_LOCK_CLASS.class)
+        .bind(&logs)
+        .execute(&mut *tx)
+        .await?;
         let inserted: Vec<Vec<u8>> = sqlx::query_scalar(
             "INSERT INTO webhook_events_seen
                 (dedupe_key, app_id, portal_id, event_id, subscription_type, occurred_at,
@@ -462,64 +494,94 @@ impl WebhookWorker {
         .fetch_all(&mut *tx)
         .await?;
         let inserted: HashSet<Vec<u8>> = inserted.into_iter().collect();
+        if inserted.is_empty() {
+            tx.commit().await?;
+            return Ok((0, 0));
+        }
 
-        // Per installation: count and latest time; per day: count. BTreeMap: sorted lock order.
-        let mut per_installation: BTreeMap<Uuid, (i64, DateTime<Utc>)> = BTreeMap::new();
-        let mut per_day: BTreeMap<(Uuid, chrono::NaiveDate), i64> = BTreeMap::new();
+        // The next sequence of each log, under its lock.
+        let last: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT l, COALESCE((SELECT max(sequence) FROM events
+                                  WHERE aggregate_type = $1 AND aggregate_id = l), 0)
+               FROM UNNEST($2::text[]) AS l",
+        )
+        .bind(WEBHOOK_LOG_TYPE)
+        .bind(&logs)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut next: BTreeMap<String, i64> = last.into_iter().collect();
+
+        let now = Utc::now();
+        let mut appended: Vec<(&[u8; 32], &WebhookEvent, String)> = sorted
+            .iter()
+            .filter(|(key, _)| inserted.contains(key.as_slice()))
+            .map(|(key, event)| (key, event, log_of(event)))
+            .collect();
+        // Within a log, in the order HubSpot says they happened.
+        appended.sort_by(|a, b| {
+            (&a.2, a.1.occurred_at_ms, a.1.event_id, a.0).cmp(&(
+                &b.2,
+                b.1.occurred_at_ms,
+                b.1.event_id,
+                b.0,
+            ))
+        });
+        let batch = format!("webhook-batch:{batch_sequence}");
+        let mut aggregate_ids = Vec::with_capacity(appended.len());
+        let mut sequences = Vec::with_capacity(appended.len());
+        let mut payloads = Vec::with_capacity(appended.len());
+        let mut metadata = Vec::with_capacity(appended.len());
         let mut unrouted = 0;
-        for (key, event) in &sorted {
-            if !inserted.contains(key.as_slice()) {
-                continue;
+        for (key, event, log) in &appended {
+            let installation = target(event);
+            let received = event.received(key, app_id, installation);
+            let payload = serde_json::to_string(&WebhookLogEvent::Received(received))
+                .map_err(|e| ProcessError::Command(e.to_string()))?;
+            let meta = EventMetadata::new(Actor::HubSpot, now)
+                .request_id(batch.clone())
+                .correlation_id(batch.clone())
+                .causation_id(format!("webhook:{}", hex::encode(key)));
+            let meta = serde_json::to_string(&meta.to_map())
+                .map_err(|e| ProcessError::Command(e.to_string()))?;
+            let sequence = next.entry(log.clone()).or_insert(0);
+            *sequence += 1;
+            aggregate_ids.push(log.clone());
+            sequences.push(*sequence);
+            payloads.push(payload);
+            metadata.push(meta);
+            if installation.is_none() {
+                unrouted += 1;
+                sqlx::query(
+                    "INSERT INTO webhook_unrouted (dedupe_key, app_id, portal_id, subscription_type, event)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (dedupe_key) DO NOTHING",
+                )
+                .bind(key.to_vec())
+                .bind(app_id)
+                .bind(event.portal_id)
+                .bind(&event.subscription_type)
+                .bind(serde_json::Value::Object(event.raw.clone()))
+                .execute(&mut *tx)
+                .await?;
             }
-            match routes.get(&route_key(event)).and_then(Route::target) {
-                Some(id) => {
-                    let entry = per_installation
-                        .entry(id)
-                        .or_insert((0, event.occurred_at()));
-                    entry.0 += 1;
-                    entry.1 = entry.1.max(event.occurred_at());
-                    *per_day.entry((id, Utc::now().date_naive())).or_insert(0) += 1;
-                }
-                None => {
-                    unrouted += 1;
-                    sqlx::query(
-                        "INSERT INTO webhook_unrouted (dedupe_key, app_id, portal_id, subscription_type, event)
-                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (dedupe_key) DO NOTHING",
-                    )
-                    .bind(key.to_vec())
-                    .bind(app_id)
-                    .bind(event.portal_id)
-                    .bind(&event.subscription_type)
-                    .bind(serde_json::Value::Object(event.raw.clone()))
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
         }
-        for (id, (count, latest)) in &per_installation {
-            sqlx::query(
-                "UPDATE rm_installations SET webhook_events = webhook_events + $2,
-                        last_webhook_at = GREATEST(COALESCE(last_webhook_at, $3), $3)
-                  WHERE installation_id = $1",
-            )
-            .bind(id)
-            .bind(count)
-            .bind(latest)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for ((id, day), count) in &per_day {
-            sqlx::query(
-                "INSERT INTO webhook_usage_daily (installation_id, day, events) VALUES ($1, $2, $3)
-                 ON CONFLICT (installation_id, day) DO UPDATE
-                    SET events = webhook_usage_daily.events + EXCLUDED.events",
-            )
-            .bind(id)
-            .bind(day)
-            .bind(count)
-            .execute(&mut *tx)
-            .await?;
-        }
+        // One statement for the batch; positions follow the order given.
+        sqlx::query(
+            "INSERT INTO events
+                (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+             SELECT $1, a, s, $2, $3, p::json, m::json
+               FROM UNNEST($4::text[], $5::bigint[], $6::text[], $7::text[])
+                    WITH ORDINALITY AS u(a, s, p, m, n)
+              ORDER BY n",
+        )
+        .bind(WEBHOOK_LOG_TYPE)
+        .bind(webhook_log::event_types::HUBSPOT_WEBHOOK_RECEIVED)
+        .bind(webhook_log::HUBSPOT_WEBHOOK_RECEIVED_VERSION)
+        .bind(&aggregate_ids)
+        .bind(&sequences)
+        .bind(&payloads)
+        .bind(&metadata)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok((inserted.len(), unrouted))
     }

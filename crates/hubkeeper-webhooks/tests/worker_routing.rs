@@ -230,6 +230,22 @@ async fn events_go_to_the_active_installation_of_the_portal_and_named_user() {
         .await
         .expect("processed");
     assert_eq!((outcome.new_events, outcome.unrouted), (3, 0));
+    // Each event is in its installation's webhook log; the counts are folded from those.
+    let logged: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT aggregate_id, sequence FROM events
+          WHERE aggregate_type = 'hubspot_webhook_log' ORDER BY aggregate_id, sequence",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("logs");
+    let mut expected = vec![
+        (user8.to_string(), 1),
+        (user8.to_string(), 2),
+        (user7.to_string(), 1),
+    ];
+    expected.sort();
+    assert_eq!(logged, expected);
+    project(&pool).await;
 
     let counted = |id: InstallationId| {
         let pool = pool.clone();

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use hubkeeper_domain::app::AppEvent;
 use hubkeeper_domain::installation::InstallationEvent;
+use hubkeeper_domain::webhook_log::{WebhookLogEvent, AGGREGATE_TYPE as WEBHOOK_LOG_TYPE};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -342,6 +343,19 @@ pub(super) struct ActivityRow {
     message: String,
 }
 
+/// A row of `rm_webhook_events`: one HubSpot webhook event counted (see [`apply_webhook_event`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(super) struct WebhookRow {
+    log_id: String,
+    sequence: i64,
+    pub(super) installation_id: Option<Uuid>,
+    app_id: Uuid,
+    portal_id: i64,
+    subscription_type: String,
+    occurred_at: DateTime<Utc>,
+    received_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub(super) struct Subject {
     installation_id: Uuid,
@@ -376,6 +390,9 @@ pub(super) struct Changes {
     pub(super) creators: HashMap<String, i64>,
     /// Plan codes by plan id, for activity lines of plan events that do not carry theirs.
     pub(super) plan_codes: HashMap<String, String>,
+    /// HubSpot webhook events to count (those not counted before; [`super::sql::write`] decides
+    /// by their key).
+    pub(super) webhooks: Vec<WebhookRow>,
 }
 
 impl Changes {
@@ -479,6 +496,7 @@ impl Changes {
             let report = match event.aggregate_type.as_str() {
                 "installation" => apply_installation_event(self, tables, event, decoded),
                 "app" => apply_app_event(self, tables, event, decoded),
+                WEBHOOK_LOG_TYPE => apply_webhook_event(self, tables, event, decoded),
                 _ => {
                     if tables.has(Projection::Activity) {
                         let installation = match decoded {
@@ -640,6 +658,47 @@ fn apply_app_event(
         }
     }
     report
+}
+
+/// A HubSpot webhook event is counted by the installations projection: a row of
+/// `rm_webhook_events` keyed by (log, sequence), and, when it was routed to an installation,
+/// that installation's count, latest time and day. Counting commutes, so the log's events need
+/// no sequence order, only to be counted once: the key decides, when the batch is written,
+/// which ones are new. No activity line: webhook events are volume, not lifecycle (the history
+/// API and exports list them).
+fn apply_webhook_event(
+    batch: &mut Changes,
+    tables: &Tables,
+    event: &ProjectedEvent,
+    decoded: &DomainEvent,
+) -> ApplyReport {
+    let DomainEvent::WebhookLog(WebhookLogEvent::Received(r)) = decoded else {
+        return ApplyReport::of(Outcome::Skipped);
+    };
+    if !tables.has(Projection::Installations) {
+        return ApplyReport::of(Outcome::Skipped);
+    }
+    batch.webhooks.push(WebhookRow {
+        log_id: event.aggregate_id.clone(),
+        sequence: event.sequence,
+        installation_id: r.installation_id.map(|i| i.as_uuid()),
+        app_id: r.app_id.as_uuid(),
+        portal_id: big(r.portal_id.get()),
+        subscription_type: r.subscription_type.clone(),
+        occurred_at: r.occurred_at,
+        received_at: event.occurred_at(),
+    });
+    ApplyReport::of(Outcome::Applied)
+}
+
+/// Installations whose webhook counts `decoded` changes (locked with the batch's other rows).
+pub(super) fn webhook_installation(decoded: &DomainEvent) -> Option<Uuid> {
+    match decoded {
+        DomainEvent::WebhookLog(WebhookLogEvent::Received(r)) => {
+            r.installation_id.map(|i| i.as_uuid())
+        }
+        _ => None,
+    }
 }
 
 /// Whether `decoded` is the event that creates its aggregate's row.
@@ -858,5 +917,94 @@ mod tests {
         assert_eq!(reports[0].outcome, Outcome::Gap { last_sequence: 2 });
         assert!(changes.dirty_installations.is_empty());
         assert!(changes.new_periods.is_empty() && changes.activity.is_empty());
+    }
+
+    fn webhook(
+        log: &str,
+        sequence: i64,
+        installation: Option<Uuid>,
+    ) -> (ProjectedEvent, DomainEvent) {
+        use hubkeeper_domain::webhook_log::HubSpotWebhookReceived;
+        let envelope = ProjectedEvent {
+            global_position: 500 + sequence,
+            tx_id: 5000 + sequence as u64,
+            aggregate_type: WEBHOOK_LOG_TYPE.into(),
+            aggregate_id: log.into(),
+            sequence,
+            event_type: "HubSpotWebhookReceived".into(),
+            event_version: "1.0".into(),
+            stored_version: "1.0".into(),
+            payload: Value::Null,
+            metadata: json!({ "actor": "hubspot", "occurred_at": minute(30).to_rfc3339() }),
+            recorded_at: minute(31),
+        };
+        let received = HubSpotWebhookReceived {
+            identity: format!("{sequence:064x}"),
+            event_id: 1,
+            subscription_type: "contact.creation".into(),
+            object_id: None,
+            property_name: None,
+            property_value: None,
+            change_source: None,
+            occurred_at: minute(sequence),
+            portal_id: HubId(40_000_001),
+            app_id: AppId::from_uuid(Uuid::from_u128(1)),
+            attempt: None,
+            installation_id: installation.map(InstallationId::from_uuid),
+        };
+        (
+            envelope,
+            DomainEvent::WebhookLog(WebhookLogEvent::Received(received)),
+        )
+    }
+
+    #[test]
+    fn webhook_events_are_counted_in_any_order_without_activity_lines() {
+        let id = Uuid::from_u128(7);
+        let log = id.to_string();
+        let mut changes = Changes::default();
+        // Out of order, and one from the app's log of unrouted events.
+        let reports = apply(
+            &mut changes,
+            &[
+                webhook(&log, 3, Some(id)),
+                webhook(&log, 1, Some(id)),
+                webhook("app:x", 1, None),
+            ],
+        );
+        assert!(reports.iter().all(|r| r.outcome == Outcome::Applied));
+        assert_eq!(changes.webhooks.len(), 3);
+        let counted: Vec<_> = changes
+            .webhooks
+            .iter()
+            .map(|w| {
+                (
+                    w.log_id.as_str(),
+                    w.sequence,
+                    w.installation_id,
+                    w.received_at,
+                )
+            })
+            .collect();
+        assert_eq!(counted[0], (log.as_str(), 3, Some(id), minute(30)));
+        assert_eq!(counted[2], ("app:x", 1, None, minute(30)));
+        assert!(changes.activity.is_empty(), "no activity line per webhook");
+        assert!(changes.dirty_installations.is_empty());
+        assert_eq!(
+            webhook_installation(&webhook(&log, 1, Some(id)).1),
+            Some(id)
+        );
+
+        // Only the installations projection counts them.
+        let (envelopes, decoded): (Vec<_>, Vec<_>) =
+            vec![webhook(&log, 4, Some(id))].into_iter().unzip();
+        let mut activity_only = Changes::default();
+        let reports = activity_only.apply_all(
+            &Tables::rebuild(&[Projection::Activity]),
+            &envelopes,
+            &decoded,
+        );
+        assert_eq!(reports[0].outcome, Outcome::Skipped);
+        assert!(activity_only.webhooks.is_empty() && activity_only.activity.is_empty());
     }
 }

@@ -8,7 +8,9 @@ use serde::Serialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::changes::{creates_row, AppRow, Changes, InstallationRow, OpenPeriod};
+use super::changes::{
+    creates_row, webhook_installation, AppRow, Changes, InstallationRow, OpenPeriod,
+};
 use crate::event::{DomainEvent, ProjectedEvent};
 use crate::tables::{Projection, Tables};
 
@@ -40,7 +42,15 @@ pub(super) async fn load(
         ids
     };
     let app_ids = ids("app");
-    let installation_ids = ids("installation");
+    let mut installation_ids = ids("installation");
+    // Installations whose webhook counts the batch changes are locked with the rest, in the
+    // same order, so their count updates cannot deadlock with another batch.
+    let webhook_targets: Vec<Uuid> = decoded.iter().filter_map(webhook_installation).collect();
+    if !webhook_targets.is_empty() {
+        installation_ids.extend(webhook_targets);
+        installation_ids.sort();
+        installation_ids.dedup();
+    }
     // Subscriptions are keyed by their installation: their activity lines name it.
     let mut subject_ids = installation_ids.clone();
     subject_ids.extend(ids("subscription"));
@@ -295,6 +305,9 @@ pub(super) async fn write(
         .execute(&mut *conn)
         .await?;
     }
+    if !batch.webhooks.is_empty() {
+        count_webhooks(conn, tables, batch).await?;
+    }
     if !batch.activity.is_empty() {
         let a = &tables.activity;
         let columns = "global_position, occurred_at, level, actor, aggregate_type, aggregate_id, \
@@ -308,6 +321,51 @@ pub(super) async fn write(
         .execute(&mut *conn)
         .await?;
     }
+    Ok(())
+}
+
+/// Counts the batch's webhook events that were not counted before, in one statement: the new
+/// rows of `rm_webhook_events` (a redelivered event's key is there already) are added to their
+/// installations' counts and latest times and to `webhook_usage_daily` by the UTC day the
+/// event was recorded. Live projection and replay count the same events the same way.
+async fn count_webhooks(
+    conn: &mut PgConnection,
+    tables: &Tables,
+    batch: &Changes,
+) -> Result<(), sqlx::Error> {
+    let (w, i, d) = (
+        &tables.webhook_events,
+        &tables.installations,
+        &tables.webhook_usage,
+    );
+    let columns = "log_id, sequence, installation_id, app_id, portal_id, subscription_type, \
+                   occurred_at, received_at";
+    sqlx::query(&format!(
+        "WITH new AS (
+            INSERT INTO {w} ({columns})
+            SELECT {columns} FROM jsonb_populate_recordset(NULL::{w}, $1)
+             ORDER BY log_id, sequence
+            ON CONFLICT (log_id, sequence) DO NOTHING
+            RETURNING installation_id, occurred_at, received_at),
+         per_installation AS (
+            UPDATE {i} SET webhook_events = {i}.webhook_events + c.n,
+                   last_webhook_at = GREATEST(COALESCE({i}.last_webhook_at, c.latest), c.latest)
+              FROM (SELECT installation_id, count(*) AS n, max(occurred_at) AS latest
+                      FROM new WHERE installation_id IS NOT NULL GROUP BY installation_id) AS c
+             WHERE {i}.installation_id = c.installation_id
+            RETURNING 1),
+         per_day AS (
+            INSERT INTO {d} (installation_id, day, events)
+            SELECT installation_id, (received_at AT TIME ZONE 'UTC')::date, count(*)
+              FROM new WHERE installation_id IS NOT NULL
+             GROUP BY 1, 2 ORDER BY 1, 2
+            ON CONFLICT (installation_id, day) DO UPDATE SET events = {d}.events + EXCLUDED.events
+            RETURNING 1)
+         SELECT (SELECT count(*) FROM per_installation), (SELECT count(*) FROM per_day)"
+    ))
+    .bind(json(&batch.webhooks)?)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
