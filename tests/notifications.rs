@@ -21,11 +21,11 @@ use axum::Router;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use hubkeeper_sim::SimConfig;
+use hubkeeper_sim::{DeliverRequest, DeliveryState, SimConfig};
 use hubkeeper_testkit::{wait_until, HkProcess};
 use serde_json::{json, Value};
 use sha2::Sha256;
-use support::Harness;
+use support::{fresh_browser, Harness};
 
 /// Signature check as the Standard Webhooks specification describes it: the key is the
 /// base64-decoded part of `whsec_...`; the signed content is `{id}.{timestamp}.{body}`; the
@@ -430,6 +430,14 @@ async fn notifications_survive_a_killed_notifier_and_a_failing_receiver() {
     assert_eq!(revoked.body["data"]["app_id"], app.app_id.as_str());
     assert_eq!(revoked.body["data"]["reason"], "fraud check");
     assert!(revoked.body["data"]["hub_id"].is_u64());
+    // Installed without a connect session: no customer, but the field is there.
+    assert!(
+        revoked.body["data"]
+            .as_object()
+            .is_some_and(|d| d.contains_key("external_ref") && d["external_ref"].is_null()),
+        "{}",
+        revoked.body
+    );
 
     // 429: the next attempt came no sooner than Retry-After.
     let throttled_id = throttled.iter().next().expect("one throttled").clone();
@@ -572,4 +580,148 @@ async fn notifications_survive_a_killed_notifier_and_a_failing_receiver() {
         !logs.contains(&main_secret[6..]),
         "a signing secret in a log"
     );
+}
+
+/// HubSpot's webhook events, sent through the simulator (signed, in batches, some twice),
+/// reach the app's endpoint that subscribed to `hubspot.webhook`: one notification per
+/// installation and batch, each event once, with the installation and the app's customer
+/// (`external_ref` of the connect session), signed as Standard Webhooks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hubspot_webhooks_reach_a_subscribed_endpoint_with_the_installation_and_its_customer() {
+    let mut h = Harness::start(SimConfig::default()).await;
+    let api = h.spawn_api("api", &[]).await;
+    let app = h.register_app(api, "hook-secret", "hook-secret").await;
+    let (addr, receiver) = start_receiver().await;
+    let endpoints = format!("{}/v1/apps/{}/endpoints", h.api(api), app.app_id);
+    let (status, endpoint) = h
+        .admin(
+            Method::POST,
+            &endpoints,
+            Some(json!({"url": format!("http://{addr}/main"), "event_types": ["hubspot.webhook"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{endpoint}");
+    receiver.lock().unwrap().secrets.insert(
+        "/main".into(),
+        endpoint["secret"].as_str().unwrap().to_owned(),
+    );
+    let _relay = worker(&h, "relay", "relay");
+    let _projector = worker(&h, "projector", "projector");
+    let _webhooks = worker(&h, "webhooks", "webhooks");
+    let _notifier = worker(&h, "notifier", "notifier");
+
+    // The tenant connects through a connect session naming the app's customer.
+    let hub = 52_000_001;
+    h.register_account(hub).await;
+    let service = h.service_key.clone().expect("service key");
+    let response = h
+        .http
+        .post(format!(
+            "{}/v1/apps/{}/connect-sessions",
+            h.api(api),
+            app.app_id
+        ))
+        .bearer_auth(&service)
+        .json(&json!({"external_ref": "cust-42"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let session: Value = response.json().await.unwrap();
+    let opened = fresh_browser()
+        .get(session["connect_url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.status(), StatusCode::SEE_OTHER);
+    let params: HashMap<String, String> =
+        url::Url::parse(opened.headers()["location"].to_str().unwrap())
+            .unwrap()
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+    let redirect = h.consent(&params, hub, false, None).await;
+    let target = h.callback(api, &redirect).await;
+    let installation = url::Url::parse(&format!("http://result{target}"))
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "installation_id")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("connected: {target}"));
+
+    // HubSpot sends 250 events in batches of 100, a tenth of the batches twice.
+    let unique = 250;
+    let mut request = DeliverRequest::new(
+        &format!("{}/webhooks/hubspot/{}", h.api(api), app.app_id),
+        &app.client_id,
+    )
+    .generate(unique, hub);
+    request.duplicate_rate = 0.1;
+    let delivery = h.ctl.deliver_webhooks(&request).await.unwrap();
+    let report = h
+        .ctl
+        .wait_for_delivery(delivery.id, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(report.state, DeliveryState::Completed, "{report:?}");
+    assert_eq!(report.failed_batches, 0, "{report:?}");
+
+    let forwarded = || {
+        let state = receiver.lock().unwrap();
+        let mut ids = HashSet::new();
+        let mut events = 0;
+        for r in state.received.iter().filter(|r| r.status == 204) {
+            if ids.insert(r.id.clone()) {
+                events += r.body["data"]["events"].as_array().map_or(0, Vec::len);
+            }
+        }
+        events
+    };
+    wait_until(
+        "every HubSpot event forwarded",
+        Duration::from_secs(60),
+        || async { forwarded() >= unique },
+    )
+    .await;
+    let received = receiver.lock().unwrap().received.clone();
+    let mut notifications = HashSet::new();
+    let mut events = HashSet::new();
+    for r in &received {
+        assert_eq!(r.verified, Ok(()), "{r:?}");
+        assert_eq!(r.body["type"], "hubspot.webhook", "{r:?}");
+        let data = &r.body["data"];
+        assert_eq!(data["installation_id"], installation.as_str());
+        assert_eq!(data["external_ref"], "cust-42");
+        assert_eq!(data["app_id"], app.app_id.as_str());
+        assert_eq!(data["hub_id"], hub);
+        if !notifications.insert(r.id.clone()) {
+            continue;
+        }
+        for e in data["events"].as_array().expect("events") {
+            assert!(e["subscription_type"].is_string(), "{e}");
+            let identity = (
+                e["event_id"].as_u64().expect("event id"),
+                e["occurred_at"].as_str().unwrap_or_default().to_owned(),
+                e["object_id"].as_u64(),
+            );
+            assert!(events.insert(identity), "forwarded twice: {e}");
+        }
+    }
+    assert_eq!(events.len(), unique, "each event forwarded once");
+    // Grouped: one notification per batch of new events (not one per event).
+    assert!(
+        notifications.len() <= report.batches.len() && notifications.len() >= 3,
+        "{} notifications for {} batches",
+        notifications.len(),
+        report.batches.len()
+    );
+    let logged: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE aggregate_type = 'hubspot_webhook_log'
+            AND aggregate_id = $1",
+    )
+    .bind(&installation)
+    .fetch_one(&h.pool)
+    .await
+    .unwrap();
+    assert_eq!(logged, unique as i64);
 }

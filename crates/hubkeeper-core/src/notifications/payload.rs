@@ -17,6 +17,7 @@ use hubkeeper_domain::installation::{InstallationEvent, StoredDisconnectCause};
 use hubkeeper_domain::notification::NotificationType;
 use hubkeeper_domain::plan::{PlanEvent, PlanId, StoredPlanStatus};
 use hubkeeper_domain::subscription::SubscriptionEvent;
+use hubkeeper_domain::webhook_log::{WebhookLogEvent, AGGREGATE_TYPE as WEBHOOK_LOG_TYPE};
 use hubkeeper_domain::InstallationId;
 use serde_json::{json, Map, Value};
 
@@ -28,8 +29,32 @@ pub const PAYLOAD_VERSION: u32 = 1;
 pub enum Subject {
     /// One installation (its app is looked up).
     Installation(InstallationId),
+    /// One installation, for the HubSpot webhook events its log recorded in one transaction
+    /// (one webhook worker's batch): one notification carries them all.
+    WebhookGroup(WebhookGroup),
     /// Every installation subscribed to a plan.
     PlanSubscribers(PlanId),
+}
+
+/// The HubSpot webhook events of one installation's log written by one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookGroup {
+    pub installation: InstallationId,
+    /// The log (its aggregate id).
+    pub log: String,
+    /// The writing transaction (the relayed envelope's `tx_id`).
+    pub tx_id: String,
+    /// The sequence of the event that led here: only the group's first event queues the
+    /// notification.
+    pub sequence: i64,
+}
+
+impl WebhookGroup {
+    /// What the group's notification is derived from (`source_event` of its deliveries, and
+    /// the base of its `webhook-id`): the same whichever of its events is handled.
+    pub fn source(&self) -> String {
+        format!("{WEBHOOK_LOG_TYPE}:{}:tx:{}", self.log, self.tx_id)
+    }
 }
 
 /// A notification an event leads to, before its recipients are known.
@@ -59,8 +84,52 @@ pub fn trigger(event: &RelayedEvent) -> Option<Trigger> {
         "installation" => installation(event),
         "subscription" => subscription(event),
         "plan" => plan(event),
+        WEBHOOK_LOG_TYPE => webhook(event),
         _ => None,
     }
+}
+
+/// HubSpot webhook events of an installation (unrouted ones, in the app's log, tell nothing):
+/// the group of its transaction; `details` are filled from the whole group by the fan-out
+/// ([`webhook_events`]).
+fn webhook(event: &RelayedEvent) -> Option<Trigger> {
+    let decoded: WebhookLogEvent = serde_json::from_value(event.payload.clone()).ok()?;
+    let WebhookLogEvent::Received(received) = decoded;
+    let installation = received.installation_id?;
+    Some(Trigger {
+        kind: NotificationType::HubSpotWebhook,
+        subject: Subject::WebhookGroup(WebhookGroup {
+            installation,
+            log: event.aggregate_id.clone(),
+            tx_id: event.tx_id.clone(),
+            sequence: event.sequence,
+        }),
+        details: Map::new(),
+    })
+}
+
+/// The `events` of a `hubspot.webhook` notification, from the stored payloads of its group (in
+/// sequence order); payloads that do not decode are left out.
+pub fn webhook_events(payloads: &[Value]) -> Map<String, Value> {
+    let events: Vec<Value> = payloads
+        .iter()
+        .filter_map(|p| serde_json::from_value::<WebhookLogEvent>(p.clone()).ok())
+        .map(|WebhookLogEvent::Received(e)| {
+            json!({
+                "event_id": e.event_id,
+                "subscription_type": e.subscription_type,
+                "object_id": e.object_id,
+                "property_name": e.property_name,
+                "property_value": e.property_value,
+                "change_source": e.change_source,
+                "occurred_at": e.occurred_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+                "attempt_number": e.attempt,
+            })
+        })
+        .collect();
+    let mut details = Map::new();
+    details.insert("events".into(), Value::Array(events));
+    details
 }
 
 fn installation(event: &RelayedEvent) -> Option<Trigger> {
@@ -285,6 +354,80 @@ mod tests {
         assert_eq!(
             trigger(&relayed("installation", INSTALLATION, json!({"Nope": {}}))),
             None
+        );
+    }
+
+    fn received(event_id: u64, installation: Option<&str>) -> Value {
+        let mut inner = json!({
+            "identity": format!("{event_id:064x}"),
+            "event_id": event_id,
+            "subscription_type": "contact.propertyChange",
+            "object_id": 5001,
+            "property_name": "email",
+            "property_value": "ada@example.com",
+            "occurred_at": "2026-03-01T09:00:00.250Z",
+            "portal_id": 62000001,
+            "app_id": "0190a3c4-0000-7000-8000-000000000001",
+            "attempt": 1
+        });
+        if let Some(id) = installation {
+            inner["installation_id"] = json!(id);
+        }
+        json!({ "HubSpotWebhookReceived": inner })
+    }
+
+    #[test]
+    fn webhook_events_notify_their_installation_per_transaction() {
+        let mut event = relayed(
+            WEBHOOK_LOG_TYPE,
+            INSTALLATION,
+            received(7, Some(INSTALLATION)),
+        );
+        event.tx_id = "991".into();
+        let first = trigger(&event).expect("a notification");
+        assert_eq!(first.kind, NotificationType::HubSpotWebhook);
+        let Subject::WebhookGroup(group) = &first.subject else {
+            panic!("a webhook group: {:?}", first.subject);
+        };
+        assert_eq!(group.installation, INSTALLATION.parse().expect("id"));
+        assert_eq!(group.sequence, 3);
+        // Every event of the transaction names the same source, so one delivery is queued.
+        let mut sibling = event.clone();
+        sibling.sequence = 4;
+        let Some(Trigger {
+            subject: Subject::WebhookGroup(other),
+            ..
+        }) = trigger(&sibling)
+        else {
+            panic!("a webhook group");
+        };
+        assert_eq!(other.source(), group.source());
+        sibling.tx_id = "992".into();
+        let Some(Trigger {
+            subject: Subject::WebhookGroup(later),
+            ..
+        }) = trigger(&sibling)
+        else {
+            panic!("a webhook group");
+        };
+        assert_ne!(later.source(), group.source());
+        // Events of portals without an installation are nobody's to hear of.
+        let unrouted = relayed(WEBHOOK_LOG_TYPE, "app:x", received(8, None));
+        assert_eq!(trigger(&unrouted), None);
+
+        let details = webhook_events(&[received(7, Some(INSTALLATION)), json!({"Nope": {}})]);
+        assert_eq!(
+            Value::Object(details),
+            json!({"events": [{
+                "event_id": 7,
+                "subscription_type": "contact.propertyChange",
+                "object_id": 5001,
+                "property_name": "email",
+                "property_value": "ada@example.com",
+                "change_source": null,
+                "occurred_at": "2026-03-01T09:00:00.250Z",
+                "attempt_number": 1,
+            }]})
         );
     }
 

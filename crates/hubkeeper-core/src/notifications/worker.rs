@@ -13,6 +13,11 @@
 //!   after the configured backoff with jitter (about a day by default) and is dead-lettered on
 //!   its last attempt. Dead letters are re-driven with `hubkeeper dlq` or the API.
 //!
+//! HubSpot webhook events (`HubSpotWebhookReceived`) become `hubspot.webhook` notifications
+//! grouped per installation and webhook worker transaction (one batch of HubSpot's): the
+//! group's first event queues one delivery carrying every event of the group (`events`); the
+//! group's source (log and transaction) stands in for the event in its `webhook-id`.
+//!
 //! The `webhook-id` is derived from the source event and the endpoint (and, for plan
 //! notifications, the installation), so it is the same on every attempt, repeat and re-send.
 
@@ -29,6 +34,7 @@ use hubkeeper_bus::dead_letter;
 use hubkeeper_bus::{RelayedEvent, NOTIFY_STREAM, NOTIFY_SUBJECT_PREFIX};
 use hubkeeper_domain::metadata::{Actor, EventMetadata};
 use hubkeeper_domain::notification::{AppEndpoints, EndpointCommand};
+use hubkeeper_domain::webhook_log::AGGREGATE_TYPE as WEBHOOK_LOG_TYPE;
 use hubkeeper_domain::{AppId, EndpointId, InstallationId};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -277,7 +283,10 @@ impl FanOut {
     async fn recipients(&self, subject: &Subject) -> Result<Vec<Recipient>, String> {
         let shared = &self.0;
         match subject {
-            Subject::Installation(id) => {
+            Subject::Installation(id)
+            | Subject::WebhookGroup(payload::WebhookGroup {
+                installation: id, ..
+            }) => {
                 let (installation, _) = shared
                     .bus
                     .installations()
@@ -293,6 +302,7 @@ impl FanOut {
                 identity.insert("hub_id".into(), json!(installation.hub_id()));
                 identity.insert("user_id".into(), json!(installation.user_id()));
                 identity.insert("hub_domain".into(), json!(installation.hub_domain()));
+                identity.insert("external_ref".into(), json!(installation.external_ref()));
                 Ok(vec![Recipient {
                     app_id,
                     installation_id: *id,
@@ -336,8 +346,40 @@ impl FanOut {
             return Ok(0);
         };
         let shared = &self.0;
+        let mut trigger = trigger;
+        let mut source = event.message_id();
+        if let Subject::WebhookGroup(group) = &trigger.subject {
+            // One notification per installation and webhook worker transaction: queued by the
+            // group's first event (the rest are acknowledged), with every event of the group,
+            // all committed together and so all in the store already.
+            let first: Option<i64> = sqlx::query_scalar(
+                "SELECT min(sequence) FROM events
+                  WHERE tx_id = $1::text::xid8 AND aggregate_type = $2 AND aggregate_id = $3",
+            )
+            .bind(&group.tx_id)
+            .bind(WEBHOOK_LOG_TYPE)
+            .bind(&group.log)
+            .fetch_one(&shared.pool)
+            .await
+            .map_err(|e| format!("reading the webhook group: {e}"))?;
+            if first.is_some_and(|first| first != group.sequence) {
+                return Ok(0);
+            }
+            let payloads: Vec<Value> = sqlx::query_scalar(
+                "SELECT payload::jsonb FROM events
+                  WHERE tx_id = $1::text::xid8 AND aggregate_type = $2 AND aggregate_id = $3
+                  ORDER BY sequence",
+            )
+            .bind(&group.tx_id)
+            .bind(WEBHOOK_LOG_TYPE)
+            .bind(&group.log)
+            .fetch_all(&shared.pool)
+            .await
+            .map_err(|e| format!("reading the webhook group: {e}"))?;
+            trigger.details = payload::webhook_events(&payloads);
+            source = group.source();
+        }
         let recipients = self.recipients(&trigger.subject).await?;
-        let source = event.message_id();
         let per_installation = matches!(trigger.subject, Subject::PlanSubscribers(_));
         let mut endpoints: HashMap<AppId, AppEndpoints> = HashMap::new();
         let mut queued = 0;
