@@ -1,10 +1,9 @@
 //! The HubSpot API proxy's added latency: the same CRM call made directly to the simulator with
 //! the installation's access token (the baseline) and through `/v1/proxy/{installation}/...` with
 //! a service key, in the same run, at each concurrency level. HubSpot's per-portal limit (in the
-//! simulator) and the proxy's shared limit are the same (by default HubSpot's, 110 per 10 s);
-//! calls go to installations picked at random among enough portals that neither limit binds, so
-//! the proxy's limiter runs as in production (one Postgres round trip per call) without making
-//! calls wait, and what is measured is the proxy's own cost.
+//! simulator) and the proxy's shared limit are the same and, by default, far above the load
+//! (`--portal-limit`), so the proxy's limiter runs as in production (one Postgres reservation
+//! per call) without making calls wait, and what is measured is the proxy's own cost.
 
 use std::path::PathBuf;
 use std::sync::Arc;
