@@ -99,6 +99,13 @@ pub struct Kill {
     pub at: DateTime<Utc>,
 }
 
+/// How long after a SIGKILL the killed process's tap may still see a call that process sent
+/// before it died. The tap stamps a call when it reads it, which on a loaded machine is a few
+/// milliseconds after the process wrote it (seen: 6 ms); a dead process sends nothing, and no
+/// process is started again under the same name within a second of its kill, so a call through
+/// its tap that soon after the kill is one it made before dying.
+pub const SENT_BEFORE_DEATH: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
+
 /// SIGKILLs `process`, which must be running, and records when.
 pub fn crash(process: &mut HkProcess, kills: &mut Vec<Kill>) {
     let at = Utc::now();
@@ -162,6 +169,14 @@ impl Fleet {
     pub async fn respawn_api(&mut self, i: usize) {
         let port = self.apis[i].1;
         let name = format!("api-{i}");
+        // Calls through a killed process's tap soon after its kill are taken to be its own
+        // (`SENT_BEFORE_DEATH`): a new process under its name must not start that soon.
+        if let Some(kill) = self.kills.iter().rev().find(|k| k.process == name) {
+            assert!(
+                Utc::now() - kill.at >= SENT_BEFORE_DEATH,
+                "{name} restarted within {SENT_BEFORE_DEATH} of its kill"
+            );
+        }
         let tap = tap_for(&mut self.taps, &self.sim.base_url, &self.tap_record, &name).await;
         let vars = with_tap(&self.vars, tap);
         self.apis[i].0 = start_api(&vars, i, port, &self.logs()).await;
@@ -710,7 +725,7 @@ pub fn assert_refresh_discipline(
                         && c.hub_id == Some(inst.hub_id)
                         && c.started.timestamp_millis() <= at
                         && at <= c.answered.timestamp_millis()
-                        && c.started < kill.at
+                        && c.started < kill.at + SENT_BEFORE_DEATH
                 })
             };
             // Either the first of the two calls was in flight on a killed process (its answer was

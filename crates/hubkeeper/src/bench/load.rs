@@ -91,3 +91,28 @@ pub async fn succeeded(request: impl Future<Output = reqwest::Result<reqwest::Re
         _ => false,
     }
 }
+
+/// One GET a load client may send: where to, with which `Authorization` header.
+pub struct Get {
+    pub url: String,
+    pub authorization: String,
+}
+
+/// [`closed_loop`] of GETs, each call one of `gets` picked at random (a random installation).
+pub async fn random_gets(
+    http: &reqwest::Client,
+    gets: Arc<Vec<Get>>,
+    concurrency: usize,
+    duration: Duration,
+) -> LoadFigures {
+    let http = http.clone();
+    closed_loop(concurrency, duration, move |_, _| {
+        let get = &gets[rand::Rng::gen_range(&mut rand::thread_rng(), 0..gets.len())];
+        let request = http
+            .get(&get.url)
+            .header("authorization", &get.authorization)
+            .send();
+        succeeded(request)
+    })
+    .await
+}

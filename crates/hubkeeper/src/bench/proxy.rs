@@ -10,11 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hubkeeper_sim::SimConfig;
-use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
-use super::load::{closed_loop, succeeded, LoadFigures};
+use super::load::{random_gets, Get, LoadFigures};
 use super::stack::Stack;
 use super::{Goal, Goals};
 
@@ -80,17 +79,17 @@ pub async fn run(
     let hubspot = stack
         .var("HK_HUBSPOT_API_URL")
         .ok_or_else(|| anyhow::anyhow!("the stack has no HubSpot URL"))?;
-    let ids = Arc::new(ids);
-    let tokens = Arc::new(tokens);
+    let proxied = proxied(&stack, api, &key, &ids);
+    let direct = direct(&hubspot, &tokens);
     let duration = Duration::from_secs(seconds);
     // Warm both paths (connections, the API's token cache).
-    proxied(&stack, api, &key, &ids, 8, Duration::from_secs(2)).await;
-    direct(&stack, &hubspot, &tokens, 8, Duration::from_secs(2)).await;
+    random_gets(&stack.http, proxied.clone(), 8, Duration::from_secs(2)).await;
+    random_gets(&stack.http, direct.clone(), 8, Duration::from_secs(2)).await;
     let mut out = Vec::new();
     for &concurrency in levels {
-        let p = proxied(&stack, api, &key, &ids, concurrency, duration).await;
+        let p = random_gets(&stack.http, proxied.clone(), concurrency, duration).await;
         eprintln!("{}", p.line("proxied call"));
-        let d = direct(&stack, &hubspot, &tokens, concurrency, duration).await;
+        let d = random_gets(&stack.http, direct.clone(), concurrency, duration).await;
         eprintln!("{}", d.line("direct call (baseline)"));
         if p.requests == 0 || d.requests == 0 {
             anyhow::bail!(
@@ -136,45 +135,32 @@ async fn access_token(
         .ok_or_else(|| anyhow::anyhow!("token hand-out for {id} answered {status}"))
 }
 
-async fn proxied(
-    stack: &Stack,
-    api: usize,
-    key: &SecretString,
-    ids: &Arc<Vec<String>>,
-    concurrency: usize,
-    duration: Duration,
-) -> LoadFigures {
-    let http = stack.http.clone();
+/// The proxied call for each installation, with the service key.
+fn proxied(stack: &Stack, api: usize, key: &SecretString, ids: &[String]) -> Arc<Vec<Get>> {
     let base = stack.base(api);
-    let key = format!("Bearer {}", key.expose_secret());
-    let ids = ids.clone();
-    closed_loop(concurrency, duration, move |_, _| {
-        let id = &ids[rand::thread_rng().gen_range(0..ids.len())];
-        let request = http
-            .get(format!("{base}/v1/proxy/{id}/{CALL}"))
-            .header("authorization", &key)
-            .send();
-        succeeded(request)
-    })
-    .await
+    let authorization = format!("Bearer {}", key.expose_secret());
+    Arc::new(
+        ids.iter()
+            .map(|id| Get {
+                url: format!("{base}/v1/proxy/{id}/{CALL}"),
+                authorization: authorization.clone(),
+            })
+            .collect(),
+    )
 }
 
-async fn direct(
-    stack: &Stack,
-    hubspot: &str,
-    tokens: &Arc<Vec<SecretString>>,
-    concurrency: usize,
-    duration: Duration,
-) -> LoadFigures {
-    let http = stack.http.clone();
+/// The same call straight to HubSpot, with each installation's own access token.
+fn direct(hubspot: &str, tokens: &[SecretString]) -> Arc<Vec<Get>> {
     let url = format!("{}/{CALL}", hubspot.trim_end_matches('/'));
-    let tokens = tokens.clone();
-    closed_loop(concurrency, duration, move |_, _| {
-        let token = &tokens[rand::thread_rng().gen_range(0..tokens.len())];
-        let request = http.get(&url).bearer_auth(token.expose_secret()).send();
-        succeeded(request)
-    })
-    .await
+    Arc::new(
+        tokens
+            .iter()
+            .map(|token| Get {
+                url: url.clone(),
+                authorization: format!("Bearer {}", token.expose_secret()),
+            })
+            .collect(),
+    )
 }
 
 impl Goals for ProxyFigures {

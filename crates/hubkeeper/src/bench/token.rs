@@ -7,11 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hubkeeper_sim::SimConfig;
-use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
-use super::load::{closed_loop, succeeded, LoadFigures};
+use super::load::{random_gets, Get, LoadFigures};
 use super::stack::Stack;
 use super::{Goal, Goals};
 
@@ -38,23 +37,20 @@ async fn hand_outs(
     stack: &Stack,
     api: usize,
     key: &SecretString,
-    ids: &Arc<Vec<String>>,
+    ids: &[String],
     concurrency: usize,
     duration: Duration,
 ) -> LoadFigures {
-    let http = stack.http.clone();
     let base = stack.base(api);
-    let key = format!("Bearer {}", key.expose_secret());
-    let ids = ids.clone();
-    closed_loop(concurrency, duration, move |_, _| {
-        let id = &ids[rand::thread_rng().gen_range(0..ids.len())];
-        let request = http
-            .get(format!("{base}/v1/installations/{id}/token"))
-            .header("authorization", &key)
-            .send();
-        succeeded(request)
-    })
-    .await
+    let authorization = format!("Bearer {}", key.expose_secret());
+    let gets = ids
+        .iter()
+        .map(|id| Get {
+            url: format!("{base}/v1/installations/{id}/token"),
+            authorization: authorization.clone(),
+        })
+        .collect();
+    random_gets(&stack.http, Arc::new(gets), concurrency, duration).await
 }
 
 pub async fn run(
