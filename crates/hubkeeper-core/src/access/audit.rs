@@ -89,9 +89,7 @@ impl AuditLog {
         metadata: &EventMetadata,
     ) -> Result<(), CoreError> {
         Ok(self
-            .bus
-            .keys()
-            .execute(
+            .key_event(
                 key_id,
                 ApiKeyCommand::Create {
                     key_id: key_id.to_owned(),
@@ -116,9 +114,7 @@ impl AuditLog {
             return Ok(false);
         }
         let recorded = self
-            .bus
-            .keys()
-            .execute(
+            .key_event(
                 id,
                 ApiKeyCommand::Revoke {
                     key_id: id.to_owned(),
@@ -141,9 +137,7 @@ impl AuditLog {
         metadata: &EventMetadata,
     ) -> Result<(), CoreError> {
         Ok(self
-            .bus
-            .keys()
-            .execute(
+            .key_event(
                 key_id,
                 ApiKeyCommand::LogIn {
                     key_id: key_id.to_owned(),
@@ -161,9 +155,7 @@ impl AuditLog {
         metadata: &EventMetadata,
     ) -> Result<(), CoreError> {
         Ok(self
-            .bus
-            .keys()
-            .execute(
+            .key_event(
                 key_id,
                 ApiKeyCommand::LogOut {
                     key_id: key_id.to_owned(),
@@ -193,6 +185,16 @@ impl AuditLog {
             metadata,
         )
         .await
+    }
+
+    /// Executes `command` on the `ApiKey` aggregate of key `key_id`.
+    async fn key_event(
+        &self,
+        key_id: &str,
+        command: ApiKeyCommand,
+        metadata: &EventMetadata,
+    ) -> Result<(), CommandError<ApiKeyError>> {
+        self.bus.keys().execute(key_id, command, metadata).await
     }
 
     /// Records an operator action as a new [`hubkeeper_domain::operations::Operation`].
