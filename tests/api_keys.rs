@@ -81,6 +81,18 @@ impl Fleet {
         }
     }
 
+    /// `DELETE /v1/keys/{id}` on API A with `key`.
+    async fn revoke(&self, id: &str, key: &str) -> (StatusCode, Value) {
+        call(
+            &self.a,
+            reqwest::Method::DELETE,
+            &format!("/v1/keys/{id}"),
+            key,
+            None,
+        )
+        .await
+    }
+
     async fn register_app(&self) -> String {
         let response = reqwest::Client::new()
             .post(self.a.url("/v1/apps"))
@@ -258,14 +270,7 @@ async fn a_key_is_shown_once_works_everywhere_and_stops_everywhere_at_once_when_
 
     // Revoked on A: B refuses it as soon as it heard the broadcast (its cache, filled above,
     // would otherwise still trust the key for a while).
-    let (status, revoked) = call(
-        &fleet.a,
-        reqwest::Method::DELETE,
-        &format!("/v1/keys/{id}"),
-        &fleet.admin,
-        None,
-    )
-    .await;
+    let (status, revoked) = fleet.revoke(&id, &fleet.admin).await;
     assert_eq!(status, 200, "{revoked}");
     assert!(revoked["revoked_at"].is_string(), "{revoked}");
     let b_log = fleet.env.path().join("logs/api-b.log");
@@ -288,14 +293,7 @@ async fn a_key_is_shown_once_works_everywhere_and_stops_everywhere_at_once_when_
         401,
         "no dashboard log-in with a revoked key"
     );
-    let (status, body) = call(
-        &fleet.a,
-        reqwest::Method::DELETE,
-        &format!("/v1/keys/{id}"),
-        &fleet.admin,
-        None,
-    )
-    .await;
+    let (status, body) = fleet.revoke(&id, &fleet.admin).await;
     assert_refused(status, &body, 409, "already revoked", "revoking twice");
 
     // History: the key's events, with the admin as actor and no secret.
@@ -349,37 +347,54 @@ async fn bad_key_requests_are_refused_with_json_naming_the_problem() {
         async move { call(server, reqwest::Method::POST, "/v1/keys", &key, Some(body)).await }
     };
     let admin = fleet.admin.clone();
-    let (s, b) = post(json!({"role": "root", "name": "x"}), admin.clone()).await;
-    assert_refused(s, &b, 400, "unknown role `root`", "an unknown role");
-    let (s, b) = post(json!({"role": "service", "name": "ci"}), admin.clone()).await;
-    assert_refused(s, &b, 400, "`apps`", "a service key without apps");
     let unknown = "0190a3c4-0000-7000-8000-00000000dead";
-    let (s, b) = post(
-        json!({"role": "service", "name": "ci", "apps": [app, unknown]}),
-        admin.clone(),
-    )
-    .await;
-    assert_refused(s, &b, 404, unknown, "an unknown app");
-    let (s, b) = post(
-        json!({"role": "service", "name": "ci", "apps": ["nope"]}),
-        admin.clone(),
-    )
-    .await;
-    assert_refused(s, &b, 400, "nope", "an app id that is not one");
-    let (s, b) = post(
-        json!({"role": "admin", "name": "n".repeat(101)}),
-        admin.clone(),
-    )
-    .await;
-    assert_refused(s, &b, 400, "too long", "an oversized name");
-    let (s, b) = post(json!({"role": "admin", "name": "   "}), admin.clone()).await;
-    assert_refused(s, &b, 400, "empty", "a blank name");
-    let (s, b) = post(
-        json!({"role": "operator", "name": "ops", "apps": [app]}),
-        admin.clone(),
-    )
-    .await;
-    assert_refused(s, &b, 400, "only service keys", "apps on an operator key");
+    for (body, status, naming, what) in [
+        (
+            json!({"role": "root", "name": "x"}),
+            400,
+            "unknown role `root`",
+            "an unknown role",
+        ),
+        (
+            json!({"role": "service", "name": "ci"}),
+            400,
+            "`apps`",
+            "a service key without apps",
+        ),
+        (
+            json!({"role": "service", "name": "ci", "apps": [app, unknown]}),
+            404,
+            unknown,
+            "an unknown app",
+        ),
+        (
+            json!({"role": "service", "name": "ci", "apps": ["nope"]}),
+            400,
+            "nope",
+            "an app id that is not one",
+        ),
+        (
+            json!({"role": "admin", "name": "n".repeat(101)}),
+            400,
+            "too long",
+            "an oversized name",
+        ),
+        (
+            json!({"role": "admin", "name": "   "}),
+            400,
+            "empty",
+            "a blank name",
+        ),
+        (
+            json!({"role": "operator", "name": "ops", "apps": [app]}),
+            400,
+            "only service keys",
+            "apps on an operator key",
+        ),
+    ] {
+        let (s, b) = post(body, admin.clone()).await;
+        assert_refused(s, &b, status, naming, what);
+    }
     let (s, b) = post(
         json!({"role": "admin", "name": "x", "secret": "mine"}),
         admin.clone(),
@@ -394,14 +409,12 @@ async fn bad_key_requests_are_refused_with_json_naming_the_problem() {
 
     // Auditors see the list but change nothing; service keys see nothing.
     let pool = fleet.env.pool();
-    let auditor = create_key(&pool, "auditor", Role::Auditor, "test")
-        .await
-        .unwrap();
-    let auditor = auditor.token.expose_secret().to_string();
-    let service = create_key(&pool, "svc", Role::Service, "test")
-        .await
-        .unwrap();
-    let service = service.token.expose_secret().to_string();
+    let mut made = Vec::new();
+    for (name, role) in [("auditor", Role::Auditor), ("svc", Role::Service)] {
+        let key = create_key(&pool, name, role, "test").await.unwrap();
+        made.push(key.token.expose_secret().to_string());
+    }
+    let [auditor, service] = <[String; 2]>::try_from(made).expect("two keys");
     let (s, b) = call(&fleet.a, reqwest::Method::GET, "/v1/keys", &auditor, None).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["keys"].as_array().map(Vec::len), Some(3));
@@ -414,53 +427,26 @@ async fn bad_key_requests_are_refused_with_json_naming_the_problem() {
             "administer",
             "creating a key without administer",
         );
-        let (s, b) = call(
-            &fleet.a,
-            reqwest::Method::DELETE,
-            &format!("/v1/keys/{}", fleet.admin_id),
-            key,
-            None,
-        )
-        .await;
+        let (s, b) = fleet.revoke(&fleet.admin_id, key).await;
         assert_refused(s, &b, 403, "administer", "revoking without administer");
     }
     let (s, b) = call(&fleet.a, reqwest::Method::GET, "/v1/keys", &service, None).await;
     assert_refused(s, &b, 403, "read_audit", "a service key listing keys");
 
     // Ids: malformed, unknown, and the last admin key.
-    let (s, b) = call(
-        &fleet.a,
-        reqwest::Method::DELETE,
-        "/v1/keys/xyz",
-        &admin,
-        None,
-    )
-    .await;
-    assert_refused(s, &b, 400, "not a key id", "a malformed id");
-    let (s, b) = call(
-        &fleet.a,
-        reqwest::Method::DELETE,
-        "/v1/keys/ak000000000000",
-        &admin,
-        None,
-    )
-    .await;
-    assert_refused(s, &b, 404, "ak000000000000", "an unknown key");
-    let (s, b) = call(
-        &fleet.a,
-        reqwest::Method::DELETE,
-        &format!("/v1/keys/{}", fleet.admin_id),
-        &admin,
-        None,
-    )
-    .await;
-    assert_refused(
-        s,
-        &b,
-        409,
-        "last active admin key",
-        "revoking the last admin key",
-    );
+    for (id, status, naming, what) in [
+        ("xyz", 400, "not a key id", "a malformed id"),
+        ("ak000000000000", 404, "ak000000000000", "an unknown key"),
+        (
+            fleet.admin_id.as_str(),
+            409,
+            "last active admin key",
+            "revoking the last admin key",
+        ),
+    ] {
+        let (s, b) = fleet.revoke(id, &admin).await;
+        assert_refused(s, &b, status, naming, what);
+    }
     pool.close().await;
 }
 

@@ -7,58 +7,32 @@
 //!
 //! Needs `chromium` and `chromedriver` (scripts/bootstrap.sh --browser installs them).
 
-use std::path::Path;
-
-use hubkeeper_sim::{AccountSpec, AppSpec, ClientSecret, SeedFile, SimConfig, UserSpec};
-use hubkeeper_testkit::{
-    free_port, Browser, HubSpotTap, Page, SecretKind, Server, TapRecord, TestEnv,
-};
+use hubkeeper_testkit::{DashboardStack, SecretKind, SecretScan, SimulatedApp};
 
 const CLIENT_ID: &str = "5b1f0d3e-7c2a-4e8b-9f61-3a2d4c5e6f71";
 const CLIENT_SECRET: &str = "sim-secret-for-the-billing-browser-test-01";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pricing_billing_and_settings_pages_work_in_a_browser() {
-    let env = TestEnv::start().await;
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let sim = hubkeeper_sim::spawn(SimConfig {
-        seed: Some(SeedFile {
-            apps: vec![AppSpec {
-                app_id: 1_000_002,
-                client_id: CLIENT_ID.into(),
-                client_secret: ClientSecret::new(CLIENT_SECRET),
-                name: "Hubkeeper billing browser test".into(),
-                redirect_uris: vec![format!("{base}/oauth/callback")],
-                scopes: vec!["crm.objects.contacts.read".into(), "oauth".into()],
-            }],
-            accounts: vec![AccountSpec {
-                hub_id: 40_000_001,
-                domain: "acme-demo.hubspot.com".into(),
-                users: vec![UserSpec {
-                    user_id: 7_000_001,
-                    email: "ada@acme-demo.example".into(),
-                }],
-            }],
-        }),
-        ..SimConfig::default()
+    let stack = DashboardStack::with_simulator(SimulatedApp {
+        app_id: 1_000_002,
+        client_id: CLIENT_ID,
+        client_secret: CLIENT_SECRET,
+        name: "Hubkeeper billing browser test",
+        accounts: vec![SimulatedApp::account(
+            40_000_001,
+            "acme-demo.hubspot.com",
+            7_000_001,
+            "ada@acme-demo.example",
+        )],
     })
-    .await
-    .expect("simulator");
-    let mut vars = env.process_env();
-    // Through a tap: the leak check learns every token HubSpot issued.
-    let tap = HubSpotTap::start(&sim.base_url, "up", &TapRecord::default()).await;
-    vars.push(("HK_HUBSPOT_API_URL".into(), tap.url.clone()));
-    vars.push(("HK_HUBSPOT_APP_URL".into(), sim.base_url.clone()));
-    let _hubkeeper = Server::start(port, "up", &["up"], &vars, &env.path().join("logs")).await;
-    let admin_key = std::fs::read_to_string(env.path().join("data/admin-key"))
-        .expect("up wrote the first admin key")
-        .trim()
-        .to_string();
+    .start()
+    .await;
+    let (base, admin_key) = (&stack.base, &stack.admin_key);
     let http = reqwest::Client::new();
     let created = http
         .post(format!("{base}/v1/apps"))
-        .bearer_auth(&admin_key)
+        .bearer_auth(admin_key)
         .json(&serde_json::json!({
             "label": "Browser test app", "environment": "development", "client_id": CLIENT_ID,
             "client_secret": CLIENT_SECRET, "redirect_uri": format!("{base}/oauth/callback"),
@@ -69,18 +43,7 @@ async fn pricing_billing_and_settings_pages_work_in_a_browser() {
         .expect("create app");
     assert!(created.status().is_success(), "{:?}", created.text().await);
 
-    let browser = Browser::start(1366, 1000).await;
-    let mut ui = Page::new(
-        &browser,
-        &base,
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test-artifacts/dashboard-billing"),
-    );
-
-    // Log in.
-    ui.go("/dashboard/login").await;
-    ui.fill("#api-key", &admin_key).await;
-    ui.click("#login-submit").await;
-    ui.until_text("h1", "Overview").await;
+    let (browser, mut ui) = stack.admin_browser(1366, 1000, "dashboard-billing").await;
 
     // Pricing Models: add a free plan and a paid one through the form.
     ui.go("/dashboard/pricing").await;
@@ -118,7 +81,7 @@ async fn pricing_billing_and_settings_pages_work_in_a_browser() {
     ui.shot("pricing").await;
     let plans: serde_json::Value = http
         .get(format!("{base}/v1/plans/pro"))
-        .bearer_auth(&admin_key)
+        .bearer_auth(admin_key)
         .send()
         .await
         .expect("plan")
@@ -154,7 +117,7 @@ async fn pricing_billing_and_settings_pages_work_in_a_browser() {
     ui.shot("settings").await;
     let settings: serde_json::Value = http
         .get(format!("{base}/v1/settings"))
-        .bearer_auth(&admin_key)
+        .bearer_auth(admin_key)
         .send()
         .await
         .expect("settings")
@@ -166,7 +129,7 @@ async fn pricing_billing_and_settings_pages_work_in_a_browser() {
     drop(browser);
 
     // Nothing secret in any table or in the process's log.
-    let mut secrets = tap.record.secrets();
-    secrets.add(SecretKind::ClientSecret, CLIENT_SECRET);
-    env.assert_no_secrets(&secrets, &SecretKind::ALL).await;
+    stack
+        .assert_no_secrets(SecretScan::new(), &SecretKind::ALL)
+        .await;
 }

@@ -13,16 +13,12 @@
 //! Needs `chromium` and `chromedriver` (scripts/bootstrap.sh --browser installs them).
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::Duration;
 
 use hubkeeper_api::auth::{create_key_for_apps, Role};
-use hubkeeper_sim::{
-    AccountSpec, AppSpec, ApproveRequest, ClientSecret, DeliverRequest, FaultEndpoint, FaultMode,
-    FaultRule, SeedFile, SimConfig, UserSpec,
-};
+use hubkeeper_sim::{ApproveRequest, DeliverRequest, FaultEndpoint, FaultMode, FaultRule};
 use hubkeeper_testkit::{
-    free_port, wait_until, Browser, HubSpotTap, Page, SecretKind, Server, TapRecord, TestEnv,
+    wait_until, DashboardStack, Page, SecretKind, SecretScan, SimulatedApp, TestEnv,
 };
 use reqwest::{Method, StatusCode};
 use secrecy::ExposeSecret;
@@ -205,45 +201,27 @@ async fn events_of_type(env: &TestEnv, event_type: &str, aggregate: Option<&str>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn charts_draw_what_happened_and_match_the_figures_beside_them() {
-    let env = TestEnv::start().await;
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let sim = hubkeeper_sim::spawn(SimConfig {
-        seed: Some(SeedFile {
-            apps: vec![AppSpec {
-                app_id: 1_000_003,
-                client_id: CLIENT_ID.into(),
-                client_secret: ClientSecret::new(CLIENT_SECRET),
-                name: "Hubkeeper charts browser test".into(),
-                redirect_uris: vec![format!("{base}/oauth/callback")],
-                scopes: vec!["crm.objects.contacts.read".into(), "oauth".into()],
-            }],
-            accounts: HUBS
-                .iter()
-                .map(|&hub_id| AccountSpec {
+    let stack = DashboardStack::with_simulator(SimulatedApp {
+        app_id: 1_000_003,
+        client_id: CLIENT_ID,
+        client_secret: CLIENT_SECRET,
+        name: "Hubkeeper charts browser test",
+        accounts: HUBS
+            .iter()
+            .map(|&hub_id| {
+                SimulatedApp::account(
                     hub_id,
-                    domain: format!("hub{hub_id}.example.com"),
-                    users: vec![UserSpec {
-                        user_id: hub_id * 10 + 1,
-                        email: format!("admin@hub{hub_id}.example.com"),
-                    }],
-                })
-                .collect(),
-        }),
-        ..SimConfig::default()
+                    &format!("hub{hub_id}.example.com"),
+                    hub_id * 10 + 1,
+                    &format!("admin@hub{hub_id}.example.com"),
+                )
+            })
+            .collect(),
     })
-    .await
-    .expect("simulator");
-    let control = sim.control().expect("simulator control");
-    let mut vars = env.process_env();
-    let tap = HubSpotTap::start(&sim.base_url, "up", &TapRecord::default()).await;
-    vars.push(("HK_HUBSPOT_API_URL".into(), tap.url.clone()));
-    vars.push(("HK_HUBSPOT_APP_URL".into(), sim.base_url.clone()));
-    let _hubkeeper = Server::start(port, "up", &["up"], &vars, &env.path().join("logs")).await;
-    let admin_key = std::fs::read_to_string(env.path().join("data/admin-key"))
-        .expect("up wrote the first admin key")
-        .trim()
-        .to_string();
+    .start()
+    .await;
+    let (env, base) = (&stack.env, stack.base.clone());
+    let control = stack.sim().control().expect("simulator control");
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -251,7 +229,7 @@ async fn charts_draw_what_happened_and_match_the_figures_beside_them() {
     let api = Api {
         http: http.clone(),
         base: base.clone(),
-        key: admin_key.clone(),
+        key: stack.admin_key.clone(),
     };
 
     // ---- the series endpoints refuse what they cannot answer ---------------------------------
@@ -441,8 +419,8 @@ async fn charts_draw_what_happened_and_match_the_figures_beside_them() {
         .await;
     assert!(!status.is_success(), "HubSpot answered 503: {body}");
     control.clear_faults().await.expect("clear faults");
-    let failed = events_of_type(&env, "InstallationRefreshFailed", None).await
-        + events_of_type(&env, "InstallationReauthorizationRequired", None).await;
+    let failed = events_of_type(env, "InstallationRefreshFailed", None).await
+        + events_of_type(env, "InstallationReauthorizationRequired", None).await;
     assert!(failed >= 1, "the failure is an event");
 
     // ---- hand-outs, usage, plan changes, webhooks --------------------------------------------
@@ -486,9 +464,9 @@ async fn charts_draw_what_happened_and_match_the_figures_beside_them() {
         api.get("/v1/stats/plan-changes").await["totals"]["downgrades"] == json!(1)
     })
     .await;
-    let refreshed = events_of_type(&env, "InstallationTokensRefreshed", None).await;
-    let refresh_failed = events_of_type(&env, "InstallationRefreshFailed", None).await;
-    let reauth = events_of_type(&env, "InstallationReauthorizationRequired", None).await;
+    let refreshed = events_of_type(env, "InstallationTokensRefreshed", None).await;
+    let refresh_failed = events_of_type(env, "InstallationRefreshFailed", None).await;
+    let reauth = events_of_type(env, "InstallationReauthorizationRequired", None).await;
     wait_until("refreshes are projected", SETTLE, || async {
         let s = api.get("/v1/stats/refreshes").await;
         s["totals"]["succeeded"] == json!(refreshed)
@@ -499,16 +477,7 @@ async fn charts_draw_what_happened_and_match_the_figures_beside_them() {
     assert!(refreshed >= 2, "two refreshes succeeded");
 
     // ---- the browser ---------------------------------------------------------------------------
-    let browser = Browser::start(1366, 1100).await;
-    let mut page = Page::new(
-        &browser,
-        &base,
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test-artifacts/dashboard-charts"),
-    );
-    page.go("/dashboard/login").await;
-    page.fill("#api-key", &admin_key).await;
-    page.click("#login-submit").await;
-    page.until_text("h1", "Overview").await;
+    let (browser, mut page) = stack.admin_browser(1366, 1100, "dashboard-charts").await;
 
     // Overview: refreshes, expiries ahead with the lead time, connected accounts, webhooks.
     let series = api.get("/v1/stats/refreshes").await;
@@ -603,7 +572,7 @@ async fn charts_draw_what_happened_and_match_the_figures_beside_them() {
     page.shot("tokens").await;
 
     page.go(&format!("/dashboard/users/{}", ids[0])).await;
-    let own = events_of_type(&env, "InstallationTokensRefreshed", Some(&ids[0])).await;
+    let own = events_of_type(env, "InstallationTokensRefreshed", Some(&ids[0])).await;
     let chart = drawn(&page, "chart-installation-refreshes").await;
     assert_eq!(chart.points, 14);
     assert_eq!(chart.sum("succeeded"), own, "only this account's refreshes");
@@ -707,10 +676,9 @@ async fn charts_draw_what_happened_and_match_the_figures_beside_them() {
     drop(browser);
 
     // Nothing secret in any table or in the process's log.
-    let mut secrets = tap.record.secrets();
-    secrets.add(SecretKind::ClientSecret, CLIENT_SECRET);
+    let mut secrets = SecretScan::new();
     for code in &codes {
         secrets.add(SecretKind::Code, code);
     }
-    env.assert_no_secrets(&secrets, &SecretKind::ALL).await;
+    stack.assert_no_secrets(secrets, &SecretKind::ALL).await;
 }

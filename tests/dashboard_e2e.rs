@@ -10,15 +10,12 @@
 //! Needs `chromium` and `chromedriver` (scripts/bootstrap.sh --browser installs them); without
 //! them the test fails with that instruction rather than passing silently.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fantoccini::Locator;
 use hubkeeper_api::auth::{create_key, Role};
-use hubkeeper_sim::{AccountSpec, AppSpec, ClientSecret, SeedFile, SimConfig, UserSpec};
-use hubkeeper_testkit::{
-    free_port, wait_until, Browser, HubSpotTap, Page, SecretKind, Server, TapRecord, TestEnv,
-};
+use hubkeeper_testkit::{wait_until, DashboardStack, Page, SecretKind, SecretScan, SimulatedApp};
+use reqwest::Method;
 use secrecy::ExposeSecret;
 
 const CLIENT_ID: &str = "5b1f0d3e-7c2a-4e8b-9f61-3a2d4c5e6f70";
@@ -29,43 +26,21 @@ const WAIT: Duration = Duration::from_secs(20);
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_dashboard_works_end_to_end_in_a_browser() {
     let started = Instant::now();
-    let env = TestEnv::start().await;
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let sim = hubkeeper_sim::spawn(SimConfig {
-        seed: Some(SeedFile {
-            apps: vec![AppSpec {
-                app_id: 1_000_001,
-                client_id: CLIENT_ID.into(),
-                client_secret: ClientSecret::new(CLIENT_SECRET),
-                name: "Hubkeeper browser test".into(),
-                redirect_uris: vec![format!("{base}/oauth/callback")],
-                scopes: vec!["crm.objects.contacts.read".into(), "oauth".into()],
-            }],
-            accounts: vec![AccountSpec {
-                hub_id: HUB_ID,
-                domain: "acme-demo.hubspot.com".into(),
-                users: vec![UserSpec {
-                    user_id: 7_000_001,
-                    email: "ada@acme-demo.example".into(),
-                }],
-            }],
-        }),
-        ..SimConfig::default()
+    let stack = DashboardStack::with_simulator(SimulatedApp {
+        app_id: 1_000_001,
+        client_id: CLIENT_ID,
+        client_secret: CLIENT_SECRET,
+        name: "Hubkeeper browser test",
+        accounts: vec![SimulatedApp::account(
+            HUB_ID,
+            "acme-demo.hubspot.com",
+            7_000_001,
+            "ada@acme-demo.example",
+        )],
     })
-    .await
-    .unwrap();
-
-    let mut vars = env.process_env();
-    // Through a tap: the leak check learns every token HubSpot issued.
-    let tap = HubSpotTap::start(&sim.base_url, "up", &TapRecord::default()).await;
-    vars.push(("HK_HUBSPOT_API_URL".into(), tap.url.clone()));
-    vars.push(("HK_HUBSPOT_APP_URL".into(), sim.base_url.clone()));
-    let _hubkeeper = Server::start(port, "up", &["up"], &vars, &env.path().join("logs")).await;
-    let admin_key = std::fs::read_to_string(env.path().join("data/admin-key"))
-        .expect("up wrote the first admin key")
-        .trim()
-        .to_string();
+    .start()
+    .await;
+    let (env, base, admin_key) = (&stack.env, &stack.base, &stack.admin_key);
     let auditor_key = create_key(&env.pool(), "browser auditor", Role::Auditor, "test")
         .await
         .unwrap()
@@ -73,12 +48,7 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
         .expose_secret()
         .to_string();
 
-    let browser = Browser::start(1366, 900).await;
-    let mut ui = Page::new(
-        &browser,
-        &base,
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test-artifacts/dashboard"),
-    );
+    let (browser, mut ui) = stack.browser(1366, 900, "dashboard").await;
 
     // --- login: a wrong key is explained, the right one opens the Overview ---
     ui.go("/").await;
@@ -91,15 +61,15 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
         .path()
         .ends_with("/dashboard/login"));
     ui.fill("#api-key", "my-password").await;
-    ui.el("#login-submit").await.click().await.unwrap();
+    ui.click("#login-submit").await;
     ui.until_text("#login-error", "start with hk_").await;
     ui.fill("#api-key", &format!("hk_ak0123456789ab_{}", "x".repeat(43)))
         .await;
-    ui.el("#login-submit").await.click().await.unwrap();
+    ui.click("#login-submit").await;
     ui.until_text("#login-error", "unknown or revoked").await;
     ui.shot("login-error").await;
-    ui.fill("#api-key", &admin_key).await;
-    ui.el("#login-submit").await.click().await.unwrap();
+    ui.fill("#api-key", admin_key).await;
+    ui.click("#login-submit").await;
     ui.heading("Overview").await;
     ui.until_text(".whoami", "admin").await;
     // The only activity so far is the operator's own: the refused log-in and the log-in.
@@ -120,7 +90,7 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
     ui.nav("App Management").await;
     ui.heading("App Management").await;
     ui.until_text(".state-empty", "No apps yet").await;
-    ui.el("#add-app").await.click().await.unwrap();
+    ui.click("#add-app").await;
     ui.fill("#app-form input[name=label]", "Production EU")
         .await;
     ui.fill("#app-form input[name=client_id]", "not-a-client-id")
@@ -134,11 +104,7 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
         "crm.objects.contacts.read oauth",
     )
     .await;
-    ui.el("#app-form button[type=submit]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    ui.click("#app-form button[type=submit]").await;
     ui.until_text(".field-error", "client ID looks like").await;
     ui.until_text(".field-error", "must start with https://")
         .await;
@@ -149,19 +115,11 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
         &format!("{base}/oauth/callback"),
     )
     .await;
-    ui.el("#app-form button[type=submit]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    ui.click("#app-form button[type=submit]").await;
     ui.toast("added").await;
     ui.until_text("#apps-list td", "Production EU").await;
     ui.dismiss_toasts().await;
-    ui.el("button[data-action=edit]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    ui.click("button[data-action=edit]").await;
     ui.until_text("#app-form-title", "Edit").await;
     let client_id_readonly = ui
         .el("#app-form input[name=client_id]")
@@ -188,11 +146,7 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
     )
     .await;
     ui.shot("apps-edit").await;
-    ui.el("#app-form button[type=submit]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    ui.click("#app-form button[type=submit]").await;
     ui.toast("saved").await;
     ui.until_text("#apps-list td", "Production (EU)").await;
     ui.dismiss_toasts().await;
@@ -221,19 +175,15 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
     ui.heading("Token Management").await;
     ui.until_text(".state-empty", "No HubSpot accounts are connected yet")
         .await;
-    ui.el("#connect-account").await.click().await.unwrap();
+    ui.click("#connect-account").await;
     // A connect session for the customer's reference, returning to Token Management.
     ui.fill("#connect-external-ref", "acme-demo").await;
     ui.shot("connect-session").await;
-    ui.el("dialog button[value=confirm]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    ui.click("dialog button[value=confirm]").await;
     ui.until_text("body", "Connect app").await;
     ui.shot("simulator-consent").await;
-    ui.el("input[name=account]").await.click().await.unwrap();
-    ui.el("button.approve").await.click().await.unwrap();
+    ui.click("input[name=account]").await;
+    ui.click("button.approve").await;
     ui.heading("Token Management").await;
     ui.toast(&format!("HubSpot account {HUB_ID}")).await;
     let row = ui.until_text("#tokens-list tr", &HUB_ID.to_string()).await;
@@ -257,28 +207,21 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
     ui.until_text("#live-status", "Live").await;
     // Something happens elsewhere (a refresh through the API): the feed shows it without a
     // reload.
-    let installation_id: String = {
-        let list: serde_json::Value = reqwest::Client::new()
-            .get(format!("{base}/v1/installations"))
-            .bearer_auth(&admin_key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        list["items"][0]["installation_id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    let refreshed = reqwest::Client::new()
-        .post(format!("{base}/v1/installations/{installation_id}/refresh"))
-        .bearer_auth(&admin_key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refreshed.status(), 200);
+    let list = stack
+        .ok(Method::GET, "/v1/installations", admin_key, None)
+        .await;
+    let installation_id = list["items"][0]["installation_id"]
+        .as_str()
+        .expect("the installation is listed");
+    let (status, refreshed) = stack
+        .call(
+            Method::POST,
+            &format!("/v1/installations/{installation_id}/refresh"),
+            admin_key,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{refreshed}");
     ui.until_text("#activity-feed li.fresh", "refreshed").await;
     ui.shot("overview").await;
 
@@ -304,11 +247,7 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
     ui.fill("#confirm-reason", "Customer cancelled").await;
     ui.fill("#confirm-type", &HUB_ID.to_string()).await;
     ui.shot("tokens-revoke-confirm").await;
-    ui.el("dialog button[value=confirm]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    ui.click("dialog button[value=confirm]").await;
     ui.toast("revoked").await;
     ui.until_text("#tokens-list tr", "Revoked").await;
     ui.shot("tokens-revoked").await;
@@ -320,11 +259,7 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
     ui.until_text("#users-list tr", "acme-demo.hubspot.com")
         .await;
     ui.shot("users").await;
-    ui.el("#users-list a[href^='/dashboard/users/']")
-        .await
-        .click()
-        .await
-        .unwrap();
+    ui.click("#users-list a[href^='/dashboard/users/']").await;
     ui.heading(&format!("Hub {HUB_ID}")).await;
     ui.until_text(".card", "Granted scopes").await;
     ui.until_text(".chip", "crm.objects.contacts.read").await;
@@ -346,15 +281,9 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
     .await
     .expect("store an unreadable event");
     wait_until("the unreadable event is projected", WAIT, || async {
-        let errors: serde_json::Value = reqwest::Client::new()
-            .get(format!("{base}/v1/activity?level=error"))
-            .bearer_auth(&admin_key)
-            .send()
-            .await
-            .expect("activity")
-            .json()
-            .await
-            .expect("activity json");
+        let errors = stack
+            .ok(Method::GET, "/v1/activity?level=error", admin_key, None)
+            .await;
         errors["total"].as_u64().unwrap_or(0) > 0
     })
     .await;
@@ -373,11 +302,7 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
         .select_by_value("error")
         .await
         .unwrap();
-    ui.el("#activity-filters button[type=submit]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    ui.click("#activity-filters button[type=submit]").await;
     ui.settled("#activity-list").await;
     assert!(ui
         .client
@@ -413,11 +338,7 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
         .select_by_value(&app_option)
         .await
         .unwrap();
-    ui.el("#activity-filters button[type=submit]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    ui.click("#activity-filters button[type=submit]").await;
     ui.until_text("#activity-list td", "Info").await;
     let query = ui
         .client
@@ -462,7 +383,7 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
     ui.until_text("#tokens-list", "Revoked").await;
     ui.shot("phone-tokens").await;
     ui.client.set_window_size(1366, 900).await.unwrap();
-    let sim_favicon = format!("{}/favicon.ico", sim.base_url);
+    let sim_favicon = format!("{}/favicon.ico", stack.sim().base_url);
     ui.assert_clean_console(
         "during the admin's session",
         &[
@@ -474,14 +395,14 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
     .await;
 
     // --- logout ---
-    ui.el("#logout").await.click().await.unwrap();
+    ui.click("#logout").await;
     ui.heading("Log in to Hubkeeper").await;
     ui.go("/dashboard/tokens").await;
     ui.heading("Log in to Hubkeeper").await;
 
     // --- an auditor sees everything and can change nothing ---
     ui.fill("#api-key", &auditor_key).await;
-    ui.el("#login-submit").await.click().await.unwrap();
+    ui.click("#login-submit").await;
     ui.heading("Token Management").await;
     ui.until_text("#tokens-list tr", &HUB_ID.to_string()).await;
     for action in ["refresh", "revoke"] {
@@ -574,10 +495,9 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
     drop(browser);
 
     // Nothing secret in any table or in the process's log.
-    let mut secrets = tap.record.secrets();
-    secrets.add(SecretKind::ClientSecret, CLIENT_SECRET);
-    env.assert_no_secrets(&secrets, &SecretKind::ALL).await;
-    sim.shutdown().await.unwrap();
+    stack
+        .assert_no_secrets(SecretScan::new(), &SecretKind::ALL)
+        .await;
     eprintln!(
         "browser test: {} screenshots in test-artifacts/dashboard, {:?}",
         screenshots,
@@ -587,7 +507,7 @@ async fn the_dashboard_works_end_to_end_in_a_browser() {
 
 /// On a phone the navigation sits behind the menu button.
 async fn nav_mobile(ui: &Page, label: &str) {
-    ui.el("#nav-toggle").await.click().await.unwrap();
+    ui.click("#nav-toggle").await;
     ui.until_text("#nav a", label).await;
     ui.nav(label).await;
 }

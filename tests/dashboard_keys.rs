@@ -7,30 +7,17 @@
 //!
 //! Needs `chromium` and `chromedriver` (scripts/bootstrap.sh --browser installs them).
 
-use std::path::Path;
-
 use hubkeeper_api::auth::{create_key, Role};
-use hubkeeper_testkit::{free_port, Browser, Page, SecretKind, SecretScan, Server, TestEnv};
+use hubkeeper_testkit::{DashboardStack, SecretKind, SecretScan};
 use secrecy::ExposeSecret;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_admin_creates_sees_once_and_revokes_a_key_in_the_dashboard() {
-    let env = TestEnv::start().await;
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut vars = env.process_env();
-    let hubspot = format!("http://127.0.0.1:{}/", free_port());
-    vars.push(("HK_HUBSPOT_API_URL".into(), hubspot.clone()));
-    vars.push(("HK_HUBSPOT_APP_URL".into(), hubspot));
-    let _hubkeeper = Server::start(port, "up", &["up"], &vars, &env.path().join("logs")).await;
-    let admin_key = std::fs::read_to_string(env.path().join("data/admin-key"))
-        .expect("up wrote the first admin key")
-        .trim()
-        .to_string();
+    let stack = DashboardStack::without_hubspot().start().await;
     let http = reqwest::Client::new();
     let me = |key: String| {
         let http = http.clone();
-        let url = format!("{base}/auth/me");
+        let url = stack.url("/auth/me");
         async move {
             http.get(url)
                 .bearer_auth(key)
@@ -41,16 +28,7 @@ async fn an_admin_creates_sees_once_and_revokes_a_key_in_the_dashboard() {
         }
     };
 
-    let browser = Browser::start(1366, 1000).await;
-    let mut ui = Page::new(
-        &browser,
-        &base,
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test-artifacts/dashboard-keys"),
-    );
-    ui.go("/dashboard/login").await;
-    ui.fill("#api-key", &admin_key).await;
-    ui.click("#login-submit").await;
-    ui.until_text("h1", "Overview").await;
+    let (browser, mut ui) = stack.admin_browser(1366, 1000, "dashboard-keys").await;
 
     // Create an operator key through the form.
     ui.nav("API Keys").await;
@@ -105,7 +83,7 @@ async fn an_admin_creates_sees_once_and_revokes_a_key_in_the_dashboard() {
     ui.shot("revoked").await;
     assert_eq!(me(key.clone()).await, 401, "the revoked key stops working");
     let refused = http
-        .post(format!("{base}/auth/login"))
+        .post(stack.url("/auth/login"))
         .json(&serde_json::json!({ "api_key": key }))
         .send()
         .await
@@ -113,7 +91,7 @@ async fn an_admin_creates_sees_once_and_revokes_a_key_in_the_dashboard() {
     assert_eq!(refused.status(), 401);
 
     // An auditor sees the list, but every action is refused.
-    let pool = env.pool();
+    let pool = stack.env.pool();
     let auditor = create_key(&pool, "browser auditor", Role::Auditor, "test")
         .await
         .expect("auditor key");
@@ -137,5 +115,7 @@ async fn an_admin_creates_sees_once_and_revokes_a_key_in_the_dashboard() {
     let mut secrets = SecretScan::new();
     secrets.add(SecretKind::ApiKey, &key);
     secrets.add(SecretKind::ApiKey, key.rsplit('_').next().unwrap());
-    env.assert_no_secrets(&secrets, &[SecretKind::ApiKey]).await;
+    stack
+        .assert_no_secrets(secrets, &[SecretKind::ApiKey])
+        .await;
 }

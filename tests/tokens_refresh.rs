@@ -430,35 +430,96 @@ async fn delay_next_token_call(h: &Harness, ms: u64) -> u64 {
         .id
 }
 
+/// Two API processes and one installation, for the tests in which the refresh lock of API `a` is
+/// lost mid-refresh.
+struct LostLock {
+    h: Harness,
+    a: usize,
+    b: usize,
+    id: String,
+    /// The installation's last event sequence before the refreshes under test.
+    before: i64,
+}
+
+impl LostLock {
+    async fn start(sim: SimConfig, client_secret: &str) -> LostLock {
+        let mut h = Harness::start(sim).await;
+        let a = h.spawn_api("api-a", &[]).await;
+        let b = h.spawn_api("api-b", &[]).await;
+        h.register_account(40_000_001).await;
+        let app = h.register_app(a, client_secret, client_secret).await;
+        let id = h.install(a, &app, 40_000_001).await;
+        let before = last_sequence(&h, &id).await;
+        LostLock {
+            h,
+            a,
+            b,
+            id,
+            before,
+        }
+    }
+
+    /// Starts a refresh on A whose HubSpot call takes 3 s, and kills A's lock session once the
+    /// call reached HubSpot; the refresh answers later.
+    async fn refresh_on_a_losing_its_lock(
+        &self,
+        request_id: &'static str,
+    ) -> tokio::task::JoinHandle<(StatusCode, Value)> {
+        let slow = delay_next_token_call(&self.h, 3_000).await;
+        let lost = refresh_in_background(&self.h, self.a, &self.id, request_id);
+        let holder = refresh_lock_holder(&self.h).await;
+        fault_fired(&self.h, slow).await;
+        let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+            .bind(holder)
+            .fetch_one(&self.h.pool)
+            .await
+            .unwrap();
+        assert!(killed, "the lock holder's session was terminated");
+        lost
+    }
+
+    /// The installation's events since the set-up; none recorded by `lost_request` and no
+    /// re-authorisation.
+    async fn events_without(&self, lost_request: &str) -> Vec<(String, String)> {
+        let events = events_since(&self.h, &self.id, self.before).await;
+        assert!(
+            events.iter().all(|(_, request)| request != lost_request),
+            "the process that lost its lock recorded: {events:?}"
+        );
+        assert!(
+            !events
+                .iter()
+                .any(|(kind, _)| kind == "InstallationReauthorizationRequired"),
+            "{events:?}"
+        );
+        events
+    }
+
+    /// The installation is connected and its token (handed out by `api`) works at HubSpot.
+    async fn assert_connected(&self, api: usize) {
+        let details = self.h.details(api, &self.id).await;
+        assert_eq!(details["status"], "connected", "{details}");
+        let (status, token) = self.h.token(api, &self.id, 0).await;
+        assert_eq!(status, StatusCode::OK, "{token}");
+        let access = token["access_token"].as_str().unwrap_or_default();
+        assert_eq!(self.h.crm_status(access).await, StatusCode::OK);
+    }
+}
+
 /// A refresh whose lock session is killed while HubSpot answers records nothing: the process
 /// that took the lock over records its own refresh.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_refresh_that_lost_its_lock_records_nothing() {
-    let mut h = Harness::start(SimConfig::default()).await;
-    let a = h.spawn_api("api-a", &[]).await;
-    let b = h.spawn_api("api-b", &[]).await;
-    h.register_account(40_000_001).await;
-    let app = h
-        .register_app(a, "secret-lock-0123456789", "secret-lock-0123456789")
-        .await;
-    let id = h.install(a, &app, 40_000_001).await;
-    let before = last_sequence(&h, &id).await;
+    let t = LostLock::start(SimConfig::default(), "secret-lock-0123456789").await;
 
     // A's call to HubSpot is slow; meanwhile its lock session is killed.
-    let slow = delay_next_token_call(&h, 3_000).await;
-    let lost = refresh_in_background(&h, a, &id, "refresh-that-lost-its-lock");
-    let holder = refresh_lock_holder(&h).await;
-    fault_fired(&h, slow).await;
-    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
-        .bind(holder)
-        .fetch_one(&h.pool)
-        .await
-        .unwrap();
-    assert!(killed);
+    let lost = t
+        .refresh_on_a_losing_its_lock("refresh-that-lost-its-lock")
+        .await;
     // B takes the lock over; its HubSpot call is slower still, so A's answer comes first.
-    let slower = delay_next_token_call(&h, 6_000).await;
-    let winner = refresh_in_background(&h, b, &id, "refresh-that-took-over");
-    fault_fired(&h, slower).await;
+    let slower = delay_next_token_call(&t.h, 6_000).await;
+    let winner = refresh_in_background(&t.h, t.b, &t.id, "refresh-that-took-over");
+    fault_fired(&t.h, slower).await;
 
     let (status, body) = lost.await.unwrap();
     assert!(
@@ -471,13 +532,7 @@ async fn a_refresh_that_lost_its_lock_records_nothing() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["refreshed"], true, "{body}");
 
-    let events = events_since(&h, &id, before).await;
-    assert!(
-        events
-            .iter()
-            .all(|(_, request)| request != "refresh-that-lost-its-lock"),
-        "the process that lost its lock recorded: {events:?}"
-    );
+    let events = t.events_without("refresh-that-lost-its-lock").await;
     assert!(
         events
             .iter()
@@ -485,52 +540,27 @@ async fn a_refresh_that_lost_its_lock_records_nothing() {
                 && request == "refresh-that-took-over"),
         "{events:?}"
     );
-    assert!(
-        !events
-            .iter()
-            .any(|(kind, _)| kind == "InstallationReauthorizationRequired"),
-        "{events:?}"
-    );
-    let details = h.details(a, &id).await;
-    assert_eq!(details["status"], "connected", "{details}");
-    let (status, token) = h.token(a, &id, 0).await;
-    assert_eq!(status, StatusCode::OK, "{token}");
-    let access = token["access_token"].as_str().unwrap_or_default();
-    assert_eq!(h.crm_status(access).await, StatusCode::OK);
+    t.assert_connected(t.a).await;
 }
 
 /// A refresh that lost the race (HubSpot refuses the refresh token another process already
 /// rotated) records no re-authorisation and answers with the other process's tokens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lost_refresh_race_records_no_reauthorisation() {
-    let mut h = Harness::start(SimConfig {
+    let sim = SimConfig {
         rotation: RotationMode::On {
             grace: Duration::ZERO,
         },
         ..SimConfig::default()
-    })
-    .await;
-    let a = h.spawn_api("api-a", &[]).await;
-    let b = h.spawn_api("api-b", &[]).await;
-    h.register_account(40_000_001).await;
-    let app = h
-        .register_app(a, "secret-race-0123456789", "secret-race-0123456789")
-        .await;
-    let id = h.install(a, &app, 40_000_001).await;
-    let before = last_sequence(&h, &id).await;
+    };
+    let t = LostLock::start(sim, "secret-race-0123456789").await;
 
     // A presents the refresh token, slowly; its lock session dies; B refreshes at once and
     // HubSpot rotates the token, so A's (older) call is refused with invalid_grant.
-    let slow = delay_next_token_call(&h, 3_000).await;
-    let lost = refresh_in_background(&h, a, &id, "refresh-that-lost-the-race");
-    let holder = refresh_lock_holder(&h).await;
-    fault_fired(&h, slow).await;
-    sqlx::query("SELECT pg_terminate_backend($1)")
-        .bind(holder)
-        .execute(&h.pool)
-        .await
-        .unwrap();
-    let winner = refresh_in_background(&h, b, &id, "refresh-that-won-the-race");
+    let lost = t
+        .refresh_on_a_losing_its_lock("refresh-that-lost-the-race")
+        .await;
+    let winner = refresh_in_background(&t.h, t.b, &t.id, "refresh-that-won-the-race");
     let (status, body) = winner.await.unwrap();
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = lost.await.unwrap();
@@ -540,23 +570,6 @@ async fn a_lost_refresh_race_records_no_reauthorisation() {
         "the lost race must not answer re-authorisation: {body}"
     );
 
-    let events = events_since(&h, &id, before).await;
-    assert!(
-        !events
-            .iter()
-            .any(|(kind, _)| kind == "InstallationReauthorizationRequired"),
-        "{events:?}"
-    );
-    assert!(
-        events
-            .iter()
-            .all(|(_, request)| request != "refresh-that-lost-the-race"),
-        "{events:?}"
-    );
-    let details = h.details(b, &id).await;
-    assert_eq!(details["status"], "connected", "{details}");
-    let (status, token) = h.token(b, &id, 0).await;
-    assert_eq!(status, StatusCode::OK, "{token}");
-    let access = token["access_token"].as_str().unwrap_or_default();
-    assert_eq!(h.crm_status(access).await, StatusCode::OK);
+    t.events_without("refresh-that-lost-the-race").await;
+    t.assert_connected(t.b).await;
 }

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use hubkeeper_hubspot::{
     AccessToken, AppCredentials, HubSpotClient, HubSpotConfig, HubSpotError, OAuthEndpoints,
-    RateLimitConfig, RefreshToken, RetryPolicy, TransientCause,
+    RateLimitConfig, RefreshToken, RetryPolicy, TokenSet, TransientCause,
 };
 use secrecy::SecretString;
 use url::Url;
@@ -111,6 +111,23 @@ async fn start(script: Vec<Scripted>) -> (Server, Url) {
     (server, Url::parse(&format!("http://{addr}")).unwrap())
 }
 
+/// A server replaying `script` and a client with the tests' configuration pointed at it.
+async fn scripted(script: Vec<Scripted>) -> (Server, HubSpotClient) {
+    let (server, base) = start(script).await;
+    (server, HubSpotClient::new(config(&base)).unwrap())
+}
+
+/// A refresh of [`REFRESH`] with the app's credentials for `endpoints`.
+async fn refresh(
+    client: &HubSpotClient,
+    endpoints: OAuthEndpoints,
+    account_hint: Option<u64>,
+) -> Result<TokenSet, HubSpotError> {
+    client
+        .refresh(&creds(endpoints), &RefreshToken::new(REFRESH), account_hint)
+        .await
+}
+
 fn config(base: &Url) -> HubSpotConfig {
     HubSpotConfig {
         api_base_url: base.clone(),
@@ -150,19 +167,13 @@ fn has(pairs: &[(String, String)], k: &str, v: &str) -> bool {
 
 #[tokio::test]
 async fn refresh_retries_5xx_then_succeeds_and_sends_the_documented_form() {
-    let (server, base) = start(vec![
+    let (server, client) = scripted(vec![
         reply(502, "<html>bad gateway</html>"),
         reply(503, r#"{"status":"error","message":"down"}"#),
         reply(200, TOKENS),
     ])
     .await;
-    let client = HubSpotClient::new(config(&base)).unwrap();
-    let set = client
-        .refresh(
-            &creds(OAuthEndpoints::V2026_03),
-            &RefreshToken::new(REFRESH),
-            Some(62515),
-        )
+    let set = refresh(&client, OAuthEndpoints::V2026_03, Some(62515))
         .await
         .unwrap();
     assert_eq!(set.access_token.expose(), "CJSP-new");
@@ -190,20 +201,14 @@ async fn refresh_retries_5xx_then_succeeds_and_sends_the_documented_form() {
 
 #[tokio::test]
 async fn refresh_gives_up_after_max_attempts() {
-    let (server, base) = start(vec![
+    let (server, client) = scripted(vec![
         reply(500, ""),
         reply(500, ""),
         reply(500, ""),
         reply(200, TOKENS),
     ])
     .await;
-    let client = HubSpotClient::new(config(&base)).unwrap();
-    let err = client
-        .refresh(
-            &creds(OAuthEndpoints::V1Legacy),
-            &RefreshToken::new(REFRESH),
-            None,
-        )
+    let err = refresh(&client, OAuthEndpoints::V1Legacy, None)
         .await
         .unwrap_err();
     assert!(matches!(
@@ -219,8 +224,7 @@ async fn refresh_gives_up_after_max_attempts() {
 
 #[tokio::test]
 async fn exchange_code_is_never_retried() {
-    let (server, base) = start(vec![reply(503, ""), reply(200, TOKENS)]).await;
-    let client = HubSpotClient::new(config(&base)).unwrap();
+    let (server, client) = scripted(vec![reply(503, ""), reply(200, TOKENS)]).await;
     let err = client
         .exchange_code(&creds(OAuthEndpoints::V2026_03), "code-1")
         .await
@@ -236,12 +240,11 @@ async fn exchange_code_is_never_retried() {
         "https://hk.example.com/oauth/callback"
     ));
 
-    let (server, base) = start(vec![
+    let (server, client) = scripted(vec![
         reply(429, "{}").header("retry-after", "0"),
         reply(200, TOKENS),
     ])
     .await;
-    let client = HubSpotClient::new(config(&base)).unwrap();
     let err = client
         .exchange_code(&creds(OAuthEndpoints::V1Legacy), "code-2")
         .await
@@ -253,7 +256,7 @@ async fn exchange_code_is_never_retried() {
 #[tokio::test]
 async fn rate_limited_retry_honours_headers() {
     let body = r#"{"status":"error","message":"limit","errorType":"RATE_LIMIT","correlationId":"c-429","policyName":"TEN_SECONDLY_ROLLING"}"#;
-    let (server, base) = start(vec![
+    let (server, client) = scripted(vec![
         reply(429, body).header("retry-after", "0"),
         reply(429, body)
             .header("x-hubspot-ratelimit-remaining", "0")
@@ -261,13 +264,7 @@ async fn rate_limited_retry_honours_headers() {
         reply(200, TOKENS),
     ])
     .await;
-    let client = HubSpotClient::new(config(&base)).unwrap();
-    let set = client
-        .refresh(
-            &creds(OAuthEndpoints::V2026_03),
-            &RefreshToken::new(REFRESH),
-            Some(1),
-        )
+    let set = refresh(&client, OAuthEndpoints::V2026_03, Some(1))
         .await
         .unwrap();
     assert_eq!(set.expires_in, 1800);
@@ -276,18 +273,12 @@ async fn rate_limited_retry_honours_headers() {
 
 #[tokio::test]
 async fn long_retry_after_is_returned_not_slept() {
-    let (server, base) = start(vec![
+    let (server, client) = scripted(vec![
         reply(429, "{}").header("retry-after", "3600"),
         reply(200, TOKENS),
     ])
     .await;
-    let client = HubSpotClient::new(config(&base)).unwrap();
-    let err = client
-        .refresh(
-            &creds(OAuthEndpoints::V2026_03),
-            &RefreshToken::new(REFRESH),
-            Some(5),
-        )
+    let err = refresh(&client, OAuthEndpoints::V2026_03, Some(5))
         .await
         .unwrap_err();
     assert_eq!(err.retry_after(), Some(Duration::from_secs(3600)));
@@ -301,36 +292,24 @@ async fn long_retry_after_is_returned_not_slept() {
 #[tokio::test]
 async fn retry_after_on_a_server_error_is_honoured_like_a_429() {
     // Short: slept in place, then the call is tried again.
-    let (server, base) = start(vec![
+    let (server, client) = scripted(vec![
         reply(503, "{}").header("retry-after", "0"),
         reply(200, TOKENS),
     ])
     .await;
-    let client = HubSpotClient::new(config(&base)).unwrap();
-    client
-        .refresh(
-            &creds(OAuthEndpoints::V2026_03),
-            &RefreshToken::new(REFRESH),
-            Some(6),
-        )
+    refresh(&client, OAuthEndpoints::V2026_03, Some(6))
         .await
         .expect("refreshed after the asked-for wait");
     assert_eq!(server.seen().len(), 2);
 
     // Long: returned to the caller (the refresher redelivers after it), not slept, and the
     // account is paused locally as HubSpot asked.
-    let (server, base) = start(vec![
+    let (server, client) = scripted(vec![
         reply(503, "{}").header("retry-after", "3600"),
         reply(200, TOKENS),
     ])
     .await;
-    let client = HubSpotClient::new(config(&base)).unwrap();
-    let err = client
-        .refresh(
-            &creds(OAuthEndpoints::V2026_03),
-            &RefreshToken::new(REFRESH),
-            Some(7),
-        )
+    let err = refresh(&client, OAuthEndpoints::V2026_03, Some(7))
         .await
         .unwrap_err();
     assert!(
@@ -351,14 +330,8 @@ async fn retry_after_on_a_server_error_is_honoured_like_a_429() {
     assert!(wait > Duration::from_secs(3500));
 
     // Without Retry-After a 5xx carries no wait: the caller's jittered backoff applies.
-    let (_server, base) = start(vec![reply(502, ""), reply(502, ""), reply(502, "")]).await;
-    let client = HubSpotClient::new(config(&base)).unwrap();
-    let err = client
-        .refresh(
-            &creds(OAuthEndpoints::V2026_03),
-            &RefreshToken::new(REFRESH),
-            Some(8),
-        )
+    let (_server, client) = scripted(vec![reply(502, ""), reply(502, ""), reply(502, "")]).await;
+    let err = refresh(&client, OAuthEndpoints::V2026_03, Some(8))
         .await
         .unwrap_err();
     assert_eq!(err.retry_after(), None, "{err:?}");
@@ -366,17 +339,11 @@ async fn retry_after_on_a_server_error_is_honoured_like_a_429() {
 
 #[tokio::test]
 async fn exhausted_window_on_success_pauses_the_account() {
-    let (_server, base) = start(vec![reply(200, TOKENS)
+    let (_server, client) = scripted(vec![reply(200, TOKENS)
         .header("x-hubspot-ratelimit-remaining", "0")
         .header("x-hubspot-ratelimit-interval-milliseconds", "10000")])
     .await;
-    let client = HubSpotClient::new(config(&base)).unwrap();
-    client
-        .refresh(
-            &creds(OAuthEndpoints::V2026_03),
-            &RefreshToken::new(REFRESH),
-            Some(77),
-        )
+    refresh(&client, OAuthEndpoints::V2026_03, Some(77))
         .await
         .unwrap();
     let wait = client.rate_limiter().unwrap().try_acquire(77).unwrap_err();
@@ -391,14 +358,8 @@ async fn both_error_shapes_map_to_reauth_and_are_not_retried() {
         r#"{"error":"invalid_grant","error_description":"refresh token is revoked"}"#,
         r#"{"status":"BAD_REFRESH_TOKEN","message":"m","correlationId":"c-2","error":"invalid_grant","error_description":"d"}"#,
     ] {
-        let (server, base) = start(vec![reply(400, body), reply(200, TOKENS)]).await;
-        let client = HubSpotClient::new(config(&base)).unwrap();
-        let err = client
-            .refresh(
-                &creds(OAuthEndpoints::V1Legacy),
-                &RefreshToken::new(REFRESH),
-                None,
-            )
+        let (server, client) = scripted(vec![reply(400, body), reply(200, TOKENS)]).await;
+        let err = refresh(&client, OAuthEndpoints::V1Legacy, None)
             .await
             .unwrap_err();
         assert!(err.is_reauth_required(), "{body}");
@@ -413,14 +374,13 @@ async fn both_error_shapes_map_to_reauth_and_are_not_retried() {
 async fn legacy_introspection_and_revoke_put_the_token_in_the_path() {
     let legacy_info = r#"{"token":"x","user":"u@example.com","hub_domain":"d.com","scopes":["oauth"],
         "hub_id":62515,"app_id":456,"expires_in":1754,"user_id":123,"token_type":"access"}"#;
-    let (server, base) = start(vec![
+    let (server, client) = scripted(vec![
         reply(200, legacy_info),
         reply(404, r#"{"status":"error","message":"not found"}"#),
         reply(400, r#"{"status":"BAD_REFRESH_TOKEN","message":"m"}"#),
         reply(204, ""),
     ])
     .await;
-    let client = HubSpotClient::new(config(&base)).unwrap();
     let c = creds(OAuthEndpoints::V1Legacy);
 
     let info = client
@@ -467,7 +427,7 @@ async fn legacy_introspection_and_revoke_put_the_token_in_the_path() {
 async fn current_introspection_and_revoke_post_forms() {
     let info = r#"{"active":true,"app_id":456,"client_id":"cid-1","hub_id":1,"user_id":2,
         "scopes":["oauth"],"token_use":"refresh_token","hub_domain":"d","user":"u"}"#;
-    let (server, base) = start(vec![
+    let (server, client) = scripted(vec![
         reply(200, info),
         reply(200, r#"{"active":false}"#),
         reply(200, ""),
@@ -475,7 +435,6 @@ async fn current_introspection_and_revoke_post_forms() {
         reply(400, r#"{"error":"invalid_client"}"#),
     ])
     .await;
-    let client = HubSpotClient::new(config(&base)).unwrap();
     let c = creds(OAuthEndpoints::V2026_03);
     let rt = RefreshToken::new(REFRESH);
 
@@ -504,12 +463,10 @@ async fn current_introspection_and_revoke_post_forms() {
 
 #[tokio::test]
 async fn get_json_sends_bearer_and_maps_401() {
-    let (server, base) = start(vec![
+    let (server, client) = scripted(vec![
         reply(200, r#"{"results":[],"total":0}"#),
         reply(401, r#"{"status":"error","message":"expired","category":"EXPIRED_AUTHENTICATION","correlationId":"c"}"#),
-    ])
-    .await;
-    let client = HubSpotClient::new(config(&base)).unwrap();
+    ]).await;
     let token = AccessToken::new(ACCESS);
     let v: serde_json::Value = client
         .get_json(&token, "/crm/v3/objects/contacts?limit=1", Some(3))
@@ -545,12 +502,7 @@ async fn timeouts_connect_failures_and_redirects() {
     cfg.request_timeout = Duration::from_millis(100);
     cfg.retry = RetryPolicy::none();
     let client = HubSpotClient::new(cfg).unwrap();
-    let err = client
-        .refresh(
-            &creds(OAuthEndpoints::V2026_03),
-            &RefreshToken::new(REFRESH),
-            None,
-        )
+    let err = refresh(&client, OAuthEndpoints::V2026_03, None)
         .await
         .unwrap_err();
     assert!(matches!(
@@ -578,17 +530,11 @@ async fn timeouts_connect_failures_and_redirects() {
     ));
     assert!(!format!("{err} {err:?}").contains(ACCESS));
 
-    let (server, base) = start(vec![
+    let (server, client) = scripted(vec![
         reply(302, "").header("location", "http://evil.example/steal")
     ])
     .await;
-    let client = HubSpotClient::new(config(&base)).unwrap();
-    let err = client
-        .refresh(
-            &creds(OAuthEndpoints::V2026_03),
-            &RefreshToken::new(REFRESH),
-            None,
-        )
+    let err = refresh(&client, OAuthEndpoints::V2026_03, None)
         .await
         .unwrap_err();
     assert!(matches!(err, HubSpotError::Unexpected { status: 302, .. }));
@@ -597,12 +543,11 @@ async fn timeouts_connect_failures_and_redirects() {
 
 #[tokio::test]
 async fn malformed_success_body_is_reported_without_echoing_it() {
-    let (_server, base) = start(vec![reply(
+    let (_server, client) = scripted(vec![reply(
         200,
         r#"{"access_token":"CJSP-leak","refresh_token":7,"expires_in":1800}"#,
     )])
     .await;
-    let client = HubSpotClient::new(config(&base)).unwrap();
     let err = client
         .exchange_code(&creds(OAuthEndpoints::V2026_03), "c")
         .await
@@ -634,13 +579,12 @@ async fn logs_never_contain_secrets() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let (_server, base) = start(vec![
+    let (_server, client) = scripted(vec![
         reply(503, ""),
         reply(400, r#"{"status":"BAD_REFRESH_TOKEN","message":"m"}"#),
         reply(200, TOKENS),
     ])
     .await;
-    let client = HubSpotClient::new(config(&base)).unwrap();
     let c = creds(OAuthEndpoints::V1Legacy);
     let _ = client
         .refresh(&c, &RefreshToken::new(REFRESH), Some(1))

@@ -123,6 +123,14 @@ impl Page {
         }
     }
 
+    /// Logs in on the dashboard's log-in page with `key` and waits for the Overview.
+    pub async fn log_in(&self, key: &str) {
+        self.go("/dashboard/login").await;
+        self.fill("#api-key", key).await;
+        self.click("#login-submit").await;
+        self.heading("Overview").await;
+    }
+
     pub async fn go(&self, path: &str) {
         self.client
             .goto(&format!("{}{path}", self.base))

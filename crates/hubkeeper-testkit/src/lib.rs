@@ -4,15 +4,19 @@
 //!
 //! One of each: [`free_port`], [`hubkeeper_binary`], [`Server`] (a `hubkeeper` process serving
 //! HTTP, ready when `/readyz` says so), [`Browser`] (headless Chromium through chromedriver),
+//! [`DashboardStack`] (`hubkeeper up` with the simulator and a logged-in browser, for the
+//! dashboard's tests),
 //! [`HubSpotTap`] (a recording proxy in front of the simulator) and [`SecretScan`] (no secret in
 //! any table or log).
 
 mod browser;
+mod dashboard;
 mod leaks;
 mod server;
 mod tap;
 
 pub use browser::{Browser, Page, PAGE_WAIT};
+pub use dashboard::{DashboardStack, DashboardStackSetup, SimulatedApp};
 pub use leaks::{SecretKind, SecretScan};
 pub use server::{wait_ready, Server};
 pub use tap::{HubSpotTap, TapRecord, TokenCall};
