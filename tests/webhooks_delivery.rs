@@ -1,11 +1,12 @@
 //! Webhooks end to end: the HubSpot simulator delivers 10,000 events in signed batches (v1 + v3),
 //! with deliberate duplicates and HubSpot's retries, to a Hubkeeper API and two webhook worker
-//! processes, while nats-server is restarted once and later SIGKILLed and started again. Every
-//! unique event must be processed exactly once (recorded once, counted once, republished once),
-//! nothing lost, nothing dead-lettered; every unique event is in the history once (a
-//! `HubSpotWebhookReceived`, listed by the audit export) and the counts the live projector folds
-//! from them equal a replay's; an uninstall webhook disconnects its installation; events for an
-//! unknown portal are kept for review.
+//! processes; both workers are SIGKILLed mid-batch and started again, then nats-server is
+//! restarted once and later SIGKILLed and started again. Every unique event must be processed
+//! exactly once (recorded once, counted once, republished once), nothing lost, nothing
+//! dead-lettered; every unique event is in the history once (a `HubSpotWebhookReceived`, listed
+//! by the audit export) and the counts the live projector folds from them equal a replay's; an
+//! uninstall webhook disconnects its installation; events for an unknown portal are kept for
+//! review.
 
 #[path = "support/read_side.rs"]
 mod read_side;
@@ -104,7 +105,7 @@ async fn ten_thousand_events_exactly_once_across_a_nats_restart() {
         .expect("project installations");
     // The relay and a projector too: the webhook counts are folded from the webhook logs'
     // events, live, through the same NATS restarts.
-    let _workers = [
+    let mut workers = [
         hk.spawn_worker(&env, "webhooks-a", "webhooks"),
         hk.spawn_worker(&env, "webhooks-b", "webhooks"),
         hk.spawn_worker(&env, "relay", "relay"),
@@ -154,6 +155,49 @@ async fn ten_thousand_events_exactly_once_across_a_nats_restart() {
         || async { seen(&pool).await >= unique / 5 },
     )
     .await;
+    // Both webhook workers crash (SIGKILL) in the middle of batches, and are started again. To
+    // be sure they are mid-batch, the test holds a lock that stops their commits: each batch
+    // they take is republished and then waits to record its events. What they had taken and not
+    // acknowledged comes back after ack_wait; nothing they acknowledged may be missing from the
+    // store. Only this crash parts a batch's acknowledgement from its commit (a worker
+    // acknowledging before its transaction commits loses the batch here): the NATS outages
+    // below leave the workers and Postgres running. It comes before them, while every batch in
+    // the queue is HubSpot's first attempt: after an outage, a batch stored while its answer was
+    // lost comes again as HubSpot's retry (a new body: its attempt number), and that copy would
+    // make up for one lost here.
+    let mut hold = pool.begin().await.expect("a transaction");
+    sqlx::query("LOCK TABLE webhook_events_seen IN SHARE MODE")
+        .execute(&mut *hold)
+        .await
+        .expect("hold the workers' commits");
+    wait_until(
+        "a worker waits to record a batch",
+        Duration::from_secs(120),
+        || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO webhook_events_seen%'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(0)
+                > 0
+        },
+    )
+    .await;
+    for worker in &mut workers[..2] {
+        worker.crash();
+    }
+    hold.rollback().await.expect("release the workers' commits");
+    let at_worker_crash = seen(&pool).await;
+    assert!(
+        at_worker_crash < unique,
+        "the workers' crash must hit processing in progress ({at_worker_crash} of {unique} \
+         processed)"
+    );
+    workers[0] = hk.spawn_worker(&env, "webhooks-a-restarted", "webhooks");
+    workers[1] = hk.spawn_worker(&env, "webhooks-b-restarted", "webhooks");
+
     env.nats.stop();
     let mut during_outage = Vec::new();
     for k in PORTALS / 2..PORTALS {
