@@ -330,6 +330,10 @@ async fn queries_audit_history_point_in_time_and_upcasting() {
     .fetch_one(&pool)
     .await
     .unwrap();
+    assert!(
+        expected > 0,
+        "the fixture has installations to page through"
+    );
     let mut cursor = String::new();
     let mut hubs = Vec::new();
     loop {
