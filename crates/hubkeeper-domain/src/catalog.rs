@@ -98,6 +98,16 @@ pub const STORED_EVENT_TYPES: &[StoredEventType] = &[
         installation::event_types::TENANT_FORGOTTEN,
         V1_0,
     ),
+    stored(
+        Installation::TYPE,
+        installation::event_types::REMOVAL_SCHEDULED,
+        V1_0,
+    ),
+    stored(
+        Installation::TYPE,
+        installation::event_types::REMOVAL_CANCELLED,
+        V1_0,
+    ),
     stored(Plan::TYPE, plan::event_types::PLAN_CREATED, V1_0),
     stored(Plan::TYPE, plan::event_types::PLAN_DETAILS_CHANGED, V1_0),
     stored(

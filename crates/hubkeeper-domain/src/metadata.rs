@@ -44,6 +44,23 @@ pub enum Actor {
     CommandLine,
     /// A caller that did not prove who it is (a refused log-in). `anonymous`.
     Anonymous,
+    /// A revoke or disconnect an operator scheduled earlier, carried out when due; holds the
+    /// scheduling actor's string form. `scheduled-removal:by:<actor>`.
+    ScheduledRemoval(String),
+}
+
+/// Prefix of [`Actor::ScheduledRemoval`]'s string form.
+const SCHEDULED_REMOVAL_PREFIX: &str = "scheduled-removal:by:";
+
+impl Actor {
+    /// The actor that carries out a removal `scheduled_by` scheduled.
+    pub fn scheduled_removal(scheduled_by: &Actor) -> Self {
+        match scheduled_by {
+            // Never nested: the original operator stays named.
+            Self::ScheduledRemoval(by) => Self::ScheduledRemoval(by.clone()),
+            other => Self::ScheduledRemoval(other.to_string()),
+        }
+    }
 }
 
 impl fmt::Display for Actor {
@@ -56,6 +73,7 @@ impl fmt::Display for Actor {
             Self::System => f.write_str("system"),
             Self::CommandLine => f.write_str("cli"),
             Self::Anonymous => f.write_str("anonymous"),
+            Self::ScheduledRemoval(by) => write!(f, "{SCHEDULED_REMOVAL_PREFIX}{by}"),
         }
     }
 }
@@ -71,6 +89,17 @@ impl FromStr for Actor {
             "system" => Ok(Self::System),
             "cli" => Ok(Self::CommandLine),
             "anonymous" => Ok(Self::Anonymous),
+            other if other.starts_with(SCHEDULED_REMOVAL_PREFIX) => {
+                let by = &other[SCHEDULED_REMOVAL_PREFIX.len()..];
+                match by.parse::<Actor>()? {
+                    Self::ScheduledRemoval(_) => Err(ParseError::new(
+                        "actor",
+                        s,
+                        "a scheduled removal is scheduled by an operator, not by another one",
+                    )),
+                    _ => Ok(Self::ScheduledRemoval(by.to_owned())),
+                }
+            }
             other => match other.strip_prefix("key:") {
                 Some(id) if !id.is_empty() && !id.chars().any(char::is_whitespace) => {
                     Ok(Self::AdminKey(id.to_owned()))
@@ -236,12 +265,27 @@ mod tests {
             (Actor::System, "system"),
             (Actor::CommandLine, "cli"),
             (Actor::Anonymous, "anonymous"),
+            (
+                Actor::scheduled_removal(&Actor::AdminKey("ak_9".into())),
+                "scheduled-removal:by:key:ak_9",
+            ),
+            (
+                Actor::scheduled_removal(&Actor::scheduled_removal(&Actor::CommandLine)),
+                "scheduled-removal:by:cli",
+            ),
         ];
         for (actor, text) in cases {
             assert_eq!(actor.to_string(), text);
             assert_eq!(text.parse::<Actor>().expect("parses"), actor);
         }
-        for bad in ["key:", "key:a b", "admin", ""] {
+        for bad in [
+            "key:",
+            "key:a b",
+            "admin",
+            "",
+            "scheduled-removal:by:",
+            "scheduled-removal:by:scheduled-removal:by:cli",
+        ] {
             assert!(bad.parse::<Actor>().is_err(), "{bad:?} must be rejected");
         }
     }

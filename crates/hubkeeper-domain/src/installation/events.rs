@@ -7,7 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use hubkeeper_crypto::Sealed;
 
-use super::{DisconnectCause, InstallationStatus, Installer, RefreshFailureClass, SealedTokens};
+use super::{
+    DisconnectCause, InstallationStatus, Installer, RefreshFailureClass, RemovalAction,
+    SealedTokens,
+};
 use crate::ids::{AppId, HubId, InstallationId, UserId};
 use crate::stored::{convert_fields, stored_enum};
 
@@ -29,9 +32,13 @@ pub mod event_types {
     pub const DISCONNECTED: &str = "InstallationDisconnected";
     /// [`super::InstallationEvent::TenantForgotten`].
     pub const TENANT_FORGOTTEN: &str = "InstallationTenantForgotten";
+    /// [`super::InstallationEvent::RemovalScheduled`].
+    pub const REMOVAL_SCHEDULED: &str = "InstallationRemovalScheduled";
+    /// [`super::InstallationEvent::RemovalCancelled`].
+    pub const REMOVAL_CANCELLED: &str = "InstallationRemovalCancelled";
 
     /// Every installation event type.
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 10] = [
         CONNECTED,
         RECONNECTED,
         TOKENS_REFRESHED,
@@ -40,6 +47,8 @@ pub mod event_types {
         REVOKED,
         DISCONNECTED,
         TENANT_FORGOTTEN,
+        REMOVAL_SCHEDULED,
+        REMOVAL_CANCELLED,
     ];
 }
 
@@ -74,6 +83,13 @@ pub enum InstallationEvent {
     /// The tenant's data key is to be destroyed; every sealed value becomes unreadable.
     #[serde(rename = "InstallationTenantForgotten")]
     TenantForgotten(TenantForgotten),
+    /// An operator scheduled a revoke or disconnect for a later time, so the app can be told
+    /// first.
+    #[serde(rename = "InstallationRemovalScheduled")]
+    RemovalScheduled(InstallationRemovalScheduled),
+    /// An operator cancelled the scheduled revoke or disconnect before it was due.
+    #[serde(rename = "InstallationRemovalCancelled")]
+    RemovalCancelled(InstallationRemovalCancelled),
 }
 
 impl DomainEvent for InstallationEvent {
@@ -87,6 +103,8 @@ impl DomainEvent for InstallationEvent {
             Self::Revoked(_) => event_types::REVOKED,
             Self::Disconnected(_) => event_types::DISCONNECTED,
             Self::TenantForgotten(_) => event_types::TENANT_FORGOTTEN,
+            Self::RemovalScheduled(_) => event_types::REMOVAL_SCHEDULED,
+            Self::RemovalCancelled(_) => event_types::REMOVAL_CANCELLED,
         }
         .to_owned()
     }
@@ -230,6 +248,36 @@ pub struct TenantForgotten {
     pub forgotten_at: DateTime<Utc>,
 }
 
+/// Payload of `InstallationRemovalScheduled` (1.0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallationRemovalScheduled {
+    /// What will be done when it is due.
+    pub action: StoredRemovalAction,
+    /// Operator's justification (also the reason of the revoke or disconnect).
+    pub reason: String,
+    /// When it becomes due.
+    pub effective_at: DateTime<Utc>,
+    /// The operator who scheduled it (the actor of the command), so the removal carried out
+    /// later still names them.
+    pub scheduled_by: String,
+    /// When it was scheduled.
+    pub scheduled_at: DateTime<Utc>,
+}
+
+/// Payload of `InstallationRemovalCancelled` (1.0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallationRemovalCancelled {
+    /// What had been scheduled.
+    pub action: StoredRemovalAction,
+    /// When it would have been due.
+    pub effective_at: DateTime<Utc>,
+    /// Operator's justification, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When it was cancelled.
+    pub cancelled_at: DateTime<Utc>,
+}
+
 /// A sealed token pair as installation events store it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredTokens {
@@ -284,5 +332,13 @@ stored_enum!(
     StoredDisconnectCause <=> DisconnectCause {
         Operator = "operator",
         Uninstalled = "uninstalled",
+    }
+);
+
+stored_enum!(
+    /// [`RemovalAction`] as installation events store it.
+    StoredRemovalAction <=> RemovalAction {
+        Revoke = "revoke",
+        Disconnect = "disconnect",
     }
 );

@@ -46,8 +46,9 @@ pub use customer::{
 };
 pub use events::{
     event_types, InstallationConnected, InstallationDisconnected, InstallationEvent,
-    InstallationReconnected, InstallationRevoked, ReauthorizationRequired, RefreshFailed,
-    StoredDisconnectCause, StoredInstallationStatus, StoredInstaller, StoredRefreshFailureClass,
+    InstallationReconnected, InstallationRemovalCancelled, InstallationRemovalScheduled,
+    InstallationRevoked, ReauthorizationRequired, RefreshFailed, StoredDisconnectCause,
+    StoredInstallationStatus, StoredInstaller, StoredRefreshFailureClass, StoredRemovalAction,
     StoredTokens, TenantForgotten, TokensRefreshed,
 };
 
@@ -59,6 +60,11 @@ use crate::validate::{scope_set, shorten, single_line};
 pub const MAX_FAILURE_MESSAGE_CHARS: usize = 500;
 /// Longest operator reason accepted.
 pub const MAX_REASON_CHARS: usize = 500;
+/// Furthest ahead a removal may be scheduled: notice beyond a month is a reminder, not a
+/// schedule, and would leave a live grant announced as ending for too long.
+pub const MAX_REMOVAL_NOTICE_DAYS: i64 = 30;
+/// Longest actor name kept with a scheduled removal.
+pub const MAX_ACTOR_CHARS: usize = 200;
 
 /// The sealed token pair of an installation, as the edge hands it to the domain.
 ///
@@ -161,6 +167,48 @@ pub enum DisconnectCause {
     Operator,
     /// The app was uninstalled in HubSpot (webhook).
     Uninstalled,
+}
+
+/// What a scheduled removal does when it is due: the same as the operator command of that name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemovalAction {
+    /// Revoke the tokens at HubSpot and remove them (`InstallationCommand::Revoke`).
+    Revoke,
+    /// Remove the tokens, keep the data (`InstallationCommand::Disconnect`).
+    Disconnect,
+}
+
+impl RemovalAction {
+    /// Stable snake_case name (also the serde form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Revoke => "revoke",
+            Self::Disconnect => "disconnect",
+        }
+    }
+}
+
+impl fmt::Display for RemovalAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A revoke or disconnect announced for a later time (so the app can be told first). At most one
+/// is pending; any revoke, disconnect, uninstall or reconnect in the meantime clears it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduledRemoval {
+    /// What is done when due.
+    pub action: RemovalAction,
+    /// The operator's reason (also the reason of the revoke or disconnect).
+    pub reason: String,
+    /// When it is due.
+    pub effective_at: DateTime<Utc>,
+    /// Who scheduled it.
+    pub scheduled_by: String,
+    /// When it was scheduled.
+    pub scheduled_at: DateTime<Utc>,
 }
 
 /// One entry of the installation's lifecycle history (refreshes are not listed: too many).
@@ -301,6 +349,23 @@ pub enum InstallationCommand {
         /// Mandatory justification.
         reason: String,
     },
+    /// Announce a revoke or disconnect for `effective_at`; the removal itself is the ordinary
+    /// `Revoke` / `Disconnect` command, sent when it is due.
+    ScheduleRemoval {
+        /// What to do when due.
+        action: RemovalAction,
+        /// Mandatory justification.
+        reason: String,
+        /// When; after now and at most [`MAX_REMOVAL_NOTICE_DAYS`] ahead.
+        effective_at: DateTime<Utc>,
+        /// The operator scheduling it (the command's actor).
+        scheduled_by: String,
+    },
+    /// Withdraw the pending scheduled removal.
+    CancelScheduledRemoval {
+        /// Optional justification.
+        reason: Option<String>,
+    },
 }
 
 /// Why an installation command was refused. Messages contain no secrets.
@@ -383,6 +448,38 @@ pub enum InstallationError {
          stop working at HubSpot first"
     )]
     StillConnected,
+    /// A removal is already scheduled: cancel it first (scheduling does not silently replace a
+    /// removal the app has already been told about).
+    #[error(
+        "a {action} of this installation is already scheduled for {effective_at}; cancel it \
+         before scheduling another"
+    )]
+    RemovalAlreadyScheduled {
+        /// The pending removal's action.
+        action: RemovalAction,
+        /// When it is due.
+        effective_at: DateTime<Utc>,
+    },
+    /// Cancel without a pending removal.
+    #[error("no removal of this installation is scheduled")]
+    NoRemovalScheduled,
+    /// `effective_at` not in the accepted window.
+    #[error(
+        "effective_at {effective_at} must be after now ({now}) and at most {max} days ahead",
+        max = MAX_REMOVAL_NOTICE_DAYS
+    )]
+    InvalidRemovalTime {
+        /// Requested time.
+        effective_at: DateTime<Utc>,
+        /// The time it was compared with.
+        now: DateTime<Utc>,
+    },
+    /// Bad actor name for a scheduled removal.
+    #[error("scheduled_by {reason} (at most {max} characters, one line)", max = MAX_ACTOR_CHARS)]
+    InvalidActor {
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// Bad operator reason.
     #[error("reason {reason} (at most {max} characters, one line)", max = MAX_REASON_CHARS)]
     InvalidReason {
@@ -443,6 +540,8 @@ pub struct Installation {
     last_failure: Option<LastFailure>,
     forgotten_at: Option<DateTime<Utc>>,
     history: Vec<HistoryEntry>,
+    #[serde(default)]
+    scheduled_removal: Option<ScheduledRemoval>,
 }
 
 impl Installation {
@@ -587,6 +686,11 @@ impl Installation {
     /// Lifecycle history, oldest first.
     pub fn history(&self) -> &[HistoryEntry] {
         &self.history
+    }
+
+    /// The pending scheduled revoke or disconnect, if any.
+    pub fn scheduled_removal(&self) -> Option<&ScheduledRemoval> {
+        self.scheduled_removal.as_ref()
     }
 
     fn connect(
@@ -819,6 +923,80 @@ impl Installation {
         }
     }
 
+    fn schedule_removal(
+        &self,
+        action: RemovalAction,
+        reason: &str,
+        effective_at: DateTime<Utc>,
+        scheduled_by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<InstallationEvent>, InstallationError> {
+        let reason = validate_reason(reason)?;
+        let scheduled_by = single_line(scheduled_by, MAX_ACTOR_CHARS)
+            .map_err(|reason| InstallationError::InvalidActor { reason })?;
+        match (self.lifecycle, action) {
+            (Lifecycle::New, _) => return Err(InstallationError::NotConnected),
+            (Lifecycle::Revoked, _) => return Err(InstallationError::Revoked),
+            (Lifecycle::Disconnected, RemovalAction::Revoke) => {
+                return Err(InstallationError::NothingToRevoke)
+            }
+            (Lifecycle::Disconnected, RemovalAction::Disconnect) => {
+                return Err(InstallationError::Disconnected)
+            }
+            (Lifecycle::Active | Lifecycle::NeedsReauthorization, _) => {}
+        }
+        if let Some(pending) = &self.scheduled_removal {
+            if pending.action == action
+                && pending.effective_at == effective_at
+                && pending.reason == reason
+            {
+                // The same schedule again can only be a retried command.
+                return Ok(None);
+            }
+            return Err(InstallationError::RemovalAlreadyScheduled {
+                action: pending.action,
+                effective_at: pending.effective_at,
+            });
+        }
+        if effective_at <= now || effective_at > now + Duration::days(MAX_REMOVAL_NOTICE_DAYS) {
+            return Err(InstallationError::InvalidRemovalTime { effective_at, now });
+        }
+        Ok(Some(InstallationEvent::RemovalScheduled(
+            InstallationRemovalScheduled {
+                action: action.into(),
+                reason,
+                effective_at,
+                scheduled_by,
+                scheduled_at: now,
+            },
+        )))
+    }
+
+    fn cancel_scheduled_removal(
+        &self,
+        reason: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<InstallationEvent>, InstallationError> {
+        let reason = match reason.map(str::trim) {
+            None | Some("") => None,
+            Some(reason) => Some(validate_reason(reason)?),
+        };
+        if self.lifecycle == Lifecycle::New {
+            return Err(InstallationError::NotConnected);
+        }
+        let Some(pending) = &self.scheduled_removal else {
+            return Err(InstallationError::NoRemovalScheduled);
+        };
+        Ok(Some(InstallationEvent::RemovalCancelled(
+            InstallationRemovalCancelled {
+                action: pending.action.into(),
+                effective_at: pending.effective_at,
+                reason,
+                cancelled_at: now,
+            },
+        )))
+    }
+
     fn push_history(&mut self, at: DateTime<Utc>, change: HistoryChange) {
         self.history.push(HistoryEntry { at, change });
     }
@@ -877,6 +1055,15 @@ impl Installation {
                 self.mark_uninstalled(occurred_at, now)?
             }
             InstallationCommand::ForgetTenant { reason } => self.forget(&reason, now)?,
+            InstallationCommand::ScheduleRemoval {
+                action,
+                reason,
+                effective_at,
+                scheduled_by,
+            } => self.schedule_removal(action, &reason, effective_at, &scheduled_by, now)?,
+            InstallationCommand::CancelScheduledRemoval { reason } => {
+                self.cancel_scheduled_removal(reason.as_deref(), now)?
+            }
         };
         Ok(event.into_iter().collect())
     }
@@ -949,6 +1136,8 @@ impl Installation {
                 self.consecutive_failures = 0;
                 self.last_failure = None;
                 self.forgotten_at = None;
+                // A new grant: whatever was announced for the old one no longer applies.
+                self.scheduled_removal = None;
             }
             InstallationEvent::TokensRefreshed(e) => {
                 self.lifecycle = Lifecycle::Active;
@@ -984,11 +1173,13 @@ impl Installation {
             InstallationEvent::Revoked(e) => {
                 self.lifecycle = Lifecycle::Revoked;
                 self.tokens = None;
+                self.scheduled_removal = None;
                 self.push_history(e.revoked_at, HistoryChange::Revoked { reason: e.reason });
             }
             InstallationEvent::Disconnected(e) => {
                 self.lifecycle = Lifecycle::Disconnected;
                 self.tokens = None;
+                self.scheduled_removal = None;
                 self.push_history(
                     e.disconnected_at,
                     HistoryChange::Disconnected {
@@ -999,7 +1190,20 @@ impl Installation {
             }
             InstallationEvent::TenantForgotten(e) => {
                 self.forgotten_at = Some(e.forgotten_at);
+                self.scheduled_removal = None;
                 self.push_history(e.forgotten_at, HistoryChange::TenantForgotten);
+            }
+            InstallationEvent::RemovalScheduled(e) => {
+                self.scheduled_removal = Some(ScheduledRemoval {
+                    action: e.action.into(),
+                    reason: e.reason,
+                    effective_at: e.effective_at,
+                    scheduled_by: e.scheduled_by,
+                    scheduled_at: e.scheduled_at,
+                });
+            }
+            InstallationEvent::RemovalCancelled(_) => {
+                self.scheduled_removal = None;
             }
         }
     }

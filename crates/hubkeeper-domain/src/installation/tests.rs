@@ -1069,6 +1069,13 @@ fn event_types_match_serde_tags() {
             reason: "r".into(),
             forgotten_at: t0(),
         }),
+        scheduled(RemovalAction::Revoke, mins(65), t0()),
+        InstallationEvent::RemovalCancelled(InstallationRemovalCancelled {
+            action: StoredRemovalAction::Disconnect,
+            effective_at: mins(65),
+            reason: None,
+            cancelled_at: t0(),
+        }),
     ];
     let expected = [
         "InstallationConnected",
@@ -1079,6 +1086,8 @@ fn event_types_match_serde_tags() {
         "InstallationRevoked",
         "InstallationDisconnected",
         "InstallationTenantForgotten",
+        "InstallationRemovalScheduled",
+        "InstallationRemovalCancelled",
     ];
     for (event, event_type) in events.iter().zip(expected) {
         let json = serde_json::to_value(event).expect("serialize");
@@ -1255,4 +1264,225 @@ fn a_reconnect_keeps_the_customer_unless_a_session_names_another() {
             to: "cust-99".into(),
         })
     );
+}
+
+// ---- scheduled removal ------------------------------------------------------------------
+
+fn schedule_cmd(action: RemovalAction, effective_at: DateTime<Utc>) -> InstallationCommand {
+    InstallationCommand::ScheduleRemoval {
+        action,
+        reason: " contract ended ".into(),
+        effective_at,
+        scheduled_by: "key:ak_ops".into(),
+    }
+}
+
+fn scheduled(
+    action: RemovalAction,
+    effective_at: DateTime<Utc>,
+    at: DateTime<Utc>,
+) -> InstallationEvent {
+    InstallationEvent::RemovalScheduled(InstallationRemovalScheduled {
+        action: action.into(),
+        reason: "contract ended".into(),
+        effective_at,
+        scheduled_by: "key:ak_ops".into(),
+        scheduled_at: at,
+    })
+}
+
+#[tokio::test]
+async fn a_removal_is_scheduled_and_the_state_knows_it() {
+    for action in [RemovalAction::Revoke, RemovalAction::Disconnect] {
+        at(mins(5))
+            .given(vec![connected(&tokens(mins(30)))])
+            .when_async(schedule_cmd(action, mins(65)))
+            .await
+            .then_expect_events(vec![scheduled(action, mins(65), mins(5))]);
+    }
+    let inst = state(vec![
+        connected(&tokens(mins(30))),
+        scheduled(RemovalAction::Revoke, mins(65), mins(5)),
+    ]);
+    assert_eq!(
+        inst.scheduled_removal(),
+        Some(&ScheduledRemoval {
+            action: RemovalAction::Revoke,
+            reason: "contract ended".into(),
+            effective_at: mins(65),
+            scheduled_by: "key:ak_ops".into(),
+            scheduled_at: mins(5),
+        })
+    );
+    // Scheduling changes nothing else: the tokens keep working until it is carried out.
+    assert_eq!(inst.status_at(mins(6)), Some(InstallationStatus::Connected));
+    assert!(inst.is_refreshable());
+    // A removal may also be announced while the user must re-authorize.
+    at(mins(26))
+        .given(vec![
+            connected(&tokens(mins(30))),
+            reauth_required(mins(25)),
+        ])
+        .when_async(schedule_cmd(RemovalAction::Revoke, mins(90)))
+        .await
+        .then_expect_events(vec![scheduled(RemovalAction::Revoke, mins(90), mins(26))]);
+}
+
+#[tokio::test]
+async fn a_removal_is_scheduled_only_where_it_could_be_done() {
+    at(mins(6))
+        .given_no_previous_events()
+        .when_async(schedule_cmd(RemovalAction::Revoke, mins(65)))
+        .await
+        .then_expect_error(InstallationError::NotConnected);
+    at(mins(6))
+        .given(vec![connected(&tokens(mins(30))), revoked(mins(5))])
+        .when_async(schedule_cmd(RemovalAction::Disconnect, mins(65)))
+        .await
+        .then_expect_error(InstallationError::Revoked);
+    at(mins(6))
+        .given(vec![connected(&tokens(mins(30))), disconnected(mins(5))])
+        .when_async(schedule_cmd(RemovalAction::Revoke, mins(65)))
+        .await
+        .then_expect_error(InstallationError::NothingToRevoke);
+    at(mins(6))
+        .given(vec![connected(&tokens(mins(30))), disconnected(mins(5))])
+        .when_async(schedule_cmd(RemovalAction::Disconnect, mins(65)))
+        .await
+        .then_expect_error(InstallationError::Disconnected);
+}
+
+#[tokio::test]
+async fn the_removal_time_is_in_the_future_and_at_most_thirty_days_ahead() {
+    let now = mins(5);
+    for effective_at in [
+        now,
+        mins(4),
+        now + Duration::days(MAX_REMOVAL_NOTICE_DAYS) + Duration::seconds(1),
+    ] {
+        at(now)
+            .given(vec![connected(&tokens(mins(30)))])
+            .when_async(schedule_cmd(RemovalAction::Revoke, effective_at))
+            .await
+            .then_expect_error(InstallationError::InvalidRemovalTime { effective_at, now });
+    }
+    let furthest = now + Duration::days(MAX_REMOVAL_NOTICE_DAYS);
+    at(now)
+        .given(vec![connected(&tokens(mins(30)))])
+        .when_async(schedule_cmd(RemovalAction::Revoke, furthest))
+        .await
+        .then_expect_events(vec![scheduled(RemovalAction::Revoke, furthest, now)]);
+    at(now)
+        .given(vec![connected(&tokens(mins(30)))])
+        .when_async(InstallationCommand::ScheduleRemoval {
+            action: RemovalAction::Revoke,
+            reason: "".into(),
+            effective_at: mins(65),
+            scheduled_by: "key:ak_ops".into(),
+        })
+        .await
+        .then_expect_error(InstallationError::InvalidReason {
+            reason: "must not be empty",
+        });
+}
+
+#[tokio::test]
+async fn one_removal_is_pending_at_a_time() {
+    let given = || {
+        vec![
+            connected(&tokens(mins(30))),
+            scheduled(RemovalAction::Revoke, mins(65), mins(5)),
+        ]
+    };
+    // The same schedule again is a retry.
+    at(mins(6))
+        .given(given())
+        .when_async(schedule_cmd(RemovalAction::Revoke, mins(65)))
+        .await
+        .then_expect_events(vec![]);
+    // Another one is refused, naming the pending one.
+    at(mins(6))
+        .given(given())
+        .when_async(schedule_cmd(RemovalAction::Disconnect, mins(125)))
+        .await
+        .then_expect_error(InstallationError::RemovalAlreadyScheduled {
+            action: RemovalAction::Revoke,
+            effective_at: mins(65),
+        });
+}
+
+#[tokio::test]
+async fn a_pending_removal_is_cancelled_once() {
+    let cancelled = InstallationEvent::RemovalCancelled(InstallationRemovalCancelled {
+        action: StoredRemovalAction::Revoke,
+        effective_at: mins(65),
+        reason: Some("customer paid".into()),
+        cancelled_at: mins(7),
+    });
+    at(mins(7))
+        .given(vec![
+            connected(&tokens(mins(30))),
+            scheduled(RemovalAction::Revoke, mins(65), mins(5)),
+        ])
+        .when_async(InstallationCommand::CancelScheduledRemoval {
+            reason: Some("customer paid".into()),
+        })
+        .await
+        .then_expect_events(vec![cancelled.clone()]);
+    let inst = state(vec![
+        connected(&tokens(mins(30))),
+        scheduled(RemovalAction::Revoke, mins(65), mins(5)),
+        cancelled.clone(),
+    ]);
+    assert_eq!(inst.scheduled_removal(), None);
+    at(mins(8))
+        .given(vec![
+            connected(&tokens(mins(30))),
+            scheduled(RemovalAction::Revoke, mins(65), mins(5)),
+            cancelled,
+        ])
+        .when_async(InstallationCommand::CancelScheduledRemoval { reason: None })
+        .await
+        .then_expect_error(InstallationError::NoRemovalScheduled);
+    at(mins(8))
+        .given_no_previous_events()
+        .when_async(InstallationCommand::CancelScheduledRemoval { reason: None })
+        .await
+        .then_expect_error(InstallationError::NotConnected);
+}
+
+#[test]
+fn whatever_ends_or_renews_the_grant_clears_the_pending_removal() {
+    let pair = tokens(mins(30));
+    let uninstalled = InstallationEvent::Disconnected(InstallationDisconnected {
+        cause: StoredDisconnectCause::Uninstalled,
+        reason: None,
+        disconnected_at: mins(9),
+    });
+    let reconnected = InstallationEvent::Reconnected(InstallationReconnected {
+        installation_id: id(),
+        hub_domain: "acme.example".into(),
+        installer: installer().into(),
+        scopes: vec!["oauth".into()],
+        tokens: tokens(mins(60)).into(),
+        app_version: None,
+        external_ref: None,
+        metadata: None,
+        previous_status: StoredInstallationStatus::Connected,
+        generation: 2,
+        connected_at: mins(9),
+    });
+    for ending in [
+        revoked(mins(9)),
+        disconnected(mins(9)),
+        uninstalled,
+        reconnected,
+    ] {
+        let inst = state(vec![
+            connected(&pair),
+            scheduled(RemovalAction::Disconnect, mins(65), mins(5)),
+            ending.clone(),
+        ]);
+        assert_eq!(inst.scheduled_removal(), None, "after {ending:?}");
+    }
 }

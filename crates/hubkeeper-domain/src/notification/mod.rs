@@ -58,6 +58,10 @@ pub enum NotificationType {
     InstallationUninstalled,
     /// The tenant's data was forgotten (crypto-shredded).
     InstallationForgotten,
+    /// An operator scheduled a revoke or disconnect for a later time (told before it happens).
+    InstallationRemovalScheduled,
+    /// An operator cancelled a scheduled revoke or disconnect.
+    InstallationRemovalCancelled,
     /// The tenant's subscription started or changed plan.
     SubscriptionChanged,
     /// The tenant reached a usage limit of its plan.
@@ -72,7 +76,7 @@ pub enum NotificationType {
 
 impl NotificationType {
     /// Every type.
-    pub const ALL: [NotificationType; 13] = [
+    pub const ALL: [NotificationType; 15] = [
         Self::InstallationConnected,
         Self::InstallationReconnected,
         Self::InstallationNeedsReauthorization,
@@ -81,6 +85,8 @@ impl NotificationType {
         Self::InstallationDisconnected,
         Self::InstallationUninstalled,
         Self::InstallationForgotten,
+        Self::InstallationRemovalScheduled,
+        Self::InstallationRemovalCancelled,
         Self::SubscriptionChanged,
         Self::UsageLimitReached,
         Self::PlanDeprecated,
@@ -99,6 +105,8 @@ impl NotificationType {
             Self::InstallationDisconnected => "installation.disconnected",
             Self::InstallationUninstalled => "installation.uninstalled",
             Self::InstallationForgotten => "installation.forgotten",
+            Self::InstallationRemovalScheduled => "installation.removal_scheduled",
+            Self::InstallationRemovalCancelled => "installation.removal_cancelled",
             Self::SubscriptionChanged => "subscription.changed",
             Self::UsageLimitReached => "usage.limit_reached",
             Self::PlanDeprecated => "plan.deprecated",
