@@ -428,7 +428,17 @@ impl From<CoreError> for ApiError {
                 InstallationError::Revoked => Self::conflict("revoked", message),
                 InstallationError::StillConnected => Self::conflict("still_connected", message),
                 InstallationError::StaleGeneration { .. } => Self::conflict("conflict", message),
+                InstallationError::RemovalAlreadyScheduled { .. } => {
+                    Self::conflict("removal_already_scheduled", message)
+                }
+                InstallationError::NoRemovalScheduled => Self::not_found(message),
+                InstallationError::InvalidRemovalTime { .. } => {
+                    let mut error = Self::validation(message);
+                    error.details().parameter = Some("notice_secs".into());
+                    error
+                }
                 InstallationError::InvalidReason { .. }
+                | InstallationError::InvalidActor { .. }
                 | InstallationError::InvalidScope { .. }
                 | InstallationError::InvalidHubDomain { .. }
                 | InstallationError::InvalidInstallerEmail

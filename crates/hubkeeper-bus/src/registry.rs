@@ -64,12 +64,22 @@ pub const MAINTENANCE_LOCK: LockKey = LockKey {
     errors_counter: "hk_maintenance_errors_total",
 };
 
+/// The leader that carries out revokes and disconnects scheduled with notice when they come
+/// due ("hkremove").
+pub const SCHEDULED_REMOVALS_LOCK: LockKey = LockKey {
+    name: "scheduled removals",
+    key: 0x686b_7265_6d6f_7665,
+    leader_gauge: "hk_scheduled_removals_leader",
+    errors_counter: "hk_scheduled_removals_errors_total",
+};
+
 /// Every leader lock.
-pub const LEADER_LOCKS: [LockKey; 4] = [
+pub const LEADER_LOCKS: [LockKey; 5] = [
     RELAY_LOCK,
     SCHEDULER_LOCK,
     BILLING_PROJECTION_LOCK,
     MAINTENANCE_LOCK,
+    SCHEDULED_REMOVALS_LOCK,
 ];
 
 /// Per-installation token refresh: (class, fold of the installation id) ("HKTF").

@@ -179,6 +179,29 @@ fn describe_installation(event: &InstallationEvent, hub: &str) -> (Level, String
             Level::Warn,
             format!("Tenant data key destroyed{hub}: {}", e.reason),
         ),
+        InstallationEvent::RemovalScheduled(e) => (
+            Level::Warn,
+            format!(
+                "{} scheduled{hub} for {}, the app told first: {}",
+                match e.action.as_str() {
+                    "revoke" => "Revoke",
+                    _ => "Disconnect",
+                },
+                e.effective_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                e.reason
+            ),
+        ),
+        InstallationEvent::RemovalCancelled(e) => (
+            Level::Info,
+            format!(
+                "Scheduled {}{hub} (due {}) cancelled{}",
+                e.action.as_str(),
+                e.effective_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                e.reason
+                    .as_deref()
+                    .map_or_else(String::new, |r| format!(": {r}"))
+            ),
+        ),
     }
 }
 
@@ -259,9 +282,13 @@ pub(crate) fn actor_text(actor: &str) -> String {
         "system" | "system:scheduler" | "system:refresher" => "Hubkeeper".to_owned(),
         "hubspot" => "HubSpot".to_owned(),
         "anonymous" => "an anonymous client".to_owned(),
-        other => match other.strip_prefix("key:") {
-            Some(id) => format!("key {id}"),
-            None => other.to_owned(),
+        other => match (
+            other.strip_prefix("key:"),
+            other.strip_prefix("scheduled-removal:by:"),
+        ) {
+            (Some(id), _) => format!("key {id}"),
+            (_, Some(by)) => format!("the scheduled removal by {}", actor_text(by)),
+            _ => other.to_owned(),
         },
     }
 }

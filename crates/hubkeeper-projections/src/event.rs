@@ -205,18 +205,7 @@ fn is_known_app_event(event_type: &str) -> bool {
 }
 
 fn is_known_installation_event(event_type: &str) -> bool {
-    use hubkeeper_domain::installation::event_types::*;
-    matches!(
-        event_type,
-        CONNECTED
-            | RECONNECTED
-            | TOKENS_REFRESHED
-            | REFRESH_FAILED
-            | REAUTHORIZATION_REQUIRED
-            | REVOKED
-            | DISCONNECTED
-            | TENANT_FORGOTTEN
-    )
+    hubkeeper_domain::installation::event_types::ALL.contains(&event_type)
 }
 
 /// Runs the domain's upcasters over the stored shape, exactly as cqrs-es does when it loads an

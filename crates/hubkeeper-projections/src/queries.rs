@@ -338,6 +338,10 @@ pub struct InstallationView {
     pub plan_code: Option<String>,
     pub webhook_events: i64,
     pub last_webhook_at: Option<DateTime<Utc>>,
+    /// The pending scheduled removal (`revoke` / `disconnect`), if one is announced.
+    pub removal_action: Option<String>,
+    /// When the pending scheduled removal is due.
+    pub removal_effective_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
     /// Sequence of the last event projected into this row.
     pub last_sequence: i64,
@@ -379,6 +383,8 @@ fn installation_from_row(row: &PgRow) -> Result<InstallationView, sqlx::Error> {
         plan_code: row.try_get("plan_code")?,
         webhook_events: row.try_get("webhook_events")?,
         last_webhook_at: row.try_get("last_webhook_at")?,
+        removal_action: row.try_get("removal_action")?,
+        removal_effective_at: row.try_get("removal_effective_at")?,
         updated_at: row.try_get("updated_at")?,
         last_sequence: row.try_get("last_sequence")?,
     })

@@ -455,6 +455,21 @@ pub const METRICS_DESCRIBED: &[(&str, MetricKind, &str)] = &[
         "Events applied by replays.",
     ),
     (
+        "hk_scheduled_removals_errors_total",
+        Counter,
+        "Rounds of the scheduled-removals task that ended in an error (leadership lost).",
+    ),
+    (
+        "hk_scheduled_removals_leader",
+        Gauge,
+        "1 while this process carries out scheduled revokes and disconnects, else 0.",
+    ),
+    (
+        "hk_scheduled_removals_total",
+        Counter,
+        "Scheduled revokes and disconnects that came due, by action and outcome (done, skipped, failed).",
+    ),
+    (
         "hk_scheduler_enqueued_total",
         Counter,
         "Refreshes enqueued by the scheduler.",

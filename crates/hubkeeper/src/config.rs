@@ -313,6 +313,26 @@ pub struct TokenArgs {
         value_parser = seconds
     )]
     pub refresh_lock_timeout: Duration,
+
+    /// Shortest notice, in seconds, a revoke or disconnect scheduled ahead may give the app
+    /// (`notice_secs` below it is refused). At most 30 days is accepted whatever this says.
+    #[arg(
+        long = "removal-min-notice-secs",
+        env = "HK_REMOVAL_MIN_NOTICE_SECS",
+        default_value = "60",
+        value_parser = seconds
+    )]
+    pub removal_min_notice: Duration,
+
+    /// Seconds between the refresher role's looks for scheduled revokes and disconnects that
+    /// are due (how late one may be carried out).
+    #[arg(
+        long = "removal-poll-secs",
+        env = "HK_REMOVAL_POLL_SECS",
+        default_value = "15",
+        value_parser = seconds
+    )]
+    pub removal_poll: Duration,
 }
 
 /// The OAuth install flow.

@@ -342,6 +342,20 @@ pub async fn run_roles(
             worker.run(token).await;
             Ok("refresher")
         });
+        // Revokes and disconnects scheduled with notice go through the same token service.
+        let removals = hubkeeper_core::tokens::ScheduledRemovals::new(
+            pool.clone(),
+            services.tokens.clone(),
+            hubkeeper_core::tokens::ScheduledRemovalConfig {
+                poll: config.tokens.removal_poll.max(Duration::from_millis(200)),
+                ..hubkeeper_core::tokens::ScheduledRemovalConfig::default()
+            },
+        );
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            removals.run(token).await;
+            Ok("scheduled-removals")
+        });
     }
     if roles.projector {
         let projector = crate::services::projections::projector(config, &pool, &js);

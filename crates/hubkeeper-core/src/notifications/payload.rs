@@ -177,6 +177,25 @@ fn installation(event: &RelayedEvent) -> Option<Trigger> {
             NotificationType::InstallationForgotten,
             json!({ "forgotten_at": time(e.forgotten_at) }),
         ),
+        InstallationEvent::RemovalScheduled(e) => (
+            NotificationType::InstallationRemovalScheduled,
+            json!({
+                "action": e.action.as_str(),
+                "reason": e.reason,
+                "effective_at": time(e.effective_at),
+                "scheduled_by": e.scheduled_by,
+                "scheduled_at": time(e.scheduled_at),
+            }),
+        ),
+        InstallationEvent::RemovalCancelled(e) => (
+            NotificationType::InstallationRemovalCancelled,
+            json!({
+                "action": e.action.as_str(),
+                "effective_at": time(e.effective_at),
+                "reason": e.reason,
+                "cancelled_at": time(e.cancelled_at),
+            }),
+        ),
         InstallationEvent::RefreshFailed(_) => return None,
     };
     Some(Trigger {
@@ -337,6 +356,41 @@ mod tests {
                 Subject::Installation(INSTALLATION.parse().expect("id"))
             );
         }
+    }
+
+    #[test]
+    fn a_scheduled_removal_tells_what_when_why_and_who() {
+        let event = relayed(
+            "installation",
+            INSTALLATION,
+            json!({"InstallationRemovalScheduled": {
+                "action": "revoke", "reason": "contract ended",
+                "effective_at": "2026-03-02T09:00:00Z", "scheduled_by": "key:ak_ops",
+                "scheduled_at": "2026-03-01T09:00:00Z"
+            }}),
+        );
+        let trigger = trigger(&event).expect("a notification");
+        assert_eq!(trigger.kind, NotificationType::InstallationRemovalScheduled);
+        assert_eq!(
+            Value::Object(trigger.details),
+            json!({
+                "action": "revoke", "reason": "contract ended",
+                "effective_at": "2026-03-02T09:00:00Z", "scheduled_by": "key:ak_ops",
+                "scheduled_at": "2026-03-01T09:00:00Z",
+            })
+        );
+        let cancelled = relayed(
+            "installation",
+            INSTALLATION,
+            json!({"InstallationRemovalCancelled": {
+                "action": "disconnect", "effective_at": "2026-03-02T09:00:00Z",
+                "cancelled_at": "2026-03-01T10:00:00Z"
+            }}),
+        );
+        let trigger = super::trigger(&cancelled).expect("a notification");
+        assert_eq!(trigger.kind, NotificationType::InstallationRemovalCancelled);
+        assert_eq!(trigger.details["action"], "disconnect");
+        assert_eq!(trigger.details["reason"], Value::Null);
     }
 
     #[test]

@@ -37,6 +37,7 @@
 mod handout;
 mod refresh;
 mod revoke;
+mod scheduled_removal;
 mod single_flight;
 mod usage;
 
@@ -47,7 +48,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use hubkeeper_domain::installation::{
     Connect, HistoryEntry, Installation, InstallationCommand, InstallationStatus, Installer,
-    LastFailure,
+    LastFailure, ScheduledRemoval,
 };
 use hubkeeper_domain::metadata::EventMetadata;
 use hubkeeper_domain::{AppId, DomainServices, HubId, InstallationId, UserId};
@@ -64,6 +65,7 @@ use crate::vault::Vault;
 pub use handout::{expose_for_proxy, expose_for_response, HandedOutToken};
 pub use refresh::{NotRefreshable, RefreshFailure, RefreshOutcome, RefreshTrigger, TriggerKind};
 pub use revoke::{record_uninstall, ForgetOutcome};
+pub use scheduled_removal::{RemovalRun, ScheduledRemovalConfig, ScheduledRemovals};
 pub use usage::TokenUsage;
 
 use handout::CachedToken;
@@ -85,6 +87,8 @@ pub struct TokenConfig {
     /// How long after a failed refresh a hand-out answers from that failure instead of asking
     /// HubSpot again (the negative cache; zero disables it).
     pub failure_cache: Duration,
+    /// Shortest notice a scheduled revoke or disconnect may give the app.
+    pub removal_min_notice: Duration,
 }
 
 impl Default for TokenConfig {
@@ -95,6 +99,7 @@ impl Default for TokenConfig {
             lock_timeout: Duration::from_secs(30),
             usage_flush_interval: Duration::from_secs(2),
             failure_cache: Duration::from_secs(5),
+            removal_min_notice: Duration::from_secs(60),
         }
     }
 }
@@ -125,6 +130,8 @@ pub struct InstallationDetails {
     pub consecutive_failures: u32,
     pub last_failure: Option<LastFailure>,
     pub forgotten_at: Option<DateTime<Utc>>,
+    /// The revoke or disconnect announced for later, if one is pending.
+    pub scheduled_removal: Option<ScheduledRemoval>,
     pub history: Vec<HistoryEntry>,
     pub usage: TokenUsage,
 }
@@ -268,6 +275,7 @@ impl TokenService {
             consecutive_failures: installation.consecutive_failures(),
             last_failure: installation.last_failure().cloned(),
             forgotten_at: installation.forgotten_at(),
+            scheduled_removal: installation.scheduled_removal().cloned(),
             history: installation.history().to_vec(),
             usage: self.usage(id).await?,
         })

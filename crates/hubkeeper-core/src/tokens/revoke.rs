@@ -141,7 +141,7 @@ impl TokenService {
 }
 
 impl Inner {
-    async fn revoke_locked(
+    pub(super) async fn revoke_locked(
         &self,
         id: &InstallationId,
         reason: &str,
@@ -197,7 +197,7 @@ impl Inner {
         Ok(())
     }
 
-    async fn disconnect_locked(
+    pub(super) async fn disconnect_locked(
         &self,
         id: &InstallationId,
         reason: &str,
@@ -237,7 +237,7 @@ impl Inner {
 
 /// The domain validates reasons too, but only after HubSpot was called; checking first keeps a
 /// typo from revoking a grant and then failing to record it.
-fn check_reason(reason: &str) -> Result<String, CoreError> {
+pub(super) fn check_reason(reason: &str) -> Result<String, CoreError> {
     let reason = reason.trim();
     if reason.is_empty() {
         return Err(CoreError::InvalidInput("a reason is required".into()));

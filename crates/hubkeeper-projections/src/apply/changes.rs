@@ -74,6 +74,10 @@ pub struct InstallationRow {
     pub last_failure_at: Option<DateTime<Utc>>,
     pub generation: i64,
     pub forgotten_at: Option<DateTime<Utc>>,
+    /// The pending scheduled removal's action (`revoke` / `disconnect`), if any.
+    pub removal_action: Option<String>,
+    /// When the pending scheduled removal is due.
+    pub removal_effective_at: Option<DateTime<Utc>>,
     pub last_sequence: i64,
     pub last_position: i64,
     pub updated_at: DateTime<Utc>,
@@ -110,6 +114,8 @@ impl InstallationRow {
             last_failure_at: None,
             generation: big(c.generation),
             forgotten_at: None,
+            removal_action: None,
+            removal_effective_at: None,
             last_sequence: event.sequence,
             last_position: event.global_position,
             updated_at: event.recorded_at,
@@ -128,6 +134,11 @@ impl InstallationRow {
         self.last_failure_class = None;
         self.last_failure_message = None;
         self.last_failure_at = None;
+    }
+
+    fn clear_removal(&mut self) {
+        self.removal_action = None;
+        self.removal_effective_at = None;
     }
 
     fn track(&mut self, event: &ProjectedEvent) {
@@ -167,6 +178,7 @@ impl InstallationRow {
                 self.last_connected_at = c.connected_at;
                 self.clear_failures();
                 self.forgotten_at = None;
+                self.clear_removal();
                 c.connected_at
             }
             InstallationEvent::TokensRefreshed(r) => {
@@ -198,6 +210,7 @@ impl InstallationRow {
                 self.disconnect_cause = None;
                 self.status_reason = Some(r.reason.clone());
                 self.access_expires_at = None;
+                self.clear_removal();
                 r.revoked_at
             }
             InstallationEvent::Disconnected(d) => {
@@ -205,13 +218,24 @@ impl InstallationRow {
                 self.disconnect_cause = Some(serde_name(&d.cause));
                 self.status_reason = d.reason.clone();
                 self.access_expires_at = None;
+                self.clear_removal();
                 d.disconnected_at
             }
             InstallationEvent::TenantForgotten(f) => {
                 self.set_status("forgotten", f.forgotten_at);
                 self.status_reason = Some(f.reason.clone());
                 self.forgotten_at = Some(f.forgotten_at);
+                self.clear_removal();
                 f.forgotten_at
+            }
+            InstallationEvent::RemovalScheduled(r) => {
+                self.removal_action = Some(r.action.as_str().to_owned());
+                self.removal_effective_at = Some(r.effective_at);
+                r.scheduled_at
+            }
+            InstallationEvent::RemovalCancelled(c) => {
+                self.clear_removal();
+                c.cancelled_at
             }
         };
         self.track(event);

@@ -18,7 +18,8 @@ const INSTALLATION_COLUMNS: &str = "installation_id, app_id, hub_id, user_id, hu
     installer_user_id, installer_email, scopes, app_version, external_ref, status, disconnect_cause, \
     status_reason, status_changed_at, access_expires_at, first_connected_at, last_connected_at, \
     last_refreshed_at, consecutive_failures, last_failure_class, last_failure_message, \
-    last_failure_at, generation, forgotten_at, last_sequence, last_position, updated_at";
+    last_failure_at, generation, forgotten_at, removal_action, removal_effective_at, last_sequence, \
+    last_position, updated_at";
 
 const APP_COLUMNS: &str = "app_id, label, client_id, environment, description, redirect_uri, \
     scopes, optional_scopes, oauth_generation, signature_versions, created_at, updated_at, \

@@ -74,6 +74,7 @@ pub async fn build(
                 .tokens
                 .refresh_lock_timeout
                 .max(Duration::from_secs(1)),
+            removal_min_notice: config.tokens.removal_min_notice,
             ..TokenConfig::default()
         },
     })
