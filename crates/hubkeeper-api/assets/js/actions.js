@@ -17,22 +17,94 @@ function expiryText(iso) {
   return iso ? `${formatAbsolute(iso)} (${relative(iso)})` : 'unknown';
 }
 
-/**
- * Whether the tenant's app hears of `type` (an enabled endpoint receives it), as a line for the
- * confirmation dialog: the notification is queued as soon as the action is recorded.
- */
-async function notificationNotice(inst, type) {
+/** The notice an operator may give before a revoke or disconnect, in seconds. */
+const NOTICE_CHOICES = [
+  [3600, '1 hour'],
+  [86400, '24 hours'],
+  [604800, '7 days'],
+];
+
+/** The pending scheduled removal of an installation (details or list row), or null. */
+export function pendingRemoval(inst) {
+  if (inst.scheduled_removal) return inst.scheduled_removal;
+  if (inst.removal_action) return { action: inst.removal_action, effective_at: inst.removal_effective_at };
+  return null;
+}
+
+/** Which enabled endpoints of the app hear of each removal notification type (by type). */
+async function notificationTargets(inst) {
   try {
-    const r = await get(`/v1/apps/${inst.app_id}/receivers?type=${encodeURIComponent(type)}`);
-    return r.notified
-      ? h('p', { class: 'notice', dataset: { notification: 'sent' } },
-        'The app is notified: ', h('code', {}, type), ` goes to ${r.urls.join(', ')} as soon as you confirm.`)
-      : h('p', { class: 'notice muted', dataset: { notification: 'none' } },
-        'No notification goes out: the app has no enabled endpoint for ', h('code', {}, type), ' (Notifications page).');
+    const r = await get(`/v1/installations/${inst.installation_id}/notification-targets`);
+    return Object.fromEntries(r.targets.map((t) => [t.type, t]));
   } catch (e) {
-    return h('p', { class: 'notice muted', dataset: { notification: 'unknown' } },
-      `Whether the app is notified could not be checked: ${e.message}`);
+    return { error: e.message };
   }
+}
+
+function endpointCount(target) {
+  const n = target.endpoints.length;
+  return n === 1 ? 'The app\'s endpoint' : `The app's ${n} endpoints`;
+}
+
+/**
+ * The dialog's "when" choice: now (a security incident: no advance notice) or after notifying
+ * the app, with a line that says plainly who is told what, and when. `removedType` is the
+ * notification of the removal itself; `done` says what happens ("the tokens revoked"), `later`
+ * the same as a sentence of its own ("The tokens are revoked").
+ */
+function removalTiming(inst, targets, removedType, done, later) {
+  const pending = pendingRemoval(inst);
+  const statement = h('p', { class: 'notice', role: 'status' });
+  const radio = (value, label, disabled) => h('label', { class: 'choice' },
+    h('input', { type: 'radio', name: 'removal-when', value: String(value), checked: value === 'now', disabled }), ' ', label);
+  const fieldset = h('fieldset', { class: 'field removal-when' },
+    h('legend', {}, 'When'),
+    radio('now', 'Now (security incident: no advance notice)', false),
+    NOTICE_CHOICES.map(([secs, label]) => radio(secs, `Notify the app first and remove in ${label}`, Boolean(pending))),
+    pending ? h('p', { class: 'hint' }, `A ${pending.action} is already scheduled for ${formatAbsolute(pending.effective_at)}: cancel it to schedule another.`) : null,
+    statement);
+  const selected = () => {
+    const input = fieldset.querySelector('input[name="removal-when"]:checked');
+    return !input || input.value === 'now' ? undefined : Number(input.value);
+  };
+  const describe = () => {
+    const notice = selected();
+    const set = (state, ...content) => {
+      statement.dataset.notification = state;
+      statement.classList.toggle('muted', state === 'none' || state === 'unknown');
+      statement.replaceChildren(...content);
+    };
+    if (targets.error) {
+      set('unknown', `Whether the app is notified could not be checked: ${targets.error}`);
+      return;
+    }
+    if (notice) {
+      const when = formatAbsolute(new Date(Date.now() + notice * 1000).toISOString());
+      const target = targets['installation.removal_scheduled'];
+      if (target && target.notified) {
+        set('advance', `${endpointCount(target)} will be told now (`, h('code', {}, 'installation.removal_scheduled'), `, to ${target.endpoints.map((e) => e.url).join(', ')}) and ${done} at ${when}.`);
+      } else {
+        set('none', 'No endpoint of this app subscribes to ', h('code', {}, 'installation.removal_scheduled'), `: nobody will be told in advance. ${later} at ${when}.`);
+      }
+      return;
+    }
+    const target = targets[removedType];
+    if (target && target.notified) {
+      set('sent', `No advance notice. ${endpointCount(target)} will be told (`, h('code', {}, removedType), `, to ${target.endpoints.map((e) => e.url).join(', ')}) as soon as you confirm.`);
+    } else {
+      set('none', 'No advance notice, and no notification goes out: the app has no enabled endpoint for ', h('code', {}, removedType), ' (Notifications page).');
+    }
+  };
+  fieldset.addEventListener('change', describe);
+  describe();
+  return { element: fieldset, notice: selected };
+}
+
+/** The scheduled removal's confirmation toast text. */
+function scheduledText(inst, r) {
+  const s = r && r.scheduled_removal;
+  const when = s ? `${formatAbsolute(s.effective_at)} (${relative(s.effective_at)})` : 'later';
+  return `${s && s.action === 'disconnect' ? 'Disconnect' : 'Revoke'} of ${label(inst)} scheduled for ${when}; the app is being told now. Cancel it from the account's details until then.`;
 }
 
 /** Refreshes now; `done` is called after any outcome so the caller can reload. */
@@ -66,10 +138,10 @@ export function revokeButton(ctx, inst, done) {
       ? ctx.deniedReason(PERMISSION)
       : 'This account holds no tokens to revoke.',
     onClick: async () => {
-      const notice = await notificationNotice(inst, 'installation.revoked');
+      const timing = removalTiming(inst, await notificationTargets(inst), 'installation.revoked', 'the tokens revoked', 'The tokens are revoked');
       const answer = await confirmAction({
         title: `Revoke the tokens of ${label(inst)}?`,
-        extra: notice,
+        extra: timing.element,
         intro: 'HubSpot is told to invalidate the refresh token, and Hubkeeper deletes the stored tokens.',
         consequences: HELP.revoke.consequences,
         confirmLabel: 'Revoke tokens',
@@ -79,8 +151,11 @@ export function revokeButton(ctx, inst, done) {
         typeToConfirm: inst.hub_id,
       });
       if (!answer) return;
-      await attempt(btn, () => post(`/v1/installations/${inst.installation_id}/revoke`, { reason: answer.reason }), {
-        succeeded: () => `Tokens of ${label(inst)} revoked. The customer must connect again to restore access.`,
+      const notice = timing.notice();
+      await attempt(btn, () => post(`/v1/installations/${inst.installation_id}/revoke`, { reason: answer.reason, notice_secs: notice }), {
+        succeeded: (r) => (notice
+          ? scheduledText(inst, r)
+          : `Tokens of ${label(inst)} revoked. The customer must connect again to restore access.`),
         failed: `Revoke failed for ${label(inst)}`,
       });
       settle(done);
@@ -99,10 +174,10 @@ export function disconnectButton(ctx, inst, done) {
       ? ctx.deniedReason(PERMISSION)
       : 'This account is already disconnected.',
     onClick: async () => {
-      const notice = await notificationNotice(inst, 'installation.disconnected');
+      const timing = removalTiming(inst, await notificationTargets(inst), 'installation.disconnected', 'the account disconnected', 'The account is disconnected');
       const answer = await confirmAction({
         title: `Disconnect ${label(inst)}?`,
-        extra: notice,
+        extra: timing.element,
         intro: 'Hubkeeper removes the account\'s tokens and marks it disconnected. Its data and history are kept.',
         consequences: HELP.disconnect.consequences,
         confirmLabel: 'Disconnect',
@@ -111,8 +186,11 @@ export function disconnectButton(ctx, inst, done) {
         reasonRequired: true,
       });
       if (!answer) return;
-      await attempt(btn, () => post(`/v1/installations/${inst.installation_id}/disconnect`, { reason: answer.reason }), {
-        succeeded: (r) => `${label(inst)} is ${r && r.status ? r.status : 'disconnected'}. The customer can connect again to restore access.`,
+      const notice = timing.notice();
+      await attempt(btn, () => post(`/v1/installations/${inst.installation_id}/disconnect`, { reason: answer.reason, notice_secs: notice }), {
+        succeeded: (r) => (notice
+          ? scheduledText(inst, r)
+          : `${label(inst)} is ${r && r.status ? r.status : 'disconnected'}. The customer can connect again to restore access.`),
         failed: `Disconnect failed for ${label(inst)}`,
       });
       settle(done);
@@ -120,6 +198,37 @@ export function disconnectButton(ctx, inst, done) {
   });
   btn.dataset.action = 'disconnect';
   return btn;
+}
+
+/**
+ * The pending scheduled revoke or disconnect, with a button that cancels it (the app is told of
+ * the cancel too); null when none is pending.
+ */
+export function pendingRemovalNote(ctx, inst, done) {
+  const pending = pendingRemoval(inst);
+  if (!pending) return null;
+  const what = pending.action === 'disconnect' ? 'Disconnect' : 'Revoke';
+  const btn = actionButton('Cancel', {
+    allowed: ctx.can(PERMISSION),
+    deniedReason: ctx.deniedReason(PERMISSION),
+    onClick: async () => {
+      const answer = await confirmAction({
+        title: `Cancel the scheduled ${pending.action} of ${label(inst)}?`,
+        intro: `The ${pending.action} due ${formatAbsolute(pending.effective_at)} will not happen; the app is told it was cancelled (installation.removal_cancelled).`,
+        confirmLabel: `Cancel the ${pending.action}`,
+        askReason: true,
+      });
+      if (!answer) return;
+      await attempt(btn, () => post(`/v1/installations/${inst.installation_id}/scheduled-removal/cancel`, { reason: answer.reason }), {
+        succeeded: () => `The scheduled ${pending.action} of ${label(inst)} is cancelled.`,
+        failed: `Cancelling the scheduled ${pending.action} of ${label(inst)} failed`,
+      });
+      settle(done);
+    },
+  });
+  btn.dataset.action = 'cancel-removal';
+  return h('span', { class: 'pending-removal', dataset: { pendingRemoval: pending.action } },
+    `${what} scheduled for ${formatAbsolute(pending.effective_at)} (${relative(pending.effective_at)}) `, btn);
 }
 
 /** For accounts without working tokens: the customer (or you, in their browser) connects again. */

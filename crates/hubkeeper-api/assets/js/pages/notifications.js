@@ -14,6 +14,8 @@ const TYPES = [
   ['installation.disconnected', 'An operator disconnected the installation'],
   ['installation.uninstalled', 'The app was uninstalled in HubSpot'],
   ['installation.forgotten', 'The tenant\'s data was forgotten'],
+  ['installation.removal_scheduled', 'An operator scheduled a revoke or disconnect (told before it happens)'],
+  ['installation.removal_cancelled', 'An operator cancelled a scheduled revoke or disconnect'],
   ['subscription.changed', 'The tenant\'s plan started or changed'],
   ['usage.limit_reached', 'The tenant reached a usage limit'],
   ['plan.deprecated', 'The tenant\'s plan was deprecated'],

@@ -3,7 +3,7 @@
 import { get, query, listOf } from '../api.js';
 import { h, pageHeader, section, loading, emptyState, statusBadge, time, table, helpPanel, field, toast, connectControl } from '../ui.js';
 import { HELP } from '../help.js';
-import { refreshButton, revokeButton, detailsLink, reconnectLink } from '../actions.js';
+import { refreshButton, revokeButton, detailsLink, reconnectLink, pendingRemovalNote } from '../actions.js';
 import { countOf } from '../format.js';
 import { pagedList } from '../list.js';
 import { installationCharts } from '../charts.js';
@@ -65,7 +65,7 @@ export async function render(ctx) {
       { label: 'Hub ID', cell: (r) => h('a', { href: `/dashboard/users/${r.installation_id}`, 'data-link': true }, String(r.hub_id)) },
       { label: 'User', cell: (r) => h('span', {}, r.installer_email || (r.user_id ? `user ${r.user_id}` : '—'), r.hub_domain ? h('span', { class: 'sub' }, r.hub_domain) : null) },
       { label: 'App', cell: (r) => r.app_label || '—' },
-      { label: 'Status', cell: (r) => h('span', {}, statusBadge(r.status), r.consecutive_failures ? h('span', { class: 'sub warn-text' }, `${r.consecutive_failures} failed refresh${r.consecutive_failures > 1 ? 'es' : ''}`) : null) },
+      { label: 'Status', cell: (r) => h('span', {}, statusBadge(r.status), r.consecutive_failures ? h('span', { class: 'sub warn-text' }, `${r.consecutive_failures} failed refresh${r.consecutive_failures > 1 ? 'es' : ''}`) : null, r.removal_action ? h('span', { class: 'sub warn-text' }, pendingRemovalNote(ctx, r, list.load)) : null) },
       { label: 'Expires', cell: (r) => time(r.access_expires_at, { empty: 'no token' }) },
       { label: 'Last used', cell: (r) => time(r.last_used_at, { empty: 'never' }) },
       { label: 'Actions', class: 'actions', cell: (r) => h('div', { class: 'row-actions' }, refreshButton(ctx, r, list.load), revokeButton(ctx, r, list.load), reconnectLink(r), detailsLink(r)) },

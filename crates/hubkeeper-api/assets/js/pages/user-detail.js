@@ -4,7 +4,7 @@
 import { get, query, listOf } from '../api.js';
 import { h, clear, section, loading, errorState, emptyState, statusBadge, levelBadge, time, table, helpPanel } from '../ui.js';
 import { HELP } from '../help.js';
-import { refreshButton, revokeButton, disconnectButton, reconnectLink } from '../actions.js';
+import { refreshButton, revokeButton, disconnectButton, reconnectLink, pendingRemovalNote } from '../actions.js';
 import { actorLabel } from '../format.js';
 import { installationCharts } from '../charts.js';
 
@@ -93,6 +93,7 @@ export async function render(ctx) {
         section('Token information',
           dl([
             ['Status', statusBadge(view.status)],
+            view.scheduled_removal ? ['Scheduled removal', pendingRemovalNote(ctx, view, load)] : null,
             ['Access token expires', time(view.access_expires_at, { empty: 'no token held' })],
             ['Last refreshed', time(view.last_refreshed_at, { empty: 'not yet' })],
             ['Last connected', time(view.last_connected_at)],
