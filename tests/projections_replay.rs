@@ -15,8 +15,8 @@ use hubkeeper_domain::AppId;
 use hubkeeper_testkit::{free_port, hubkeeper_binary, wait_until, HkProcess, TestEnv};
 use sqlx::PgPool;
 use support::{
-    app_rows, checksums, connected_row, differences, insert_rows, lifecycle_row, metric, snapshot,
-    webhook_row, Row,
+    app_rows, checksums, connected_row, differences, insert_rows, lifecycle_row, metric,
+    removal_row, snapshot, webhook_row, Row,
 };
 
 const INSTALLATIONS: u64 = 2_600;
@@ -68,6 +68,11 @@ fn round(r: i64, apps: &[AppId], start: chrono::DateTime<Utc>) -> Vec<Row> {
     rows
 }
 
+/// The round in which every fourth installation gets a removal scheduled, and the next, in which
+/// every other one of those is cancelled (both before the first replay).
+const SCHEDULE_ROUND: i64 = 6;
+const CANCEL_ROUND: i64 = 7;
+
 fn lifecycle_round(r: i64, apps: &[AppId], start: chrono::DateTime<Utc>) -> Vec<Row> {
     (0..INSTALLATIONS)
         .map(|k| {
@@ -77,6 +82,10 @@ fn lifecycle_round(r: i64, apps: &[AppId], start: chrono::DateTime<Utc>) -> Vec<
             let at = start + Span::minutes(r * 700 + (k % 600) as i64);
             if r == 0 {
                 connected_row(app, hub, at, at + Span::minutes(30))
+            } else if (r == SCHEDULE_ROUND && k % 4 == 0) || (r == CANCEL_ROUND && k % 8 == 0) {
+                // Removals scheduled with notice, half of them cancelled, the rest left pending
+                // or cleared by a later revoke, disconnect or reconnect.
+                removal_row(app, hub, k, r + 1, at, r == CANCEL_ROUND)
             } else {
                 lifecycle_row(app, hub, k, r + 1, at)
             }
@@ -433,6 +442,18 @@ async fn three_projectors_with_restarts_match_a_full_replay() {
             .await
             .unwrap();
     assert!(statuses.len() >= 4, "varied statuses: {statuses:?}");
+    // Pending scheduled removals are in the compared tables too (cancelled ones are not).
+    let pending: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM rm_installations WHERE removal_action IS NOT NULL
+            AND removal_effective_at IS NOT NULL",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(
+        pending > 0 && pending < INSTALLATIONS as i64 / 4,
+        "some removals pending: {pending}"
+    );
     let levels: i64 = sqlx::query_scalar("SELECT count(DISTINCT level) FROM rm_activity")
         .fetch_one(&pool)
         .await

@@ -10,9 +10,10 @@ use hubkeeper_domain::app::{
 };
 use hubkeeper_domain::installation::{
     InstallationConnected, InstallationDisconnected, InstallationEvent, InstallationReconnected,
-    InstallationRevoked, ReauthorizationRequired, RefreshFailed, StoredDisconnectCause,
-    StoredInstallationStatus, StoredInstaller, StoredRefreshFailureClass, StoredTokens,
-    TenantForgotten, TokensRefreshed,
+    InstallationRemovalCancelled, InstallationRemovalScheduled, InstallationRevoked,
+    ReauthorizationRequired, RefreshFailed, StoredDisconnectCause, StoredInstallationStatus,
+    StoredInstaller, StoredRefreshFailureClass, StoredRemovalAction, StoredTokens, TenantForgotten,
+    TokensRefreshed,
 };
 use hubkeeper_domain::webhook_log::{log_id, HubSpotWebhookReceived, WebhookLogEvent};
 use hubkeeper_domain::{AppId, HubId, InstallationId, Sealed, UserId};
@@ -157,6 +158,8 @@ fn installation_row(
         InstallationEvent::Revoked(_) => "InstallationRevoked",
         InstallationEvent::Disconnected(_) => "InstallationDisconnected",
         InstallationEvent::TenantForgotten(_) => "InstallationTenantForgotten",
+        InstallationEvent::RemovalScheduled(_) => "InstallationRemovalScheduled",
+        InstallationEvent::RemovalCancelled(_) => "InstallationRemovalCancelled",
     };
     Row {
         aggregate_type: "installation".into(),
@@ -171,6 +174,46 @@ fn installation_row(
 
 /// Event `sequence` (>= 2) of installation number `k`: a fixed but varied lifecycle, so the read
 /// models end up with every status and plenty of transitions.
+/// An operator scheduling a revoke (even `k`) or disconnect a day ahead, or (`cancel`) cancelling
+/// it.
+pub fn removal_row(
+    app: AppId,
+    hub: u64,
+    k: u64,
+    sequence: i64,
+    at: DateTime<Utc>,
+    cancel: bool,
+) -> Row {
+    let action = if k.is_multiple_of(2) {
+        StoredRemovalAction::Revoke
+    } else {
+        StoredRemovalAction::Disconnect
+    };
+    let event = if cancel {
+        InstallationEvent::RemovalCancelled(InstallationRemovalCancelled {
+            action,
+            effective_at: at + Duration::days(1),
+            reason: k.is_multiple_of(3).then(|| "customer paid".to_owned()),
+            cancelled_at: at,
+        })
+    } else {
+        InstallationEvent::RemovalScheduled(InstallationRemovalScheduled {
+            action,
+            reason: "contract ended".into(),
+            effective_at: at + Duration::days(1),
+            scheduled_by: "key:akoperator0001".into(),
+            scheduled_at: at,
+        })
+    };
+    installation_row(
+        installation_id(app, hub),
+        sequence,
+        event,
+        "key:akoperator0001",
+        at,
+    )
+}
+
 pub fn lifecycle_row(app: AppId, hub: u64, k: u64, sequence: i64, at: DateTime<Utc>) -> Row {
     let id = installation_id(app, hub);
     let generation = sequence as u64;

@@ -136,6 +136,29 @@ impl Harness {
         vars
     }
 
+    /// Starts `hubkeeper worker <role>` with the API's environment (health and metrics on a free
+    /// port instead of the API's bind); `extra` overrides as in [`Harness::api_env`].
+    pub fn spawn_worker(
+        &self,
+        name: &str,
+        role: &str,
+        extra: &[(&str, &str)],
+    ) -> hubkeeper_testkit::HkProcess {
+        let port = hubkeeper_testkit::free_port();
+        let metrics = format!("127.0.0.1:{port}");
+        let mut extra = extra.to_vec();
+        extra.push(("HK_METRICS_BIND", &metrics));
+        let mut vars = self.api_env(port, &extra);
+        vars.retain(|(k, _)| k != "HK_BIND");
+        hubkeeper_testkit::HkProcess::spawn(
+            &hubkeeper_testkit::hubkeeper_binary(),
+            name,
+            &["worker", role],
+            &vars,
+            &self.env.path().join("logs"),
+        )
+    }
+
     /// Starts `hubkeeper api` and waits until it is ready; returns its index.
     pub async fn spawn_api(&mut self, name: &str, extra: &[(&str, &str)]) -> usize {
         let port = hubkeeper_testkit::free_port();

@@ -7,18 +7,21 @@
 //! [`DashboardStack`] (`hubkeeper up` with the simulator and a logged-in browser, for the
 //! dashboard's tests),
 //! [`HubSpotTap`] (a recording proxy in front of the simulator) and [`SecretScan`] (no secret in
-//! any table or log).
+//! any table or log); [`verify_standard_webhook`] checks a notification's signature as an app
+//! would.
 
 mod browser;
 mod dashboard;
 mod leaks;
 mod server;
+mod standard_webhooks;
 mod tap;
 
 pub use browser::{Browser, Page, PAGE_WAIT};
 pub use dashboard::{DashboardStack, DashboardStackSetup, SimulatedApp};
 pub use leaks::{SecretKind, SecretScan};
 pub use server::{wait_ready, Server};
+pub use standard_webhooks::verify_standard_webhook;
 pub use tap::{HubSpotTap, TapRecord, TokenCall};
 
 use std::path::{Path, PathBuf};
