@@ -393,51 +393,100 @@ async fn a_removal_due_while_the_executor_was_down_runs_once_when_it_is_back() {
     let mut relay = worker(&h, "relay", "relay");
     let mut projector = worker(&h, "projector", "projector");
     let mut executor = worker(&h, "refresher-a", "refresher");
-    h.register_account(62_000_001).await;
-    let id = h.install(api, &app, 62_000_001).await;
+    let mut ids = Vec::new();
+    for hub in [62_000_001, 62_000_002] {
+        h.register_account(hub).await;
+        ids.push(h.install(api, &app, hub).await);
+    }
+    let (cancelled, id) = (ids[0].clone(), ids[1].clone());
     let revokes_before = revokes_at_hubspot(&h).await;
 
-    let (status, scheduled) = h
+    // Two revokes scheduled; the first one is due first.
+    let mut due = Vec::new();
+    for target in [&cancelled, &id] {
+        let (status, scheduled) = h
+            .post(
+                api,
+                &format!("/v1/installations/{target}/revoke"),
+                Some(json!({"reason": "fraud review done", "notice_secs": 3})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{scheduled}");
+        due.push(
+            scheduled["scheduled_removal"]["effective_at"]
+                .as_str()
+                .unwrap()
+                .parse::<DateTime<Utc>>()
+                .unwrap(),
+        );
+    }
+    let pending_in_read_model = |target: String| {
+        let pool = h.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<String>>(
+                "SELECT removal_action FROM rm_installations WHERE installation_id = $1::uuid",
+            )
+            .bind(target)
+            .fetch_one(&pool)
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+        }
+    };
+    wait_until(
+        "both pending in the read model",
+        Duration::from_secs(30),
+        || async {
+            pending_in_read_model(cancelled.clone()).await
+                && pending_in_read_model(id.clone()).await
+        },
+    )
+    .await;
+    // The read model goes stale (projector stopped) and still shows the first one pending after
+    // it is cancelled: the executor must find nothing to do for it in the aggregate.
+    projector.kill();
+    let (status, answer) = h
         .post(
             api,
-            &format!("/v1/installations/{id}/revoke"),
-            Some(json!({"reason": "fraud review done", "notice_secs": 3})),
+            &format!("/v1/installations/{cancelled}/scheduled-removal/cancel"),
+            None,
         )
         .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{scheduled}");
-    let effective_at: DateTime<Utc> = scheduled["scheduled_removal"]["effective_at"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    // The executor dies before it is due; the due time passes without it.
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    // The executor dies before they are due; the due time passes without it.
     executor.crash();
-    wait_until("the removal is due", Duration::from_secs(30), || async {
-        Utc::now() > effective_at + chrono::Duration::seconds(1)
+    let last_due = due[1];
+    wait_until("both are due", Duration::from_secs(30), || async {
+        Utc::now() > last_due + chrono::Duration::seconds(1)
     })
     .await;
     assert_eq!(h.details(api, &id).await["status"], "connected");
     assert_eq!(revokes_at_hubspot(&h).await, revokes_before);
+    assert!(
+        pending_in_read_model(cancelled.clone()).await,
+        "stale on purpose"
+    );
 
-    // Two executors come back; one leads and carries it out, once.
+    // Two executors come back; one leads and carries out the due one, once, and skips the
+    // cancelled one the stale read model still offers (it was due first).
     let mut executors = [
         worker(&h, "refresher-b", "refresher"),
         worker(&h, "refresher-c", "refresher"),
     ];
     wait_for_status(&h, &id, "revoked").await;
+    let mut projector = worker(&h, "projector-2", "projector");
     wait_until("read model cleared", Duration::from_secs(30), || async {
-        sqlx::query_scalar::<_, Option<String>>(
-            "SELECT removal_action FROM rm_installations WHERE installation_id = $1::uuid",
-        )
-        .bind(&id)
-        .fetch_one(&h.pool)
-        .await
-        .ok()
-        .flatten()
-        .is_none()
+        !pending_in_read_model(id.clone()).await && !pending_in_read_model(cancelled.clone()).await
     })
     .await;
     assert_eq!(events_of(&h, &id, "InstallationRevoked").await.len(), 1);
+    assert!(events_of(&h, &cancelled, "InstallationRevoked")
+        .await
+        .is_empty());
+    let details = h.details(api, &cancelled).await;
+    assert_eq!(details["status"], "connected", "{details}");
+    assert!(details["scheduled_removal"].is_null(), "{details}");
     assert_eq!(revokes_at_hubspot(&h).await, revokes_before + 1);
     for process in executors.iter_mut().chain([&mut relay, &mut projector]) {
         process.kill();
