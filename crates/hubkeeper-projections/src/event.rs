@@ -103,15 +103,17 @@ impl ProjectedEvent {
         }))
     }
 
-    /// The payload decoded with the domain's types.
+    /// The payload decoded with the domain's types (straight from the JSON tree: a clone of
+    /// the payload per event was a visible share of a replay's time).
     pub fn decode(&self) -> DomainEvent {
         use cqrs_es::Aggregate;
+        use serde::Deserialize;
         let kind = self.aggregate_type.as_str();
         if kind == App::TYPE {
             if !is_known_app_event(&self.event_type) {
                 return DomainEvent::Unknown;
             }
-            match serde_json::from_value::<AppEvent>(self.payload.clone()) {
+            match AppEvent::deserialize(&self.payload) {
                 Ok(event) => DomainEvent::App(event),
                 Err(e) => DomainEvent::Undecodable(e.to_string()),
             }
@@ -119,7 +121,7 @@ impl ProjectedEvent {
             if !is_known_installation_event(&self.event_type) {
                 return DomainEvent::Unknown;
             }
-            match serde_json::from_value::<InstallationEvent>(self.payload.clone()) {
+            match InstallationEvent::deserialize(&self.payload) {
                 Ok(event) => DomainEvent::Installation(event),
                 Err(e) => DomainEvent::Undecodable(e.to_string()),
             }
@@ -127,7 +129,7 @@ impl ProjectedEvent {
             if !hubkeeper_domain::plan::event_types::ALL.contains(&self.event_type.as_str()) {
                 return DomainEvent::Unknown;
             }
-            match serde_json::from_value::<PlanEvent>(self.payload.clone()) {
+            match PlanEvent::deserialize(&self.payload) {
                 Ok(event) => DomainEvent::Plan(event),
                 Err(e) => DomainEvent::Undecodable(e.to_string()),
             }
@@ -175,7 +177,7 @@ impl ProjectedEvent {
         if !known.contains(&self.event_type.as_str()) {
             return DomainEvent::Unknown;
         }
-        match serde_json::from_value::<E>(self.payload.clone()) {
+        match E::deserialize(&self.payload) {
             Ok(event) => wrap(event),
             Err(e) => DomainEvent::Undecodable(e.to_string()),
         }

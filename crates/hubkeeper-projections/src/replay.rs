@@ -3,8 +3,9 @@
 //! 1. For each table of the chosen projections, `<table>_new` is created like the live one
 //!    (same columns, indexes, constraints) and filled by reading the events table in global
 //!    order ([`hubkeeper_store::read_after`]) and applying every event with the same
-//!    [`apply_events`] the live projector uses. The API and the projector keep using the live
-//!    tables meanwhile.
+//!    [`apply_events`] the live projector uses (a reader task reads and decodes the next batches
+//!    while the current one is written). The API and the projector keep using the live tables
+//!    meanwhile.
 //! 2. The swap, in one transaction: the live tables are locked against writes (reads continue),
 //!    the events committed since the fill are applied to the new tables (the live projector,
 //!    blocked on the lock, cannot apply anything the rebuild misses: everything it applied
@@ -22,9 +23,9 @@ use std::time::Instant;
 use hubkeeper_store::{read_after, GlobalCursor};
 use sqlx::{PgConnection, PgPool};
 
-use crate::apply::{apply_events, Outcome};
+use crate::apply::{apply_decoded, apply_events, decode_all, ApplyReport, Outcome};
 use crate::counts::recount_all;
-use crate::event::ProjectedEvent;
+use crate::event::{DomainEvent, ProjectedEvent};
 use crate::tables::{
     Projection, Tables, APPS, INSTALLATIONS, INSTALLATION_SIDE_COLUMNS, REBUILD_SUFFIX,
 };
@@ -98,22 +99,32 @@ pub async fn replay(
     let tables = Tables::rebuild(&projections);
     let deferred = create_copies(pool, &projections).await?;
 
+    // The fill: a reader task reads and decodes the next batches while this task writes the
+    // current one, so reading, decoding and Postgres's writing overlap instead of taking turns
+    // (each was about half of a replay's time when they ran one after the other).
+    let (sender, mut batches) = tokio::sync::mpsc::channel(READ_AHEAD);
+    let reader = tokio::spawn(read_ahead(pool.clone(), options.batch_size, sender));
     let mut cursor = GlobalCursor::default();
     let mut events = 0u64;
-    loop {
+    while let Some(batch) = batches.recv().await {
+        let batch = batch?;
         let mut tx = pool.begin().await?;
-        let applied = apply_batch(&mut tx, &tables, &mut cursor, options.batch_size).await?;
+        let reports = apply_decoded(&mut tx, &tables, &batch.events, &batch.decoded).await?;
         tx.commit().await?;
-        if applied == 0 {
-            break;
-        }
-        events += applied;
+        report_gaps(&batch.events, &reports);
+        cursor = batch.last;
+        events += batch.events.len() as u64;
         progress(ReplayProgress {
             events,
             total: total.max(events),
             elapsed_secs: started.elapsed().as_secs_f64(),
         });
     }
+    // The reader ends by closing the channel: after the last batch, or after sending its error
+    // (returned above). A panic in it must not pass for the end of the history.
+    reader
+        .await
+        .map_err(|e| ProjectionError::Invalid(format!("replay reader failed: {e}")))?;
 
     finish_copies(pool, &projections, &deferred).await?;
 
@@ -230,6 +241,69 @@ async fn finish_copies(
     Ok(())
 }
 
+/// Batches the reader may be ahead of the writer: enough to keep both busy, few enough that
+/// memory stays a few batches' worth.
+const READ_AHEAD: usize = 2;
+
+/// A batch of the history, read and decoded.
+struct DecodedBatch {
+    events: Vec<ProjectedEvent>,
+    decoded: Vec<DomainEvent>,
+    /// The cursor of its last event.
+    last: GlobalCursor,
+}
+
+/// Reads the whole history in order from the start, `batch_size` events at a time, decodes each
+/// batch and sends it; stops at the end of the history, at the first error (sent on), or when
+/// the writer has gone.
+async fn read_ahead(
+    pool: PgPool,
+    batch_size: i64,
+    batches: tokio::sync::mpsc::Sender<Result<DecodedBatch, ProjectionError>>,
+) {
+    let mut cursor = GlobalCursor::default();
+    loop {
+        let batch = match read_after(&pool, cursor, batch_size).await {
+            Ok(batch) => batch,
+            Err(e) => {
+                let _ = batches.send(Err(e.into())).await;
+                return;
+            }
+        };
+        let Some(last) = batch.last().map(|e| e.cursor()) else {
+            return;
+        };
+        cursor = last;
+        let events: Vec<ProjectedEvent> =
+            batch.into_iter().map(ProjectedEvent::from_stored).collect();
+        let decoded = decode_all(&events);
+        let batch = DecodedBatch {
+            events,
+            decoded,
+            last,
+        };
+        if batches.send(Ok(batch)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Logs the events of a batch that met a hole in their aggregate's history.
+fn report_gaps(events: &[ProjectedEvent], reports: &[ApplyReport]) {
+    for (event, report) in events.iter().zip(reports) {
+        if let Outcome::Gap { last_sequence } = report.outcome {
+            // The history itself has a hole: nothing a replay can fix; say so.
+            tracing::error!(
+                aggregate_type = %event.aggregate_type,
+                aggregate_id = %event.aggregate_id,
+                sequence = event.sequence,
+                last_sequence,
+                "event history has a gap; the event is not projected"
+            );
+        }
+    }
+}
+
 /// Applies the next batch after `cursor`; returns how many events it read.
 async fn apply_batch(
     conn: &mut PgConnection,
@@ -244,18 +318,7 @@ async fn apply_batch(
     let count = batch.len() as u64;
     let events: Vec<ProjectedEvent> = batch.into_iter().map(ProjectedEvent::from_stored).collect();
     let reports = apply_events(&mut *conn, tables, &events).await?;
-    for (event, report) in events.iter().zip(reports) {
-        if let Outcome::Gap { last_sequence } = report.outcome {
-            // The history itself has a hole: nothing a replay can fix; say so.
-            tracing::error!(
-                aggregate_type = %event.aggregate_type,
-                aggregate_id = %event.aggregate_id,
-                sequence = event.sequence,
-                last_sequence,
-                "event history has a gap; the event is not projected"
-            );
-        }
-    }
+    report_gaps(&events, &reports);
     *cursor = last;
     Ok(count)
 }

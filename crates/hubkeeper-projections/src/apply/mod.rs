@@ -121,6 +121,14 @@ pub async fn apply_events(
     tables: &Tables,
     events: &[ProjectedEvent],
 ) -> Result<Vec<ApplyReport>, sqlx::Error> {
+    let decoded = decode_all(events);
+    apply_decoded(conn, tables, events, &decoded).await
+}
+
+/// The payloads of `events` in the domain's terms, one per event; undecodable and unknown ones
+/// are counted and logged here. Pure CPU work, so a reader can do it ahead of the writer
+/// ([`crate::replay`] does).
+pub fn decode_all(events: &[ProjectedEvent]) -> Vec<DomainEvent> {
     let decoded: Vec<DomainEvent> = events.iter().map(ProjectedEvent::decode).collect();
     for (event, d) in events.iter().zip(&decoded) {
         match d {
@@ -138,8 +146,18 @@ pub async fn apply_events(
             _ => {}
         }
     }
-    let mut changes = sql::load(&mut *conn, tables, events, &decoded).await?;
-    let reports = changes.apply_all(tables, events, &decoded);
+    decoded
+}
+
+/// [`apply_events`] for events already decoded by [`decode_all`] (`decoded[i]` is `events[i]`'s).
+pub async fn apply_decoded(
+    conn: &mut PgConnection,
+    tables: &Tables,
+    events: &[ProjectedEvent],
+    decoded: &[DomainEvent],
+) -> Result<Vec<ApplyReport>, sqlx::Error> {
+    let mut changes = sql::load(&mut *conn, tables, events, decoded).await?;
+    let reports = changes.apply_all(tables, events, decoded);
     sql::write(conn, tables, &changes).await?;
     Ok(reports)
 }

@@ -200,8 +200,12 @@ async fn plan_codes(
         .collect())
 }
 
-fn json<T: Serialize>(rows: &[T]) -> Result<serde_json::Value, sqlx::Error> {
-    serde_json::to_value(rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))
+/// Rows as JSON text, for `json_populate_recordset($1::json)`. Serialized straight to text (no
+/// `serde_json::Value` tree in between) and sent as `json`, not `jsonb`: Postgres then reads each
+/// row's fields in one pass instead of building and key-sorting a `jsonb` value first. Both were
+/// visible in a replay's profile.
+fn json<T: Serialize>(rows: &[T]) -> Result<String, sqlx::Error> {
+    serde_json::to_string(rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
 fn assignments(columns: &str, key: &str) -> String {
@@ -228,7 +232,7 @@ async fn upsert_rows<T: Serialize>(
     }
     sqlx::query(&format!(
         "INSERT INTO {table} ({columns})
-         SELECT {columns} FROM jsonb_populate_recordset(NULL::{table}, $1)
+         SELECT {columns} FROM json_populate_recordset(NULL::{table}, $1::json)
          ON CONFLICT ({key}) DO UPDATE SET {}
          WHERE {table}.last_sequence < EXCLUDED.last_sequence",
         assignments(columns, key)
@@ -287,7 +291,7 @@ pub(super) async fn write(
         sqlx::query(&format!(
             "INSERT INTO {p} (installation_id, sequence, app_id, status, started_at, ended_at)
              SELECT installation_id, sequence, app_id, status, started_at, ended_at
-               FROM jsonb_populate_recordset(NULL::{p}, $1)
+               FROM json_populate_recordset(NULL::{p}, $1::json)
              ON CONFLICT (installation_id, sequence)
              DO UPDATE SET ended_at = COALESCE({p}.ended_at, EXCLUDED.ended_at)"
         ))
@@ -299,7 +303,7 @@ pub(super) async fn write(
         let s = &tables.activity_subjects;
         sqlx::query(&format!(
             "INSERT INTO {s} (installation_id, app_id, hub_id)
-             SELECT installation_id, app_id, hub_id FROM jsonb_populate_recordset(NULL::{s}, $1)
+             SELECT installation_id, app_id, hub_id FROM json_populate_recordset(NULL::{s}, $1::json)
              ON CONFLICT (installation_id) DO NOTHING"
         ))
         .bind(json(&batch.new_subjects)?)
@@ -315,7 +319,7 @@ pub(super) async fn write(
                        event_type, installation_id, app_id, hub_id, message";
         sqlx::query(&format!(
             "INSERT INTO {a} ({columns})
-             SELECT {columns} FROM jsonb_populate_recordset(NULL::{a}, $1)
+             SELECT {columns} FROM json_populate_recordset(NULL::{a}, $1::json)
              ON CONFLICT (global_position) DO NOTHING"
         ))
         .bind(json(&batch.activity)?)
@@ -344,7 +348,7 @@ async fn count_webhooks(
     sqlx::query(&format!(
         "WITH new AS (
             INSERT INTO {w} ({columns})
-            SELECT {columns} FROM jsonb_populate_recordset(NULL::{w}, $1)
+            SELECT {columns} FROM json_populate_recordset(NULL::{w}, $1::json)
              ORDER BY log_id, sequence
             ON CONFLICT (log_id, sequence) DO NOTHING
             RETURNING installation_id, occurred_at, received_at),

@@ -68,7 +68,13 @@ pub async fn run(tools: PathBuf, events: u64) -> anyhow::Result<ReplayFigures> {
     let mut next_report = 0u64;
     let report = replay(&stack.pool, &options, |p| {
         if p.events >= next_report {
-            eprintln!("  replay {}/{} events", p.events, p.total);
+            eprintln!(
+                "  replay {}/{} events in {:.1}s ({:.0}/s)",
+                p.events,
+                p.total,
+                p.elapsed_secs,
+                p.events as f64 / p.elapsed_secs.max(f64::MIN_POSITIVE)
+            );
             next_report = p.events + p.total.max(10) / 10;
         }
     })
