@@ -853,3 +853,157 @@ fn collect_keys(value: &Value, keys: &mut Vec<String>) {
         _ => {}
     }
 }
+
+/// Commands racing on one aggregate: each commit is one statement (snapshot and events
+/// together), and a lost race must write nothing and be retried, so every command's events land
+/// exactly once and the snapshot counts exactly the events before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_commands_on_one_aggregate_land_exactly_once() {
+    use std::sync::Arc;
+
+    let env = hubkeeper_testkit::TestEnv::start().await;
+    let pool = env.pool();
+    let framework: Arc<hubkeeper_core::commands::Framework<Tally>> =
+        Arc::new(cqrs_es::CqrsFramework::new(
+            hubkeeper_core::commands::SnapshotStore::new(&pool),
+            vec![],
+            (),
+        ));
+    let mut writers = Vec::new();
+    for writer in 0..8u8 {
+        let framework = framework.clone();
+        writers.push(tokio::spawn(async move {
+            let (mut written, mut conflicts) = (0u64, 0u64);
+            for round in 0..15u8 {
+                let n = (writer + round) % 3 + 1;
+                loop {
+                    match framework
+                        .execute_with_metadata("race-1", n, std::collections::HashMap::new())
+                        .await
+                    {
+                        Ok(()) => break,
+                        Err(cqrs_es::AggregateError::AggregateConflict) => conflicts += 1,
+                        Err(other) => panic!("unexpected store error: {other}"),
+                    }
+                }
+                written += u64::from(n);
+            }
+            (written, conflicts)
+        }));
+    }
+    let (mut total, mut conflicts) = (0u64, 0u64);
+    for writer in writers {
+        let (w, c) = writer.await.unwrap();
+        total += w;
+        conflicts += c;
+    }
+    let (events, max_sequence): (i64, Option<i64>) = sqlx::query_as(
+        "SELECT count(*), max(sequence) FROM events
+          WHERE aggregate_type = 'test_tally' AND aggregate_id = 'race-1'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        events as u64, total,
+        "every command's events, once ({conflicts} lost races)"
+    );
+    assert_eq!(max_sequence, Some(events), "sequences without gaps");
+    let (snapshot_at, payload): (i64, Value) = sqlx::query_as(
+        "SELECT last_sequence, payload::jsonb FROM snapshots
+          WHERE aggregate_type = 'test_tally' AND aggregate_id = 'race-1'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(snapshot_at, events, "the snapshot is the last command's");
+    assert_eq!(payload["count"].as_i64(), Some(events), "{payload}");
+}
+
+/// A snapshot that no longer deserializes (the aggregate's state changed shape) is ignored: the
+/// state is replayed from the events and the next command replaces the snapshot instead of
+/// failing as a conflict forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_that_no_longer_deserializes_is_replaced() {
+    use cqrs_es::EventStore;
+
+    let env = hubkeeper_testkit::TestEnv::start().await;
+    let pool = env.pool();
+    let framework: hubkeeper_core::commands::Framework<Tally> = cqrs_es::CqrsFramework::new(
+        hubkeeper_core::commands::SnapshotStore::new(&pool),
+        vec![],
+        (),
+    );
+    let run =
+        |n: u8| framework.execute_with_metadata("shape-1", n, std::collections::HashMap::new());
+    run(3).await.unwrap();
+    run(2).await.unwrap();
+    sqlx::query(
+        "UPDATE snapshots SET payload = '{\"count\": \"no longer a number\"}'
+          WHERE aggregate_type = 'test_tally' AND aggregate_id = 'shape-1'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    run(4)
+        .await
+        .expect("the command replays the events and writes a new snapshot");
+    let (snapshot_at, payload): (i64, Value) = sqlx::query_as(
+        "SELECT last_sequence, payload::jsonb FROM snapshots
+          WHERE aggregate_type = 'test_tally' AND aggregate_id = 'shape-1'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (snapshot_at, payload["count"].as_i64()),
+        (9, Some(9)),
+        "{payload}"
+    );
+    let mut loaded = hubkeeper_core::commands::SnapshotStore::<Tally>::new(&pool)
+        .load_aggregate("shape-1")
+        .await
+        .unwrap();
+    assert_eq!(cqrs_es::AggregateContext::aggregate(&mut loaded).count, 9);
+}
+
+/// The followers of the global order (relay, billing projection) are woken by the writer after
+/// its commit, not by a trigger inside the writing transaction (which serialized every commit on
+/// Postgres's notification lock, held through the WAL flush): the events table has no trigger,
+/// and a command's commit reaches a listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_wake_the_followers_after_their_commit() {
+    let env = hubkeeper_testkit::TestEnv::start().await;
+    let pool = env.pool();
+    let triggers: Vec<String> = sqlx::query_scalar(
+        "SELECT tgname::text FROM pg_trigger WHERE tgrelid = 'events'::regclass AND NOT tgisinternal",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(
+        triggers.is_empty(),
+        "no trigger may NOTIFY inside a writing transaction: {triggers:?}"
+    );
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
+        .await
+        .unwrap();
+    listener
+        .listen(hubkeeper_store::EVENTS_CHANNEL)
+        .await
+        .unwrap();
+    let framework: hubkeeper_core::commands::Framework<Tally> = cqrs_es::CqrsFramework::new(
+        hubkeeper_core::commands::SnapshotStore::new(&pool),
+        vec![],
+        (),
+    );
+    framework
+        .execute_with_metadata("wake-1", 1, std::collections::HashMap::new())
+        .await
+        .unwrap();
+    let notification = tokio::time::timeout(std::time::Duration::from_secs(60), listener.recv())
+        .await
+        .expect("a command's commit wakes the followers")
+        .unwrap();
+    assert_eq!(notification.channel(), hubkeeper_store::EVENTS_CHANNEL);
+}

@@ -24,7 +24,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use crate::broadcast::{Broadcaster, Invalidation, ListenerGuard};
-use crate::commands::CommandBus;
+use crate::commands::{CommandBus, CommandError};
 use crate::error::CoreError;
 use crate::vault::{app_owner, Vault};
 
@@ -322,7 +322,6 @@ impl AppService {
         if changes.client_secret_supplied {
             return Err(CoreError::App(AppError::ClientSecretImmutable));
         }
-        let app = self.load(app_id).await?;
         let update = UpdateApp {
             label: changes.label,
             description: changes.description,
@@ -337,17 +336,37 @@ impl AppService {
             client_id: changes.client_id,
             client_secret: None,
         };
-        let (_, warnings) = app.preview_update(&update).map_err(CoreError::App)?;
+        // One load: the command returns the state it was decided on (for the warnings, which
+        // compare it with the new configuration) and the state it left (the answer).
+        let executed = self
+            .inner
+            .bus
+            .apps()
+            .execute_returning(
+                &app_id.to_string(),
+                AppCommand::UpdateApp(update.clone()),
+                metadata,
+            )
+            .await
+            .map_err(|e| match e {
+                CommandError::Rejected(AppError::NotRegistered) => {
+                    CoreError::not_found("app", app_id)
+                }
+                other => CoreError::from(other),
+            })?;
+        let (_, warnings) = executed
+            .before
+            .preview_update(&update)
+            .map_err(CoreError::App)?;
         for warning in warnings.iter().filter(|w| w.contains("carry no timestamp")) {
             tracing::warn!(%app_id, %warning, "app now accepts legacy webhook signatures");
         }
-        self.inner
-            .bus
-            .apps()
-            .execute(&app_id.to_string(), AppCommand::UpdateApp(update), metadata)
-            .await?;
         self.changed(app_id).await;
-        Ok((self.get(app_id).await?, warnings))
+        let config = executed
+            .after
+            .config()
+            .ok_or_else(|| CoreError::not_found("app", app_id))?;
+        Ok((AppDetails::of(app_id, &executed.after, config), warnings))
     }
 
     /// Deletes an app; refused while installations are active unless `force`. Installations keep

@@ -13,7 +13,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::persist::{
+    EventStoreAggregateContext, EventUpcaster, PersistedEventStore, PersistenceError,
+};
 use cqrs_es::{
     Aggregate, AggregateContext, AggregateError, CqrsFramework, EventEnvelope, EventStore,
 };
@@ -27,10 +30,11 @@ use hubkeeper_domain::plan::Plan;
 use hubkeeper_domain::settings::Settings;
 use hubkeeper_domain::subscription::Subscription;
 use hubkeeper_domain::DomainServices;
-use postgres_es::PostgresEventRepository;
+use hubkeeper_store::EventsWaker;
 use sqlx::PgPool;
 
 use crate::error::CoreError;
+use crate::event_repository::EventRepository;
 
 /// How often a command is re-run after losing a race on its aggregate.
 const CONFLICT_RETRIES: usize = 8;
@@ -126,13 +130,13 @@ pub enum CommandError<E: std::error::Error> {
     Store(String),
 }
 
-type Store<A> = PersistedEventStore<PostgresEventRepository, A>;
+type Store<A> = PersistedEventStore<EventRepository, A>;
 
 /// A command framework over [`SnapshotStore`]: what every aggregate's commands run through.
 pub type Framework<A> = CqrsFramework<A, SnapshotStore<A>>;
 
-/// The postgres-es event store (snapshotting or not) with cqrs-es 0.5's double application
-/// fixed.
+/// The cqrs-es event store (snapshotting or not) over [`EventRepository`], with cqrs-es 0.5's
+/// double application fixed, waking the followers of the global order after every commit that wrote events.
 ///
 /// `EventSink::write` applies each new event to the loaded aggregate while the command is
 /// handled, and the snapshot store's `commit` then folds the same events into that same
@@ -141,6 +145,11 @@ pub type Framework<A> = CqrsFramework<A, SnapshotStore<A>>;
 /// on a copy and gives `commit` the state as it was loaded, so each event is folded once.
 pub struct SnapshotStore<A: Aggregate> {
     inner: Store<A>,
+    waker: EventsWaker,
+    policy: Snapshots,
+    /// For loads of snapshotted aggregates in one round trip (the others load through `inner`).
+    repository: EventRepository,
+    upcasters: Vec<Box<dyn EventUpcaster>>,
 }
 
 impl<A: Aggregate> SnapshotStore<A> {
@@ -151,7 +160,13 @@ impl<A: Aggregate> SnapshotStore<A> {
 
     /// A store following `policy`.
     pub fn with_policy(pool: &PgPool, policy: Snapshots) -> Self {
-        let repository = PostgresEventRepository::new(pool.clone());
+        Self::with_waker(pool, policy, EventsWaker::new(pool))
+    }
+
+    /// A store following `policy` that wakes the followers through `waker` (shared by every
+    /// store of a process, so their wake-ups fold into one another).
+    pub fn with_waker(pool: &PgPool, policy: Snapshots, waker: EventsWaker) -> Self {
+        let repository = EventRepository::new(pool);
         let inner = match policy {
             Snapshots::EveryCommand => {
                 PersistedEventStore::new_snapshot_store(repository, SNAPSHOT_EVERY)
@@ -160,7 +175,50 @@ impl<A: Aggregate> SnapshotStore<A> {
         };
         Self {
             inner: inner.with_upcasters(hubkeeper_domain::upcasters::all()),
+            waker,
+            policy,
+            repository: EventRepository::new(pool),
+            upcasters: hubkeeper_domain::upcasters::all(),
         }
+    }
+
+    /// What cqrs-es's snapshot store loads (the snapshot, then the events after it, each
+    /// upcast and applied), from one statement. `None` when the snapshot no longer
+    /// deserializes: cqrs-es's own load then replays the whole history.
+    async fn load_snapshotted(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Option<EventStoreAggregateContext<A>>, PersistenceError> {
+        let (snapshot, events) = self
+            .repository
+            .snapshot_and_later_events::<A>(aggregate_id)
+            .await?;
+        let mut context = match snapshot {
+            Some(snapshot) => match EventStoreAggregateContext::<A>::try_from(snapshot) {
+                Ok(context) => context,
+                Err(PersistenceError::DeserializationError(_)) => return Ok(None),
+                Err(other) => return Err(other),
+            },
+            None => EventStoreAggregateContext {
+                aggregate_id: aggregate_id.to_owned(),
+                aggregate: A::default(),
+                current_sequence: 0,
+                current_snapshot: None,
+            },
+        };
+        for event in events {
+            let event = self.upcasters.iter().fold(event, |event, upcaster| {
+                if upcaster.can_upcast(&event.event_type, &event.event_version) {
+                    upcaster.upcast(event)
+                } else {
+                    event
+                }
+            });
+            let envelope = EventEnvelope::<A>::try_from(event)?;
+            context.current_sequence = envelope.sequence;
+            context.aggregate.apply(envelope.payload);
+        }
+        Ok(Some(context))
     }
 }
 
@@ -190,7 +248,14 @@ impl<A: Aggregate + Clone> EventStore<A> for SnapshotStore<A> {
         &self,
         aggregate_id: &str,
     ) -> Result<SnapshotContext<A>, AggregateError<A::Error>> {
-        let loaded = self.inner.load_aggregate(aggregate_id).await?;
+        let snapshotted = match self.policy {
+            Snapshots::EveryCommand => self.load_snapshotted(aggregate_id).await?,
+            Snapshots::Never => None,
+        };
+        let loaded = match snapshotted {
+            Some(loaded) => loaded,
+            None => self.inner.load_aggregate(aggregate_id).await?,
+        };
         Ok(SnapshotContext {
             working: loaded.aggregate.clone(),
             loaded,
@@ -203,26 +268,47 @@ impl<A: Aggregate + Clone> EventStore<A> for SnapshotStore<A> {
         context: SnapshotContext<A>,
         metadata: HashMap<String, String>,
     ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
-        self.inner.commit(events, context.loaded, metadata).await
+        if events.is_empty() {
+            // Nothing to write: no transaction, no snapshot (the state did not change).
+            return Ok(Vec::new());
+        }
+        let committed = self.inner.commit(events, context.loaded, metadata).await?;
+        self.waker.wake();
+        Ok(committed)
     }
 }
 
 /// Runs the commands of one aggregate type and loads its state.
+///
+/// A command is what `CqrsFramework::execute_with_metadata` does (load, handle, commit; the
+/// framework dispatches to no in-process queries here), written out so the caller gets the state
+/// the command was decided on and the state it left without loading the aggregate again: one
+/// load per attempt instead of one before, one inside and one after.
 pub struct AggregateBus<A: BusAggregate> {
-    framework: Framework<A>,
     store: SnapshotStore<A>,
+    services: DomainServices,
+}
+
+/// The state a command was decided on and the state its events left.
+#[derive(Debug, Clone)]
+pub struct Executed<A> {
+    pub before: A,
+    pub after: A,
+    /// The aggregate's sequence after the command (its last event's).
+    pub sequence: usize,
 }
 
 impl<A: BusAggregate> AggregateBus<A> {
     /// A bus on `pool`, snapshotting as `A` chose; `services` is the aggregate's clock.
     pub fn new(pool: &PgPool, services: DomainServices) -> Self {
+        Self::with_waker(pool, services, EventsWaker::new(pool))
+    }
+
+    /// As [`AggregateBus::new`], waking the followers of the global order through `waker`.
+    pub fn with_waker(pool: &PgPool, services: DomainServices, waker: EventsWaker) -> Self {
         Self {
-            framework: CqrsFramework::new(
-                SnapshotStore::with_policy(pool, A::SNAPSHOTS),
-                vec![],
-                services,
-            ),
-            store: SnapshotStore::with_policy(pool, A::SNAPSHOTS),
+            store: SnapshotStore::with_waker(pool, A::SNAPSHOTS, waker),
+            services,
         }
     }
 
@@ -234,14 +320,24 @@ impl<A: BusAggregate> AggregateBus<A> {
         command: A::Command,
         metadata: &EventMetadata,
     ) -> Result<(), CommandError<A::Error>> {
+        self.execute_returning(id, command, metadata)
+            .await
+            .map(drop)
+    }
+
+    /// As [`AggregateBus::execute`], returning the state the (winning) attempt was decided on
+    /// and the state it left.
+    pub async fn execute_returning(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: &EventMetadata,
+    ) -> Result<Executed<A>, CommandError<A::Error>> {
+        let metadata = metadata.to_map();
         let mut attempt = 0;
         loop {
-            match self
-                .framework
-                .execute_with_metadata(id, command.clone(), metadata.to_map())
-                .await
-            {
-                Ok(()) => return Ok(()),
+            match self.attempt(id, command.clone(), metadata.clone()).await {
+                Ok(executed) => return Ok(executed),
                 Err(AggregateError::UserError(e)) => return Err(CommandError::Rejected(e)),
                 Err(AggregateError::AggregateConflict) if attempt < CONFLICT_RETRIES => {
                     attempt += 1;
@@ -258,6 +354,33 @@ impl<A: BusAggregate> AggregateBus<A> {
         }
     }
 
+    /// Load, handle, commit: once.
+    async fn attempt(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: HashMap<String, String>,
+    ) -> Result<Executed<A>, AggregateError<A::Error>> {
+        let mut context = self.store.load_aggregate(id).await?;
+        let before = context.loaded.aggregate.clone();
+        let sink: EventSink<A> = EventSink::default();
+        context
+            .working
+            .handle(command, &self.services, &sink)
+            .await
+            .map_err(AggregateError::UserError)?;
+        let events = sink.collect().await;
+        // The sink applied every event to the working copy: it is the state after the command.
+        let after = context.working.clone();
+        let sequence = context.loaded.current_sequence + events.len();
+        self.store.commit(events, context, metadata).await?;
+        Ok(Executed {
+            before,
+            after,
+            sequence,
+        })
+    }
+
     /// The aggregate's current state and sequence (the default state and 0 if it never
     /// existed).
     pub async fn load(&self, id: &str) -> Result<(A, usize), CoreError> {
@@ -272,6 +395,7 @@ impl<A: BusAggregate> AggregateBus<A> {
 
 /// Runs commands for every aggregate type. Cheap to share behind an `Arc`.
 pub struct CommandBus {
+    waker: EventsWaker,
     apps: AggregateBus<App>,
     installations: AggregateBus<Installation>,
     plans: AggregateBus<Plan>,
@@ -285,16 +409,25 @@ pub struct CommandBus {
 impl CommandBus {
     /// A bus on `pool`; `services` is the aggregates' clock.
     pub fn new(pool: &PgPool, services: DomainServices) -> Self {
+        // One waker for every aggregate's commits: their wake-ups fold into one another.
+        let waker = EventsWaker::new(pool);
         Self {
-            apps: AggregateBus::new(pool, services.clone()),
-            installations: AggregateBus::new(pool, services.clone()),
-            plans: AggregateBus::new(pool, services.clone()),
-            subscriptions: AggregateBus::new(pool, services.clone()),
-            settings: AggregateBus::new(pool, services.clone()),
-            endpoints: AggregateBus::new(pool, services.clone()),
-            keys: AggregateBus::new(pool, services.clone()),
-            operations: AggregateBus::new(pool, services),
+            apps: AggregateBus::with_waker(pool, services.clone(), waker.clone()),
+            installations: AggregateBus::with_waker(pool, services.clone(), waker.clone()),
+            plans: AggregateBus::with_waker(pool, services.clone(), waker.clone()),
+            subscriptions: AggregateBus::with_waker(pool, services.clone(), waker.clone()),
+            settings: AggregateBus::with_waker(pool, services.clone(), waker.clone()),
+            endpoints: AggregateBus::with_waker(pool, services.clone(), waker.clone()),
+            keys: AggregateBus::with_waker(pool, services.clone(), waker.clone()),
+            operations: AggregateBus::with_waker(pool, services, waker.clone()),
+            waker,
         }
+    }
+
+    /// Wakes the followers of the global order: for writers that insert events outside the
+    /// command path (call it after their commit).
+    pub fn events_waker(&self) -> &EventsWaker {
+        &self.waker
     }
 
     /// The bus of the `App` aggregate.

@@ -25,6 +25,7 @@ pub mod broadcast;
 pub mod commands;
 pub mod connect;
 pub mod error;
+pub mod event_repository;
 pub mod notifications;
 pub mod oauth;
 pub mod proxy;

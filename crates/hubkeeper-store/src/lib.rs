@@ -9,8 +9,10 @@ pub mod cursor;
 pub mod follow;
 pub mod log;
 pub mod pool;
+pub mod wake;
 
 pub use cursor::{load_cursor, save_cursor};
 pub use follow::{follow, FollowConfig, Follower, Step};
 pub use log::{read_after, reader_lag, GlobalCursor, ReaderLag, StoredEvent, EVENTS_CHANNEL};
 pub use pool::{connect, migrate, migrations_pending, PoolConfig, StoreError, MIGRATOR};
+pub use wake::EventsWaker;

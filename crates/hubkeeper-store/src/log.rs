@@ -12,7 +12,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgExecutor, Row};
 
-/// NOTIFY channel the events table's trigger signals on every committed insert.
+/// NOTIFY channel that wakes the followers of the global order after commits that wrote events
+/// (sent by [`crate::EventsWaker`], after the commit: see there why not by a trigger).
 pub const EVENTS_CHANNEL: &str = "hk_events";
 
 /// A position in the global order. `Default` is before the first event.

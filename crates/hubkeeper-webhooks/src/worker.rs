@@ -583,6 +583,8 @@ impl WebhookWorker {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        // The relay follows the events table: tell it about these after their commit.
+        self.bus.events_waker().wake();
         Ok((inserted.len(), unrouted))
     }
 }

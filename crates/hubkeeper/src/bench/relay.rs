@@ -86,6 +86,8 @@ pub async fn run(
     let mut subscriber = client.subscribe("hk.events.bench.>").await?;
     let total = rate * steady.as_secs() as usize;
     let writer_pool = pool.clone();
+    // Each commit wakes the relay as the command path's commits do.
+    let waker = hubkeeper_store::EventsWaker::new(&pool);
     let writer = tokio::spawn(async move {
         let interval = Duration::from_secs_f64(1.0 / rate as f64);
         let mut next = Instant::now();
@@ -98,6 +100,7 @@ pub async fn run(
             .bind((i / 100 + 1) as i64)
             .execute(&writer_pool)
             .await?;
+            waker.wake();
             next += interval;
             if let Some(wait) = next.checked_duration_since(Instant::now()) {
                 tokio::time::sleep(wait).await;
