@@ -84,35 +84,143 @@ where
     }
 }
 
-/// An HTTP call counts as a success when it was answered 2xx and its body was read.
-pub async fn succeeded(request: impl Future<Output = reqwest::Result<reqwest::Response>>) -> bool {
-    match request.await {
-        Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
-        _ => false,
-    }
-}
-
 /// One GET a load client may send: where to, with which `Authorization` header.
 pub struct Get {
     pub url: String,
     pub authorization: String,
 }
 
-/// [`closed_loop`] of GETs, each call one of `gets` picked at random (a random installation).
+/// A GET as the bytes of an HTTP/1.1 request, with the address to send it to.
+struct RawGet {
+    addr: String,
+    request: Vec<u8>,
+}
+
+impl RawGet {
+    /// `None` for anything but a plain `http://host:port/path` URL.
+    fn of(get: &Get) -> Option<Self> {
+        let rest = get.url.strip_prefix("http://")?;
+        let (addr, path) = rest.split_at(rest.find('/')?);
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: {}\r\naccept: */*\r\n\r\n",
+            get.authorization
+        );
+        Some(Self {
+            addr: addr.to_owned(),
+            request: request.into_bytes(),
+        })
+    }
+}
+
+/// A keep-alive HTTP/1.1 connection of one load client: the request bytes are prepared once
+/// and the answer is read whole (status line, headers, `content-length` bytes of body), so the
+/// load generator, on the same cores as the servers it measures, costs little more than the
+/// kernel's TCP work. Anything it does not understand (chunked bodies, a closed connection) is a
+/// failed call and a new connection.
+#[derive(Default)]
+struct KeepAlive {
+    stream: Option<tokio::net::TcpStream>,
+    buffer: Vec<u8>,
+}
+
+impl KeepAlive {
+    async fn get(&mut self, get: &RawGet) -> bool {
+        let ok = self.exchange(get).await.unwrap_or(false);
+        if !ok {
+            self.stream = None;
+        }
+        ok
+    }
+
+    async fn exchange(&mut self, get: &RawGet) -> std::io::Result<bool> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        if self.stream.is_none() {
+            let stream = tokio::net::TcpStream::connect(&get.addr).await?;
+            stream.set_nodelay(true)?;
+            self.stream = Some(stream);
+        }
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(false);
+        };
+        stream.write_all(&get.request).await?;
+        self.buffer.clear();
+        let mut chunk = [0u8; 8192];
+        let head_end = loop {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(false);
+            }
+            self.buffer.extend_from_slice(&chunk[..n]);
+            if let Some(end) = find(&self.buffer, b"\r\n\r\n") {
+                break end + 4;
+            }
+        };
+        let Ok(head) = std::str::from_utf8(&self.buffer[..head_end]) else {
+            return Ok(false);
+        };
+        let success = head
+            .split(' ')
+            .nth(1)
+            .is_some_and(|status| status.starts_with('2'));
+        let mut length = None;
+        let mut keep_alive = true;
+        for line in head.split("\r\n").skip(1) {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.parse::<usize>().ok();
+            } else if name.eq_ignore_ascii_case("connection") {
+                keep_alive = !value.eq_ignore_ascii_case("close");
+            }
+        }
+        let Some(length) = length else {
+            return Ok(false);
+        };
+        let mut body = self.buffer.len() - head_end;
+        while body < length {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(false);
+            }
+            body += n;
+        }
+        if !keep_alive {
+            self.stream = None;
+        }
+        Ok(success && body == length)
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// [`closed_loop`] of GETs, each call one of `gets` picked at random (a random installation),
+/// each client on its own keep-alive connection (see [`KeepAlive`]).
 pub async fn random_gets(
-    http: &reqwest::Client,
     gets: Arc<Vec<Get>>,
     concurrency: usize,
     duration: Duration,
 ) -> LoadFigures {
-    let http = http.clone();
-    closed_loop(concurrency, duration, move |_, _| {
-        let get = &gets[rand::Rng::gen_range(&mut rand::thread_rng(), 0..gets.len())];
-        let request = http
-            .get(&get.url)
-            .header("authorization", &get.authorization)
-            .send();
-        succeeded(request)
+    let raw: Arc<Vec<Option<RawGet>>> = Arc::new(gets.iter().map(RawGet::of).collect());
+    let connections: Arc<Vec<tokio::sync::Mutex<KeepAlive>>> = Arc::new(
+        (0..concurrency)
+            .map(|_| tokio::sync::Mutex::new(KeepAlive::default()))
+            .collect(),
+    );
+    closed_loop(concurrency, duration, move |client, _| {
+        let raw = raw.clone();
+        let connections = connections.clone();
+        async move {
+            let pick = rand::Rng::gen_range(&mut rand::thread_rng(), 0..raw.len());
+            let Some(get) = &raw[pick] else {
+                return false;
+            };
+            // Only this client uses its connection: the lock is never contended.
+            connections[client].lock().await.get(get).await
+        }
     })
     .await
 }

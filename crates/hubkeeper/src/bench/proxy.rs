@@ -83,13 +83,13 @@ pub async fn run(
     let direct = direct(&hubspot, &tokens);
     let duration = Duration::from_secs(seconds);
     // Warm both paths (connections, the API's token cache).
-    random_gets(&stack.http, proxied.clone(), 8, Duration::from_secs(2)).await;
-    random_gets(&stack.http, direct.clone(), 8, Duration::from_secs(2)).await;
+    random_gets(proxied.clone(), 8, Duration::from_secs(2)).await;
+    random_gets(direct.clone(), 8, Duration::from_secs(2)).await;
     let mut out = Vec::new();
     for &concurrency in levels {
-        let p = random_gets(&stack.http, proxied.clone(), concurrency, duration).await;
+        let p = random_gets(proxied.clone(), concurrency, duration).await;
         eprintln!("{}", p.line("proxied call"));
-        let d = random_gets(&stack.http, direct.clone(), concurrency, duration).await;
+        let d = random_gets(direct.clone(), concurrency, duration).await;
         eprintln!("{}", d.line("direct call (baseline)"));
         if p.requests == 0 || d.requests == 0 {
             anyhow::bail!(

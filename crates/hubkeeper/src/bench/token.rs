@@ -50,7 +50,7 @@ async fn hand_outs(
             authorization: authorization.clone(),
         })
         .collect();
-    random_gets(&stack.http, Arc::new(gets), concurrency, duration).await
+    random_gets(Arc::new(gets), concurrency, duration).await
 }
 
 pub async fn run(
