@@ -440,6 +440,16 @@ pub const METRICS_DESCRIBED: &[(&str, MetricKind, &str)] = &[
         "Age of the oldest event not yet relayed.",
     ),
     (
+        "hk_events_wake_ups_total",
+        Counter,
+        "NOTIFYs sent after commits that wrote events, to wake the relay and the billing projection (wake-ups asked while one is in flight are folded into the next).",
+    ),
+    (
+        "hk_events_wake_up_errors_total",
+        Counter,
+        "Wake-ups that Postgres refused; the followers find the events after their idle wait.",
+    ),
+    (
         "hk_relay_leader",
         Gauge,
         "1 while this process is the active relay, else 0.",
