@@ -84,31 +84,80 @@ where
     }
 }
 
-/// One GET a load client may send: where to, with which `Authorization` header.
+/// One GET a load client may send: where to, with which `Authorization` header (none when
+/// empty).
 pub struct Get {
     pub url: String,
     pub authorization: String,
 }
 
-/// A GET as the bytes of an HTTP/1.1 request, with the address to send it to.
-struct RawGet {
+/// A request as the bytes of an HTTP/1.1 request, with the address to send it to. Built once per
+/// request the load sends (or once for a request sent many times), so the client's own work per
+/// call is a write and a read.
+pub struct RawRequest {
     addr: String,
-    request: Vec<u8>,
+    bytes: Vec<u8>,
 }
 
-impl RawGet {
-    /// `None` for anything but a plain `http://host:port/path` URL.
-    fn of(get: &Get) -> Option<Self> {
-        let rest = get.url.strip_prefix("http://")?;
+impl RawRequest {
+    /// `None` for anything but a plain `http://host:port/path` URL. `headers` come after `host`
+    /// and `accept`; a `content-length` is added for every method but GET.
+    pub fn new(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Option<Self> {
+        let rest = url.strip_prefix("http://")?;
         let (addr, path) = rest.split_at(rest.find('/')?);
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: {}\r\naccept: */*\r\n\r\n",
-            get.authorization
-        );
+        let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\naccept: */*\r\n");
+        for (name, value) in headers {
+            head.push_str(name);
+            head.push_str(": ");
+            head.push_str(value);
+            head.push_str("\r\n");
+        }
+        if method != "GET" {
+            head.push_str(&format!("content-length: {}\r\n", body.len()));
+        }
+        head.push_str("\r\n");
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(body);
         Some(Self {
             addr: addr.to_owned(),
-            request: request.into_bytes(),
+            bytes,
         })
+    }
+
+    fn get(get: &Get) -> Option<Self> {
+        if get.authorization.is_empty() {
+            Self::new("GET", &get.url, &[], &[])
+        } else {
+            Self::new(
+                "GET",
+                &get.url,
+                &[("authorization", &get.authorization)],
+                &[],
+            )
+        }
+    }
+}
+
+/// The keep-alive connections of a load's clients, one each (see [`KeepAlive`]).
+#[derive(Clone)]
+pub struct Connections(Arc<Vec<tokio::sync::Mutex<KeepAlive>>>);
+
+impl Connections {
+    pub fn new(clients: usize) -> Self {
+        Self(Arc::new(
+            (0..clients)
+                .map(|_| tokio::sync::Mutex::new(KeepAlive::default()))
+                .collect(),
+        ))
+    }
+
+    /// Sends `request` on `client`'s connection; whether a 2xx answer came back whole.
+    pub async fn send(&self, client: usize, request: &RawRequest) -> bool {
+        let Some(connection) = self.0.get(client) else {
+            return false;
+        };
+        // Only this client uses its connection: the lock is never contended.
+        connection.lock().await.send(request).await
     }
 }
 
@@ -118,31 +167,31 @@ impl RawGet {
 /// kernel's TCP work. Anything it does not understand (chunked bodies, a closed connection) is a
 /// failed call and a new connection.
 #[derive(Default)]
-struct KeepAlive {
+pub struct KeepAlive {
     stream: Option<tokio::net::TcpStream>,
     buffer: Vec<u8>,
 }
 
 impl KeepAlive {
-    async fn get(&mut self, get: &RawGet) -> bool {
-        let ok = self.exchange(get).await.unwrap_or(false);
+    async fn send(&mut self, request: &RawRequest) -> bool {
+        let ok = self.exchange(request).await.unwrap_or(false);
         if !ok {
             self.stream = None;
         }
         ok
     }
 
-    async fn exchange(&mut self, get: &RawGet) -> std::io::Result<bool> {
+    async fn exchange(&mut self, request: &RawRequest) -> std::io::Result<bool> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         if self.stream.is_none() {
-            let stream = tokio::net::TcpStream::connect(&get.addr).await?;
+            let stream = tokio::net::TcpStream::connect(&request.addr).await?;
             stream.set_nodelay(true)?;
             self.stream = Some(stream);
         }
         let Some(stream) = self.stream.as_mut() else {
             return Ok(false);
         };
-        stream.write_all(&get.request).await?;
+        stream.write_all(&request.bytes).await?;
         self.buffer.clear();
         let mut chunk = [0u8; 8192];
         let head_end = loop {
@@ -204,12 +253,8 @@ pub async fn random_gets(
     concurrency: usize,
     duration: Duration,
 ) -> LoadFigures {
-    let raw: Arc<Vec<Option<RawGet>>> = Arc::new(gets.iter().map(RawGet::of).collect());
-    let connections: Arc<Vec<tokio::sync::Mutex<KeepAlive>>> = Arc::new(
-        (0..concurrency)
-            .map(|_| tokio::sync::Mutex::new(KeepAlive::default()))
-            .collect(),
-    );
+    let raw: Arc<Vec<Option<RawRequest>>> = Arc::new(gets.iter().map(RawRequest::get).collect());
+    let connections = Connections::new(concurrency);
     closed_loop(concurrency, duration, move |client, _| {
         let raw = raw.clone();
         let connections = connections.clone();
@@ -218,8 +263,7 @@ pub async fn random_gets(
             let Some(get) = &raw[pick] else {
                 return false;
             };
-            // Only this client uses its connection: the lock is never contended.
-            connections[client].lock().await.get(get).await
+            connections.send(client, get).await
         }
     })
     .await

@@ -31,6 +31,11 @@ pub struct TokenLevel {
     pub cached: LoadFigures,
     pub baseline: LoadFigures,
     pub speedup: f64,
+    /// `GET /healthz` of the cached process by the same clients: the HTTP stack alone (every
+    /// middleware, no authentication, no work) on these cores, the ceiling of any hand-out.
+    pub http_floor: LoadFigures,
+    /// The floor's rate over the baseline's: the largest speedup a hand-out could show here.
+    pub ceiling_speedup: f64,
 }
 
 async fn hand_outs(
@@ -87,12 +92,25 @@ pub async fn run(
         eprintln!("{}", c.line("token (cached)"));
         let b = hand_outs(&stack, baseline, &key, &ids, concurrency, duration).await;
         eprintln!("{}", b.line("token (postgres+decrypt)"));
+        let floor = random_gets(
+            Arc::new(vec![Get {
+                url: format!("{}/healthz", stack.base(cached)),
+                authorization: String::new(),
+            }]),
+            concurrency,
+            duration,
+        )
+        .await;
+        eprintln!("{}", floor.line("http floor (GET /healthz)"));
         let speedup = c.per_second / b.per_second.max(f64::MIN_POSITIVE);
+        let ceiling_speedup = floor.per_second / b.per_second.max(f64::MIN_POSITIVE);
         out.push(TokenLevel {
             concurrency,
             cached: c,
             baseline: b,
             speedup,
+            http_floor: floor,
+            ceiling_speedup,
         });
     }
     let last = out.last();

@@ -13,7 +13,7 @@ use hubkeeper_hubspot::signature::{sign_v3, HEADER_REQUEST_TIMESTAMP, HEADER_SIG
 use hubkeeper_sim::SimConfig;
 use serde::Serialize;
 
-use super::load::{closed_loop, LoadFigures};
+use super::load::{closed_loop, Connections, LoadFigures, RawRequest};
 use super::stack::{Stack, CLIENT_SECRET, HUB_BASE};
 use super::{Goal, Goals};
 
@@ -34,28 +34,32 @@ pub struct WebhookRun {
     pub ratio: f64,
 }
 
-/// A batch as HubSpot sends it; event ids continue from `next_id`.
+/// A batch as HubSpot sends it; event ids continue from `next_id`. Written straight as JSON
+/// text (the same document `serde_json` would write for these fields): both sides of the
+/// comparison build a fresh batch per call, and the load generator shares the cores it measures.
 fn batch(events: usize, next_id: &AtomicI64) -> Bytes {
+    use std::fmt::Write;
     let now = chrono::Utc::now().timestamp_millis();
-    let list: Vec<serde_json::Value> = (0..events)
-        .map(|i| {
-            let id = next_id.fetch_add(1, Ordering::Relaxed);
-            serde_json::json!({
-                "eventId": id,
-                "subscriptionId": 4_100_001,
-                "portalId": HUB_BASE + (id as u64 % 50),
-                "appId": 5151,
-                "occurredAt": now,
-                "subscriptionType": "contact.propertyChange",
-                "attemptNumber": 0,
-                "objectId": 1_000_000 + i,
-                "propertyName": "email",
-                "propertyValue": format!("person{id}@example.com"),
-                "changeSource": "CRM",
-            })
-        })
-        .collect();
-    Bytes::from(serde_json::to_vec(&list).unwrap_or_default())
+    let mut json = String::with_capacity(events * 300 + 2);
+    json.push('[');
+    for i in 0..events {
+        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        if i > 0 {
+            json.push(',');
+        }
+        // Writing to a String cannot fail.
+        let _ = write!(
+            json,
+            "{{\"appId\":5151,\"attemptNumber\":0,\"changeSource\":\"CRM\",\"eventId\":{id},\
+             \"objectId\":{object},\"occurredAt\":{now},\"portalId\":{portal},\
+             \"propertyName\":\"email\",\"propertyValue\":\"person{id}@example.com\",\
+             \"subscriptionId\":4100001,\"subscriptionType\":\"contact.propertyChange\"}}",
+            object = 1_000_000 + i,
+            portal = HUB_BASE + (id as u64 % 50),
+        );
+    }
+    json.push(']');
+    Bytes::from(json)
 }
 
 pub async fn run(
@@ -84,21 +88,30 @@ pub async fn run(
     for &events in sizes {
         let sample = batch(events, &next_id);
         let hubkeeper = {
-            let http = stack.http.clone();
             let url = url.clone();
             let next_id = next_id.clone();
-            closed_loop(concurrency, duration, move |_, _| {
+            let connections = Connections::new(concurrency);
+            closed_loop(concurrency, duration, move |client, _| {
                 let body = batch(events, &next_id);
                 let ts = chrono::Utc::now().timestamp_millis();
                 let signature = sign_v3(CLIENT_SECRET, "POST", &url, &body, ts);
-                let request = http
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header(HEADER_SIGNATURE_V3, signature)
-                    .header(HEADER_REQUEST_TIMESTAMP, ts.to_string())
-                    .body(body)
-                    .send();
-                async move { request.await.is_ok_and(|r| r.status().is_success()) }
+                let request = RawRequest::new(
+                    "POST",
+                    &url,
+                    &[
+                        ("content-type", "application/json"),
+                        (HEADER_SIGNATURE_V3, &signature),
+                        (HEADER_REQUEST_TIMESTAMP, &ts.to_string()),
+                    ],
+                    &body,
+                );
+                let connections = connections.clone();
+                async move {
+                    match request {
+                        Some(request) => connections.send(client, &request).await,
+                        None => false,
+                    }
+                }
             })
             .await
         };
@@ -164,5 +177,29 @@ impl Goals for WebhookFigures {
             }
         }
         goals
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_valid_json_with_every_field_and_consecutive_ids() {
+        let next_id = AtomicI64::new(7);
+        let body = batch(3, &next_id);
+        assert_eq!(hubkeeper_webhooks::batch::validate_batch(&body), Ok(3));
+        let events: Vec<serde_json::Value> = serde_json::from_slice(&body).expect("JSON");
+        let ids: Vec<i64> = events
+            .iter()
+            .map(|e| e["eventId"].as_i64().expect("eventId"))
+            .collect();
+        assert_eq!(ids, [7, 8, 9]);
+        assert_eq!(events[1]["propertyValue"], "person8@example.com");
+        assert_eq!(events[2]["objectId"], 1_000_002);
+        assert!(events
+            .iter()
+            .all(|e| e.as_object().map(|o| o.len()) == Some(11)));
+        assert_eq!(next_id.load(Ordering::Relaxed), 10);
     }
 }
