@@ -1007,3 +1007,143 @@ async fn commands_wake_the_followers_after_their_commit() {
         .unwrap();
     assert_eq!(notification.channel(), hubkeeper_store::EVENTS_CHANNEL);
 }
+
+/// A bus keeps the state its last command left an aggregate in and decides the next command on
+/// it without a load. Another process (here a second bus on the same database) moving the
+/// aggregate on must never let that kept state decide anything the stored state would not: a
+/// lost race, a rejection and a command that writes nothing are each decided again on a load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_state_never_decides_what_the_stored_state_would_not() {
+    use hubkeeper_core::commands::{CommandBus, CommandError};
+    use hubkeeper_crypto::{seal, Aad, DataKey};
+    use hubkeeper_domain::app::{AppCommand, AppError, Environment, RegisterApp, UpdateApp};
+    use hubkeeper_domain::metadata::{Actor, EventMetadata};
+    use hubkeeper_domain::{AppId, DomainServices};
+
+    let env = hubkeeper_testkit::TestEnv::start().await;
+    let pool = env.pool();
+    let a = CommandBus::new(&pool, DomainServices::system());
+    let b = CommandBus::new(&pool, DomainServices::system());
+    let meta = || EventMetadata::new(Actor::AdminKey("ak_test".into()), chrono::Utc::now());
+    let app = AppId::new();
+    let id = app.to_string();
+    let secret = seal(
+        &DataKey::generate(),
+        b"client-secret",
+        &Aad::client_secret(id.clone()),
+    )
+    .unwrap();
+    let register = AppCommand::RegisterApp(RegisterApp {
+        app_id: app,
+        label: "Kept".into(),
+        description: None,
+        environment: Environment::Production,
+        client_id: "5f2c9a1e-3b4d-4e6f-8a7b-9c0d1e2f3a4b".into(),
+        client_secret: secret,
+        redirect_uri: "https://app.example.com/oauth/callback".into(),
+        scopes: "oauth".into(),
+        optional_scopes: String::new(),
+        oauth_generation: None,
+        signature_versions: None,
+        allow_legacy_signatures: false,
+        return_urls: Vec::new(),
+    });
+    a.apps().execute(&id, register, &meta()).await.unwrap();
+    assert!(a.apps().keeps_state_of(&id), "a keeps the state it left");
+    let park = || AppCommand::RecordCredentialsRejected {
+        error: "BAD_CLIENT_ID".into(),
+        message: "refused".into(),
+    };
+    let label = |l: &str| {
+        AppCommand::UpdateApp(UpdateApp {
+            label: Some(l.into()),
+            ..UpdateApp::default()
+        })
+    };
+
+    // A lost race: b edits, then a edits on its kept (older) state: re-run on a load, both land.
+    b.apps().execute(&id, label("by b"), &meta()).await.unwrap();
+    let edited = a
+        .apps()
+        .execute_returning(
+            &id,
+            AppCommand::UpdateApp(UpdateApp {
+                description: Some("by a".into()),
+                ..UpdateApp::default()
+            }),
+            &meta(),
+        )
+        .await
+        .unwrap();
+    let config = edited.after.config().unwrap();
+    assert_eq!(
+        (config.label.as_str(), config.description.as_str()),
+        ("by b", "by a")
+    );
+    assert_eq!(edited.sequence, 3);
+
+    // A rejection on a kept state: a's state says "not parked", b parked the app meanwhile.
+    b.apps().execute(&id, park(), &meta()).await.unwrap();
+    let resumed = a
+        .apps()
+        .execute_returning(&id, AppCommand::ResumeRefreshes, &meta())
+        .await
+        .expect("decided again on the stored (parked) state");
+    assert!(resumed.before.refreshes_parked().is_some());
+    assert!(resumed.after.refreshes_parked().is_none());
+
+    // A command that writes nothing on a kept state: a parks (kept: parked), b resumes, and a's
+    // next rejection must park again although its kept state says there is nothing to do.
+    a.apps().execute(&id, park(), &meta()).await.unwrap();
+    b.apps()
+        .execute(&id, AppCommand::ResumeRefreshes, &meta())
+        .await
+        .unwrap();
+    let parked = a
+        .apps()
+        .execute_returning(&id, park(), &meta())
+        .await
+        .unwrap();
+    assert!(
+        parked.before.refreshes_parked().is_none(),
+        "decided on a load"
+    );
+    assert!(parked.after.refreshes_parked().is_some());
+
+    // A rejection the stored state makes is still a rejection.
+    b.apps()
+        .execute(&id, AppCommand::ResumeRefreshes, &meta())
+        .await
+        .unwrap();
+    a.apps().execute(&id, label("by a"), &meta()).await.unwrap();
+    let refused = a
+        .apps()
+        .execute(&id, AppCommand::ResumeRefreshes, &meta())
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(CommandError::Rejected(AppError::RefreshesNotParked))
+        ),
+        "{refused:?}"
+    );
+
+    // Kept and stored agree, every command landed once, in order.
+    let (events, max_sequence): (i64, Option<i64>) = sqlx::query_as(
+        "SELECT count(*), max(sequence) FROM events
+          WHERE aggregate_type = 'app' AND aggregate_id = $1",
+    )
+    .bind(&id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((events, max_sequence), (10, Some(10)));
+    let kept = a
+        .apps()
+        .execute_returning(&id, label("last"), &meta())
+        .await
+        .unwrap();
+    let (stored, sequence) = b.apps().load(&id).await.unwrap();
+    assert_eq!(sequence, 11);
+    assert_eq!(stored, kept.after);
+}

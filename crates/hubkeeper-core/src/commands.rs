@@ -287,6 +287,72 @@ impl<A: Aggregate + Clone> EventStore<A> for SnapshotStore<A> {
 pub struct AggregateBus<A: BusAggregate> {
     store: SnapshotStore<A>,
     services: DomainServices,
+    hot: HotStates<A>,
+}
+
+/// Most aggregates whose states this process keeps between commands (see [`HotStates`]).
+const HOT_STATES: usize = 1024;
+
+/// The state this process's last command left each recently commanded (snapshotted) aggregate
+/// in, so the next command on it can skip its load: with 16 clients editing 16 apps, the load
+/// was one of a command's two round trips, and Postgres's share of it was walking the dead
+/// versions of the hot snapshot rows.
+///
+/// Nothing is trusted that the store has not confirmed:
+/// - a command decided on a kept state commits only if the store agrees it was current: the
+///   snapshot update applies only to the snapshot version it was built on, and the events'
+///   primary key refuses sequences another process (or a writer outside the bus) took. A lost
+///   race writes nothing and the command is re-run on a fresh load;
+/// - a command a kept state *rejects* is re-run on a fresh load, so a rejection is always
+///   decided on the stored state;
+/// - reads ([`AggregateBus::load`]) never use it.
+///
+/// A state is kept as a load would rebuild it (through its JSON form, as the snapshot stores
+/// it), so a command decides the same on either. An entry is taken out while its command runs,
+/// and the map holds at most [`HOT_STATES`] of them.
+struct HotStates<A: Aggregate> {
+    states: std::sync::Mutex<HashMap<String, EventStoreAggregateContext<A>>>,
+}
+
+impl<A: Aggregate> HotStates<A> {
+    fn new() -> Self {
+        Self {
+            states: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, EventStoreAggregateContext<A>>> {
+        // A panic elsewhere cannot leave a half-written entry: inserts and removals are whole.
+        self.states
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn take(&self, id: &str) -> Option<EventStoreAggregateContext<A>> {
+        self.lock().remove(id)
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.lock().contains_key(id)
+    }
+
+    fn keep(&self, context: EventStoreAggregateContext<A>) {
+        let mut states = self.lock();
+        if states.len() >= HOT_STATES && !states.contains_key(&context.aggregate_id) {
+            // Any entry will do: a state not kept costs one load, nothing else.
+            if let Some(evicted) = states.keys().next().cloned() {
+                states.remove(&evicted);
+            }
+        }
+        states.insert(context.aggregate_id.clone(), context);
+    }
+}
+
+/// `state` as a load would rebuild it from the snapshot that stores it.
+fn as_loaded<A: Aggregate>(state: &A) -> Option<A> {
+    serde_json::to_value(state)
+        .and_then(serde_json::from_value)
+        .ok()
 }
 
 /// The state a command was decided on and the state its events left.
@@ -309,6 +375,7 @@ impl<A: BusAggregate> AggregateBus<A> {
         Self {
             store: SnapshotStore::with_waker(pool, A::SNAPSHOTS, waker),
             services,
+            hot: HotStates::new(),
         }
     }
 
@@ -335,9 +402,27 @@ impl<A: BusAggregate> AggregateBus<A> {
     ) -> Result<Executed<A>, CommandError<A::Error>> {
         let metadata = metadata.to_map();
         let mut attempt = 0;
+        // After a kept state turned out stale, every further attempt loads.
+        let mut load = false;
         loop {
-            match self.attempt(id, command.clone(), metadata.clone()).await {
-                Ok(executed) => return Ok(executed),
+            let kept = if load { None } else { self.hot.take(id) };
+            let from_kept = kept.is_some();
+            match self
+                .attempt(id, kept, command.clone(), metadata.clone())
+                .await
+            {
+                Ok(Some(executed)) => return Ok(executed),
+                // Nothing to write, decided on a kept state: no commit confirmed it.
+                Ok(None) => load = true,
+                // Decided on a kept state that was not current (a rejection, or a lost race):
+                // decide again on the stored state, at once and without counting a conflict.
+                Err(AggregateError::UserError(_) | AggregateError::AggregateConflict)
+                    if from_kept =>
+                {
+                    metrics::counter!("hk_command_stale_states_total", "aggregate" => A::TYPE)
+                        .increment(1);
+                    load = true;
+                }
                 Err(AggregateError::UserError(e)) => return Err(CommandError::Rejected(e)),
                 Err(AggregateError::AggregateConflict) if attempt < CONFLICT_RETRIES => {
                     attempt += 1;
@@ -354,14 +439,24 @@ impl<A: BusAggregate> AggregateBus<A> {
         }
     }
 
-    /// Load, handle, commit: once.
+    /// Load (or take the kept state), handle, commit: once. `None` when a kept state led to no
+    /// events: a commit that writes nothing confirms nothing, so the caller decides again on a
+    /// load.
     async fn attempt(
         &self,
         id: &str,
+        kept: Option<EventStoreAggregateContext<A>>,
         command: A::Command,
         metadata: HashMap<String, String>,
-    ) -> Result<Executed<A>, AggregateError<A::Error>> {
-        let mut context = self.store.load_aggregate(id).await?;
+    ) -> Result<Option<Executed<A>>, AggregateError<A::Error>> {
+        let from_kept = kept.is_some();
+        let mut context = match kept {
+            Some(loaded) => SnapshotContext {
+                working: loaded.aggregate.clone(),
+                loaded,
+            },
+            None => self.store.load_aggregate(id).await?,
+        };
         let before = context.loaded.aggregate.clone();
         let sink: EventSink<A> = EventSink::default();
         context
@@ -373,12 +468,46 @@ impl<A: BusAggregate> AggregateBus<A> {
         // The sink applied every event to the working copy: it is the state after the command.
         let after = context.working.clone();
         let sequence = context.loaded.current_sequence + events.len();
+        let wrote = !events.is_empty();
+        if from_kept && !wrote {
+            return Ok(None);
+        }
+        let snapshot = context.loaded.current_snapshot;
+        let aggregate_id = context.loaded.aggregate_id.clone();
+        let unchanged = (!wrote).then(|| EventStoreAggregateContext {
+            aggregate_id: aggregate_id.clone(),
+            aggregate: before.clone(),
+            current_sequence: context.loaded.current_sequence,
+            current_snapshot: snapshot,
+        });
         self.store.commit(events, context, metadata).await?;
-        Ok(Executed {
+        if self.store.policy == Snapshots::EveryCommand {
+            // What the next load would find: the snapshot this commit wrote (its version one
+            // more than the loaded one's), or the loaded state when nothing was written.
+            let kept = match unchanged {
+                Some(unchanged) => Some(unchanged),
+                None => as_loaded(&after).map(|aggregate| EventStoreAggregateContext {
+                    aggregate_id,
+                    aggregate,
+                    current_sequence: sequence,
+                    current_snapshot: Some(snapshot.map_or(1, |v| v + 1)),
+                }),
+            };
+            if let Some(kept) = kept {
+                self.hot.keep(kept);
+            }
+        }
+        Ok(Some(Executed {
             before,
             after,
             sequence,
-        })
+        }))
+    }
+
+    /// Whether this process keeps `id`'s state from its last command, so the next command on
+    /// it skips the load (diagnostics and tests).
+    pub fn keeps_state_of(&self, id: &str) -> bool {
+        self.hot.contains(id)
     }
 
     /// The aggregate's current state and sequence (the default state and 0 if it never
