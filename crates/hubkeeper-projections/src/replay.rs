@@ -2,10 +2,14 @@
 //!
 //! 1. For each table of the chosen projections, `<table>_new` is created like the live one
 //!    (same columns, indexes, constraints) and filled by reading the events table in global
-//!    order ([`hubkeeper_store::read_after`]) and applying every event with the same
-//!    [`apply_events`] the live projector uses (a reader task reads and decodes the next batches
+//!    order ([`hubkeeper_store::read_after`]) and applying every event with the same judging and
+//!    row functions the live projector uses (a reader task reads and decodes the next batches
 //!    while the current one is written). The API and the projector keep using the live tables
-//!    meanwhile.
+//!    meanwhile. The `_new` tables are the replay's alone, so the fill keeps the rows it has
+//!    built in memory across batches (`apply::WriteBack`): an aggregate's row is loaded
+//!    at most once and written once at the end instead of once per event, nothing is locked, and
+//!    activity lines go in with `COPY`. At most [`ReplayOptions::cache_aggregates`] aggregates are
+//!    held; beyond that their rows are written, dropped and loaded again when needed.
 //! 2. The swap, in one transaction: the live tables are locked against writes (reads continue),
 //!    the events committed since the fill are applied to the new tables (the live projector,
 //!    blocked on the lock, cannot apply anything the rebuild misses: everything it applied
@@ -55,9 +59,9 @@ impl Default for ReplayOptions {
 }
 
 /// Aggregates (installations, apps) whose rows the fill holds between batches by default. An
-/// installation held costs about 1 KB (its row, open status period, activity subject and set
-/// entries), so this bounds the fill's memory to a few hundred MB, while a fleet of up to this
-/// many installations is loaded once and written once. Beyond it, rows are written and dropped
+/// installation held costs roughly 1 KB (its row, open status period, activity subject and set
+/// entries; an estimate), so this bounds the fill's memory to a few hundred MB, while a fleet of
+/// up to this many installations is loaded once and written once. Beyond it, rows are written and dropped
 /// and reloaded when their aggregates come up again: one more read and write each time.
 pub const CACHE_AGGREGATES: usize = 200_000;
 

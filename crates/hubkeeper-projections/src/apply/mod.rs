@@ -25,7 +25,7 @@
 //! could ever fill the gap, so it is skipped instead of being retried forever. Unknown event
 //! types are counted (`hk_projector_unknown_events_total`) and logged once per type.
 //!
-//! A replay's fill applies batches through [`write_back`] instead: the same loading, judging and
+//! A replay's fill applies batches through `write_back` instead: the same loading, judging and
 //! writing, but with the rows kept in memory across batches and written once.
 //!
 //! Rows that do not exist yet cannot be locked; two batches may both create one. Their upserts
