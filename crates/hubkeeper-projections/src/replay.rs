@@ -2,10 +2,14 @@
 //!
 //! 1. For each table of the chosen projections, `<table>_new` is created like the live one
 //!    (same columns, indexes, constraints) and filled by reading the events table in global
-//!    order ([`hubkeeper_store::read_after`]) and applying every event with the same
-//!    [`apply_events`] the live projector uses (a reader task reads and decodes the next batches
+//!    order ([`hubkeeper_store::read_after`]) and applying every event with the same judging and
+//!    row functions the live projector uses (a reader task reads and decodes the next batches
 //!    while the current one is written). The API and the projector keep using the live tables
-//!    meanwhile.
+//!    meanwhile. The `_new` tables are the replay's alone, so the fill keeps the rows it has
+//!    built in memory across batches (`apply::WriteBack`): an aggregate's row is loaded
+//!    at most once and written once at the end instead of once per event, nothing is locked, and
+//!    activity lines go in with `COPY`. At most [`ReplayOptions::cache_aggregates`] aggregates are
+//!    held; beyond that their rows are written, dropped and loaded again when needed.
 //! 2. The swap, in one transaction: the live tables are locked against writes (reads continue),
 //!    the events committed since the fill are applied to the new tables (the live projector,
 //!    blocked on the lock, cannot apply anything the rebuild misses: everything it applied
@@ -23,7 +27,7 @@ use std::time::Instant;
 use hubkeeper_store::{read_after, GlobalCursor};
 use sqlx::{PgConnection, PgPool};
 
-use crate::apply::{apply_decoded, apply_events, decode_all, ApplyReport, Outcome};
+use crate::apply::{apply_events, decode_all, ApplyReport, Outcome, WriteBack};
 use crate::counts::recount_all;
 use crate::event::{DomainEvent, ProjectedEvent};
 use crate::tables::{
@@ -38,6 +42,9 @@ pub struct ReplayOptions {
     pub batch_size: i64,
     /// Attempts at the swap (it gives up waiting for locks after a few seconds each time).
     pub swap_attempts: u32,
+    /// Aggregates the fill holds in memory before it writes their rows and drops them
+    /// ([`CACHE_AGGREGATES`]).
+    pub cache_aggregates: usize,
 }
 
 impl Default for ReplayOptions {
@@ -46,9 +53,17 @@ impl Default for ReplayOptions {
             projections: Projection::ALL.to_vec(),
             batch_size: 5000,
             swap_attempts: 5,
+            cache_aggregates: CACHE_AGGREGATES,
         }
     }
 }
+
+/// Aggregates (installations, apps) whose rows the fill holds between batches by default. An
+/// installation held costs roughly 1 KB (its row, open status period, activity subject and set
+/// entries; an estimate), so this bounds the fill's memory to a few hundred MB, while a fleet of
+/// up to this many installations is loaded once and written once. Beyond it, rows are written and dropped
+/// and reloaded when their aggregates come up again: one more read and write each time.
+pub const CACHE_AGGREGATES: usize = 200_000;
 
 /// Progress reported after every batch.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -104,12 +119,15 @@ pub async fn replay(
     // (each was about half of a replay's time when they ran one after the other).
     let (sender, mut batches) = tokio::sync::mpsc::channel(READ_AHEAD);
     let reader = tokio::spawn(read_ahead(pool.clone(), options.batch_size, sender));
+    let mut fill = WriteBack::new(options.cache_aggregates);
     let mut cursor = GlobalCursor::default();
     let mut events = 0u64;
     while let Some(batch) = batches.recv().await {
         let batch = batch?;
         let mut tx = pool.begin().await?;
-        let reports = apply_decoded(&mut tx, &tables, &batch.events, &batch.decoded).await?;
+        let reports = fill
+            .apply(&mut tx, &tables, &batch.events, &batch.decoded)
+            .await?;
         tx.commit().await?;
         report_gaps(&batch.events, &reports);
         cursor = batch.last;
@@ -125,6 +143,9 @@ pub async fn replay(
     reader
         .await
         .map_err(|e| ProjectionError::Invalid(format!("replay reader failed: {e}")))?;
+    // Rows changed since the last flush are only in memory until here.
+    fill.flush(&mut *pool.acquire().await?, &tables).await?;
+    drop(fill);
 
     finish_copies(pool, &projections, &deferred).await?;
 

@@ -3,7 +3,7 @@
 //! subjects they imply are collected, all without a database. [`super::sql::write`] then writes
 //! back what [`Changes`] holds.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use hubkeeper_domain::app::AppEvent;
@@ -354,17 +354,17 @@ pub(super) struct Period {
 /// A row of `rm_activity`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub(super) struct ActivityRow {
-    global_position: i64,
-    occurred_at: DateTime<Utc>,
-    level: &'static str,
-    actor: String,
-    aggregate_type: String,
-    aggregate_id: String,
-    event_type: String,
-    installation_id: Option<Uuid>,
-    app_id: Option<Uuid>,
-    hub_id: Option<i64>,
-    message: String,
+    pub(super) global_position: i64,
+    pub(super) occurred_at: DateTime<Utc>,
+    pub(super) level: &'static str,
+    pub(super) actor: String,
+    pub(super) aggregate_type: String,
+    pub(super) aggregate_id: String,
+    pub(super) event_type: String,
+    pub(super) installation_id: Option<Uuid>,
+    pub(super) app_id: Option<Uuid>,
+    pub(super) hub_id: Option<i64>,
+    pub(super) message: String,
 }
 
 /// A row of `rm_webhook_events`: one HubSpot webhook event counted (see [`apply_webhook_event`]).
@@ -397,12 +397,17 @@ pub(super) enum OpenPeriod {
 
 /// What a batch of events changes: the rows of its aggregates (as loaded, then changed), which of
 /// them to write back, and the status periods, subjects and activity lines to add.
+///
+/// A replay's fill keeps one across batches ([`super::write_back`]): rows, open periods and
+/// subjects stay, the outputs are cleared once written ([`Changes::outputs_written`]).
 #[derive(Default)]
 pub(super) struct Changes {
     pub(super) installations: HashMap<Uuid, InstallationRow>,
-    pub(super) dirty_installations: Vec<Uuid>,
+    /// Sets, not lists: a replay's state marks the same rows across many batches. Ordered, so
+    /// rows are written in id order whatever order the events touched them in.
+    pub(super) dirty_installations: BTreeSet<Uuid>,
     pub(super) apps: HashMap<Uuid, AppRow>,
-    pub(super) dirty_apps: Vec<Uuid>,
+    pub(super) dirty_apps: BTreeSet<Uuid>,
     pub(super) open_periods: HashMap<Uuid, OpenPeriod>,
     pub(super) closes: Vec<(Uuid, i64, DateTime<Utc>)>,
     pub(super) new_periods: Vec<Period>,
@@ -439,15 +444,29 @@ impl Changes {
     }
 
     fn mark_installation(&mut self, id: Uuid) {
-        if !self.dirty_installations.contains(&id) {
-            self.dirty_installations.push(id);
-        }
+        self.dirty_installations.insert(id);
     }
 
     fn mark_app(&mut self, id: Uuid) {
-        if !self.dirty_apps.contains(&id) {
-            self.dirty_apps.push(id);
+        self.dirty_apps.insert(id);
+    }
+
+    /// Forgets the outputs (periods, closes, subjects, activity lines, webhook events) once they
+    /// are written, keeping the rows and what later batches judge against: a period this state
+    /// opened and still holds open is a stored one from now on, closed by an update.
+    pub(super) fn outputs_written(&mut self) {
+        for (index, period) in self.new_periods.iter().enumerate() {
+            if let Some(open) = self.open_periods.get_mut(&period.installation_id) {
+                if matches!(open, OpenPeriod::New(i) if *i == index) {
+                    *open = OpenPeriod::Stored(period.sequence);
+                }
+            }
         }
+        self.new_periods.clear();
+        self.closes.clear();
+        self.new_subjects.clear();
+        self.activity.clear();
+        self.webhooks.clear();
     }
 
     fn change_status(
@@ -883,7 +902,7 @@ mod tests {
         assert_eq!(row.last_refreshed_at, Some(minute(10)));
         assert_eq!(row.access_expires_at, None);
         assert_eq!((row.last_sequence, row.last_position), (3, 103));
-        assert_eq!(changes.dirty_installations, [id]);
+        assert_eq!(changes.dirty_installations, BTreeSet::from([id]));
         // Two periods, the first closed when the second began; nothing stored to close.
         let periods: Vec<_> = changes
             .new_periods
@@ -941,6 +960,29 @@ mod tests {
         assert_eq!(reports[0].outcome, Outcome::Gap { last_sequence: 2 });
         assert!(changes.dirty_installations.is_empty());
         assert!(changes.new_periods.is_empty() && changes.activity.is_empty());
+    }
+
+    #[test]
+    fn a_state_kept_across_batches_closes_the_periods_it_wrote_with_an_update() {
+        let (id, app) = (Uuid::from_u128(7), Uuid::from_u128(1));
+        let events = history(id, app);
+        let mut changes = Changes::default();
+        apply(&mut changes, &events[..2]);
+        assert_eq!(changes.new_periods.len(), 1);
+        changes.outputs_written();
+        assert!(matches!(
+            changes.open_periods.get(&id),
+            Some(OpenPeriod::Stored(1))
+        ));
+        assert!(changes.new_periods.is_empty() && changes.activity.is_empty());
+        // The row stays held and dirty until the caller writes it.
+        assert_eq!(changes.dirty_installations, BTreeSet::from([id]));
+
+        let reports = apply(&mut changes, &events[2..]);
+        assert_eq!(reports[0].outcome, Outcome::Applied);
+        assert_eq!(changes.closes, [(id, 1, minute(20))]);
+        assert_eq!(changes.new_periods.len(), 1);
+        assert_eq!(changes.installations[&id].status, "revoked");
     }
 
     fn webhook(

@@ -25,6 +25,9 @@
 //! could ever fill the gap, so it is skipped instead of being retried forever. Unknown event
 //! types are counted (`hk_projector_unknown_events_total`) and logged once per type.
 //!
+//! A replay's fill applies batches through `write_back` instead: the same loading, judging and
+//! writing, but with the rows kept in memory across batches and written once.
+//!
 //! Rows that do not exist yet cannot be locked; two batches may both create one. Their upserts
 //! only overwrite a row with a higher `last_sequence`, period ends only ever go from open to
 //! closed, and activity lines are keyed by global position, so whichever commits last cannot
@@ -32,6 +35,7 @@
 
 mod changes;
 mod sql;
+mod write_back;
 
 use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock, PoisonError};
@@ -40,6 +44,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 pub use changes::{AppRow, InstallationRow};
+pub(crate) use write_back::WriteBack;
 
 use crate::event::{DomainEvent, ProjectedEvent};
 use crate::tables::Tables;

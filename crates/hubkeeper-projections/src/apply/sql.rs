@@ -9,7 +9,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::changes::{
-    creates_row, webhook_installation, AppRow, Changes, InstallationRow, OpenPeriod,
+    creates_row, webhook_installation, ActivityRow, AppRow, Changes, InstallationRow, OpenPeriod,
 };
 use crate::event::{DomainEvent, ProjectedEvent};
 use crate::tables::{Projection, Tables};
@@ -25,6 +25,60 @@ const APP_COLUMNS: &str = "app_id, label, client_id, environment, description, r
     scopes, optional_scopes, oauth_generation, signature_versions, created_at, updated_at, \
     deleted_at, secret_rotated_at, refreshes_parked_at, last_sequence, last_position";
 
+/// Ids of the aggregates of a batch whose rows judging and applying it needs, each list sorted
+/// and without duplicates.
+pub(super) struct BatchIds {
+    pub(super) apps: Vec<Uuid>,
+    /// With the installations whose webhook counts the batch changes.
+    pub(super) installations: Vec<Uuid>,
+    /// Installations and subscriptions (keyed by their installation: their activity lines name
+    /// it).
+    pub(super) subjects: Vec<Uuid>,
+}
+
+impl BatchIds {
+    pub(super) fn of(events: &[ProjectedEvent], decoded: &[DomainEvent]) -> Self {
+        let ids = |kind: &str| -> Vec<Uuid> {
+            let mut ids: Vec<Uuid> = events
+                .iter()
+                .filter(|e| e.aggregate_type == kind)
+                .filter_map(|e| Uuid::parse_str(&e.aggregate_id).ok())
+                .collect();
+            ids.sort();
+            ids.dedup();
+            ids
+        };
+        let apps = ids("app");
+        let mut installations = ids("installation");
+        // Installations whose webhook counts the batch changes are locked with the rest, in the
+        // same order, so their count updates cannot deadlock with another batch.
+        let webhook_targets: Vec<Uuid> = decoded.iter().filter_map(webhook_installation).collect();
+        if !webhook_targets.is_empty() {
+            installations.extend(webhook_targets);
+            installations.sort();
+            installations.dedup();
+        }
+        let mut subjects = installations.clone();
+        subjects.extend(ids("subscription"));
+        subjects.sort();
+        subjects.dedup();
+        Self {
+            apps,
+            installations,
+            subjects,
+        }
+    }
+}
+
+/// Whether loading rows locks them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lock {
+    /// `FOR UPDATE`: tables other transactions write too (see the module docs).
+    ForUpdate,
+    /// Tables only the caller writes (a replay's rebuild tables).
+    None,
+}
+
 /// Loads (and locks) the rows of the aggregates of `events`, with what judging them needs.
 pub(super) async fn load(
     conn: &mut PgConnection,
@@ -32,86 +86,101 @@ pub(super) async fn load(
     events: &[ProjectedEvent],
     decoded: &[DomainEvent],
 ) -> Result<Changes, sqlx::Error> {
-    let ids = |kind: &str| -> Vec<Uuid> {
-        let mut ids: Vec<Uuid> = events
-            .iter()
-            .filter(|e| e.aggregate_type == kind)
-            .filter_map(|e| Uuid::parse_str(&e.aggregate_id).ok())
-            .collect();
-        ids.sort();
-        ids.dedup();
-        ids
-    };
-    let app_ids = ids("app");
-    let mut installation_ids = ids("installation");
-    // Installations whose webhook counts the batch changes are locked with the rest, in the
-    // same order, so their count updates cannot deadlock with another batch.
-    let webhook_targets: Vec<Uuid> = decoded.iter().filter_map(webhook_installation).collect();
-    if !webhook_targets.is_empty() {
-        installation_ids.extend(webhook_targets);
-        installation_ids.sort();
-        installation_ids.dedup();
-    }
-    // Subscriptions are keyed by their installation: their activity lines name it.
-    let mut subject_ids = installation_ids.clone();
-    subject_ids.extend(ids("subscription"));
-    subject_ids.sort();
-    subject_ids.dedup();
-
     let mut batch = Changes::default();
-    if tables.has(Projection::Apps) && !app_ids.is_empty() {
+    load_rows(
+        &mut *conn,
+        tables,
+        &BatchIds::of(events, decoded),
+        Lock::ForUpdate,
+        &mut batch,
+    )
+    .await?;
+    load_facts(conn, tables, &mut batch, events, decoded).await?;
+    Ok(batch)
+}
+
+/// Adds the stored rows of `ids` (apps, installations with their open status periods, activity
+/// subjects) to `batch`; ids without a stored row are left out.
+pub(super) async fn load_rows(
+    conn: &mut PgConnection,
+    tables: &Tables,
+    ids: &BatchIds,
+    lock: Lock,
+    batch: &mut Changes,
+) -> Result<(), sqlx::Error> {
+    let lock = match lock {
+        Lock::ForUpdate => "FOR UPDATE",
+        Lock::None => "",
+    };
+    if tables.has(Projection::Apps) && !ids.apps.is_empty() {
         let rows: Vec<AppRow> = sqlx::query_as(&format!(
-            "SELECT {APP_COLUMNS} FROM {} WHERE app_id = ANY($1) ORDER BY app_id FOR UPDATE",
+            "SELECT {APP_COLUMNS} FROM {} WHERE app_id = ANY($1) ORDER BY app_id {lock}",
             tables.apps
         ))
-        .bind(&app_ids)
+        .bind(&ids.apps)
         .fetch_all(&mut *conn)
         .await?;
-        batch.apps = rows.into_iter().map(|r| (r.app_id, r)).collect();
+        batch.apps.extend(rows.into_iter().map(|r| (r.app_id, r)));
     }
-    if tables.has(Projection::Installations) && !installation_ids.is_empty() {
+    if tables.has(Projection::Installations) && !ids.installations.is_empty() {
         let rows: Vec<InstallationRow> = sqlx::query_as(&format!(
             "SELECT {INSTALLATION_COLUMNS} FROM {} WHERE installation_id = ANY($1)
-              ORDER BY installation_id FOR UPDATE",
+              ORDER BY installation_id {lock}",
             tables.installations
         ))
-        .bind(&installation_ids)
+        .bind(&ids.installations)
         .fetch_all(&mut *conn)
         .await?;
-        batch.installations = rows.into_iter().map(|r| (r.installation_id, r)).collect();
+        batch
+            .installations
+            .extend(rows.into_iter().map(|r| (r.installation_id, r)));
         let open: Vec<(Uuid, i64)> = sqlx::query_as(&format!(
             "SELECT installation_id, sequence FROM {} WHERE installation_id = ANY($1)
                 AND ended_at IS NULL",
             tables.status_periods
         ))
-        .bind(&installation_ids)
+        .bind(&ids.installations)
         .fetch_all(&mut *conn)
         .await?;
-        batch.open_periods = open
-            .into_iter()
-            .map(|(id, seq)| (id, OpenPeriod::Stored(seq)))
-            .collect();
+        batch.open_periods.extend(
+            open.into_iter()
+                .map(|(id, seq)| (id, OpenPeriod::Stored(seq))),
+        );
     }
-    if tables.has(Projection::Activity) && !subject_ids.is_empty() {
+    if tables.has(Projection::Activity) && !ids.subjects.is_empty() {
         let subjects: Vec<(Uuid, Uuid, i64)> = sqlx::query_as(&format!(
             "SELECT installation_id, app_id, hub_id FROM {} WHERE installation_id = ANY($1)",
             tables.activity_subjects
         ))
-        .bind(&subject_ids)
+        .bind(&ids.subjects)
         .fetch_all(&mut *conn)
         .await?;
-        batch.subjects = subjects
-            .into_iter()
-            .map(|(id, app, hub)| (id, (app, hub)))
-            .collect();
+        batch
+            .subjects
+            .extend(subjects.into_iter().map(|(id, app, hub)| (id, (app, hub))));
     }
-    batch.creators = creating_sequences(&mut *conn, tables, &batch, events, decoded).await?;
-    if tables.has(Projection::Activity) {
-        batch.plan_codes = plan_codes(&mut *conn, events, decoded).await?;
-    }
-    Ok(batch)
+    Ok(())
 }
 
+/// Sets the facts from the store that judging and describing the batch's events needs, once its
+/// rows are loaded: see [`creating_sequences`] and [`plan_codes`].
+pub(super) async fn load_facts(
+    conn: &mut PgConnection,
+    tables: &Tables,
+    batch: &mut Changes,
+    events: &[ProjectedEvent],
+    decoded: &[DomainEvent],
+) -> Result<(), sqlx::Error> {
+    batch.creators = creating_sequences(&mut *conn, tables, batch, events, decoded).await?;
+    batch.plan_codes = if tables.has(Projection::Activity) {
+        plan_codes(&mut *conn, events, decoded).await?
+    } else {
+        HashMap::new()
+    };
+    Ok(())
+}
+
+/// For the batch's aggregates that have no row and events that cannot create one, by id: the
 /// sequence of their creating event in the store (absent if there is none). One query, and only
 /// when such aggregates exist (rarely: a new aggregate's events normally start with its create).
 async fn creating_sequences(
@@ -249,25 +318,51 @@ pub(super) async fn write(
     tables: &Tables,
     batch: &Changes,
 ) -> Result<(), sqlx::Error> {
-    let apps: Vec<&AppRow> = batch
-        .dirty_apps
-        .iter()
-        .filter_map(|id| batch.apps.get(id))
-        .collect();
-    upsert_rows(conn, &tables.apps, APP_COLUMNS, "app_id", &apps).await?;
-    let installations: Vec<&InstallationRow> = batch
-        .dirty_installations
-        .iter()
-        .filter_map(|id| batch.installations.get(id))
-        .collect();
+    write_rows(
+        &mut *conn,
+        tables,
+        &rows_of(&batch.apps, &batch.dirty_apps),
+        &rows_of(&batch.installations, &batch.dirty_installations),
+    )
+    .await?;
+    write_outputs(&mut *conn, tables, batch).await?;
+    insert_activity(conn, tables, &batch.activity).await
+}
+
+/// The rows of `map` with the given ids, in the ids' order.
+pub(super) fn rows_of<'a, T>(
+    map: &'a HashMap<Uuid, T>,
+    ids: impl IntoIterator<Item = &'a Uuid>,
+) -> Vec<&'a T> {
+    ids.into_iter().filter_map(|id| map.get(id)).collect()
+}
+
+/// Upserts aggregate rows, one statement per table.
+pub(super) async fn write_rows(
+    conn: &mut PgConnection,
+    tables: &Tables,
+    apps: &[&AppRow],
+    installations: &[&InstallationRow],
+) -> Result<(), sqlx::Error> {
+    upsert_rows(&mut *conn, &tables.apps, APP_COLUMNS, "app_id", apps).await?;
     upsert_rows(
         conn,
         &tables.installations,
         INSTALLATION_COLUMNS,
         "installation_id",
-        &installations,
+        installations,
     )
-    .await?;
+    .await
+}
+
+/// Writes what the batch adds besides rows and activity lines: status period closes and new
+/// periods, activity subjects, webhook counts. The webhook counts update installation rows in
+/// SQL, so the rows they count for must be written first.
+pub(super) async fn write_outputs(
+    conn: &mut PgConnection,
+    tables: &Tables,
+    batch: &Changes,
+) -> Result<(), sqlx::Error> {
     let p = &tables.status_periods;
     if !batch.closes.is_empty() {
         // Through JSON like every other write here: Postgres rounds sub-microsecond digits when
@@ -313,20 +408,120 @@ pub(super) async fn write(
     if !batch.webhooks.is_empty() {
         count_webhooks(conn, tables, batch).await?;
     }
-    if !batch.activity.is_empty() {
-        let a = &tables.activity;
-        let columns = "global_position, occurred_at, level, actor, aggregate_type, aggregate_id, \
-                       event_type, installation_id, app_id, hub_id, message";
-        sqlx::query(&format!(
-            "INSERT INTO {a} ({columns})
-             SELECT {columns} FROM json_populate_recordset(NULL::{a}, $1::json)
-             ON CONFLICT (global_position) DO NOTHING"
-        ))
-        .bind(json(&batch.activity)?)
-        .execute(&mut *conn)
-        .await?;
-    }
     Ok(())
+}
+
+const ACTIVITY_COLUMNS: &str = "global_position, occurred_at, level, actor, aggregate_type, \
+    aggregate_id, event_type, installation_id, app_id, hub_id, message";
+
+/// Inserts activity lines, skipping those already there (redelivered events).
+async fn insert_activity(
+    conn: &mut PgConnection,
+    tables: &Tables,
+    rows: &[ActivityRow],
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let a = &tables.activity;
+    sqlx::query(&format!(
+        "INSERT INTO {a} ({ACTIVITY_COLUMNS})
+         SELECT {ACTIVITY_COLUMNS} FROM json_populate_recordset(NULL::{a}, $1::json)
+         ON CONFLICT (global_position) DO NOTHING"
+    ))
+    .bind(json(rows)?)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Appends activity lines with `COPY`, for a table nobody else writes that holds none of them
+/// yet (a replay's fill reads every event once): there is nothing to skip, and `COPY` spares
+/// Postgres the JSON parsing and the per-row conflict handling of [`insert_activity`], most of
+/// the cost of a line.
+pub(super) async fn copy_activity(
+    conn: &mut PgConnection,
+    tables: &Tables,
+    rows: &[ActivityRow],
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut data = String::with_capacity(rows.len() * 256);
+    for row in rows {
+        copy_line(&mut data, row);
+    }
+    let mut copy = conn
+        .copy_in_raw(&format!(
+            "COPY {} ({ACTIVITY_COLUMNS}) FROM STDIN",
+            tables.activity
+        ))
+        .await?;
+    if let Err(e) = copy.send(data.into_bytes()).await {
+        // Ends the COPY so the connection can be used again; the send's error is the one to
+        // report.
+        let _ = copy.abort(e.to_string()).await;
+        return Err(e);
+    }
+    copy.finish().await?;
+    Ok(())
+}
+
+/// One activity line in `COPY`'s text format, columns as [`ACTIVITY_COLUMNS`]. Times are written
+/// as JSON would write them, so Postgres parses (and rounds) them exactly as for
+/// [`insert_activity`].
+fn copy_line(out: &mut String, row: &ActivityRow) {
+    use std::fmt::Write;
+    // Writing to a String cannot fail.
+    let _ = write!(
+        out,
+        "{}\t{}\t{}",
+        row.global_position,
+        row.occurred_at
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        row.level
+    );
+    for text in [
+        &row.actor,
+        &row.aggregate_type,
+        &row.aggregate_id,
+        &row.event_type,
+    ] {
+        out.push('\t');
+        copy_text(out, text);
+    }
+    copy_optional(out, row.installation_id);
+    copy_optional(out, row.app_id);
+    copy_optional(out, row.hub_id);
+    out.push('\t');
+    copy_text(out, &row.message);
+    out.push('\n');
+}
+
+/// A tab, then `value` or `COPY`'s NULL.
+fn copy_optional(out: &mut String, value: Option<impl std::fmt::Display>) {
+    use std::fmt::Write;
+    out.push('\t');
+    match value {
+        // Writing to a String cannot fail.
+        Some(v) => {
+            let _ = write!(out, "{v}");
+        }
+        None => out.push_str("\\N"),
+    }
+}
+
+/// `value` as a field of `COPY`'s text format: backslash and the separators escaped.
+fn copy_text(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
 }
 
 /// Counts the batch's webhook events that were not counted before, in one statement: the new
@@ -377,6 +572,41 @@ async fn count_webhooks(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn activity_lines_are_escaped_for_copy() {
+        use chrono::TimeZone;
+        let row = ActivityRow {
+            global_position: 42,
+            occurred_at: chrono::Utc
+                .with_ymd_and_hms(2026, 3, 1, 12, 0, 0)
+                .single()
+                .expect("a valid time")
+                + chrono::Duration::nanoseconds(1_234_567),
+            level: "info",
+            actor: "key:a\\b\tc".into(),
+            aggregate_type: "installation".into(),
+            aggregate_id: "x".into(),
+            event_type: "InstallationConnected".into(),
+            installation_id: Some(Uuid::from_u128(7)),
+            app_id: None,
+            hub_id: Some(40_000_001),
+            message: "two\nlines\r".into(),
+        };
+        let mut line = String::new();
+        copy_line(&mut line, &row);
+        assert_eq!(
+            line,
+            "42\t2026-03-01T12:00:00.001234567Z\tinfo\tkey:a\\\\b\\tc\tinstallation\tx\t\
+             InstallationConnected\t00000000-0000-0000-0000-000000000007\t\\N\t40000001\t\
+             two\\nlines\\r\n"
+        );
+        // The same time text as JSON, so Postgres rounds both the same way.
+        assert_eq!(
+            serde_json::to_value(row.occurred_at).expect("json"),
+            "2026-03-01T12:00:00.001234567Z"
+        );
+    }
 
     #[test]
     fn upserts_assign_every_column_but_the_key() {
