@@ -292,6 +292,11 @@ pub const METRICS_DESCRIBED: &[(&str, MetricKind, &str)] = &[
         "Commands retried after a concurrent write to the same aggregate.",
     ),
     (
+        "hk_command_stale_states_total",
+        Counter,
+        "Commands decided again on a load because the state this process kept was no longer current.",
+    ),
+    (
         "hk_control_published_total",
         Counter,
         "Messages published on the control channel.",
