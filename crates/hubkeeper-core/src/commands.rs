@@ -474,27 +474,22 @@ impl<A: BusAggregate> AggregateBus<A> {
         }
         let snapshot = context.loaded.current_snapshot;
         let aggregate_id = context.loaded.aggregate_id.clone();
-        let unchanged = (!wrote).then(|| EventStoreAggregateContext {
-            aggregate_id: aggregate_id.clone(),
-            aggregate: before.clone(),
-            current_sequence: context.loaded.current_sequence,
-            current_snapshot: snapshot,
-        });
         self.store.commit(events, context, metadata).await?;
         if self.store.policy == Snapshots::EveryCommand {
             // What the next load would find: the snapshot this commit wrote (its version one
-            // more than the loaded one's), or the loaded state when nothing was written.
-            let kept = match unchanged {
-                Some(unchanged) => Some(unchanged),
-                None => as_loaded(&after).map(|aggregate| EventStoreAggregateContext {
+            // more than the loaded one's), or the state as loaded when nothing was written.
+            let (state, snapshot) = if wrote {
+                (as_loaded(&after), Some(snapshot.map_or(1, |v| v + 1)))
+            } else {
+                (Some(before.clone()), snapshot)
+            };
+            if let Some(aggregate) = state {
+                self.hot.keep(EventStoreAggregateContext {
                     aggregate_id,
                     aggregate,
                     current_sequence: sequence,
-                    current_snapshot: Some(snapshot.map_or(1, |v| v + 1)),
-                }),
-            };
-            if let Some(kept) = kept {
-                self.hot.keep(kept);
+                    current_snapshot: snapshot,
+                });
             }
         }
         Ok(Some(Executed {

@@ -287,6 +287,29 @@ fn assignments(columns: &str, key: &str) -> String {
         .join(", ")
 }
 
+/// Inserts `rows` into `table` through `json_populate_recordset` in one statement, settling
+/// conflicts with `on_conflict` (an `ON CONFLICT` clause); nothing when there are no rows.
+async fn insert_json<T: Serialize>(
+    conn: &mut PgConnection,
+    table: &str,
+    columns: &str,
+    on_conflict: &str,
+    rows: &[T],
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(&format!(
+        "INSERT INTO {table} ({columns})
+         SELECT {columns} FROM json_populate_recordset(NULL::{table}, $1::json)
+         {on_conflict}"
+    ))
+    .bind(json(rows)?)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// Upserts aggregate rows keyed by `key`, never replacing a row with one that is not newer (the
 /// guard against two batches that both created a row, see the module docs).
 async fn upsert_rows<T: Serialize>(
@@ -296,20 +319,12 @@ async fn upsert_rows<T: Serialize>(
     key: &str,
     rows: &[&T],
 ) -> Result<(), sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(&format!(
-        "INSERT INTO {table} ({columns})
-         SELECT {columns} FROM json_populate_recordset(NULL::{table}, $1::json)
-         ON CONFLICT ({key}) DO UPDATE SET {}
+    let on_conflict = format!(
+        "ON CONFLICT ({key}) DO UPDATE SET {}
          WHERE {table}.last_sequence < EXCLUDED.last_sequence",
         assignments(columns, key)
-    ))
-    .bind(json(rows)?)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    );
+    insert_json(conn, table, columns, &on_conflict, rows).await
 }
 
 /// Writes everything the batch changed, with one statement per table.
@@ -382,29 +397,25 @@ pub(super) async fn write_outputs(
         .execute(&mut *conn)
         .await?;
     }
-    if !batch.new_periods.is_empty() {
-        sqlx::query(&format!(
-            "INSERT INTO {p} (installation_id, sequence, app_id, status, started_at, ended_at)
-             SELECT installation_id, sequence, app_id, status, started_at, ended_at
-               FROM json_populate_recordset(NULL::{p}, $1::json)
-             ON CONFLICT (installation_id, sequence)
+    insert_json(
+        &mut *conn,
+        p,
+        "installation_id, sequence, app_id, status, started_at, ended_at",
+        &format!(
+            "ON CONFLICT (installation_id, sequence)
              DO UPDATE SET ended_at = COALESCE({p}.ended_at, EXCLUDED.ended_at)"
-        ))
-        .bind(json(&batch.new_periods)?)
-        .execute(&mut *conn)
-        .await?;
-    }
-    if !batch.new_subjects.is_empty() {
-        let s = &tables.activity_subjects;
-        sqlx::query(&format!(
-            "INSERT INTO {s} (installation_id, app_id, hub_id)
-             SELECT installation_id, app_id, hub_id FROM json_populate_recordset(NULL::{s}, $1::json)
-             ON CONFLICT (installation_id) DO NOTHING"
-        ))
-        .bind(json(&batch.new_subjects)?)
-        .execute(&mut *conn)
-        .await?;
-    }
+        ),
+        &batch.new_periods,
+    )
+    .await?;
+    insert_json(
+        &mut *conn,
+        &tables.activity_subjects,
+        "installation_id, app_id, hub_id",
+        "ON CONFLICT (installation_id) DO NOTHING",
+        &batch.new_subjects,
+    )
+    .await?;
     if !batch.webhooks.is_empty() {
         count_webhooks(conn, tables, batch).await?;
     }
@@ -420,19 +431,14 @@ async fn insert_activity(
     tables: &Tables,
     rows: &[ActivityRow],
 ) -> Result<(), sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let a = &tables.activity;
-    sqlx::query(&format!(
-        "INSERT INTO {a} ({ACTIVITY_COLUMNS})
-         SELECT {ACTIVITY_COLUMNS} FROM json_populate_recordset(NULL::{a}, $1::json)
-         ON CONFLICT (global_position) DO NOTHING"
-    ))
-    .bind(json(rows)?)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    insert_json(
+        conn,
+        &tables.activity,
+        ACTIVITY_COLUMNS,
+        "ON CONFLICT (global_position) DO NOTHING",
+        rows,
+    )
+    .await
 }
 
 /// Appends activity lines with `COPY`, for a table nobody else writes that holds none of them

@@ -17,7 +17,7 @@ use secrecy::ExposeSecret;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::load::{closed_loop, Connections, LoadFigures, RawRequest};
+use super::load::{built_requests, closed_loop, LoadFigures, RawRequest};
 use super::percentile;
 use super::stack::Stack;
 use super::{Goal, Goals};
@@ -132,10 +132,9 @@ pub async fn run(tools: PathBuf, clients: usize, seconds: u64) -> anyhow::Result
         let base = stack.base(api);
         let key = format!("Bearer {}", stack.admin_key.expose_secret());
         let apps = Arc::new(apps.clone());
-        let connections = Connections::new(clients);
-        closed_loop(clients, Duration::from_secs(seconds), move |client, i| {
+        built_requests(clients, Duration::from_secs(seconds), move |client, i| {
             let body = serde_json::json!({ "label": format!("Bench {client} edit {i}") });
-            let request = RawRequest::new(
+            RawRequest::new(
                 "PATCH",
                 &format!("{base}/v1/apps/{}", apps[client % apps.len()]),
                 &[
@@ -143,14 +142,7 @@ pub async fn run(tools: PathBuf, clients: usize, seconds: u64) -> anyhow::Result
                     ("content-type", "application/json"),
                 ],
                 body.to_string().as_bytes(),
-            );
-            let connections = connections.clone();
-            async move {
-                match request {
-                    Some(request) => connections.send(client, &request).await,
-                    None => false,
-                }
-            }
+            )
         })
         .await
     };

@@ -140,10 +140,10 @@ impl RawRequest {
 
 /// The keep-alive connections of a load's clients, one each (see [`KeepAlive`]).
 #[derive(Clone)]
-pub struct Connections(Arc<Vec<tokio::sync::Mutex<KeepAlive>>>);
+struct Connections(Arc<Vec<tokio::sync::Mutex<KeepAlive>>>);
 
 impl Connections {
-    pub fn new(clients: usize) -> Self {
+    fn new(clients: usize) -> Self {
         Self(Arc::new(
             (0..clients)
                 .map(|_| tokio::sync::Mutex::new(KeepAlive::default()))
@@ -152,7 +152,7 @@ impl Connections {
     }
 
     /// Sends `request` on `client`'s connection; whether a 2xx answer came back whole.
-    pub async fn send(&self, client: usize, request: &RawRequest) -> bool {
+    async fn send(&self, client: usize, request: &RawRequest) -> bool {
         let Some(connection) = self.0.get(client) else {
             return false;
         };
@@ -167,7 +167,7 @@ impl Connections {
 /// kernel's TCP work. Anything it does not understand (chunked bodies, a closed connection) is a
 /// failed call and a new connection.
 #[derive(Default)]
-pub struct KeepAlive {
+struct KeepAlive {
     stream: Option<tokio::net::TcpStream>,
     buffer: Vec<u8>,
 }
@@ -264,6 +264,27 @@ pub async fn random_gets(
                 return false;
             };
             connections.send(client, get).await
+        }
+    })
+    .await
+}
+
+/// [`closed_loop`] of requests built per call by `build(client, iteration)` (a fresh body,
+/// signature or timestamp each time), each client on its own keep-alive connection (see
+/// [`KeepAlive`]). A request `build` cannot make is a failed call.
+pub async fn built_requests<F>(concurrency: usize, duration: Duration, build: F) -> LoadFigures
+where
+    F: Fn(usize, u64) -> Option<RawRequest> + Send + Sync + 'static,
+{
+    let connections = Connections::new(concurrency);
+    closed_loop(concurrency, duration, move |client, i| {
+        let request = build(client, i);
+        let connections = connections.clone();
+        async move {
+            match request {
+                Some(request) => connections.send(client, &request).await,
+                None => false,
+            }
         }
     })
     .await

@@ -13,7 +13,7 @@ use hubkeeper_hubspot::signature::{sign_v3, HEADER_REQUEST_TIMESTAMP, HEADER_SIG
 use hubkeeper_sim::SimConfig;
 use serde::Serialize;
 
-use super::load::{closed_loop, Connections, LoadFigures, RawRequest};
+use super::load::{built_requests, closed_loop, LoadFigures, RawRequest};
 use super::stack::{Stack, CLIENT_SECRET, HUB_BASE};
 use super::{Goal, Goals};
 
@@ -90,12 +90,11 @@ pub async fn run(
         let hubkeeper = {
             let url = url.clone();
             let next_id = next_id.clone();
-            let connections = Connections::new(concurrency);
-            closed_loop(concurrency, duration, move |client, _| {
+            built_requests(concurrency, duration, move |_, _| {
                 let body = batch(events, &next_id);
                 let ts = chrono::Utc::now().timestamp_millis();
                 let signature = sign_v3(CLIENT_SECRET, "POST", &url, &body, ts);
-                let request = RawRequest::new(
+                RawRequest::new(
                     "POST",
                     &url,
                     &[
@@ -104,14 +103,7 @@ pub async fn run(
                         (HEADER_REQUEST_TIMESTAMP, &ts.to_string()),
                     ],
                     &body,
-                );
-                let connections = connections.clone();
-                async move {
-                    match request {
-                        Some(request) => connections.send(client, &request).await,
-                        None => false,
-                    }
-                }
+                )
             })
             .await
         };
