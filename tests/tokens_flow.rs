@@ -699,9 +699,15 @@ async fn long_histories_load_from_snapshots_that_match_a_full_replay() {
     .await
     .expect("a snapshot after 46 events");
     assert_eq!(events, 46);
+    let every = hubkeeper_core::commands::SNAPSHOT_EVERY as i64;
     assert_eq!(
-        snapshot_at, events,
-        "a snapshot in every command's transaction"
+        snapshot_at,
+        events / every * every,
+        "one-event commands snapshot when they reach a multiple of {every}"
+    );
+    assert!(
+        snapshot_at < events,
+        "the load below applies events after the snapshot"
     );
     assert!(
         !payload.to_string().contains(secret),
@@ -854,9 +860,9 @@ fn collect_keys(value: &Value, keys: &mut Vec<String>) {
     }
 }
 
-/// Commands racing on one aggregate: each commit is one statement (snapshot and events
-/// together), and a lost race must write nothing and be retried, so every command's events land
-/// exactly once and the snapshot counts exactly the events before it.
+/// Commands racing on one aggregate: each commit is one statement (the events, with the
+/// snapshot when one is due), and a lost race must write nothing and be retried, so every
+/// command's events land exactly once and the snapshot counts exactly the events before it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_commands_on_one_aggregate_land_exactly_once() {
     use std::sync::Arc;
@@ -916,8 +922,28 @@ async fn racing_commands_on_one_aggregate_land_exactly_once() {
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!(snapshot_at, events, "the snapshot is the last command's");
-    assert_eq!(payload["count"].as_i64(), Some(events), "{payload}");
+    // Commands of up to 3 events: the last snapshot is within SNAPSHOT_EVERY + 2 of the end.
+    let every = hubkeeper_core::commands::SNAPSHOT_EVERY as i64;
+    assert!(
+        events - (every + 2) <= snapshot_at && snapshot_at <= events,
+        "a snapshot at {snapshot_at} of {events} events"
+    );
+    assert_eq!(
+        payload["count"].as_i64(),
+        Some(snapshot_at),
+        "the snapshot counts exactly the events before it: {payload}"
+    );
+    let mut loaded = cqrs_es::EventStore::load_aggregate(
+        &hubkeeper_core::commands::SnapshotStore::<Tally>::new(&pool),
+        "race-1",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        cqrs_es::AggregateContext::aggregate(&mut loaded).count,
+        events as u64,
+        "snapshot plus the events after it"
+    );
 }
 
 /// A snapshot that no longer deserializes (the aggregate's state changed shape) is ignored: the
@@ -1146,4 +1172,24 @@ async fn a_kept_state_never_decides_what_the_stored_state_would_not() {
     let (stored, sequence) = b.apps().load(&id).await.unwrap();
     assert_eq!(sequence, 11);
     assert_eq!(stored, kept.after);
+
+    // Commands on kept states alone, across a snapshot boundary: each is decided on exactly the
+    // state a load gives, whether or not the commit before it wrote a snapshot (no store check
+    // can catch a kept state at the right sequence with the wrong content).
+    for i in 0..hubkeeper_core::commands::SNAPSHOT_EVERY + 2 {
+        let (stored, _) = b.apps().load(&id).await.unwrap();
+        assert!(
+            a.apps().keeps_state_of(&id),
+            "edit {i} starts from a kept state"
+        );
+        let edited = a
+            .apps()
+            .execute_returning(&id, label(&format!("kept {i}")), &meta())
+            .await
+            .unwrap();
+        assert_eq!(
+            edited.before, stored,
+            "edit {i} decided on the stored state"
+        );
+    }
 }

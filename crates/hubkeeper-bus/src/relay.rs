@@ -4,7 +4,9 @@
 //! Guarantees, and how:
 //! - Nothing is skipped: the store is read with the xmin-bounded cursor (see
 //!   `hubkeeper_store::log`), and the cursor is saved only after JetStream acknowledged every
-//!   event up to it.
+//!   event up to it. It is saved at most once per [`RelayConfig::cursor_save_interval`] while
+//!   events keep coming, and once caught up: a durable commit per batch sat in the relay's path
+//!   between two reads. A relay that dies republishes what it sent since its last save.
 //! - Nothing is duplicated inside JetStream's duplicate window: each message carries
 //!   `Nats-Msg-Id = <type>:<id>:<sequence>`, so what a crashed relay published but did not record
 //!   is dropped when its successor republishes it.
@@ -16,6 +18,7 @@
 //!   session or process dies; standbys retry every second.
 
 use std::collections::HashSet;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage};
@@ -45,6 +48,11 @@ pub struct RelayConfig {
     pub error_backoff: Duration,
     /// How often the lag gauges are refreshed.
     pub lag_interval: Duration,
+    /// Shortest time between two cursor saves while events keep coming (a caught-up relay saves
+    /// at its next read after this). What a successor republishes after a crash is at most this
+    /// much plus one batch, and JetStream drops it as duplicates: this must stay well inside the
+    /// events stream's duplicate window.
+    pub cursor_save_interval: Duration,
 }
 
 impl Default for RelayConfig {
@@ -56,6 +64,7 @@ impl Default for RelayConfig {
             standby_poll: Duration::from_secs(1),
             error_backoff: Duration::from_millis(500),
             lag_interval: Duration::from_secs(2),
+            cursor_save_interval: Duration::from_millis(100),
         }
     }
 }
@@ -73,7 +82,7 @@ pub enum RelayError {
 /// What one relay step did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelayOutcome {
-    /// Events were published and the cursor advanced past them.
+    /// Events were published and the cursor advanced past them (saved when due).
     Published { events: usize, duplicates: usize },
     /// Nothing committed after the cursor (or held back by an open transaction).
     Idle,
@@ -83,11 +92,51 @@ pub struct EventRelay {
     pool: PgPool,
     js: jetstream::Context,
     config: RelayConfig,
+    saved: Mutex<SavedCursor>,
+}
+
+/// The relay's cursor as published and as saved.
+#[derive(Default)]
+struct SavedCursor {
+    /// The cursor after the last batch JetStream acknowledged.
+    published: Option<GlobalCursor>,
+    /// The cursor last saved and when (`None` until this process saved one).
+    saved: Option<(GlobalCursor, Instant)>,
 }
 
 impl EventRelay {
     pub fn new(pool: PgPool, js: jetstream::Context, config: RelayConfig) -> Self {
-        Self { pool, js, config }
+        Self {
+            pool,
+            js,
+            config,
+            saved: Mutex::new(SavedCursor::default()),
+        }
+    }
+
+    /// Saves `cursor` unless it is saved already or the last save is more recent than
+    /// [`RelayConfig::cursor_save_interval`] (`force` saves anyway, e.g. on the way out).
+    async fn save_when_due(
+        &self,
+        conn: &mut PgConnection,
+        cursor: GlobalCursor,
+        force: bool,
+    ) -> Result<(), RelayError> {
+        let due = match self.cursors().saved {
+            Some((saved, _)) if saved == cursor => false,
+            Some((_, at)) => force || at.elapsed() >= self.config.cursor_save_interval,
+            None => true,
+        };
+        if due {
+            save_cursor(&mut *conn, &self.config.cursor_name, cursor).await?;
+            self.cursors().saved = Some((cursor, Instant::now()));
+        }
+        Ok(())
+    }
+
+    fn cursors(&self) -> std::sync::MutexGuard<'_, SavedCursor> {
+        // Plain assignments under the lock: a panic elsewhere cannot leave it half-written.
+        self.saved.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs until `shutdown`: stands by until this process leads, relays, and starts over from
@@ -111,11 +160,15 @@ impl EventRelay {
         let started = Instant::now();
         let batch = read_after(&mut *conn, *cursor, self.config.batch_size).await?;
         let Some(last) = batch.last().map(StoredEvent::cursor) else {
+            // Caught up: what was published and not saved yet is saved now, or at the next
+            // read (a NOTIFY or the idle wait) once the interval has passed.
+            self.save_when_due(conn, *cursor, false).await?;
             return Ok(RelayOutcome::Idle);
         };
         let duplicates = self.publish_in_order(&batch).await?;
-        save_cursor(&mut *conn, &self.config.cursor_name, last).await?;
         *cursor = last;
+        self.cursors().published = Some(last);
+        self.save_when_due(conn, last, false).await?;
         metrics::counter!("hk_relay_published_total").increment(batch.len() as u64);
         metrics::counter!("hk_relay_duplicates_total").increment(duplicates as u64);
         metrics::histogram!("hk_relay_batch_seconds").record(started.elapsed().as_secs_f64());
@@ -186,7 +239,14 @@ impl LeaderWork for EventRelay {
             follow_config,
             shutdown,
         )
-        .await
+        .await?;
+        // Shutting down: leave nothing for a successor to republish.
+        let published = self.cursors().published;
+        if let Some(cursor) = published {
+            self.save_when_due(leadership.connection(), cursor, true)
+                .await?;
+        }
+        Ok(())
     }
 }
 

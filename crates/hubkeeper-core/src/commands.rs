@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{
-    EventStoreAggregateContext, EventUpcaster, PersistedEventStore, PersistenceError,
+    EventStoreAggregateContext, EventUpcaster, PersistedEventRepository, PersistedEventStore,
+    PersistenceError, SerializedEvent,
 };
 use cqrs_es::{
     Aggregate, AggregateContext, AggregateError, CqrsFramework, EventEnvelope, EventStore,
@@ -39,30 +40,36 @@ use crate::event_repository::EventRepository;
 /// How often a command is re-run after losing a race on its aggregate.
 const CONFLICT_RETRIES: usize = 8;
 
-/// Events between aggregate snapshots when an aggregate is snapshotted: 1, a snapshot in every
-/// command's transaction.
+/// Events between aggregate snapshots: a command writes its aggregate's snapshot when its events
+/// cross a multiple of this many (or when the aggregate has no usable snapshot yet), so a load
+/// reads one snapshot and fewer than this many later events plus those of the command that will
+/// write the next one.
 ///
-/// Why not every N events: cqrs-es 0.5 folds only the events up to the N boundary into the
-/// snapshot but postgres-es records the sequence of the command's last event, so a command whose
-/// events straddle the boundary would leave its tail out of the state for good. With 1 every
-/// event of a command is folded (see [`SnapshotStore`] for the other half of the fix), and a load
-/// is one snapshot plus the (normally no) events after it.
-pub const SNAPSHOT_EVERY: usize = 1;
+/// Why not every command: the snapshot write was the largest statement of a command (an
+/// `UPDATE` of the whole state, as JSON, on a row every command on that aggregate rewrote),
+/// while with the states the bus keeps ([`HotStates`]) hot aggregates are rarely loaded at all.
+/// Why not cqrs-es's own every-N policy: cqrs-es 0.5 folds only the events up to the boundary
+/// into the snapshot but postgres-es records the sequence of the command's last event, so a
+/// command straddling the boundary would leave its tail out of the state for good. Here the
+/// snapshot is the state the command left, with all its events ([`SnapshotStore::write`]).
+pub const SNAPSHOT_EVERY: usize = 8;
 
 /// Whether an aggregate's state is kept in the `snapshots` table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Snapshots {
-    /// A snapshot written in every command's transaction; a load reads it plus any later events.
-    EveryCommand,
+    /// A snapshot written in the transaction of every command that crosses a multiple of
+    /// [`SNAPSHOT_EVERY`] events (and of the first command on an aggregate without one); a load
+    /// reads it plus the events after it.
+    Periodic,
     /// No snapshots; a load replays the whole history.
     Never,
 }
 
 /// An aggregate the bus runs commands for, with its snapshot policy.
 pub trait BusAggregate: Aggregate<Services = DomainServices, Command: Clone> + Clone {
-    /// Whether loads start from a snapshot. A snapshot costs one more row write per command and
-    /// saves replaying the history on every load, so it pays for aggregates whose history grows
-    /// without bound and that are loaded on hot paths.
+    /// Whether loads start from a snapshot. A snapshot costs a row write every
+    /// [`SNAPSHOT_EVERY`] events and saves replaying the history on every load, so it pays for
+    /// aggregates whose history grows without bound and that are loaded on hot paths.
     const SNAPSHOTS: Snapshots;
 }
 
@@ -70,18 +77,18 @@ pub trait BusAggregate: Aggregate<Services = DomainServices, Command: Clone> + C
 /// history grows by a refresh every half hour for as long as the tenant stays: without a
 /// snapshot, `hubkeeper bench commands` spent most of its CPU deserializing old events.
 impl BusAggregate for Installation {
-    const SNAPSHOTS: Snapshots = Snapshots::EveryCommand;
+    const SNAPSHOTS: Snapshots = Snapshots::Periodic;
 }
 
 /// Loaded for its credentials by every refresh that misses the credentials cache and by every
 /// app command; its history grows with every edit of the app, which operators and scripts may
 /// repeat without bound (labels, scopes, rotated secrets).
 impl BusAggregate for App {
-    const SNAPSHOTS: Snapshots = Snapshots::EveryCommand;
+    const SNAPSHOTS: Snapshots = Snapshots::Periodic;
 }
 
 /// Changed only by operators (create, a few edits and status changes): the history stays a
-/// handful of events, cheaper to replay than a snapshot write per command.
+/// handful of events, cheaper to replay than to snapshot.
 impl BusAggregate for Plan {
     const SNAPSHOTS: Snapshots = Snapshots::Never;
 }
@@ -102,7 +109,7 @@ impl BusAggregate for Settings {
 /// Loaded by the notifier for every event that may interest an app, and by every endpoint
 /// command; its history grows with every edit, rotation and re-send.
 impl BusAggregate for AppEndpoints {
-    const SNAPSHOTS: Snapshots = Snapshots::EveryCommand;
+    const SNAPSHOTS: Snapshots = Snapshots::Periodic;
 }
 
 /// A key's history grows with its creation, its dashboard log-ins and log-outs (a few per
@@ -135,14 +142,17 @@ type Store<A> = PersistedEventStore<EventRepository, A>;
 /// A command framework over [`SnapshotStore`]: what every aggregate's commands run through.
 pub type Framework<A> = CqrsFramework<A, SnapshotStore<A>>;
 
-/// The cqrs-es event store (snapshotting or not) over [`EventRepository`], with cqrs-es 0.5's
-/// double application fixed, waking the followers of the global order after every commit that wrote events.
+/// The cqrs-es event store (snapshotting or not) over [`EventRepository`], writing snapshots by
+/// its own policy ([`SNAPSHOT_EVERY`]) and waking the followers of the global order after every
+/// commit that wrote events.
 ///
-/// `EventSink::write` applies each new event to the loaded aggregate while the command is
-/// handled, and the snapshot store's `commit` then folds the same events into that same
-/// aggregate again to build the snapshot: every snapshot would hold its last command's events
-/// twice (harmless only while every `apply` is idempotent). This store lets the framework work
-/// on a copy and gives `commit` the state as it was loaded, so each event is folded once.
+/// cqrs-es 0.5's snapshot store has two defects this store avoids: `EventSink::write` applies
+/// each new event to the loaded aggregate while the command is handled, and its `commit` then
+/// folds the same events into that same aggregate again to build the snapshot (every snapshot
+/// would hold its last command's events twice); and with snapshots every N events it folds only
+/// the events up to the boundary while recording the command's last sequence. Here the command
+/// works on a copy of the loaded state, and the snapshot is that copy after the command: each
+/// event folded once, all of them.
 pub struct SnapshotStore<A: Aggregate> {
     inner: Store<A>,
     waker: EventsWaker,
@@ -153,9 +163,9 @@ pub struct SnapshotStore<A: Aggregate> {
 }
 
 impl<A: Aggregate> SnapshotStore<A> {
-    /// A store that snapshots in every command's transaction.
+    /// A store that snapshots periodically ([`Snapshots::Periodic`]).
     pub fn new(pool: &PgPool) -> Self {
-        Self::with_policy(pool, Snapshots::EveryCommand)
+        Self::with_policy(pool, Snapshots::Periodic)
     }
 
     /// A store following `policy`.
@@ -167,8 +177,10 @@ impl<A: Aggregate> SnapshotStore<A> {
     /// store of a process, so their wake-ups fold into one another).
     pub fn with_waker(pool: &PgPool, policy: Snapshots, waker: EventsWaker) -> Self {
         let repository = EventRepository::new(pool);
+        // Only loads go through cqrs-es's store: commits are `write`'s. Its snapshot size is
+        // then unused, but makes its loads start from the snapshot.
         let inner = match policy {
-            Snapshots::EveryCommand => {
+            Snapshots::Periodic => {
                 PersistedEventStore::new_snapshot_store(repository, SNAPSHOT_EVERY)
             }
             Snapshots::Never => PersistedEventStore::new_event_store(repository),
@@ -249,7 +261,7 @@ impl<A: Aggregate + Clone> EventStore<A> for SnapshotStore<A> {
         aggregate_id: &str,
     ) -> Result<SnapshotContext<A>, AggregateError<A::Error>> {
         let snapshotted = match self.policy {
-            Snapshots::EveryCommand => self.load_snapshotted(aggregate_id).await?,
+            Snapshots::Periodic => self.load_snapshotted(aggregate_id).await?,
             Snapshots::Never => None,
         };
         let loaded = match snapshotted {
@@ -268,13 +280,78 @@ impl<A: Aggregate + Clone> EventStore<A> for SnapshotStore<A> {
         context: SnapshotContext<A>,
         metadata: HashMap<String, String>,
     ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
+        Ok(self.write(events, context, metadata).await?.events)
+    }
+}
+
+/// What a commit wrote.
+pub struct Written<A: Aggregate> {
+    pub events: Vec<EventEnvelope<A>>,
+    /// The version of the snapshot the commit wrote, if it wrote one.
+    pub snapshot: Option<usize>,
+}
+
+impl<A: Aggregate> SnapshotStore<A> {
+    /// Whether a commit taking an aggregate from sequence `from` to `to` writes its snapshot:
+    /// when the aggregate has no usable one (`current_snapshot` is `None`: never written, or
+    /// no longer deserializing, which this replaces) or the events cross a multiple of
+    /// [`SNAPSHOT_EVERY`].
+    fn snapshots_at(&self, current_snapshot: Option<usize>, from: usize, to: usize) -> bool {
+        match self.policy {
+            Snapshots::Never => false,
+            Snapshots::Periodic => {
+                current_snapshot.is_none() || from / SNAPSHOT_EVERY != to / SNAPSHOT_EVERY
+            }
+        }
+    }
+
+    /// Commits a command's `events` (and, by the policy, the snapshot of the state they left,
+    /// `context.working`) in one statement, then wakes the followers. A lost race writes nothing
+    /// and is an `AggregateConflict`.
+    pub async fn write(
+        &self,
+        events: Vec<A::Event>,
+        context: SnapshotContext<A>,
+        metadata: HashMap<String, String>,
+    ) -> Result<Written<A>, AggregateError<A::Error>> {
         if events.is_empty() {
             // Nothing to write: no transaction, no snapshot (the state did not change).
-            return Ok(Vec::new());
+            return Ok(Written {
+                events: Vec::new(),
+                snapshot: None,
+            });
         }
-        let committed = self.inner.commit(events, context.loaded, metadata).await?;
+        let SnapshotContext { loaded, working } = context;
+        let from = loaded.current_sequence;
+        let events: Vec<EventEnvelope<A>> = events
+            .into_iter()
+            .zip(from + 1..)
+            .map(|(payload, sequence)| EventEnvelope {
+                aggregate_id: loaded.aggregate_id.clone(),
+                sequence,
+                payload,
+                metadata: metadata.clone(),
+            })
+            .collect();
+        let serialized = events
+            .iter()
+            .map(SerializedEvent::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        let snapshot = self
+            .snapshots_at(loaded.current_snapshot, from, from + events.len())
+            .then(|| loaded.current_snapshot.map_or(1, |v| v + 1));
+        let update = match snapshot {
+            // The state after the command: the sink applied each of its events once.
+            Some(version) => Some((
+                loaded.aggregate_id.clone(),
+                serde_json::to_value(&working)?,
+                version,
+            )),
+            None => None,
+        };
+        self.repository.persist::<A>(&serialized, update).await?;
         self.waker.wake();
-        Ok(committed)
+        Ok(Written { events, snapshot })
     }
 }
 
@@ -474,14 +551,16 @@ impl<A: BusAggregate> AggregateBus<A> {
         }
         let snapshot = context.loaded.current_snapshot;
         let aggregate_id = context.loaded.aggregate_id.clone();
-        self.store.commit(events, context, metadata).await?;
-        if self.store.policy == Snapshots::EveryCommand {
-            // What the next load would find: the snapshot this commit wrote (its version one
-            // more than the loaded one's), or the state as loaded when nothing was written.
-            let (state, snapshot) = if wrote {
-                (as_loaded(&after), Some(snapshot.map_or(1, |v| v + 1)))
-            } else {
-                (Some(before.clone()), snapshot)
+        let written = self.store.write(events, context, metadata).await?;
+        if self.store.policy == Snapshots::Periodic {
+            // What the next load would find. With a snapshot written: that snapshot, i.e. the
+            // state through its JSON form. Without: the state loaded (or kept, itself what a
+            // load finds) with the command's events applied, which is `after` as it is; or the
+            // state as loaded when nothing was written.
+            let (state, snapshot) = match written.snapshot {
+                Some(version) => (as_loaded(&after), Some(version)),
+                None if wrote => (Some(after.clone()), snapshot),
+                None => (Some(before.clone()), snapshot),
             };
             if let Some(aggregate) = state {
                 self.hot.keep(EventStoreAggregateContext {

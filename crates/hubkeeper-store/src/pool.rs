@@ -3,7 +3,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::PgPool;
+use sqlx::{Connection, PgPool};
 
 /// The schema, embedded at compile time so every role of the single binary carries it.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
@@ -48,8 +48,26 @@ pub fn connect(url: &SecretString, config: &PoolConfig) -> Result<PgPool, StoreE
     Ok(PgPoolOptions::new()
         .max_connections(config.max_connections)
         .acquire_timeout(config.acquire_timeout)
+        // sqlx pings every pooled connection before handing it out: a round trip to Postgres
+        // before each statement, as many as the statements themselves on the command path.
+        // Only a connection that sat idle long enough to have been dropped unseen (a restarted
+        // or failed-over server, a firewall's idle timeout) is checked; one that answered a
+        // moment ago is not. A connection that died since answers its next statement with an
+        // error, which every caller already handles as a database outage.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= CHECK_IDLE_AFTER {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_lazy_with(options))
 }
+
+/// How long a pooled connection may sit idle before it is checked with a round trip again.
+pub const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     MIGRATOR.run(pool).await?;

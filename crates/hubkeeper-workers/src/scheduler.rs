@@ -5,13 +5,18 @@
 //! [`RefreshCommand`] for each into the `HK_REFRESH` work queue. The message id names the token
 //! generation, so ticks that see the same installation again before its refresh lands enqueue
 //! nothing new; the refresher re-checks the token itself, so a stale read model costs at most a
-//! no-op message.
+//! no-op message. A command this process enqueued within half the stream's duplicate window is
+//! not even sent again (JetStream would drop it): while a backlog of due installations is worked
+//! off, every tick would otherwise re-publish all of them.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
 use hubkeeper_bus::registry::SCHEDULER_LOCK;
+use hubkeeper_bus::REFRESH_STREAM;
 use hubkeeper_bus::{run_as_leader, LeaderRole, LeaderWork, Leadership};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -49,6 +54,8 @@ impl Default for SchedulerConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TickOutcome {
     pub enqueued: usize,
+    /// Commands JetStream already held (dropped as duplicates), or that this process enqueued
+    /// so recently that JetStream would have dropped them (not sent again).
     pub already_queued: usize,
 }
 
@@ -56,6 +63,8 @@ pub struct RefreshScheduler {
     pool: PgPool,
     js: jetstream::Context,
     config: SchedulerConfig,
+    /// When this process last had each command's message id acknowledged.
+    enqueued: Mutex<HashMap<String, Instant>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +79,27 @@ pub enum SchedulerError {
 
 impl RefreshScheduler {
     pub fn new(pool: PgPool, js: jetstream::Context, config: SchedulerConfig) -> Self {
-        Self { pool, js, config }
+        Self {
+            pool,
+            js,
+            config,
+            enqueued: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How long after an acknowledged publish the same message id is certain to be dropped as a
+    /// duplicate, with a margin: half the refresh stream's duplicate window, read from the
+    /// stream itself on every tick (so a changed window is followed). `None` when the stream
+    /// cannot be asked: then everything due is published, as JetStream decides anyway.
+    async fn surely_duplicate_within(&self) -> Option<Duration> {
+        let mut stream = self.js.get_stream(REFRESH_STREAM).await.ok()?;
+        let window = stream.info().await.ok()?.config.duplicate_window;
+        Some(window / 2)
+    }
+
+    fn recently_enqueued(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        // Entries are whole inserts and removals: a panic elsewhere leaves nothing half-written.
+        self.enqueued.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs until `shutdown`: stands by until this process leads, then ticks.
@@ -109,6 +138,16 @@ impl RefreshScheduler {
         .fetch_all(&self.pool)
         .await?;
 
+        let skip_within = self.surely_duplicate_within().await;
+        let mut outcome = TickOutcome::default();
+        let recent: HashMap<String, Instant> = {
+            let mut recent = self.recently_enqueued();
+            match skip_within {
+                Some(within) => recent.retain(|_, at| at.elapsed() < within),
+                None => recent.clear(),
+            }
+            recent.clone()
+        };
         let mut acks = Vec::with_capacity(due.len());
         for (installation_id, generation, idle, app_sequence) in due {
             let command = RefreshCommand {
@@ -122,6 +161,11 @@ impl RefreshScheduler {
                 },
                 app_sequence,
             };
+            let message_id = command.message_id();
+            if recent.contains_key(&message_id) {
+                outcome.already_queued += 1;
+                continue;
+            }
             let body =
                 serde_json::to_vec(&command).map_err(|e| SchedulerError::Publish(e.to_string()))?;
             let ack = self
@@ -130,14 +174,13 @@ impl RefreshScheduler {
                     command.subject(),
                     PublishMessage::build()
                         .payload(Bytes::from(body))
-                        .message_id(command.message_id()),
+                        .message_id(message_id.as_str()),
                 )
                 .await
                 .map_err(|e| SchedulerError::Publish(e.to_string()))?;
-            acks.push(ack);
+            acks.push((message_id, ack));
         }
-        let mut outcome = TickOutcome::default();
-        for ack in acks {
+        for (message_id, ack) in acks {
             let ack = ack
                 .await
                 .map_err(|e| SchedulerError::Publish(e.to_string()))?;
@@ -145,6 +188,10 @@ impl RefreshScheduler {
                 outcome.already_queued += 1;
             } else {
                 outcome.enqueued += 1;
+            }
+            if skip_within.is_some() {
+                // Only what JetStream acknowledged: a failed publish is tried again next tick.
+                self.recently_enqueued().insert(message_id, Instant::now());
             }
         }
         metrics::counter!("hk_scheduler_enqueued_total").increment(outcome.enqueued as u64);
