@@ -506,6 +506,41 @@ impl LostLock {
     }
 }
 
+/// A refresh behind another process's refresh lock waits at most the configured lock timeout
+/// (enforced by Postgres's `lock_timeout` on the lock statement) and answers 503 `busy`, while the
+/// holder's refresh goes on and lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refresh_behind_another_process_lock_waits_at_most_the_lock_timeout() {
+    let mut h = Harness::start(SimConfig::default()).await;
+    let a = h.spawn_api("api-a", &[]).await;
+    let b = h
+        .spawn_api("api-b", &[("HK_REFRESH_LOCK_TIMEOUT_SECS", "1")])
+        .await;
+    h.register_account(40_000_002).await;
+    let secret = "secret-busy-0123456789";
+    let app = h.register_app(a, secret, secret).await;
+    let id = h.install(a, &app, 40_000_002).await;
+
+    // A holds the installation's lock while HubSpot takes 8 s to answer its refresh.
+    let slow = delay_next_token_call(&h, 8_000).await;
+    let holder = refresh_in_background(&h, a, &id, "refresh-holding-the-lock");
+    refresh_lock_holder(&h).await;
+    fault_fired(&h, slow).await;
+
+    let (status, body) = refresh_in_background(&h, b, &id, "refresh-behind-the-lock")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "busy", "{body}");
+    assert!(
+        !holder.is_finished(),
+        "B gave up after its lock timeout, while A still held the lock"
+    );
+    let (status, body) = holder.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["refreshed"], true, "{body}");
+}
+
 /// A refresh whose lock session is killed while HubSpot answers records nothing: the process
 /// that took the lock over records its own refresh.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
