@@ -92,16 +92,8 @@ pub struct EventRelay {
     pool: PgPool,
     js: jetstream::Context,
     config: RelayConfig,
-    saved: Mutex<SavedCursor>,
-}
-
-/// The relay's cursor as published and as saved.
-#[derive(Default)]
-struct SavedCursor {
-    /// The cursor after the last batch JetStream acknowledged.
-    published: Option<GlobalCursor>,
     /// The cursor last saved and when (`None` until this process saved one).
-    saved: Option<(GlobalCursor, Instant)>,
+    saved: Mutex<Option<(GlobalCursor, Instant)>>,
 }
 
 impl EventRelay {
@@ -110,7 +102,7 @@ impl EventRelay {
             pool,
             js,
             config,
-            saved: Mutex::new(SavedCursor::default()),
+            saved: Mutex::new(None),
         }
     }
 
@@ -122,19 +114,19 @@ impl EventRelay {
         cursor: GlobalCursor,
         force: bool,
     ) -> Result<(), RelayError> {
-        let due = match self.cursors().saved {
+        let due = match *self.last_saved() {
             Some((saved, _)) if saved == cursor => false,
             Some((_, at)) => force || at.elapsed() >= self.config.cursor_save_interval,
             None => true,
         };
         if due {
             save_cursor(&mut *conn, &self.config.cursor_name, cursor).await?;
-            self.cursors().saved = Some((cursor, Instant::now()));
+            *self.last_saved() = Some((cursor, Instant::now()));
         }
         Ok(())
     }
 
-    fn cursors(&self) -> std::sync::MutexGuard<'_, SavedCursor> {
+    fn last_saved(&self) -> std::sync::MutexGuard<'_, Option<(GlobalCursor, Instant)>> {
         // Plain assignments under the lock: a panic elsewhere cannot leave it half-written.
         self.saved.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -167,7 +159,6 @@ impl EventRelay {
         };
         let duplicates = self.publish_in_order(&batch).await?;
         *cursor = last;
-        self.cursors().published = Some(last);
         self.save_when_due(conn, last, false).await?;
         metrics::counter!("hk_relay_published_total").increment(batch.len() as u64);
         metrics::counter!("hk_relay_duplicates_total").increment(duplicates as u64);
@@ -239,14 +230,7 @@ impl LeaderWork for EventRelay {
             follow_config,
             shutdown,
         )
-        .await?;
-        // Shutting down: leave nothing for a successor to republish.
-        let published = self.cursors().published;
-        if let Some(cursor) = published {
-            self.save_when_due(leadership.connection(), cursor, true)
-                .await?;
-        }
-        Ok(())
+        .await
     }
 }
 
@@ -262,6 +246,15 @@ impl Follower for EventRelay {
             RelayOutcome::Idle => Step::CaughtUp,
             RelayOutcome::Published { .. } => Step::Progressed,
         })
+    }
+
+    /// Shutting down: leave nothing for a successor to republish.
+    async fn stopped(
+        &self,
+        conn: &mut PgConnection,
+        cursor: GlobalCursor,
+    ) -> Result<(), RelayError> {
+        self.save_when_due(conn, cursor, true).await
     }
 }
 

@@ -52,6 +52,16 @@ pub trait Follower: Send + Sync {
     ) -> impl Future<Output = Result<(), Self::Error>> + Send {
         async { Ok(()) }
     }
+
+    /// Called once when the loop ends on `shutdown`, with the cursor it reached (a reader that
+    /// saves its cursor lazily saves it here).
+    fn stopped(
+        &self,
+        _conn: &mut PgConnection,
+        _cursor: GlobalCursor,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// Follows the global order from the cursor `cursor_name` on `conn` until `shutdown`. Every read
@@ -86,5 +96,5 @@ pub async fn follow<F: Follower>(
             }
         }
     }
-    Ok(())
+    follower.stopped(&mut *conn, cursor).await
 }

@@ -92,9 +92,9 @@ impl RefreshScheduler {
     /// stream itself on every tick (so a changed window is followed). `None` when the stream
     /// cannot be asked: then everything due is published, as JetStream decides anyway.
     async fn surely_duplicate_within(&self) -> Option<Duration> {
-        let mut stream = self.js.get_stream(REFRESH_STREAM).await.ok()?;
-        let window = stream.info().await.ok()?.config.duplicate_window;
-        Some(window / 2)
+        // `get_stream` reads the stream's info already: one request.
+        let stream = self.js.get_stream(REFRESH_STREAM).await.ok()?;
+        Some(stream.cached_info().config.duplicate_window / 2)
     }
 
     fn recently_enqueued(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
@@ -140,14 +140,12 @@ impl RefreshScheduler {
 
         let skip_within = self.surely_duplicate_within().await;
         let mut outcome = TickOutcome::default();
-        let recent: HashMap<String, Instant> = {
-            let mut recent = self.recently_enqueued();
-            match skip_within {
-                Some(within) => recent.retain(|_, at| at.elapsed() < within),
-                None => recent.clear(),
-            }
-            recent.clone()
-        };
+        match skip_within {
+            Some(within) => self
+                .recently_enqueued()
+                .retain(|_, at| at.elapsed() < within),
+            None => self.recently_enqueued().clear(),
+        }
         let mut acks = Vec::with_capacity(due.len());
         for (installation_id, generation, idle, app_sequence) in due {
             let command = RefreshCommand {
@@ -162,7 +160,7 @@ impl RefreshScheduler {
                 app_sequence,
             };
             let message_id = command.message_id();
-            if recent.contains_key(&message_id) {
+            if self.recently_enqueued().contains_key(&message_id) {
                 outcome.already_queued += 1;
                 continue;
             }
