@@ -37,9 +37,36 @@ pub struct StoreArgs {
     #[arg(long, env = "DATABASE_URL", value_parser = secret, hide_env_values = true)]
     pub database_url: Option<SecretString>,
 
-    /// Maximum Postgres connections per process.
-    #[arg(long, env = "HK_DB_MAX_CONNECTIONS", default_value_t = 16)]
-    pub db_max_connections: u32,
+    /// Maximum Postgres connections per process [default: 16 in a process that runs the
+    /// refresher, otherwise 2 per CPU core, at least 4].
+    #[arg(long, env = "HK_DB_MAX_CONNECTIONS")]
+    pub db_max_connections: Option<u32>,
+}
+
+impl StoreArgs {
+    /// The pool size of a process that runs the refresher or not: `HK_DB_MAX_CONNECTIONS` when
+    /// set, else [`default_db_max_connections`].
+    pub fn max_connections(&self, runs_refresher: bool) -> u32 {
+        self.db_max_connections
+            .unwrap_or_else(|| default_db_max_connections(runs_refresher))
+    }
+}
+
+/// Postgres does its best work with a few busy connections per core: beyond that, statements
+/// only queue for CPU inside it, and a backend preempted while it holds a WAL lock stalls every
+/// commit behind it. On the 2-core machine of docs/performance.md, with everything co-located,
+/// an API with 16 connections gave relay and projector lag tails 2 to 3 times those of 4, at
+/// about the same commands per second. So: 2 per CPU core, at least 4. A refresher is the
+/// exception: each refresh in flight holds a session for its lock while HubSpot answers, so a
+/// process that runs one keeps 16 (a third of them in flight, see `refresher_config`).
+pub fn default_db_max_connections(runs_refresher: bool) -> u32 {
+    if runs_refresher {
+        return 16;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    u32::try_from(cores.saturating_mul(2))
+        .unwrap_or(u32::MAX)
+        .max(4)
 }
 
 /// JetStream: the event stream, the work queues, the control channel.
@@ -1010,15 +1037,30 @@ mod tests {
         let config = StoreSettings {
             store: StoreArgs {
                 database_url: None,
-                db_max_connections: 3,
+                db_max_connections: Some(3),
             },
         }
         .into_config()
         .unwrap();
-        assert_eq!(config.store.db_max_connections, 3);
+        assert_eq!(config.store.max_connections(true), 3);
+        assert_eq!(config.store.max_connections(false), 3);
         // Areas not on the command line come from the environment and the defaults; the test
         // environment sets none of these.
         assert_eq!(config.schedule.scheduler_tick, Duration::from_secs(5));
         assert_eq!(config.refresher.refresher_backoff.0.len(), 5);
+    }
+
+    #[test]
+    fn the_default_pool_follows_the_cores_unless_the_process_refreshes() {
+        let unset = StoreArgs {
+            database_url: None,
+            db_max_connections: None,
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let expected = u32::try_from(cores * 2).unwrap().max(4);
+        assert_eq!(unset.max_connections(false), expected);
+        assert!(unset.max_connections(false) >= 4);
+        // Each refresh in flight holds a session: the refresher's processes keep 16.
+        assert_eq!(unset.max_connections(true), 16);
     }
 }

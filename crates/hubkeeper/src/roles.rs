@@ -130,14 +130,19 @@ pub fn connect_store(config: &Config) -> anyhow::Result<PgPool> {
     let url = config.store.database_url.as_ref().ok_or_else(|| {
         anyhow!("DATABASE_URL is not set (only `hubkeeper up` starts a local Postgres)")
     })?;
-    pool_for(config, url, "hubkeeper")
+    pool_for(config, url, "hubkeeper", false)
 }
 
-fn pool_for(config: &Config, url: &SecretString, name: &str) -> anyhow::Result<PgPool> {
+fn pool_for(
+    config: &Config,
+    url: &SecretString,
+    name: &str,
+    runs_refresher: bool,
+) -> anyhow::Result<PgPool> {
     Ok(hubkeeper_store::connect(
         url,
         &PoolConfig {
-            max_connections: config.store.db_max_connections,
+            max_connections: config.store.max_connections(runs_refresher),
             application_name: name.into(),
             ..PoolConfig::default()
         },
@@ -157,8 +162,11 @@ pub async fn run_standalone(config: &Config, roles: RoleSet) -> anyhow::Result<(
     run_roles(config, roles, &database_url, &nats_url, shutdown).await
 }
 
-/// Refresher settings from the configuration.
-fn refresher_config(config: &Config) -> hubkeeper_workers::refresher::RefresherConfig {
+/// Refresher settings from the configuration, for a process with `pool_size` connections.
+fn refresher_config(
+    config: &Config,
+    pool_size: u32,
+) -> hubkeeper_workers::refresher::RefresherConfig {
     hubkeeper_workers::refresher::RefresherConfig {
         lead_time: config.tokens.refresh_lead,
         max_deliver: config.refresher.refresher_max_deliver,
@@ -169,7 +177,7 @@ fn refresher_config(config: &Config) -> hubkeeper_workers::refresher::RefresherC
         concurrency: config
             .refresher
             .refresher_concurrency
-            .min((config.store.db_max_connections as usize / 3).max(1)),
+            .min((pool_size as usize / 3).max(1)),
     }
 }
 
@@ -183,7 +191,12 @@ pub async fn run_roles(
 ) -> anyhow::Result<()> {
     let label = roles.label();
     let metrics = hubkeeper_telemetry::metrics_handle()?;
-    let pool = pool_for(config, database_url, &format!("hubkeeper-{label}"))?;
+    let pool = pool_for(
+        config,
+        database_url,
+        &format!("hubkeeper-{label}"),
+        roles.refresher,
+    )?;
     wait_for("postgres migrations", &shutdown, || async {
         hubkeeper_store::migrate(&pool).await
     })
@@ -335,7 +348,7 @@ pub async fn run_roles(
             std::sync::Arc::new(crate::refresh_executor::TokenServiceRefresher(
                 services.tokens.clone(),
             )),
-            refresher_config(config),
+            refresher_config(config, pool.options().get_max_connections()),
         );
         let token = shutdown.clone();
         tasks.spawn(async move {
@@ -379,7 +392,11 @@ pub async fn run_roles(
                 "the notifier needs HK_MASTER_KEYS to open the endpoints' signing secrets"
             );
         };
-        let notifier = crate::services::notifications::notifier(config, services)?;
+        let notifier = crate::services::notifications::notifier(
+            config,
+            services,
+            pool.options().get_max_connections(),
+        )?;
         let token = shutdown.clone();
         tasks.spawn(async move {
             notifier.run(token).await;

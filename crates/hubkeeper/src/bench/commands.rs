@@ -38,6 +38,8 @@ pub struct CommandFigures {
     pub raw_inserts: LoadFigures,
     /// Commands per second over raw inserts per second.
     pub ratio_to_raw_insert: f64,
+    /// Postgres connections per process of the stack (`HK_DB_MAX_CONNECTIONS`, or its default).
+    pub db_max_connections: u32,
 }
 
 type Seen = Arc<Mutex<HashMap<(String, i64), DateTime<Utc>>>>;
@@ -213,13 +215,19 @@ pub async fn run(tools: PathBuf, clients: usize, seconds: u64) -> anyhow::Result
         ratio_to_raw_insert: commands.per_second / raw_inserts.per_second.max(f64::MIN_POSITIVE),
         raw_inserts,
         commands,
+        db_max_connections: std::env::var("HK_DB_MAX_CONNECTIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| crate::config::default_db_max_connections(false)),
     };
     eprintln!(
-        "lag at that rate: relay p50 {:.1} ms p99 {:.1} ms; projector p50 {:.1} ms p99 {:.1} ms",
+        "lag at that rate: relay p50 {:.1} ms p99 {:.1} ms; projector p50 {:.1} ms p99 {:.1} ms \
+         ({} Postgres connections per process)",
         figures.relay_lag_p50_ms,
         figures.relay_lag_p99_ms,
         figures.projector_lag_p50_ms,
-        figures.projector_lag_p99_ms
+        figures.projector_lag_p99_ms,
+        figures.db_max_connections
     );
     Ok(figures)
 }

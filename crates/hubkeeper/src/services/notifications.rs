@@ -8,14 +8,14 @@ use hubkeeper_core::notifications::NotifierConfig;
 
 use crate::config::Config;
 
-/// The notifier's settings from the configuration.
-pub fn notifier_config(config: &Config) -> NotifierConfig {
+/// The notifier's settings from the configuration, for a process with `pool_size` connections.
+pub fn notifier_config(config: &Config, pool_size: u32) -> NotifierConfig {
     let settings = &config.notifier;
     NotifierConfig {
         // Each delivery holds a connection only briefly, but not more than the pool has.
         concurrency: settings
             .notifier_concurrency
-            .clamp(1, (config.store.db_max_connections as usize).max(1) * 4),
+            .clamp(1, (pool_size as usize).max(1) * 4),
         fanout_concurrency: settings.notifier_fanout_concurrency.max(1),
         ack_wait: settings.notifier_ack_wait,
         timeout: settings.notifier_timeout.max(Duration::from_millis(100)),
@@ -25,7 +25,14 @@ pub fn notifier_config(config: &Config) -> NotifierConfig {
     }
 }
 
-/// The notifier, on the token services' store and vault.
-pub fn notifier(config: &Config, services: &TokenServices) -> anyhow::Result<Notifier> {
-    Ok(services.notifications.notifier(notifier_config(config))?)
+/// The notifier, on the token services' store and vault, for a process with `pool_size`
+/// connections.
+pub fn notifier(
+    config: &Config,
+    services: &TokenServices,
+    pool_size: u32,
+) -> anyhow::Result<Notifier> {
+    Ok(services
+        .notifications
+        .notifier(notifier_config(config, pool_size))?)
 }
