@@ -37,12 +37,40 @@ pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) ->
     move |source| EmbeddedError::Io { path, source }
 }
 
-/// Asks the kernel for a free loopback port. The port is released before the server binds it,
-/// which is racy in theory; the servers fail loudly on a clash and callers retry.
+/// A free loopback port for a server about to be started. The port is released before the
+/// server binds it, so it is chosen where nothing else is handed out meanwhile: at random below
+/// the kernel's ephemeral range (`net.ipv4.ip_local_port_range`). A port from `bind(0)` comes
+/// from that range, and once released the kernel may give it to any of the outgoing connections
+/// a busy machine opens before the server binds it (a test run saw a worker fail with "Address
+/// already in use" that way). Each candidate is checked bindable; after 64 taken ones, or when
+/// the range leaves no room below it, the kernel's choice.
 pub fn free_port() -> Result<u16, EmbeddedError> {
+    use std::hash::{BuildHasher, Hasher};
+    let below = ephemeral_range_start().saturating_sub(1);
+    let low: u16 = 10_000;
+    if below > low {
+        let span = u64::from(below - low);
+        let random = std::collections::hash_map::RandomState::new();
+        for attempt in 0..64u64 {
+            let mut hasher = random.build_hasher();
+            hasher.write_u64(attempt);
+            let port = low + u16::try_from(hasher.finish() % span).unwrap_or(0);
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io_err("127.0.0.1:0"))?;
     let port = listener.local_addr().map_err(io_err("127.0.0.1:0"))?.port();
     Ok(port)
+}
+
+/// The first port of the kernel's ephemeral range (Linux's default 32768 where it cannot be read).
+fn ephemeral_range_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// True when something accepts TCP connections on the loopback port.
@@ -50,4 +78,22 @@ pub(crate) async fn port_open(port: u16) -> bool {
     tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_bindable_and_below_the_ephemeral_range() {
+        let start = ephemeral_range_start();
+        for _ in 0..20 {
+            let port = free_port().expect("a free port");
+            assert!(
+                port >= 10_000 && port < start,
+                "{port} vs range from {start}"
+            );
+            std::net::TcpListener::bind(("127.0.0.1", port)).expect("the port is free");
+        }
+    }
 }

@@ -13,13 +13,16 @@ use hubkeeper_hubspot::signature::{sign_v3, HEADER_REQUEST_TIMESTAMP, HEADER_SIG
 use hubkeeper_sim::SimConfig;
 use serde::Serialize;
 
-use super::load::{built_requests, closed_loop, LoadFigures, RawRequest};
+use super::load::{built_requests, closed_loop, random_gets, Get, LoadFigures, RawRequest};
 use super::stack::{Stack, CLIENT_SECRET, HUB_BASE};
 use super::{Goal, Goals};
 
 #[derive(Debug, Serialize)]
 pub struct WebhookFigures {
     pub seconds_per_run: u64,
+    /// `GET /healthz` of the same API process by the same clients: the HTTP stack alone (every
+    /// middleware, no body, no verification, no publish) on these cores, above any intake rate.
+    pub http_floor: LoadFigures,
     pub runs: Vec<WebhookRun>,
 }
 
@@ -32,6 +35,8 @@ pub struct WebhookRun {
     pub hubkeeper_events_per_second: f64,
     /// Hubkeeper's request rate over the baseline's (goal: at least 0.5).
     pub ratio: f64,
+    /// The HTTP floor's rate over the baseline's: more than any intake could reach here.
+    pub ceiling_ratio: f64,
 }
 
 /// A batch as HubSpot sends it; event ids continue from `next_id`. Written straight as JSON
@@ -83,6 +88,16 @@ pub async fn run(
     })
     .await?;
     let duration = Duration::from_secs(seconds);
+    let http_floor = random_gets(
+        Arc::new(vec![Get {
+            url: format!("{}/healthz", stack.base(api)),
+            authorization: String::new(),
+        }]),
+        concurrency,
+        duration,
+    )
+    .await;
+    eprintln!("{}", http_floor.line("http floor (GET /healthz)"));
     let next_id = Arc::new(AtomicI64::new(1));
     let mut runs = Vec::new();
     for &events in sizes {
@@ -135,12 +150,14 @@ pub async fn run(
             body_bytes: sample.len(),
             hubkeeper_events_per_second: hubkeeper.per_second * events as f64,
             ratio: hubkeeper.per_second / baseline.per_second.max(f64::MIN_POSITIVE),
+            ceiling_ratio: http_floor.per_second / baseline.per_second.max(f64::MIN_POSITIVE),
             hubkeeper,
             baseline,
         });
     }
     Ok(WebhookFigures {
         seconds_per_run: seconds,
+        http_floor,
         runs,
     })
 }
