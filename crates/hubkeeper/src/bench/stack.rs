@@ -16,6 +16,7 @@ use hubkeeper_sim::{
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 
+use super::load::{random_gets, Get, LoadFigures};
 use super::BenchEnv;
 
 pub const CLIENT_ID: &str = "7d3c1b2a-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
@@ -183,6 +184,28 @@ impl Stack {
             self.wait_ready(port, Duration::from_secs(120)).await?;
         }
         Ok(self.processes.len() - 1)
+    }
+
+    /// `GET /healthz` of `process` by `concurrency` clients for `duration`: the HTTP stack alone
+    /// (every middleware, no authentication, no work) on these cores, the ceiling of any request
+    /// the benches compare with a baseline.
+    pub async fn http_floor(
+        &self,
+        process: usize,
+        concurrency: usize,
+        duration: Duration,
+    ) -> LoadFigures {
+        let floor = random_gets(
+            std::sync::Arc::new(vec![Get {
+                url: format!("{}/healthz", self.base(process)),
+                authorization: String::new(),
+            }]),
+            concurrency,
+            duration,
+        )
+        .await;
+        eprintln!("{}", floor.line("http floor (GET /healthz)"));
+        floor
     }
 
     pub fn base(&self, process: usize) -> String {

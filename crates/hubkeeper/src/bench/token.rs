@@ -92,16 +92,7 @@ pub async fn run(
         eprintln!("{}", c.line("token (cached)"));
         let b = hand_outs(&stack, baseline, &key, &ids, concurrency, duration).await;
         eprintln!("{}", b.line("token (postgres+decrypt)"));
-        let floor = random_gets(
-            Arc::new(vec![Get {
-                url: format!("{}/healthz", stack.base(cached)),
-                authorization: String::new(),
-            }]),
-            concurrency,
-            duration,
-        )
-        .await;
-        eprintln!("{}", floor.line("http floor (GET /healthz)"));
+        let floor = stack.http_floor(cached, concurrency, duration).await;
         let speedup = c.per_second / b.per_second.max(f64::MIN_POSITIVE);
         let ceiling_speedup = floor.per_second / b.per_second.max(f64::MIN_POSITIVE);
         out.push(TokenLevel {

@@ -13,7 +13,7 @@ use hubkeeper_hubspot::signature::{sign_v3, HEADER_REQUEST_TIMESTAMP, HEADER_SIG
 use hubkeeper_sim::SimConfig;
 use serde::Serialize;
 
-use super::load::{built_requests, closed_loop, random_gets, Get, LoadFigures, RawRequest};
+use super::load::{built_requests, closed_loop, LoadFigures, RawRequest};
 use super::stack::{Stack, CLIENT_SECRET, HUB_BASE};
 use super::{Goal, Goals};
 
@@ -88,16 +88,7 @@ pub async fn run(
     })
     .await?;
     let duration = Duration::from_secs(seconds);
-    let http_floor = random_gets(
-        Arc::new(vec![Get {
-            url: format!("{}/healthz", stack.base(api)),
-            authorization: String::new(),
-        }]),
-        concurrency,
-        duration,
-    )
-    .await;
-    eprintln!("{}", http_floor.line("http floor (GET /healthz)"));
+    let http_floor = stack.http_floor(api, concurrency, duration).await;
     let next_id = Arc::new(AtomicI64::new(1));
     let mut runs = Vec::new();
     for &events in sizes {
