@@ -38,26 +38,38 @@ pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) ->
 }
 
 /// A free loopback port for a server about to be started. The port is released before the
-/// server binds it, so it is chosen where nothing else is handed out meanwhile: at random below
-/// the kernel's ephemeral range (`net.ipv4.ip_local_port_range`). A port from `bind(0)` comes
-/// from that range, and once released the kernel may give it to any of the outgoing connections
-/// a busy machine opens before the server binds it (a test run saw a worker fail with "Address
-/// already in use" that way). Each candidate is checked bindable; after 64 taken ones, or when
-/// the range leaves no room below it, the kernel's choice.
+/// server binds it, so two kinds of clash remain possible: another process picking the same port
+/// meanwhile (rare: one port among about 27,000), and, for a port in the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`, where `bind(0)` picks), an outgoing connection being given it
+/// as its local port, which a busy machine opening many connections makes more likely. So the
+/// port is chosen at random outside that range, from 10000 up, and checked bindable; after 64
+/// taken ones, the kernel's choice.
 pub fn free_port() -> Result<u16, EmbeddedError> {
     use std::hash::{BuildHasher, Hasher};
-    let below = ephemeral_range_start().saturating_sub(1);
-    let low: u16 = 10_000;
-    if below > low {
-        let span = u64::from(below - low);
-        let random = std::collections::hash_map::RandomState::new();
-        for attempt in 0..64u64 {
-            let mut hasher = random.build_hasher();
-            hasher.write_u64(attempt);
-            let port = low + u16::try_from(hasher.finish() % span).unwrap_or(0);
-            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-                return Ok(port);
+    let (first, last) = ephemeral_range();
+    const LOW: u16 = 10_000;
+    // The candidates, [LOW, first) then (last, 65535], numbered as one span.
+    let above_from = last.max(LOW - 1);
+    let below = u64::from(first.saturating_sub(LOW));
+    let span = below + u64::from(u16::MAX - above_from);
+    let random = std::collections::hash_map::RandomState::new();
+    for attempt in 0..64u64 {
+        if span == 0 {
+            break;
+        }
+        let mut hasher = random.build_hasher();
+        hasher.write_u64(attempt);
+        let n = hasher.finish() % span;
+        let candidate = if n < below {
+            u64::from(LOW) + n
+        } else {
+            u64::from(above_from) + 1 + (n - below)
+        };
+        match u16::try_from(candidate) {
+            Ok(port) if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() => {
+                return Ok(port)
             }
+            _ => {}
         }
     }
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io_err("127.0.0.1:0"))?;
@@ -65,12 +77,15 @@ pub fn free_port() -> Result<u16, EmbeddedError> {
     Ok(port)
 }
 
-/// The first port of the kernel's ephemeral range (Linux's default 32768 where it cannot be read).
-fn ephemeral_range_start() -> u16 {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+/// The kernel's ephemeral port range (Linux's default, 32768-60999, where it cannot be read).
+fn ephemeral_range() -> (u16, u16) {
+    let read = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32_768)
+        .and_then(|range| {
+            let mut ports = range.split_whitespace().map(str::parse::<u16>);
+            Some((ports.next()?.ok()?, ports.next()?.ok()?))
+        });
+    read.unwrap_or((32_768, 60_999))
 }
 
 /// True when something accepts TCP connections on the loopback port.
@@ -85,13 +100,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn free_ports_are_bindable_and_below_the_ephemeral_range() {
-        let start = ephemeral_range_start();
-        for _ in 0..20 {
+    fn free_ports_are_bindable_and_outside_the_ephemeral_range() {
+        let (first, last) = ephemeral_range();
+        for _ in 0..50 {
             let port = free_port().expect("a free port");
             assert!(
-                port >= 10_000 && port < start,
-                "{port} vs range from {start}"
+                port >= 10_000 && (port < first || port > last),
+                "{port} vs the ephemeral range {first}-{last}"
             );
             std::net::TcpListener::bind(("127.0.0.1", port)).expect("the port is free");
         }
