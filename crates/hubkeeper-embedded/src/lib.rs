@@ -38,12 +38,13 @@ pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) ->
 }
 
 /// A free loopback port for a server about to be started. The port is released before the
-/// server binds it, so two kinds of clash remain possible: another process picking the same port
-/// meanwhile (rare: one port among about 27,000), and, for a port in the kernel's ephemeral range
-/// (`net.ipv4.ip_local_port_range`, where `bind(0)` picks), an outgoing connection being given it
-/// as its local port, which a busy machine opening many connections makes more likely. So the
-/// port is chosen at random outside that range, from 10000 up, and checked bindable; after 64
-/// taken ones, the kernel's choice.
+/// server binds it, which leaves two ways for it to be taken meanwhile: for a port in the
+/// kernel's ephemeral range (`net.ipv4.ip_local_port_range`, where `bind(0)` picks), by an
+/// outgoing connection given it as its local port; and by another process picking the same port
+/// for its own server (a parallel test run saw one answer another's readiness check). So the port
+/// is chosen at random outside that range, from 10000 up, checked bindable, and reserved for
+/// [`PORT_RESERVATION`] by a file in the temporary directory that other pickers respect; after 64
+/// misses, the kernel's choice.
 pub fn free_port() -> Result<u16, EmbeddedError> {
     use std::hash::{BuildHasher, Hasher};
     let (first, last) = ephemeral_range();
@@ -66,7 +67,9 @@ pub fn free_port() -> Result<u16, EmbeddedError> {
             u64::from(above_from) + 1 + (n - below)
         };
         match u16::try_from(candidate) {
-            Ok(port) if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() => {
+            Ok(port)
+                if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() && reserve(port) =>
+            {
                 return Ok(port)
             }
             _ => {}
@@ -75,6 +78,42 @@ pub fn free_port() -> Result<u16, EmbeddedError> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io_err("127.0.0.1:0"))?;
     let port = listener.local_addr().map_err(io_err("127.0.0.1:0"))?.port();
     Ok(port)
+}
+
+/// How long a port handed out by [`free_port`] stays reserved: far longer than a server takes
+/// to start and bind it, after which the bind check alone keeps it from being handed out again.
+pub const PORT_RESERVATION: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Reserves `port` for this caller: creates `<temp>/hubkeeper-ports/<port>`, or takes over such a
+/// file older than [`PORT_RESERVATION`] (renamed away first, so that of two takers only one gets
+/// to create it anew). True also when the directory cannot be written: then the bind check is
+/// all there is.
+fn reserve(port: u16) -> bool {
+    let dir = std::env::temp_dir().join("hubkeeper-ports");
+    if std::fs::create_dir_all(&dir).is_err() {
+        return true;
+    }
+    let path = dir.join(port.to_string());
+    let create = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+    };
+    match create() {
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let stale = std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|at| at.elapsed().is_ok_and(|age| age > PORT_RESERVATION));
+            let aside = dir.join(format!("{port}.{}", std::process::id()));
+            stale && std::fs::rename(&path, &aside).is_ok() && {
+                let _ = std::fs::remove_file(&aside);
+                create().is_ok()
+            }
+        }
+        Err(_) => true,
+    }
 }
 
 /// The kernel's ephemeral port range (Linux's default, 32768-60999, where it cannot be read).
@@ -110,5 +149,19 @@ mod tests {
             );
             std::net::TcpListener::bind(("127.0.0.1", port)).expect("the port is free");
         }
+    }
+
+    #[test]
+    fn a_reserved_port_is_not_handed_out_again() {
+        let taken: std::collections::HashSet<u16> = (0..200)
+            .map(|_| free_port().expect("a free port"))
+            .collect();
+        assert_eq!(
+            taken.len(),
+            200,
+            "a port was handed out twice within its reservation"
+        );
+        let port = *taken.iter().next().expect("a port");
+        assert!(!reserve(port), "a fresh reservation is respected");
     }
 }
