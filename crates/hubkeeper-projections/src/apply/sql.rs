@@ -344,6 +344,31 @@ pub(super) async fn write(
     insert_activity(conn, tables, &batch.activity).await
 }
 
+/// Sets "last used" on installation rows this batch created from the hand-outs already counted
+/// for them: the token services' flush updates only rows that exist, and hand-outs can be
+/// flushed before the installation's first event is projected.
+pub(super) async fn seed_last_used(
+    conn: &mut PgConnection,
+    tables: &Tables,
+    created: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    if created.is_empty() || !tables.has(Projection::Installations) {
+        return Ok(());
+    }
+    let ids: Vec<String> = created.iter().map(Uuid::to_string).collect();
+    sqlx::query(&format!(
+        "UPDATE {} r SET last_used_at = GREATEST(r.last_used_at, u.at)
+           FROM (SELECT installation_id::uuid AS id, max(last_handed_out_at) AS at
+                   FROM token_usage WHERE installation_id = ANY($1) GROUP BY installation_id) u
+          WHERE r.installation_id = u.id",
+        tables.installations
+    ))
+    .bind(&ids)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// The rows of `map` with the given ids, in the ids' order.
 pub(super) fn rows_of<'a, T>(
     map: &'a HashMap<Uuid, T>,
