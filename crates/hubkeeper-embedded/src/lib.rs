@@ -54,10 +54,8 @@ pub fn free_port() -> Result<u16, EmbeddedError> {
     let below = u64::from(first.saturating_sub(LOW));
     let span = below + u64::from(u16::MAX - above_from);
     let random = std::collections::hash_map::RandomState::new();
-    for attempt in 0..64u64 {
-        if span == 0 {
-            break;
-        }
+    let attempts = if span == 0 { 0 } else { 64u64 };
+    for attempt in 0..attempts {
         let mut hasher = random.build_hasher();
         hasher.write_u64(attempt);
         let n = hasher.finish() % span;

@@ -406,6 +406,9 @@ pub(super) struct Changes {
     /// Sets, not lists: a replay's state marks the same rows across many batches. Ordered, so
     /// rows are written in id order whatever order the events touched them in.
     pub(super) dirty_installations: BTreeSet<Uuid>,
+    /// Installation rows created by the events (not loaded): their last-used time comes from
+    /// the hand-outs counted before (`sql::seed_last_used`).
+    pub(super) created_installations: Vec<Uuid>,
     pub(super) apps: HashMap<Uuid, AppRow>,
     pub(super) dirty_apps: BTreeSet<Uuid>,
     pub(super) open_periods: HashMap<Uuid, OpenPeriod>,
@@ -467,6 +470,7 @@ impl Changes {
         self.new_subjects.clear();
         self.activity.clear();
         self.webhooks.clear();
+        self.created_installations.clear();
     }
 
     fn change_status(
@@ -605,6 +609,7 @@ fn apply_installation_event(
                         let (app, status, at) =
                             (row.app_id, row.status.clone(), row.status_changed_at);
                         batch.installations.insert(id, row);
+                        batch.created_installations.push(id);
                         batch.mark_installation(id);
                         batch.change_status(id, app, event.sequence, status, at);
                         report = ApplyReport {

@@ -162,15 +162,8 @@ pub async fn apply_decoded(
     decoded: &[DomainEvent],
 ) -> Result<Vec<ApplyReport>, sqlx::Error> {
     let mut changes = sql::load(&mut *conn, tables, events, decoded).await?;
-    let stored: HashSet<Uuid> = changes.installations.keys().copied().collect();
     let reports = changes.apply_all(tables, events, decoded);
     sql::write(&mut *conn, tables, &changes).await?;
-    let created: Vec<Uuid> = changes
-        .dirty_installations
-        .iter()
-        .filter(|id| !stored.contains(id))
-        .copied()
-        .collect();
-    sql::seed_last_used(conn, tables, &created).await?;
+    sql::seed_last_used(conn, tables, &changes.created_installations).await?;
     Ok(reports)
 }
