@@ -39,7 +39,7 @@ pub struct StoreArgs {
 
     /// Maximum Postgres connections per process [default: 16 in a process that runs the
     /// refresher, otherwise 2 per CPU core, at least 4].
-    #[arg(long, env = "HK_DB_MAX_CONNECTIONS")]
+    #[arg(long, env = "HK_DB_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
     pub db_max_connections: Option<u32>,
 }
 
@@ -1062,5 +1062,22 @@ mod tests {
         assert!(unset.max_connections(false) >= 4);
         // Each refresh in flight holds a session: the refresher's processes keep 16.
         assert_eq!(unset.max_connections(true), 16);
+    }
+
+    #[test]
+    fn a_pool_of_no_connections_is_refused_at_parse_time() {
+        #[derive(clap::Parser)]
+        struct Store {
+            #[command(flatten)]
+            store: StoreArgs,
+        }
+        let parse = |value: &str| {
+            <Store as clap::Parser>::try_parse_from(["hubkeeper", "--db-max-connections", value])
+                .map(|s| s.store.db_max_connections)
+        };
+        assert_eq!(parse("4").ok(), Some(Some(4)));
+        let refused = parse("0").expect_err("0 connections refused");
+        assert!(refused.to_string().contains("0 is not in 1.."), "{refused}");
+        assert!(parse("many").is_err());
     }
 }
