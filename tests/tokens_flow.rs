@@ -1192,4 +1192,28 @@ async fn a_kept_state_never_decides_what_the_stored_state_would_not() {
             "edit {i} decided on the stored state"
         );
     }
+
+    // A state loaded for a command (a refresh under its lock) is kept like a command's result:
+    // the command takes it instead of loading, and when another process moved the aggregate on
+    // in between, the command is decided again on the stored state.
+    let c = CommandBus::new(&pool, DomainServices::system());
+    assert!(!c.apps().keeps_state_of(&id));
+    let (loaded, _) = c.apps().load_for_command(&id).await.unwrap();
+    assert!(c.apps().keeps_state_of(&id), "kept for the command");
+    let edited = c
+        .apps()
+        .execute_returning(&id, label("after a load"), &meta())
+        .await
+        .unwrap();
+    assert_eq!(edited.before, loaded);
+    c.apps().load_for_command(&id).await.unwrap();
+    b.apps().execute(&id, park(), &meta()).await.unwrap();
+    let (stored, sequence) = b.apps().load(&id).await.unwrap();
+    let resumed = c
+        .apps()
+        .execute_returning(&id, AppCommand::ResumeRefreshes, &meta())
+        .await
+        .expect("decided on the stored (parked) state, not the loaded one");
+    assert_eq!(resumed.before, stored);
+    assert_eq!(resumed.sequence, sequence + 1);
 }

@@ -371,9 +371,10 @@ pub struct AggregateBus<A: BusAggregate> {
 const HOT_STATES: usize = 1024;
 
 /// The state this process's last command left each recently commanded (snapshotted) aggregate
-/// in, so the next command on it can skip its load: with 16 clients editing 16 apps, the load
-/// was one of a command's two round trips, and Postgres's share of it was walking the dead
-/// versions of the hot snapshot rows.
+/// in, or that a load made for a command found ([`AggregateBus::load_for_command`]), so the
+/// next command on it can skip its load: with 16 clients editing 16 apps, the load was one of a
+/// command's two round trips, and Postgres's share of it was walking the dead versions of the
+/// hot snapshot rows; a refresh loaded its installation under the lock and again to record.
 ///
 /// Nothing is trusted that the store has not confirmed:
 /// - a command decided on a kept state commits only if the store agrees it was current: the
@@ -587,12 +588,29 @@ impl<A: BusAggregate> AggregateBus<A> {
     /// The aggregate's current state and sequence (the default state and 0 if it never
     /// existed).
     pub async fn load(&self, id: &str) -> Result<(A, usize), CoreError> {
-        let context = self
-            .store
+        let loaded = self.load_context(id).await?;
+        Ok((loaded.aggregate, loaded.current_sequence))
+    }
+
+    /// As [`AggregateBus::load`], for a caller that loads in order to decide on a command (a
+    /// refresh under its lock): the state is also kept, so that command skips a second load.
+    /// It is checked like every kept state: a command the store would not accept on it is
+    /// decided again on a fresh load.
+    pub async fn load_for_command(&self, id: &str) -> Result<(A, usize), CoreError> {
+        let loaded = self.load_context(id).await?;
+        let state = (loaded.aggregate.clone(), loaded.current_sequence);
+        if self.store.policy == Snapshots::Periodic {
+            self.hot.keep(loaded);
+        }
+        Ok(state)
+    }
+
+    async fn load_context(&self, id: &str) -> Result<EventStoreAggregateContext<A>, CoreError> {
+        self.store
             .load_aggregate(id)
             .await
-            .map_err(|e| CoreError::Store(e.to_string()))?;
-        Ok((context.loaded.aggregate, context.loaded.current_sequence))
+            .map(|context| context.loaded)
+            .map_err(|e| CoreError::Store(e.to_string()))
     }
 }
 

@@ -290,6 +290,16 @@ impl Inner {
             .await
             .map(|(installation, _)| installation)
     }
+
+    /// As [`Inner::load`], keeping the state for the command that follows (see
+    /// [`crate::commands::AggregateBus::load_for_command`]).
+    async fn load_for_command(&self, id: &InstallationId) -> Result<Installation, CoreError> {
+        self.bus
+            .installations()
+            .load_for_command(&id.to_string())
+            .await
+            .map(|(installation, _)| installation)
+    }
 }
 
 fn chrono_duration(d: Duration) -> chrono::Duration {

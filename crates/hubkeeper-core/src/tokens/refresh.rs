@@ -317,7 +317,9 @@ impl Inner {
         trigger: &RefreshTrigger,
         lock: &HeldLock,
     ) -> Result<Flight, CoreError> {
-        let installation = self.load(id).await?;
+        // Loaded for the command that records the outcome: it decides on this state instead of
+        // loading it again, unless the store shows it changed meanwhile.
+        let installation = self.load_for_command(id).await?;
         let now = self.clock.now();
         if let Some(reason) = not_refreshable(&installation, now) {
             return Ok(Flight::NotRefreshable(reason));

@@ -37,6 +37,10 @@ pub struct WebhookRun {
     pub ratio: f64,
     /// The HTTP floor's rate over the baseline's: more than any intake could reach here.
     pub ceiling_ratio: f64,
+    /// The ratio of an intake whose whole cost were the HTTP floor's plus the baseline's publish,
+    /// when both saturate the same cores (their costs per request add up):
+    /// `floor / (floor + baseline)`. A closer estimate of the reachable than `ceiling_ratio`.
+    pub composed_ceiling_ratio: f64,
 }
 
 /// A batch as HubSpot sends it; event ids continue from `next_id`. Written straight as JSON
@@ -136,15 +140,22 @@ pub async fn run(
             "{}",
             baseline.line(&format!("webhooks x{events} (jetstream)"))
         );
-        runs.push(WebhookRun {
+        let run = WebhookRun {
             batch_events: events,
             body_bytes: sample.len(),
             hubkeeper_events_per_second: hubkeeper.per_second * events as f64,
             ratio: hubkeeper.per_second / baseline.per_second.max(f64::MIN_POSITIVE),
             ceiling_ratio: http_floor.per_second / baseline.per_second.max(f64::MIN_POSITIVE),
+            composed_ceiling_ratio: http_floor.per_second
+                / (http_floor.per_second + baseline.per_second).max(f64::MIN_POSITIVE),
             hubkeeper,
             baseline,
-        });
+        };
+        eprintln!(
+            "webhooks x{events}: {:.2} of JetStream; the HTTP floor alone {:.2}, floor plus publish {:.2}",
+            run.ratio, run.ceiling_ratio, run.composed_ceiling_ratio
+        );
+        runs.push(run);
     }
     Ok(WebhookFigures {
         seconds_per_run: seconds,
