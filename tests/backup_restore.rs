@@ -180,6 +180,10 @@ async fn project(pool: &PgPool) -> GlobalCursor {
         .await
         .expect("cursor");
     while projector.step(&mut conn, &mut cursor).await.expect("step") > 0 {}
+    projector
+        .save_reached(&mut conn, cursor)
+        .await
+        .expect("save the cursor");
     cursor
 }
 

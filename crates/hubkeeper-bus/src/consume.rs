@@ -349,9 +349,13 @@ impl<H: BatchHandler> Worker<H> {
             .map_err(SubscriptionError::Prepare)?;
         let concurrency = spec.concurrency.max(1);
         let batch_size = spec.batch_size.max(1);
+        // Pull what this process's slots can take, not more: the server hands a pull request
+        // up to `max_ack_pending` messages, so a process asking for hundreds could hold the
+        // queue while the other processes sharing the consumer had free slots and nothing to
+        // do. The client asks again when half of a pull is delivered.
         let mut messages = consumer
             .stream()
-            .max_messages_per_batch(batch_size.max(200))
+            .max_messages_per_batch(concurrency.saturating_mul(batch_size))
             .heartbeat(Duration::from_secs(5))
             .expires(Duration::from_secs(30))
             .messages()

@@ -18,13 +18,12 @@
 //!   session or process dies; standbys retry every second.
 
 use std::collections::HashSet;
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage};
 use bytes::Bytes;
 use hubkeeper_store::{
-    follow, read_after, save_cursor, FollowConfig, Follower, GlobalCursor, Step, StoredEvent,
+    follow, read_after, FollowConfig, Follower, GlobalCursor, LazyCursor, Step, StoredEvent,
 };
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
@@ -92,43 +91,19 @@ pub struct EventRelay {
     pool: PgPool,
     js: jetstream::Context,
     config: RelayConfig,
-    /// The cursor last saved and when (`None` until this process saved one).
-    saved: Mutex<Option<(GlobalCursor, Instant)>>,
+    /// Saved at most every [`RelayConfig::cursor_save_interval`].
+    cursor: LazyCursor,
 }
 
 impl EventRelay {
     pub fn new(pool: PgPool, js: jetstream::Context, config: RelayConfig) -> Self {
+        let cursor = LazyCursor::new(config.cursor_name.clone(), config.cursor_save_interval);
         Self {
             pool,
             js,
             config,
-            saved: Mutex::new(None),
+            cursor,
         }
-    }
-
-    /// Saves `cursor` unless it is saved already or the last save is more recent than
-    /// [`RelayConfig::cursor_save_interval`] (`force` saves anyway, e.g. on the way out).
-    async fn save_when_due(
-        &self,
-        conn: &mut PgConnection,
-        cursor: GlobalCursor,
-        force: bool,
-    ) -> Result<(), RelayError> {
-        let due = match *self.last_saved() {
-            Some((saved, _)) if saved == cursor => false,
-            Some((_, at)) => force || at.elapsed() >= self.config.cursor_save_interval,
-            None => true,
-        };
-        if due {
-            save_cursor(&mut *conn, &self.config.cursor_name, cursor).await?;
-            *self.last_saved() = Some((cursor, Instant::now()));
-        }
-        Ok(())
-    }
-
-    fn last_saved(&self) -> std::sync::MutexGuard<'_, Option<(GlobalCursor, Instant)>> {
-        // Plain assignments under the lock: a panic elsewhere cannot leave it half-written.
-        self.saved.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs until `shutdown`: stands by until this process leads, relays, and starts over from
@@ -154,12 +129,12 @@ impl EventRelay {
         let Some(last) = batch.last().map(StoredEvent::cursor) else {
             // Caught up: what was published and not saved yet is saved now, or at the next
             // read (a NOTIFY or the idle wait) once the interval has passed.
-            self.save_when_due(conn, *cursor, false).await?;
+            self.cursor.save_when_due(conn, *cursor, false).await?;
             return Ok(RelayOutcome::Idle);
         };
         let duplicates = self.publish_in_order(&batch).await?;
         *cursor = last;
-        self.save_when_due(conn, last, false).await?;
+        self.cursor.save_when_due(conn, last, false).await?;
         metrics::counter!("hk_relay_published_total").increment(batch.len() as u64);
         metrics::counter!("hk_relay_duplicates_total").increment(duplicates as u64);
         metrics::histogram!("hk_relay_batch_seconds").record(started.elapsed().as_secs_f64());
@@ -243,8 +218,12 @@ impl Follower for EventRelay {
         cursor: &mut GlobalCursor,
     ) -> Result<Step, RelayError> {
         Ok(match self.step(conn, cursor).await? {
-            RelayOutcome::Idle => Step::CaughtUp,
-            RelayOutcome::Published { .. } => Step::Progressed,
+            RelayOutcome::Published { events, .. }
+                if i64::try_from(events).unwrap_or(i64::MAX) >= self.config.batch_size =>
+            {
+                Step::Progressed
+            }
+            RelayOutcome::Published { .. } | RelayOutcome::Idle => Step::CaughtUp,
         })
     }
 
@@ -254,7 +233,7 @@ impl Follower for EventRelay {
         conn: &mut PgConnection,
         cursor: GlobalCursor,
     ) -> Result<(), RelayError> {
-        self.save_when_due(conn, cursor, true).await
+        Ok(self.cursor.save_when_due(conn, cursor, true).await?)
     }
 }
 

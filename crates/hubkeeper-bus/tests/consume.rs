@@ -255,3 +255,74 @@ async fn shutdown_lets_the_work_in_flight_finish_and_be_acknowledged() {
     // Acks were confirmed before the loop returned: nothing is left for another worker.
     assert!(settled(&js).await, "both messages acknowledged on shutdown");
 }
+
+/// Processes sharing a consumer share its work: a process pulls what its slots can take, so one
+/// whose slots are all busy does not hold the queue while another has free slots. (When each
+/// pull asked for 200, the first process got everything up to `max_ack_pending` and a second
+/// one got nothing until the first had worked it off.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_process_leaves_the_queue_to_the_processes_with_free_slots() {
+    let env = TestEnv::start().await;
+    let js = setup(&env).await;
+    for i in 0..40 {
+        publish(&js, "hk.consume-test.shared", &format!("m{i:02}")).await;
+    }
+    let release = Arc::new(Semaphore::new(0));
+    let finished: Arc<Mutex<Vec<String>>> = Arc::default();
+    let shutdown = CancellationToken::new();
+    let mut started = Vec::new();
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let (started_tx, started_rx) = mpsc::unbounded_channel();
+        let handler = Held {
+            started: started_tx,
+            release: release.clone(),
+            finished: finished.clone(),
+        };
+        // Each "process" on its own connection, like two refresher processes.
+        let js = hubkeeper_bus::jetstream(env.nats_client().await);
+        let shutdown = shutdown.clone();
+        workers.push(tokio::spawn(async move {
+            consume(&js, &spec(5, 2, true), handler, &shutdown).await
+        }));
+        started.push(started_rx);
+        if workers.len() == 1 {
+            // The first process pulls alone, fills its two slots and blocks in them.
+            for _ in 0..2 {
+                started[0].recv().await.expect("the first process handles");
+            }
+        }
+    }
+    // The second process gets work while every slot of the first is still blocked.
+    for _ in 0..2 {
+        tokio::time::timeout(Duration::from_secs(20), started[1].recv())
+            .await
+            .expect("the second process got messages while the first was busy")
+            .expect("the second process handles");
+    }
+
+    release.add_permits(1_000);
+    wait_until("every message handled", Duration::from_secs(30), || {
+        let finished = finished.clone();
+        async move {
+            finished
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len()
+                >= 40
+        }
+    })
+    .await;
+    shutdown.cancel();
+    for worker in workers {
+        worker.await.expect("the loop stops");
+    }
+    let mut handled = finished
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    handled.sort();
+    let expected: Vec<String> = (0..40).map(|i| format!("m{i:02}")).collect();
+    assert_eq!(handled, expected, "each message handled once");
+    assert!(settled(&js).await, "every message acknowledged");
+}

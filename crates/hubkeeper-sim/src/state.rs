@@ -28,6 +28,8 @@ use crate::tokens::{new_access_token, new_refresh_token, TokenHash};
 const REQUEST_LOG_CAPACITY: usize = 10_000;
 /// Expired access tokens are remembered this long so late callers get "expired", not "unknown".
 const EXPIRED_TOKEN_MEMORY: Duration = Duration::from_secs(24 * 3600);
+/// Access tokens held before the first purge of long-expired ones.
+const ACCESS_TOKENS_PURGE_MIN: usize = 10_000;
 /// HubSpot allows at most this many webhook requests in flight per account.
 pub(crate) const WEBHOOK_CONCURRENCY_PER_ACCOUNT: usize = 10;
 
@@ -306,6 +308,9 @@ pub(crate) struct Store {
     pub(crate) installations: BTreeMap<InstallKey, Installation>,
     pub(crate) codes: HashMap<TokenHash, AuthCode>,
     pub(crate) access_tokens: HashMap<TokenHash, AccessTokenRec>,
+    /// Size of `access_tokens` at which long-expired tokens are next forgotten: twice what the
+    /// last purge kept, so the purge's scan costs O(1) per token issued, however many live.
+    access_tokens_purge_at: usize,
     pub(crate) refresh_tokens: HashMap<TokenHash, RefreshTokenRec>,
     pub(crate) counters: CounterStore,
     log: VecDeque<RequestLogEntry>,
@@ -332,6 +337,7 @@ impl Store {
             installations: BTreeMap::new(),
             codes: HashMap::new(),
             access_tokens: HashMap::new(),
+            access_tokens_purge_at: ACCESS_TOKENS_PURGE_MIN,
             refresh_tokens: HashMap::new(),
             counters: CounterStore::default(),
             log: VecDeque::new(),
@@ -497,9 +503,11 @@ impl Store {
             expires_at,
             revoked: false,
         };
-        if self.access_tokens.len() > 10_000 {
+        if self.access_tokens.len() >= self.access_tokens_purge_at {
             self.access_tokens
                 .retain(|_, t| deadline(t.expires_at, EXPIRED_TOKEN_MEMORY) > now);
+            self.access_tokens_purge_at =
+                (self.access_tokens.len() * 2).max(ACCESS_TOKENS_PURGE_MIN);
         }
         self.access_tokens.insert(TokenHash::of(&token), rec);
         self.counters
@@ -821,4 +829,52 @@ fn validate_app(app: &AppSpec) -> Result<(), String> {
         return Err(format!("app {} needs at least one scope", app.client_id));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tokens expired for longer than the simulator remembers them are forgotten, but only when
+    /// the map has doubled since the last purge: a store of 10,000 live tokens must not be
+    /// scanned on every token it issues (a refresh storm made that a tenth of the machine).
+    #[test]
+    fn long_expired_access_tokens_are_forgotten_in_amortised_purges() {
+        let config = SimConfig {
+            token_lifetime: Duration::from_secs(60),
+            ..SimConfig::default()
+        };
+        let state = SimState::new(&config, "http://sim.test").expect("simulator state");
+        let mut store = state.lock();
+        let key = InstallKey {
+            client_id: "client".into(),
+            hub_id: 7,
+        };
+        let user = UserSpec {
+            user_id: 71,
+            email: "admin@example.com".into(),
+        };
+        store.install(&key, 1, &user, &["oauth".to_string()]);
+        let start = Instant::now();
+        for _ in 0..ACCESS_TOKENS_PURGE_MIN {
+            store.issue_access_token(&key, start).expect("installed");
+        }
+        assert_eq!(store.access_tokens.len(), ACCESS_TOKENS_PURGE_MIN);
+
+        // A day and more later, every token issued so far is long expired: the next issue
+        // reaches the threshold, forgets them and keeps only itself.
+        let later = start + EXPIRED_TOKEN_MEMORY + Duration::from_secs(120);
+        store.issue_access_token(&key, later).expect("installed");
+        assert_eq!(store.access_tokens.len(), 1);
+        assert_eq!(store.access_tokens_purge_at, ACCESS_TOKENS_PURGE_MIN);
+
+        // Live tokens are kept, and the next purge waits until the map has doubled.
+        for _ in 1..ACCESS_TOKENS_PURGE_MIN {
+            store.issue_access_token(&key, later).expect("installed");
+        }
+        assert_eq!(store.access_tokens.len(), ACCESS_TOKENS_PURGE_MIN);
+        store.issue_access_token(&key, later).expect("installed");
+        assert_eq!(store.access_tokens.len(), ACCESS_TOKENS_PURGE_MIN + 1);
+        assert_eq!(store.access_tokens_purge_at, 2 * ACCESS_TOKENS_PURGE_MIN);
+    }
 }

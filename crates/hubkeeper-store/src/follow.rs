@@ -6,6 +6,8 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
+
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
@@ -28,9 +30,11 @@ pub struct FollowConfig {
 /// What one step of a follower did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    /// Handled events; read again at once.
+    /// Handled a full batch: more may be waiting; read again at once.
     Progressed,
-    /// Nothing new below the read horizon: wait for a commit.
+    /// Read everything below the read horizon (an empty or a partial batch): wait for a commit.
+    /// A partial batch counts: the read that would follow at once finds, most of the time,
+    /// nothing, and what was committed meanwhile has sent its wake-up already.
     CaughtUp,
 }
 
@@ -93,6 +97,11 @@ pub async fn follow<F: Follower>(
                 _ = shutdown.cancelled() => {}
                 notified = listener.recv() => { notified?; }
                 _ = tokio::time::sleep(config.idle_wait) => {}
+            }
+            // Wake-ups already received are covered by the read that follows: one read for
+            // all of them, not one each (under load several arrive during a batch).
+            while let Some(notified) = listener.recv().now_or_never() {
+                notified?;
             }
         }
     }

@@ -11,7 +11,7 @@ pub mod log;
 pub mod pool;
 pub mod wake;
 
-pub use cursor::{load_cursor, save_cursor};
+pub use cursor::{load_cursor, save_cursor, LazyCursor};
 pub use follow::{follow, FollowConfig, Follower, Step};
 pub use log::{read_after, reader_lag, GlobalCursor, ReaderLag, StoredEvent, EVENTS_CHANNEL};
 pub use pool::{connect, migrate, migrations_pending, PoolConfig, StoreError, MIGRATOR};

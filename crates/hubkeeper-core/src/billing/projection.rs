@@ -7,7 +7,10 @@
 //! than the shared JetStream projector consumer, whose apply code is closed over the
 //! installation, app and activity read models: one leader (`hubkeeper_bus::leadership`, like the
 //! relay) applies each batch and saves its cursor in the same transaction, so every event is
-//! applied exactly once and in commit order, and a crash replays the batch that was not committed. Rows are rebuilt by folding the
+//! applied exactly once and in commit order, and a crash replays the batch that was not
+//! committed. A batch with nothing to apply (most are: refreshes, webhooks, app edits) writes
+//! nothing and its cursor is saved lazily, like the relay's: a crash re-reads events that change
+//! nothing. Rows are rebuilt by folding the
 //! aggregate's events up to the one being applied, so applying is deterministic and a replay
 //! yields the same rows. Lag is exported as `hk_billing_projection_lag_events` and
 //! `hk_billing_projection_lag_seconds`.
@@ -24,7 +27,8 @@ use hubkeeper_domain::plan::{Plan, PlanEvent};
 use hubkeeper_domain::subscription::{Subscription, SubscriptionEvent};
 use hubkeeper_domain::{AppId, InstallationId};
 use hubkeeper_store::{
-    follow, read_after, save_cursor, FollowConfig, Follower, GlobalCursor, Step, StoredEvent,
+    follow, read_after, save_cursor, FollowConfig, Follower, GlobalCursor, LazyCursor, Step,
+    StoredEvent,
 };
 use serde::de::DeserializeOwned;
 use sqlx::{PgConnection, PgPool};
@@ -49,6 +53,9 @@ pub struct BillingProjectorConfig {
     pub housekeeping_interval: Duration,
     /// Put newly connected installations on their app's default (free) plan.
     pub assign_default_plans: bool,
+    /// Shortest time between two saves of a cursor moved only past events with nothing to
+    /// apply (a batch that writes saves its cursor in its own transaction).
+    pub cursor_save_interval: Duration,
 }
 
 impl Default for BillingProjectorConfig {
@@ -60,8 +67,18 @@ impl Default for BillingProjectorConfig {
             error_backoff: Duration::from_millis(500),
             housekeeping_interval: Duration::from_secs(2),
             assign_default_plans: true,
+            cursor_save_interval: Duration::from_millis(100),
         }
     }
+}
+
+/// What an event makes the projection write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Apply {
+    Plan,
+    Subscription,
+    /// A first connect: the installation goes on its app's default plan.
+    DefaultPlan,
 }
 
 /// The projector loop of one process (one leads, the others stand by).
@@ -69,15 +86,20 @@ pub struct BillingProjector {
     pool: PgPool,
     billing: BillingService,
     config: BillingProjectorConfig,
+    /// Saved with each batch that writes; past batches with nothing to apply, at most every
+    /// [`BillingProjectorConfig::cursor_save_interval`].
+    cursor: LazyCursor,
 }
 
 impl BillingProjector {
     /// A projector writing through `pool`; `billing` issues the default-plan commands.
     pub fn new(pool: PgPool, billing: BillingService, config: BillingProjectorConfig) -> Self {
+        let cursor = LazyCursor::new(BILLING_PROJECTION_CURSOR, config.cursor_save_interval);
         Self {
             pool,
             billing,
             config,
+            cursor,
         }
     }
 
@@ -92,8 +114,10 @@ impl BillingProjector {
         run_as_leader(&self.pool, &role, &self, &shutdown).await;
     }
 
-    /// Applies the next batch after `cursor` in one transaction and advances it; returns how
-    /// many events were read. Public so tests can drive the projection step by step.
+    /// Applies the next batch after `cursor` in one transaction that also saves the cursor, and
+    /// advances it; a batch with nothing to apply only advances it (saved at most every
+    /// [`BillingProjectorConfig::cursor_save_interval`]). Returns how many events were read.
+    /// Public so tests can drive the projection step by step ([`Self::save_reached`] after).
     pub async fn step(
         &self,
         conn: &mut PgConnection,
@@ -101,27 +125,59 @@ impl BillingProjector {
     ) -> Result<usize, CoreError> {
         let batch = read_after(&mut *conn, *cursor, self.config.batch_size).await?;
         let Some(last) = batch.last().map(StoredEvent::cursor) else {
+            // Caught up: a cursor moved past events with nothing to apply is saved now, or at
+            // the next read once the interval has passed.
+            self.cursor.save_when_due(conn, *cursor, false).await?;
             return Ok(0);
         };
+        if !batch.iter().any(|event| self.applies_to(event).is_some()) {
+            // Nothing to write: no transaction, and the cursor saved lazily (a crash re-reads
+            // events that change nothing). Most batches are of this kind: refreshes, webhooks.
+            *cursor = last;
+            self.cursor.save_when_due(conn, last, false).await?;
+            metrics::counter!("hk_billing_projection_events_total").increment(batch.len() as u64);
+            return Ok(batch.len());
+        }
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         for event in &batch {
-            match event.aggregate_type.as_str() {
-                t if t == Plan::TYPE => apply_plan(&mut tx, event).await?,
-                t if t == Subscription::TYPE => apply_subscription(&mut tx, event).await?,
-                "installation"
-                    if self.config.assign_default_plans
-                        && event.event_type == installation_events::CONNECTED =>
-                {
-                    self.assign_default(&mut tx, event).await?
-                }
-                _ => {}
+            match self.applies_to(event) {
+                Some(Apply::Plan) => apply_plan(&mut tx, event).await?,
+                Some(Apply::Subscription) => apply_subscription(&mut tx, event).await?,
+                Some(Apply::DefaultPlan) => self.assign_default(&mut tx, event).await?,
+                None => {}
             }
         }
         save_cursor(&mut *tx, BILLING_PROJECTION_CURSOR, last).await?;
         tx.commit().await?;
+        self.cursor.saved_elsewhere(last);
         *cursor = last;
         metrics::counter!("hk_billing_projection_events_total").increment(batch.len() as u64);
         Ok(batch.len())
+    }
+
+    /// Saves `cursor` now if the last save was before it: what the loop does when it stops,
+    /// for callers that drive [`Self::step`] themselves.
+    pub async fn save_reached(
+        &self,
+        conn: &mut PgConnection,
+        cursor: GlobalCursor,
+    ) -> Result<(), CoreError> {
+        Ok(self.cursor.save_when_due(conn, cursor, true).await?)
+    }
+
+    /// What applying `event` writes, if anything.
+    fn applies_to(&self, event: &StoredEvent) -> Option<Apply> {
+        match event.aggregate_type.as_str() {
+            t if t == Plan::TYPE => Some(Apply::Plan),
+            t if t == Subscription::TYPE => Some(Apply::Subscription),
+            "installation"
+                if self.config.assign_default_plans
+                    && event.event_type == installation_events::CONNECTED =>
+            {
+                Some(Apply::DefaultPlan)
+            }
+            _ => None,
+        }
     }
 
     /// The process manager: a first connect puts the installation on the default plan. The
@@ -201,10 +257,23 @@ impl Follower for BillingProjector {
         conn: &mut PgConnection,
         cursor: &mut GlobalCursor,
     ) -> Result<Step, CoreError> {
-        Ok(match self.step(conn, cursor).await? {
-            0 => Step::CaughtUp,
-            _ => Step::Progressed,
-        })
+        let read = self.step(conn, cursor).await?;
+        Ok(
+            if i64::try_from(read).unwrap_or(i64::MAX) >= self.config.batch_size {
+                Step::Progressed
+            } else {
+                Step::CaughtUp
+            },
+        )
+    }
+
+    /// Shutting down: a cursor saved lazily is saved now.
+    async fn stopped(
+        &self,
+        conn: &mut PgConnection,
+        cursor: GlobalCursor,
+    ) -> Result<(), CoreError> {
+        self.save_reached(conn, cursor).await
     }
 
     /// Keeps the `plan_code` side column in step with plan renames.

@@ -217,26 +217,20 @@ pub(super) enum Flight {
 impl TokenService {
     /// For the refresher worker: refreshes if the token expires within `lead`, through the
     /// single-flight path. Never fails: every problem is an outcome the worker can act on.
+    ///
+    /// Whether it is due (and refreshable at all) is decided once, under the lock, on the state
+    /// the command that records the outcome then uses: the scheduler only sends installations
+    /// that were due, so a load before the lock confirmed what the locked one finds anyway and
+    /// cost every refresh a round trip (a command that is stale by now takes the lock for
+    /// nothing, which is rare).
     pub async fn refresh_if_due(
         &self,
         id: &InstallationId,
         lead: Duration,
         trigger: RefreshTrigger,
     ) -> RefreshOutcome {
-        let margin = chrono_duration(lead);
-        let installation = match self.inner.load(id).await {
-            Ok(i) => i,
-            Err(e) => return failed(&e),
-        };
-        if let Some(reason) = not_refreshable(&installation, self.inner.clock.now()) {
-            return RefreshOutcome::NotRefreshable(reason);
-        }
-        if !Need::ExpiresWithin(margin).holds(&installation, self.inner.clock.now()) {
-            if let Some(expires_at) = installation.access_expires_at() {
-                return RefreshOutcome::StillFresh { expires_at };
-            }
-        }
-        self.outcome(id, Need::ExpiresWithin(margin), trigger).await
+        self.outcome(id, Need::ExpiresWithin(chrono_duration(lead)), trigger)
+            .await
     }
 
     /// Refreshes now, whatever the expiry (manual refresh, idle installations). A refresh by
