@@ -201,7 +201,7 @@ impl LeaderWork for EventRelay {
             self,
             &self.pool,
             leadership.connection(),
-            &self.config.cursor_name,
+            self.cursor.name(),
             follow_config,
             shutdown,
         )
@@ -217,14 +217,11 @@ impl Follower for EventRelay {
         conn: &mut PgConnection,
         cursor: &mut GlobalCursor,
     ) -> Result<Step, RelayError> {
-        Ok(match self.step(conn, cursor).await? {
-            RelayOutcome::Published { events, .. }
-                if i64::try_from(events).unwrap_or(i64::MAX) >= self.config.batch_size =>
-            {
-                Step::Progressed
-            }
-            RelayOutcome::Published { .. } | RelayOutcome::Idle => Step::CaughtUp,
-        })
+        let read = match self.step(conn, cursor).await? {
+            RelayOutcome::Published { events, .. } => events,
+            RelayOutcome::Idle => 0,
+        };
+        Ok(Step::after_read(read, self.config.batch_size))
     }
 
     /// Shutting down: leave nothing for a successor to republish.

@@ -38,6 +38,18 @@ pub enum Step {
     CaughtUp,
 }
 
+impl Step {
+    /// The step after a read of `read` events with a limit of `batch_size`: only a full batch
+    /// is read again at once.
+    pub fn after_read(read: usize, batch_size: i64) -> Step {
+        if i64::try_from(read).unwrap_or(i64::MAX) >= batch_size {
+            Step::Progressed
+        } else {
+            Step::CaughtUp
+        }
+    }
+}
+
 /// A reader of the global order, driven by [`follow`].
 pub trait Follower: Send + Sync {
     type Error: From<sqlx::Error> + Send;

@@ -22,17 +22,17 @@ mod up;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc instead of the system allocator: every request, command and event allocates many
-/// small, short-lived buffers across the runtime's threads, and glibc's malloc spent about a
-/// fifth of the API's CPU on them (`malloc_consolidate`, arena locks; docs/performance.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use crate::config::{
     ApiSettings, BackupSettings, DoctorSettings, HealthSettings, KeySettings, LogArgs,
     MigrateSettings, RestoreSettings, SelftestSettings, StoreAndNatsSettings, StoreSettings,
     UpSettings, WorkerSettings,
 };
+
+/// mimalloc instead of the system allocator: every request, command and event allocates many
+/// small, short-lived buffers across the runtime's threads, and glibc's malloc spent about a
+/// fifth of the API's CPU on them (`malloc_consolidate`, arena locks; docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Debug, Parser)]
 #[command(

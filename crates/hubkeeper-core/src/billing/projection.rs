@@ -147,7 +147,7 @@ impl BillingProjector {
                 None => {}
             }
         }
-        save_cursor(&mut *tx, BILLING_PROJECTION_CURSOR, last).await?;
+        save_cursor(&mut *tx, self.cursor.name(), last).await?;
         tx.commit().await?;
         self.cursor.saved_elsewhere(last);
         *cursor = last;
@@ -241,7 +241,7 @@ impl LeaderWork for BillingProjector {
             self,
             &self.pool,
             leadership.connection(),
-            BILLING_PROJECTION_CURSOR,
+            self.cursor.name(),
             follow_config,
             shutdown,
         )
@@ -258,13 +258,7 @@ impl Follower for BillingProjector {
         cursor: &mut GlobalCursor,
     ) -> Result<Step, CoreError> {
         let read = self.step(conn, cursor).await?;
-        Ok(
-            if i64::try_from(read).unwrap_or(i64::MAX) >= self.config.batch_size {
-                Step::Progressed
-            } else {
-                Step::CaughtUp
-            },
-        )
+        Ok(Step::after_read(read, self.config.batch_size))
     }
 
     /// Shutting down: a cursor saved lazily is saved now.
